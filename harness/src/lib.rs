@@ -1,0 +1,41 @@
+//! Test and operations harness for the checkout saga.
+//!
+//! Integration tests, `checkout chaos` and `checkout demo` all need the same disposable
+//! infrastructure: a private NATS JetStream server they can crash and restart, a fresh PostgreSQL
+//! database, an OTLP receiver that keeps every span for inspection, and control over the real
+//! service binaries as child processes. Everything here returns errors instead of panicking
+//! because it also runs in production commands, and errors about missing dependencies name the
+//! exact command that installs or starts them.
+
+pub mod db;
+pub mod nats;
+pub mod otlp;
+pub mod process;
+mod signal;
+pub mod span;
+pub mod trace_check;
+
+use std::net::{Ipv4Addr, TcpListener};
+
+pub use db::TestDb;
+pub use nats::NatsServer;
+pub use otlp::OtlpReceiver;
+pub use process::Service;
+pub use span::{ReceivedSpan, SpanKind};
+
+/// Returns a TCP port on 127.0.0.1 that was free a moment ago.
+///
+/// The port is found by binding port 0 and closing the listener again, so another process can
+/// in principle take it before the caller binds it; callers that start servers retry on bind
+/// failure for that reason.
+///
+/// # Panics
+///
+/// Panics if the loopback interface cannot bind any port at all, which means the machine cannot
+/// run any of the harness's servers either.
+pub fn free_port() -> u16 {
+    TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
+        .and_then(|listener| listener.local_addr())
+        .map(|addr| addr.port())
+        .expect("binding 127.0.0.1:0 must work on any machine that can run the harness")
+}

@@ -1,0 +1,399 @@
+//! A private `nats-server` with JetStream, owned by the caller.
+//!
+//! Each [`NatsServer`] gets its own port and its own JetStream store in a temporary directory,
+//! so parallel tests never see each other's streams, and a crash ([`NatsServer::kill`]) followed
+//! by [`NatsServer::restart`] exercises real file-store recovery on the same data.
+
+use std::env;
+use std::fs::{self, File, OpenOptions};
+use std::future::Future;
+use std::io::{Read as _, Seek as _, SeekFrom};
+use std::net::{Ipv4Addr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, anyhow, bail};
+use bytes::Bytes;
+use tempfile::TempDir;
+
+use crate::free_port;
+use crate::signal::kill_and_reap;
+
+/// Environment variable that overrides where the `nats-server` binary is found.
+pub const NATS_SERVER_BIN_ENV: &str = "NATS_SERVER_BIN";
+
+/// Where Debian's `nats-server` package installs the binary; `/usr/sbin` is often not on the
+/// PATH of unprivileged users, so it is checked explicitly.
+const DEBIAN_BINARY: &str = "/usr/sbin/nats-server";
+
+/// The command that fixes a missing binary on the Debian machines this project runs on.
+const INSTALL_HINT: &str = "apt-get update && apt-get install -y nats-server";
+
+/// How long a start or restart may take until JetStream answers. Recovery of a large store after
+/// a crash is the slow case; an empty store is ready in well under a second.
+const READY_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Attempts per start/restart. Only attempts where the process exits early are retried: that is
+/// the signature of the port being taken (by a racing process after [`free_port`], or briefly
+/// after a kill), which a fresh port or a short wait can fix; a readiness timeout is not retried
+/// because it would only multiply the wait.
+const START_ATTEMPTS: u32 = 5;
+
+/// Pause before retrying a restart on the same port.
+const RESTART_BACKOFF: Duration = Duration::from_millis(200);
+
+/// Pause between readiness probes.
+const PROBE_INTERVAL: Duration = Duration::from_millis(50);
+
+/// The JetStream API subject answering with account information; it only answers once
+/// JetStream has finished starting (including recovering streams from the store).
+const JS_ACCOUNT_INFO_SUBJECT: &str = "$JS.API.INFO";
+
+/// Upper bound for one connect + account query, so a half-started server cannot stall the probe
+/// loop past its deadline.
+const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// How much of the server log is quoted in errors: enough for the fatal line, not a whole log.
+const LOG_TAIL_BYTES: u64 = 2_000;
+
+/// A `nats-server -js` child process with a private port and JetStream store.
+///
+/// Dropping it kills the process and deletes the store. The server's stdout and stderr go to
+/// [`NatsServer::log_path`] inside the temporary directory rather than the caller's terminal, so
+/// test output stays readable; errors quote the end of that log.
+#[derive(Debug)]
+pub struct NatsServer {
+    binary: PathBuf,
+    port: u16,
+    store_dir: PathBuf,
+    log_path: PathBuf,
+    child: Option<Child>,
+    /// Held only for its own drop, which deletes the store and log after `Drop` killed the
+    /// server (fields drop after `Drop::drop` runs).
+    _temp_dir: TempDir,
+}
+
+/// What to do when the process exits before it is ready, which almost always means its port was
+/// taken.
+#[derive(Clone, Copy)]
+enum OnEarlyExit {
+    /// A fresh server has no clients yet, so it can simply move to another free port.
+    TryAnotherPort,
+    /// A restarted server must keep its port (clients reconnect to it), so wait for it instead.
+    WaitForPort,
+}
+
+/// Why one start attempt failed, which decides whether another attempt can help.
+enum AttemptError {
+    /// The process exited before it was ready, typically because the port was taken.
+    Exited(anyhow::Error),
+    /// Anything else (spawn failure, readiness timeout); retrying would only waste time.
+    Fatal(anyhow::Error),
+}
+
+impl NatsServer {
+    /// Starts a fresh server on a free port and waits until JetStream answers.
+    ///
+    /// Blocks the calling thread for up to about ten seconds. It is safe to call from inside a
+    /// Tokio runtime (the readiness probe runs on a helper thread with its own runtime), but
+    /// async code that must not block a worker should prefer [`NatsServer::start_async`].
+    pub fn start() -> anyhow::Result<NatsServer> {
+        let mut server = Self::prepare()?;
+        block_on_helper(server.run_until_ready(OnEarlyExit::TryAnotherPort))??;
+        Ok(server)
+    }
+
+    /// Async variant of [`NatsServer::start`] that awaits readiness instead of blocking.
+    pub async fn start_async() -> anyhow::Result<NatsServer> {
+        let mut server = Self::prepare()?;
+        server.run_until_ready(OnEarlyExit::TryAnotherPort).await?;
+        Ok(server)
+    }
+
+    /// The client URL, `nats://127.0.0.1:PORT`.
+    pub fn url(&self) -> String {
+        format!("nats://127.0.0.1:{}", self.port)
+    }
+
+    /// The client port on 127.0.0.1; it stays the same across restarts.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// The client listen address, `127.0.0.1:PORT`.
+    pub fn addr(&self) -> SocketAddr {
+        SocketAddr::from((Ipv4Addr::LOCALHOST, self.port))
+    }
+
+    /// The JetStream store directory (`-sd`); it survives kills and restarts.
+    pub fn store_dir(&self) -> &Path {
+        &self.store_dir
+    }
+
+    /// The file receiving the server's stdout and stderr across all restarts.
+    pub fn log_path(&self) -> &Path {
+        &self.log_path
+    }
+
+    /// Kills the server with SIGKILL and reaps it, simulating a crash: nothing is flushed or
+    /// shut down cleanly. Does nothing if it is not running.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            kill_and_reap(&mut child);
+        }
+    }
+
+    /// Starts the server again on the same port and store and waits until JetStream answers.
+    ///
+    /// Kills the current process first if it is still running. Blocks like
+    /// [`NatsServer::start`]; see [`NatsServer::restart_async`] for async callers.
+    pub fn restart(&mut self) -> anyhow::Result<()> {
+        self.kill();
+        block_on_helper(self.run_until_ready(OnEarlyExit::WaitForPort))?
+    }
+
+    /// Async variant of [`NatsServer::restart`].
+    pub async fn restart_async(&mut self) -> anyhow::Result<()> {
+        self.kill();
+        self.run_until_ready(OnEarlyExit::WaitForPort).await
+    }
+
+    /// Whether the server process is alive. Reaps it if it has exited, so a crashed server never
+    /// lingers as a zombie.
+    pub fn is_running(&mut self) -> bool {
+        let Some(child) = self.child.as_mut() else {
+            return false;
+        };
+        match child.try_wait() {
+            Ok(None) => true,
+            Ok(Some(_)) | Err(_) => {
+                self.child = None;
+                false
+            }
+        }
+    }
+
+    /// Finds the binary and lays out the temporary directory; spawns nothing yet.
+    fn prepare() -> anyhow::Result<NatsServer> {
+        let binary = find_binary()?;
+        let dir = tempfile::Builder::new()
+            .prefix("checkout-nats-")
+            .tempdir()
+            .context("creating a temporary directory for the NATS JetStream store")?;
+        let store_dir = dir.path().join("jetstream");
+        fs::create_dir_all(&store_dir)
+            .with_context(|| format!("creating JetStream store dir {}", store_dir.display()))?;
+        Ok(NatsServer {
+            binary,
+            port: free_port(),
+            store_dir,
+            log_path: dir.path().join("nats-server.log"),
+            child: None,
+            _temp_dir: dir,
+        })
+    }
+
+    /// Spawns the server until one attempt gets JetStream ready, retrying early exits.
+    async fn run_until_ready(&mut self, on_early_exit: OnEarlyExit) -> anyhow::Result<()> {
+        let mut last = None;
+        for attempt in 0..START_ATTEMPTS {
+            if attempt > 0 {
+                match on_early_exit {
+                    OnEarlyExit::TryAnotherPort => self.port = free_port(),
+                    OnEarlyExit::WaitForPort => tokio::time::sleep(RESTART_BACKOFF).await,
+                }
+            }
+            match self.attempt().await {
+                Ok(()) => return Ok(()),
+                Err(AttemptError::Exited(err)) => last = Some(err),
+                Err(AttemptError::Fatal(err)) => return Err(err),
+            }
+        }
+        let last = last.unwrap_or_else(|| anyhow!("no attempt was made"));
+        Err(last.context(format!(
+            "nats-server failed to start after {START_ATTEMPTS} attempts"
+        )))
+    }
+
+    /// Spawns the process once and waits for JetStream; on failure nothing is left running.
+    async fn attempt(&mut self) -> Result<(), AttemptError> {
+        self.spawn().map_err(AttemptError::Fatal)?;
+        let result = self.wait_ready().await;
+        if result.is_err() {
+            self.kill();
+        }
+        result
+    }
+
+    fn spawn(&mut self) -> anyhow::Result<()> {
+        let log = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log_path)
+            .with_context(|| format!("opening NATS log {}", self.log_path.display()))?;
+        let log_err = log
+            .try_clone()
+            .context("duplicating the NATS log file handle")?;
+        let port = self.port.to_string();
+        let child = Command::new(&self.binary)
+            .args(["-a", "127.0.0.1", "-p", &port, "-js", "-sd"])
+            .arg(&self.store_dir)
+            .stdin(Stdio::null())
+            .stdout(log)
+            .stderr(log_err)
+            .spawn()
+            .with_context(|| {
+                format!(
+                    "running {} failed; if it is missing or broken, reinstall it with `{}`",
+                    self.binary.display(),
+                    INSTALL_HINT
+                )
+            })?;
+        self.child = Some(child);
+        Ok(())
+    }
+
+    /// Polls until a client can connect and get JetStream account info, which is the point at
+    /// which streams (including ones recovered from the store) are usable.
+    async fn wait_ready(&mut self) -> Result<(), AttemptError> {
+        let deadline = Instant::now() + READY_TIMEOUT;
+        let url = self.url();
+        loop {
+            let exited = match self.child.as_mut().map(Child::try_wait) {
+                Some(Ok(None)) => None,
+                Some(Ok(Some(status))) => Some(status.to_string()),
+                Some(Err(err)) => Some(err.to_string()),
+                None => Some(String::from("process handle missing")),
+            };
+            if let Some(status) = exited {
+                self.child = None;
+                return Err(AttemptError::Exited(anyhow!(
+                    "nats-server on port {} exited before it was ready ({status}); log tail:\n{}",
+                    self.port,
+                    log_tail(&self.log_path)
+                )));
+            }
+            let probe_error = match probe(&url).await {
+                Ok(()) => return Ok(()),
+                Err(err) => err,
+            };
+            if Instant::now() >= deadline {
+                return Err(AttemptError::Fatal(anyhow!(
+                    "nats-server on port {} did not get JetStream ready within {:?} (last probe: \
+                     {probe_error}); log tail:\n{}",
+                    self.port,
+                    READY_TIMEOUT,
+                    log_tail(&self.log_path)
+                )));
+            }
+            tokio::time::sleep(PROBE_INTERVAL).await;
+        }
+    }
+}
+
+impl Drop for NatsServer {
+    fn drop(&mut self) {
+        // Kill before `_temp_dir` is dropped so the store is not deleted under a live server.
+        self.kill();
+    }
+}
+
+/// One readiness probe: TCP accept, NATS handshake, then a JetStream account-info request.
+///
+/// The request is sent raw instead of via `jetstream::Context::query_account` because
+/// async-nats 0.51 requires account fields (`reserved_memory`, `reserved_storage`) that
+/// nats-server 2.9 (Debian's package) does not send, so the typed call fails against a perfectly
+/// ready server. A JSON reply without an `error` member means JetStream is serving requests.
+async fn probe(url: &str) -> Result<(), String> {
+    let work = async {
+        let client = async_nats::ConnectOptions::new()
+            .connection_timeout(PROBE_TIMEOUT)
+            .connect(url)
+            .await
+            .map_err(|err| format!("connect: {err}"))?;
+        let reply = client
+            .request(JS_ACCOUNT_INFO_SUBJECT, Bytes::new())
+            .await
+            .map_err(|err| format!("JetStream account info request: {err}"))?;
+        let body: serde_json::Value = serde_json::from_slice(&reply.payload)
+            .map_err(|err| format!("JetStream account info reply is not JSON: {err}"))?;
+        match body.get("error") {
+            None => Ok(()),
+            Some(error) => Err(format!("JetStream account info returned an error: {error}")),
+        }
+    };
+    tokio::time::timeout(PROBE_TIMEOUT, work)
+        .await
+        .unwrap_or_else(|_| Err(format!("probe timed out after {PROBE_TIMEOUT:?}")))
+}
+
+/// Resolves the binary: `$NATS_SERVER_BIN`, then `nats-server` on PATH, then Debian's path.
+fn find_binary() -> anyhow::Result<PathBuf> {
+    if let Some(explicit) = env::var_os(NATS_SERVER_BIN_ENV) {
+        let path = PathBuf::from(explicit);
+        if path.is_file() {
+            return Ok(path);
+        }
+        bail!(
+            "{NATS_SERVER_BIN_ENV}={} does not exist; point it at a nats-server binary or unset \
+             it after installing one with `{INSTALL_HINT}`",
+            path.display()
+        );
+    }
+    let on_path: Vec<PathBuf> = env::var_os("PATH")
+        .map(|paths| {
+            env::split_paths(&paths)
+                .map(|dir| dir.join("nats-server"))
+                .collect()
+        })
+        .unwrap_or_default();
+    on_path
+        .into_iter()
+        .chain([PathBuf::from(DEBIAN_BINARY)])
+        .find(|candidate| candidate.is_file())
+        .ok_or_else(|| {
+            anyhow!(
+                "nats-server not found (checked ${NATS_SERVER_BIN_ENV}, PATH and {DEBIAN_BINARY}); \
+                 install it with `{INSTALL_HINT}`"
+            )
+        })
+}
+
+/// Runs `future` to completion on a helper thread with its own current-thread runtime.
+///
+/// A blocking API cannot call `Runtime::block_on` on a thread that is already inside a Tokio
+/// runtime (Tokio panics), and the caller may or may not be in one; a fresh thread works in
+/// both cases. Everything the future spawns dies with the helper runtime.
+fn block_on_helper<F>(future: F) -> anyhow::Result<F::Output>
+where
+    F: Future + Send,
+    F::Output: Send,
+{
+    thread::scope(|scope| {
+        scope
+            .spawn(|| {
+                let runtime = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .context("building a helper Tokio runtime for the NATS readiness probe")?;
+                Ok(runtime.block_on(future))
+            })
+            .join()
+            .map_err(|_| anyhow!("the NATS readiness probe thread panicked"))?
+    })
+}
+
+/// The last [`LOG_TAIL_BYTES`] of the server log, for error messages.
+fn log_tail(path: &Path) -> String {
+    let read = || -> std::io::Result<String> {
+        let mut file = File::open(path)?;
+        let len = file.metadata()?.len();
+        file.seek(SeekFrom::Start(len.saturating_sub(LOG_TAIL_BYTES)))?;
+        let mut bytes = Vec::new();
+        file.read_to_end(&mut bytes)?;
+        Ok(String::from_utf8_lossy(&bytes).into_owned())
+    };
+    read().unwrap_or_else(|err| format!("<could not read {}: {err}>", path.display()))
+}

@@ -1,0 +1,231 @@
+//! An in-process OTLP/gRPC trace receiver that keeps every span in memory.
+//!
+//! Tests and `checkout chaos` point the services' OTLP exporters here and then assert on the
+//! complete traces; `checkout demo` listens on the standard port 4317 and renders them. A real
+//! collector would add a dependency and a process for no gain.
+
+use std::net::{Ipv4Addr, SocketAddr};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::{
+    TraceService, TraceServiceServer,
+};
+use opentelemetry_proto::tonic::collector::trace::v1::{
+    ExportTraceServiceRequest, ExportTraceServiceResponse,
+};
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+use tonic::transport::server::TcpIncoming;
+use tonic::{Request, Response, Status};
+
+use crate::span::{ReceivedSpan, flatten};
+
+/// Default cap on stored spans. Roughly a gigabyte at worst, which bounds memory on long chaos
+/// runs while being far above what any single run is expected to produce.
+pub const DEFAULT_MAX_SPANS: usize = 2_000_000;
+
+/// Largest accepted export request. Tonic's 4 MiB default is enough for normal batches, but a
+/// retrying exporter flushing a backlog after an outage can send more, and rejecting it would
+/// look like lost spans.
+const MAX_REQUEST_BYTES: usize = 64 * 1024 * 1024;
+
+/// How often [`OtlpReceiver::wait_for`] re-checks its predicate.
+const POLL_INTERVAL: Duration = Duration::from_millis(50);
+
+/// How long [`OtlpReceiver::shutdown`] lets open exporter connections finish.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
+
+/// Spans received so far, shared between the gRPC handler and the owner.
+#[derive(Debug)]
+struct Store {
+    spans: Vec<ReceivedSpan>,
+    capacity: usize,
+    dropped: u64,
+}
+
+/// The gRPC service implementation; cheap to clone into tonic.
+#[derive(Debug, Clone)]
+struct Collector {
+    store: Arc<Mutex<Store>>,
+}
+
+#[tonic::async_trait]
+impl TraceService for Collector {
+    async fn export(
+        &self,
+        request: Request<ExportTraceServiceRequest>,
+    ) -> Result<Response<ExportTraceServiceResponse>, Status> {
+        let spans = flatten(request.into_inner());
+        let mut store = lock(&self.store);
+        let room = store.capacity.saturating_sub(store.spans.len());
+        let overflow = spans.len().saturating_sub(room);
+        store.dropped += overflow as u64;
+        store.spans.extend(spans.into_iter().take(room));
+        // Spans over the cap are dropped silently towards the exporter: reporting a partial
+        // success would only make it log warnings; the owner sees the count via `dropped()`.
+        Ok(Response::new(ExportTraceServiceResponse {
+            partial_success: None,
+        }))
+    }
+}
+
+/// A running OTLP/gRPC trace receiver.
+///
+/// The server runs on a task of the Tokio runtime that started it and stops when the receiver
+/// is dropped or [`OtlpReceiver::shutdown`] is called.
+#[derive(Debug)]
+pub struct OtlpReceiver {
+    addr: SocketAddr,
+    store: Arc<Mutex<Store>>,
+    stop: Option<oneshot::Sender<()>>,
+    server: Option<JoinHandle<()>>,
+}
+
+impl OtlpReceiver {
+    /// Starts a receiver on a free port of 127.0.0.1.
+    pub async fn start() -> anyhow::Result<OtlpReceiver> {
+        Self::start_on(SocketAddr::from((Ipv4Addr::LOCALHOST, 0))).await
+    }
+
+    /// Starts a receiver on `addr`, e.g. `127.0.0.1:4317` so unconfigured exporters find it.
+    /// Port 0 picks a free port; [`OtlpReceiver::endpoint`] reports the real one.
+    pub async fn start_on(addr: SocketAddr) -> anyhow::Result<OtlpReceiver> {
+        let listener = TcpListener::bind(addr).await.with_context(|| {
+            format!("binding the OTLP receiver to {addr} (is another collector running there?)")
+        })?;
+        let addr = listener
+            .local_addr()
+            .context("reading the OTLP receiver address")?;
+        let store = Arc::new(Mutex::new(Store {
+            spans: Vec::new(),
+            capacity: DEFAULT_MAX_SPANS,
+            dropped: 0,
+        }));
+        let service = TraceServiceServer::new(Collector {
+            store: Arc::clone(&store),
+        })
+        .max_decoding_message_size(MAX_REQUEST_BYTES);
+        let (stop, stopped) = oneshot::channel::<()>();
+        let server = tokio::spawn(async move {
+            let result = tonic::transport::Server::builder()
+                .add_service(service)
+                .serve_with_incoming_shutdown(TcpIncoming::from(listener), async {
+                    // A dropped sender means the receiver is gone: stop as well.
+                    let _ = stopped.await;
+                })
+                .await;
+            if let Err(err) = result {
+                eprintln!("OTLP receiver on {addr} stopped with an error: {err}");
+            }
+        });
+        Ok(OtlpReceiver {
+            addr,
+            store,
+            stop: Some(stop),
+            server: Some(server),
+        })
+    }
+
+    /// The URL to configure as the OTLP gRPC endpoint, `http://127.0.0.1:PORT`.
+    pub fn endpoint(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// The address the receiver listens on.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// A copy of every stored span, in arrival order.
+    pub fn spans(&self) -> Vec<ReceivedSpan> {
+        lock(&self.store).spans.clone()
+    }
+
+    /// A copy of the stored spans of one trace (`trace_id` in lowercase hex), in arrival order.
+    pub fn trace(&self, trace_id: &str) -> Vec<ReceivedSpan> {
+        lock(&self.store)
+            .spans
+            .iter()
+            .filter(|span| span.trace_id == trace_id)
+            .cloned()
+            .collect()
+    }
+
+    /// Polls every 50 ms until `pred` holds for the stored spans or `timeout` passes; returns
+    /// whether it held. The predicate runs under the store lock, so it should be quick and must
+    /// not call back into the receiver.
+    pub async fn wait_for(
+        &self,
+        timeout: Duration,
+        pred: impl Fn(&[ReceivedSpan]) -> bool,
+    ) -> bool {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if pred(&lock(&self.store).spans) {
+                return true;
+            }
+            if Instant::now() >= deadline {
+                return false;
+            }
+            tokio::time::sleep(POLL_INTERVAL).await;
+        }
+    }
+
+    /// Forgets all stored spans and resets the dropped counter, e.g. between chaos rounds.
+    pub fn clear(&self) {
+        let mut store = lock(&self.store);
+        store.spans = Vec::new();
+        store.dropped = 0;
+    }
+
+    /// How many spans were discarded because the store was full.
+    pub fn dropped(&self) -> u64 {
+        lock(&self.store).dropped
+    }
+
+    /// Changes the maximum number of stored spans (default [`DEFAULT_MAX_SPANS`]). Spans already
+    /// stored are kept even if they exceed the new cap.
+    pub fn set_capacity(&self, max_spans: usize) {
+        lock(&self.store).capacity = max_spans;
+    }
+
+    /// Stops the server, giving connected exporters a moment to finish their requests, and
+    /// waits until the port is released.
+    pub async fn shutdown(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(mut server) = self.server.take() {
+            // Exporters keep idle HTTP/2 connections open, which would hold a graceful shutdown
+            // forever; after the grace period the task is aborted instead.
+            if tokio::time::timeout(SHUTDOWN_GRACE, &mut server)
+                .await
+                .is_err()
+            {
+                server.abort();
+                let _ = server.await;
+            }
+        }
+    }
+}
+
+impl Drop for OtlpReceiver {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        // Drop cannot wait for a graceful stop, so abort: that closes the listener at once.
+        if let Some(server) = self.server.take() {
+            server.abort();
+        }
+    }
+}
+
+/// Locks the store, ignoring poisoning: the store is only ever appended to or replaced, so a
+/// panic elsewhere cannot leave it inconsistent, and a receiver must keep receiving.
+fn lock(store: &Mutex<Store>) -> MutexGuard<'_, Store> {
+    store.lock().unwrap_or_else(PoisonError::into_inner)
+}

@@ -1,0 +1,229 @@
+//! Message metadata, carried in NATS headers rather than in the body.
+//!
+//! Every command and reply names its saga, step and phase, its message type with a version,
+//! and a `Nats-Msg-Id` of `{saga_id}.{step}.{do|undo}` so that JetStream's duplicate window
+//! drops a republish after recovery.
+
+use async_nats::HeaderMap;
+use serde::{Deserialize, Serialize};
+use std::fmt;
+use std::str::FromStr;
+use uuid::Uuid;
+
+/// JetStream's de-duplication header.
+pub const MSG_ID: &str = "Nats-Msg-Id";
+/// The saga a message belongs to.
+pub const SAGA_ID: &str = "Saga-Id";
+/// The step (`inventory`, `payment`, `order`).
+pub const SAGA_STEP: &str = "Saga-Step";
+/// `do` or `undo`.
+pub const SAGA_PHASE: &str = "Saga-Phase";
+/// The message type with its version, e.g. `payment.charge.v1`.
+pub const MSG_TYPE: &str = "Saga-Msg-Type";
+/// Why a message was rejected or dead-lettered.
+pub const REASON: &str = "Saga-Reason";
+
+/// One step of the checkout saga, in the order the saga runs them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, PartialOrd, Ord)]
+#[serde(rename_all = "snake_case")]
+pub enum Step {
+    /// Reserve stock (undo: release it).
+    Inventory,
+    /// Charge the card (undo: refund it).
+    Payment,
+    /// Create the order (undo: cancel it).
+    Order,
+}
+
+impl Step {
+    /// Every step, in execution order.
+    pub const ALL: [Step; 3] = [Step::Inventory, Step::Payment, Step::Order];
+
+    /// The service that performs the step; also the subject token.
+    pub fn service(self) -> &'static str {
+        match self {
+            Step::Inventory => "inventory",
+            Step::Payment => "payment",
+            Step::Order => "order",
+        }
+    }
+
+    /// The verb of the step's action or undo.
+    pub fn action(self, phase: Phase) -> &'static str {
+        match (self, phase) {
+            (Step::Inventory, Phase::Do) => "reserve",
+            (Step::Inventory, Phase::Undo) => "release",
+            (Step::Payment, Phase::Do) => "charge",
+            (Step::Payment, Phase::Undo) => "refund",
+            (Step::Order, Phase::Do) => "create",
+            (Step::Order, Phase::Undo) => "cancel",
+        }
+    }
+
+    /// The step's name as it appears in spans and logs, e.g. `payment.charge`.
+    pub fn name(self) -> String {
+        format!("{}.{}", self.service(), self.action(Phase::Do))
+    }
+}
+
+impl fmt::Display for Step {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.service())
+    }
+}
+
+impl FromStr for Step {
+    type Err = EnvelopeError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Step::ALL
+            .into_iter()
+            .find(|step| step.service() == s)
+            .ok_or_else(|| EnvelopeError::Invalid(SAGA_STEP, s.to_owned()))
+    }
+}
+
+/// Whether a message does a step or undoes it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Phase {
+    /// The step's action.
+    Do,
+    /// The step's compensation.
+    Undo,
+}
+
+impl Phase {
+    /// `do` or `undo`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Phase::Do => "do",
+            Phase::Undo => "undo",
+        }
+    }
+}
+
+impl fmt::Display for Phase {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for Phase {
+    type Err = EnvelopeError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "do" => Ok(Phase::Do),
+            "undo" => Ok(Phase::Undo),
+            other => Err(EnvelopeError::Invalid(SAGA_PHASE, other.to_owned())),
+        }
+    }
+}
+
+/// A message type with its schema version, e.g. `payment.charge.v1`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MsgType(pub String);
+
+impl MsgType {
+    /// The type of a command.
+    pub fn command(step: Step, phase: Phase) -> Self {
+        MsgType(format!("{}.{}.v1", step.service(), step.action(phase)))
+    }
+
+    /// The type of a reply event.
+    pub fn event(step: Step, event_name: &str) -> Self {
+        MsgType(format!("{}.{event_name}.v1", step.service()))
+    }
+}
+
+/// Why headers could not be read as an envelope.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum EnvelopeError {
+    /// A required header is absent.
+    #[error("missing header {0}")]
+    Missing(&'static str),
+    /// A header is present but its value is not valid.
+    #[error("invalid header {0}: {1:?}")]
+    Invalid(&'static str, String),
+}
+
+/// The saga metadata of one command or reply.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Envelope {
+    /// The saga this message belongs to.
+    pub saga_id: Uuid,
+    /// The step it concerns.
+    pub step: Step,
+    /// Whether it does or undoes the step.
+    pub phase: Phase,
+    /// Its type and version.
+    pub msg_type: MsgType,
+}
+
+impl Envelope {
+    /// The envelope of a command.
+    pub fn command(saga_id: Uuid, step: Step, phase: Phase) -> Self {
+        Envelope { saga_id, step, phase, msg_type: MsgType::command(step, phase) }
+    }
+
+    /// The idempotency key of the action or undo: `{saga_id}.{step}.{do|undo}`.
+    pub fn action_key(&self) -> String {
+        format!("{}.{}.{}", self.saga_id, self.step, self.phase)
+    }
+
+    /// Writes the envelope into NATS headers, with `msg_id` as the de-duplication id.
+    pub fn write(&self, headers: &mut HeaderMap, msg_id: &str) {
+        headers.insert(MSG_ID, msg_id);
+        headers.insert(SAGA_ID, self.saga_id.to_string());
+        headers.insert(SAGA_STEP, self.step.service());
+        headers.insert(SAGA_PHASE, self.phase.as_str());
+        headers.insert(MSG_TYPE, self.msg_type.0.as_str());
+    }
+
+    /// Reads an envelope from NATS headers.
+    pub fn read(headers: Option<&HeaderMap>) -> Result<Self, EnvelopeError> {
+        let get = |name: &'static str| {
+            headers
+                .and_then(|h| h.get(name))
+                .map(|v| v.as_str().to_owned())
+                .ok_or(EnvelopeError::Missing(name))
+        };
+        let raw_id = get(SAGA_ID)?;
+        let saga_id =
+            Uuid::parse_str(&raw_id).map_err(|_| EnvelopeError::Invalid(SAGA_ID, raw_id))?;
+        Ok(Envelope {
+            saga_id,
+            step: get(SAGA_STEP)?.parse()?,
+            phase: get(SAGA_PHASE)?.parse()?,
+            msg_type: MsgType(get(MSG_TYPE)?),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_envelope_survives_the_headers() {
+        let envelope = Envelope::command(Uuid::new_v4(), Step::Payment, Phase::Undo);
+        let mut headers = HeaderMap::new();
+        envelope.write(&mut headers, &envelope.action_key());
+        assert_eq!(Envelope::read(Some(&headers)), Ok(envelope.clone()));
+        assert_eq!(
+            headers.get(MSG_ID).map(|v| v.as_str().to_owned()),
+            Some(format!("{}.payment.undo", envelope.saga_id))
+        );
+        assert_eq!(envelope.msg_type.0, "payment.refund.v1");
+    }
+
+    #[test]
+    fn missing_and_invalid_headers_are_named() {
+        assert_eq!(Envelope::read(None), Err(EnvelopeError::Missing(SAGA_ID)));
+        let mut headers = HeaderMap::new();
+        headers.insert(SAGA_ID, "not-a-uuid");
+        assert!(matches!(
+            Envelope::read(Some(&headers)),
+            Err(EnvelopeError::Invalid(SAGA_ID, _))
+        ));
+    }
+}

@@ -1,0 +1,25 @@
+//! The vocabulary both sides of the checkout saga share.
+//!
+//! ```text
+//!  checkout client ──checkout.requested──▶ orchestrator ──checkout.cmd.<step>.<action>──▶ worker
+//!                                              ▲                                             │
+//!                                              └──────────checkout.evt.<step>.<event>────────┘
+//! ```
+//!
+//! The orchestrator and the workers never depend on each other; they meet here: the message
+//! types ([`messages`]), the header conventions ([`envelope`]), the subjects ([`subjects`]),
+//! the JetStream streams and consumers ([`streams`]), trace-context propagation through NATS
+//! headers ([`propagation`], [`messaging`]) and the telemetry set-up ([`telemetry`]).
+//! There is no business logic and no database schema in this crate.
+
+pub mod connect;
+pub mod envelope;
+pub mod messages;
+pub mod messaging;
+pub mod propagation;
+pub mod shutdown;
+pub mod streams;
+pub mod subjects;
+pub mod telemetry;
+
+pub use envelope::{Envelope, EnvelopeError, MsgType, Phase, Step};

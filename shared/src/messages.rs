@@ -1,0 +1,229 @@
+//! The typed bodies of every message, serialised as JSON.
+//!
+//! Commands are in the imperative (`ReserveInventory`), replies in the past tense
+//! (`StepSucceeded` carries what the step produced, `StepFailed` why it refused).
+
+use crate::envelope::{Phase, Step};
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+/// The largest checkout request body accepted, in bytes.
+pub const MAX_REQUEST_BYTES: usize = 64 * 1024;
+
+/// One line of a cart.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LineItem {
+    /// Stock-keeping unit, e.g. `SKU-RED-MUG`.
+    pub sku: String,
+    /// How many; must be positive.
+    pub quantity: i32,
+}
+
+/// A customer's checkout, as published on `checkout.requested`.
+///
+/// The client picks `checkout_id`; it becomes the saga id, so a client can follow its
+/// checkout before the orchestrator has seen it, and a republish is a duplicate.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CheckoutRequested {
+    /// The saga id to be.
+    pub checkout_id: Uuid,
+    /// Who is buying.
+    pub customer_id: String,
+    /// What they buy.
+    pub items: Vec<LineItem>,
+    /// An opaque payment token; `tok_decline` is always declined.
+    pub payment_token: String,
+    /// The total to charge, in cents.
+    pub amount_cents: i64,
+}
+
+/// A command the orchestrator sends to a worker.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum Command {
+    /// Hold stock for every line.
+    ReserveInventory {
+        /// What to hold.
+        items: Vec<LineItem>,
+    },
+    /// Give back whatever this saga holds (a no-op, remembered, if it holds nothing).
+    ReleaseInventory,
+    /// Take the money.
+    ChargePayment {
+        /// Who pays.
+        customer_id: String,
+        /// How.
+        payment_token: String,
+        /// How much, in cents.
+        amount_cents: i64,
+    },
+    /// Give the money back (a no-op, remembered, if nothing was charged).
+    RefundPayment,
+    /// Record the order.
+    CreateOrder {
+        /// Who ordered.
+        customer_id: String,
+        /// What.
+        items: Vec<LineItem>,
+        /// For how much, in cents.
+        amount_cents: i64,
+    },
+    /// Cancel the order (a no-op, remembered, if none was created).
+    CancelOrder,
+}
+
+impl Command {
+    /// The step and phase this command performs.
+    pub fn step_phase(&self) -> (Step, Phase) {
+        match self {
+            Command::ReserveInventory { .. } => (Step::Inventory, Phase::Do),
+            Command::ReleaseInventory => (Step::Inventory, Phase::Undo),
+            Command::ChargePayment { .. } => (Step::Payment, Phase::Do),
+            Command::RefundPayment => (Step::Payment, Phase::Undo),
+            Command::CreateOrder { .. } => (Step::Order, Phase::Do),
+            Command::CancelOrder => (Step::Order, Phase::Undo),
+        }
+    }
+}
+
+/// The body of a command message.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CommandMessage {
+    /// The saga it belongs to.
+    pub saga_id: Uuid,
+    /// What to do.
+    #[serde(flatten)]
+    pub command: Command,
+}
+
+/// How a step went, as a worker reports it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "outcome", rename_all = "snake_case")]
+pub enum Outcome {
+    /// The action or undo took effect (or had already).
+    StepSucceeded {
+        /// The id of what the step created (reservation, charge, order), if anything.
+        reference: Option<Uuid>,
+    },
+    /// A business "no": out of stock, card declined, order refused.
+    StepFailed {
+        /// Why, for people.
+        reason: String,
+    },
+}
+
+/// The body of a reply message.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Reply {
+    /// The saga it belongs to.
+    pub saga_id: Uuid,
+    /// The step it reports on.
+    pub step: Step,
+    /// Action or undo.
+    pub phase: Phase,
+    /// What happened.
+    #[serde(flatten)]
+    pub outcome: Outcome,
+}
+
+impl Reply {
+    /// The past-tense event name used in the reply subject: `reserved`, `declined`, ...
+    pub fn event_name(&self) -> &'static str {
+        let ok = matches!(self.outcome, Outcome::StepSucceeded { .. });
+        match (self.step, self.phase, ok) {
+            (Step::Inventory, Phase::Do, true) => "reserved",
+            (Step::Inventory, Phase::Do, false) => "unavailable",
+            (Step::Inventory, Phase::Undo, _) => "released",
+            (Step::Payment, Phase::Do, true) => "charged",
+            (Step::Payment, Phase::Do, false) => "declined",
+            (Step::Payment, Phase::Undo, _) => "refunded",
+            (Step::Order, Phase::Do, true) => "created",
+            (Step::Order, Phase::Do, false) => "failed",
+            (Step::Order, Phase::Undo, _) => "cancelled",
+        }
+    }
+}
+
+/// The kind of a lifecycle event on `checkout.saga.<id>.<kind>`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LifecycleKind {
+    /// The saga was accepted and its first command sent.
+    Started,
+    /// A step or undo finished.
+    Step,
+    /// Every step succeeded.
+    Completed,
+    /// A step failed and every undo ran.
+    Compensated,
+    /// An undo could not be completed; an operator must retry it.
+    Stuck,
+}
+
+impl LifecycleKind {
+    /// The subject token.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LifecycleKind::Started => "started",
+            LifecycleKind::Step => "step",
+            LifecycleKind::Completed => "completed",
+            LifecycleKind::Compensated => "compensated",
+            LifecycleKind::Stuck => "stuck",
+        }
+    }
+
+    /// Whether the saga has ended (stuck sagas wait for an operator).
+    pub fn is_terminal(self) -> bool {
+        matches!(self, LifecycleKind::Completed | LifecycleKind::Compensated)
+    }
+}
+
+/// What watchers receive on `checkout.saga.<id>.*`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LifecycleEvent {
+    /// The saga.
+    pub saga_id: Uuid,
+    /// What happened.
+    pub kind: LifecycleKind,
+    /// The step concerned, for `step` events.
+    pub step: Option<Step>,
+    /// Action or undo, for `step` events.
+    pub phase: Option<Phase>,
+    /// A human-readable detail (the failure reason, the reference created).
+    pub detail: String,
+    /// The saga's trace id, so a watcher can link to the trace.
+    pub trace_id: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_command_is_tagged_json() {
+        let msg = CommandMessage { saga_id: Uuid::nil(), command: Command::RefundPayment };
+        let json = serde_json::to_value(&msg).unwrap();
+        assert_eq!(json["type"], "refund_payment");
+        assert_eq!(serde_json::from_value::<CommandMessage>(json).unwrap(), msg);
+    }
+
+    #[test]
+    fn a_request_with_an_unknown_field_is_refused() {
+        let raw = r#"{"checkout_id":"00000000-0000-0000-0000-000000000000","customer_id":"c",
+            "items":[],"payment_token":"t","amount_cents":1,"coupon":"FREE"}"#;
+        assert!(serde_json::from_str::<CheckoutRequested>(raw).is_err());
+    }
+
+    #[test]
+    fn reply_event_names_read_in_the_past_tense() {
+        let reply = Reply {
+            saga_id: Uuid::nil(),
+            step: Step::Payment,
+            phase: Phase::Do,
+            outcome: Outcome::StepFailed { reason: "card declined".into() },
+        };
+        assert_eq!(reply.event_name(), "declined");
+    }
+}

@@ -1,0 +1,154 @@
+//! Messaging spans per the OpenTelemetry messaging conventions, and a traced JetStream publish.
+//!
+//! A producer span `publish <subject>` is started under the caller's context and its context
+//! travels in the message headers; the consumer's `process <subject>` span is its child.
+//! The producer span is ended and exported *before* the message is sent (see
+//! [`crate::telemetry::SpanFlusher`]): a span that a message names as its parent must exist
+//! even if the sender is killed the moment after.
+
+use crate::propagation;
+use crate::telemetry::SpanFlusher;
+use async_nats::jetstream::{self, message::PublishMessage};
+use async_nats::HeaderMap;
+use bytes::Bytes;
+use opentelemetry::trace::{SpanKind, TraceContextExt, Tracer as _};
+use opentelemetry::{Context, KeyValue, global};
+use tracing_opentelemetry::OpenTelemetrySpanExt;
+
+/// `messaging.system` for every span here.
+pub const SYSTEM: &str = "nats";
+
+/// A message ready to publish: subject, headers (envelope already written), JSON body.
+#[derive(Debug, Clone)]
+pub struct Outgoing {
+    /// Where it goes.
+    pub subject: String,
+    /// The de-duplication id (`Nats-Msg-Id`).
+    pub msg_id: String,
+    /// Headers, to which the trace context is added.
+    pub headers: HeaderMap,
+    /// The JSON body.
+    pub payload: Bytes,
+}
+
+/// Starts and ends a PRODUCER span under `parent`, writing its context into `headers`.
+/// Returns the context of the producer span.
+pub fn stamp_producer_span(
+    parent: &Context,
+    subject: &str,
+    msg_id: &str,
+    headers: &mut HeaderMap,
+    extra: Vec<KeyValue>,
+) -> Context {
+    let tracer = global::tracer("checkout-saga");
+    let mut attributes = vec![
+        KeyValue::new("messaging.system", SYSTEM),
+        KeyValue::new("messaging.destination.name", subject.to_owned()),
+        KeyValue::new("messaging.operation.type", "send"),
+        KeyValue::new("messaging.operation.name", "publish"),
+        KeyValue::new("messaging.message.id", msg_id.to_owned()),
+    ];
+    attributes.extend(extra);
+    let span = tracer
+        .span_builder(format!("publish {subject}"))
+        .with_kind(SpanKind::Producer)
+        .with_attributes(attributes)
+        .start_with_context(&tracer, parent);
+    let cx = parent.with_span(span);
+    propagation::inject(&cx, headers);
+    cx.span().end();
+    cx
+}
+
+/// Why a publish did not reach the stream.
+#[derive(Debug, thiserror::Error)]
+pub enum PublishFailed {
+    /// The server did not take the message.
+    #[error("publishing to {subject}: {source}")]
+    Publish {
+        /// Where it was going.
+        subject: String,
+        /// Why.
+        source: jetstream::context::PublishError,
+    },
+}
+
+/// Publishes `msg` to JetStream under a producer span and waits for the stream's ack.
+/// A duplicate (same `Nats-Msg-Id` within the window) counts as success.
+pub async fn publish(
+    js: &jetstream::Context,
+    flusher: &SpanFlusher,
+    parent: &Context,
+    mut msg: Outgoing,
+    extra: Vec<KeyValue>,
+) -> Result<(), PublishFailed> {
+    stamp_producer_span(parent, &msg.subject, &msg.msg_id, &mut msg.headers, extra);
+    flusher.flush().await;
+    send(js, msg).await
+}
+
+/// Publishes an already stamped message and waits for the stream's ack.
+pub async fn send(js: &jetstream::Context, msg: Outgoing) -> Result<(), PublishFailed> {
+    let subject = msg.subject.clone();
+    let err = |source| PublishFailed::Publish { subject: subject.clone(), source };
+    let publish =
+        PublishMessage::build().payload(msg.payload).headers(msg.headers).message_id(msg.msg_id);
+    let ack = js.send_publish(msg.subject.clone(), publish).await.map_err(err)?;
+    ack.await.map_err(err)?;
+    Ok(())
+}
+
+/// A CONSUMER span `process <subject>` whose parent is the producer span in `headers`.
+///
+/// The parent is set before the span is entered, as tracing-opentelemetry requires; the
+/// span's `trace_id` and `span_id` are recorded as fields so that every log line inside it
+/// carries them.
+pub fn consumer_span(
+    subject: &str,
+    headers: Option<&HeaderMap>,
+    consumer: &str,
+    msg_id: &str,
+    delivered: i64,
+) -> tracing::Span {
+    let span = tracing::info_span!(
+        "process",
+        otel.name = %format!("process {subject}"),
+        otel.kind = "consumer",
+        otel.status_code = tracing::field::Empty,
+        otel.status_message = tracing::field::Empty,
+        messaging.system = SYSTEM,
+        messaging.destination.name = %subject,
+        messaging.operation.type = "process",
+        messaging.consumer.group.name = %consumer,
+        messaging.message.id = %msg_id,
+        messaging.nats.delivery_count = tracing::field::Empty,
+        saga.id = tracing::field::Empty,
+        saga.step = tracing::field::Empty,
+        saga.phase = tracing::field::Empty,
+        trace_id = tracing::field::Empty,
+        span_id = tracing::field::Empty,
+    );
+    if delivered > 1 {
+        span.record("messaging.nats.delivery_count", delivered);
+    }
+    let _ = span.set_parent(propagation::extract(headers));
+    record_ids(&span);
+    span
+}
+
+/// Records the span's OpenTelemetry ids as `trace_id` and `span_id` fields.
+pub fn record_ids(span: &tracing::Span) {
+    let cx = span.context();
+    let otel = cx.span();
+    let sc = otel.span_context();
+    if sc.is_valid() {
+        span.record("trace_id", sc.trace_id().to_string());
+        span.record("span_id", sc.span_id().to_string());
+    }
+}
+
+/// Marks a tracing span as failed, with the reason as its status message.
+pub fn mark_error(span: &tracing::Span, reason: &str) {
+    span.record("otel.status_code", "ERROR");
+    span.record("otel.status_message", reason);
+}

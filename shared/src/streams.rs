@@ -1,0 +1,216 @@
+//! The JetStream topology, defined once in `nats/jetstream.json` and provisioned from it.
+//!
+//! Every service calls [`provision`] at start-up; it creates what is missing and updates what
+//! drifted, so starting any service in any order yields the same streams and consumers. The
+//! file is compiled in, so an operator who provisions by hand reads the very same definition.
+
+use async_nats::jetstream::{self, consumer, stream};
+use serde::Deserialize;
+use std::time::Duration;
+
+/// The topology file, as shipped in `nats/`.
+pub const TOPOLOGY_JSON: &str = include_str!("../../nats/jetstream.json");
+
+/// Durable consumer of incoming checkouts.
+pub const REQUESTS_CONSUMER: &str = "orchestrator-requests";
+/// Durable consumer of workers' replies.
+pub const EVENTS_CONSUMER: &str = "orchestrator-events";
+
+/// The key-value bucket where the inventory service lists the SKUs it sells, so that the
+/// orchestrator can refuse an unknown SKU at the door without reading another's schema.
+pub const CATALOG_BUCKET: &str = "checkout-catalog";
+
+/// The streams and consumers of the system.
+#[derive(Debug, Clone, Deserialize)]
+pub struct Topology {
+    /// Every stream.
+    pub streams: Vec<StreamDef>,
+    /// Every durable pull consumer.
+    pub consumers: Vec<ConsumerDef>,
+}
+
+/// One stream.
+#[derive(Debug, Clone, Deserialize)]
+pub struct StreamDef {
+    /// Stream name.
+    pub name: String,
+    /// Subjects it captures.
+    pub subjects: Vec<String>,
+    /// `workqueue` or `limits`.
+    pub retention: String,
+    /// How long JetStream remembers a `Nats-Msg-Id`.
+    pub duplicate_window_secs: u64,
+    /// Age limit; 0 keeps messages until consumed or removed.
+    pub max_age_secs: u64,
+    /// For operators.
+    pub description: String,
+}
+
+/// One durable pull consumer.
+#[derive(Debug, Clone, Deserialize)]
+pub struct ConsumerDef {
+    /// The stream it reads.
+    pub stream: String,
+    /// Its durable name, shared by every instance of the service.
+    pub durable: String,
+    /// The subjects it takes.
+    pub filter_subject: String,
+    /// How long a delivery may stay unacknowledged before it is redelivered.
+    pub ack_wait_secs: u64,
+    /// Deliveries before a message is given up on (and dead-lettered by its consumer).
+    pub max_deliver: i64,
+    /// Bound on unacknowledged messages in flight.
+    pub max_ack_pending: i64,
+}
+
+/// Why the topology could not be provisioned.
+#[derive(Debug, thiserror::Error)]
+pub enum ProvisionError {
+    /// The embedded file is not valid; a build-time mistake caught by the unit tests.
+    #[error("nats/jetstream.json is invalid: {0}")]
+    Definition(#[from] serde_json::Error),
+    /// The topology names a consumer that is not defined.
+    #[error("no consumer named {0} in nats/jetstream.json")]
+    UnknownConsumer(String),
+    /// JetStream refused a stream.
+    #[error("provisioning stream {name}: {source}")]
+    Stream {
+        /// The stream.
+        name: String,
+        /// Why.
+        source: jetstream::context::CreateStreamError,
+    },
+    /// JetStream refused the catalog bucket.
+    #[error("provisioning bucket {CATALOG_BUCKET}: {0}")]
+    Catalog(#[from] jetstream::context::CreateKeyValueError),
+    /// JetStream refused a consumer.
+    #[error("provisioning consumer {name}: {source}")]
+    Consumer {
+        /// The consumer.
+        name: String,
+        /// Why.
+        source: jetstream::stream::ConsumerError,
+    },
+}
+
+impl Topology {
+    /// The topology compiled into this binary.
+    pub fn load() -> Result<Self, ProvisionError> {
+        Ok(serde_json::from_str(TOPOLOGY_JSON)?)
+    }
+
+    /// The definition of one consumer.
+    pub fn consumer(&self, durable: &str) -> Result<&ConsumerDef, ProvisionError> {
+        self.consumers
+            .iter()
+            .find(|c| c.durable == durable)
+            .ok_or_else(|| ProvisionError::UnknownConsumer(durable.to_owned()))
+    }
+}
+
+impl StreamDef {
+    /// The async-nats configuration of this stream (file storage, one replica by default).
+    pub fn config(&self, replicas: usize) -> stream::Config {
+        stream::Config {
+            name: self.name.clone(),
+            subjects: self.subjects.clone(),
+            retention: if self.retention == "workqueue" {
+                stream::RetentionPolicy::WorkQueue
+            } else {
+                stream::RetentionPolicy::Limits
+            },
+            storage: stream::StorageType::File,
+            num_replicas: replicas,
+            duplicate_window: Duration::from_secs(self.duplicate_window_secs),
+            max_age: Duration::from_secs(self.max_age_secs),
+            description: Some(self.description.clone()),
+            ..Default::default()
+        }
+    }
+}
+
+impl ConsumerDef {
+    /// The async-nats configuration of this consumer.
+    pub fn config(&self) -> consumer::pull::Config {
+        consumer::pull::Config {
+            durable_name: Some(self.durable.clone()),
+            filter_subject: self.filter_subject.clone(),
+            ack_policy: consumer::AckPolicy::Explicit,
+            ack_wait: Duration::from_secs(self.ack_wait_secs),
+            max_deliver: self.max_deliver,
+            max_ack_pending: self.max_ack_pending,
+            ..Default::default()
+        }
+    }
+}
+
+/// Creates or updates every stream and consumer. Idempotent; safe to race.
+pub async fn provision(js: &jetstream::Context, replicas: usize) -> Result<(), ProvisionError> {
+    let topology = Topology::load()?;
+    for def in &topology.streams {
+        js.create_or_update_stream(def.config(replicas))
+            .await
+            .map_err(|source| ProvisionError::Stream { name: def.name.clone(), source })?;
+    }
+    for def in &topology.consumers {
+        bind_consumer(js, def).await?;
+    }
+    catalog(js, replicas).await?;
+    Ok(())
+}
+
+/// The catalog bucket, created if missing.
+pub async fn catalog(
+    js: &jetstream::Context,
+    replicas: usize,
+) -> Result<jetstream::kv::Store, ProvisionError> {
+    Ok(js
+        .create_or_update_key_value(jetstream::kv::Config {
+            bucket: CATALOG_BUCKET.to_owned(),
+            description: "SKUs the inventory service sells".to_owned(),
+            history: 1,
+            storage: stream::StorageType::File,
+            num_replicas: replicas,
+            ..Default::default()
+        })
+        .await?)
+}
+
+/// Creates (or updates to match) one durable pull consumer and returns it.
+pub async fn bind_consumer(
+    js: &jetstream::Context,
+    def: &ConsumerDef,
+) -> Result<consumer::PullConsumer, ProvisionError> {
+    js.create_consumer_on_stream(def.config(), &def.stream)
+        .await
+        .map_err(|source| ProvisionError::Consumer { name: def.durable.clone(), source })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::envelope::Step;
+    use crate::subjects;
+
+    #[test]
+    fn the_topology_file_is_valid_and_covers_every_subject() {
+        let topology = Topology::load().unwrap();
+        let captured = |subject: &str| {
+            topology.streams.iter().any(|s| {
+                s.subjects.iter().any(|p| {
+                    p == subject || p.strip_suffix('>').is_some_and(|pre| subject.starts_with(pre))
+                })
+            })
+        };
+        assert!(captured(subjects::CHECKOUT_REQUESTED));
+        assert!(captured(subjects::REJECTED));
+        assert!(captured(&subjects::dead_letter("checkout.cmd.payment.charge")));
+        assert!(captured(&subjects::lifecycle(uuid::Uuid::nil(), "started")));
+        for step in Step::ALL {
+            let def = topology.consumer(step.service()).unwrap();
+            assert_eq!(def.filter_subject, subjects::commands_for(step));
+        }
+        assert!(topology.consumer(REQUESTS_CONSUMER).is_ok());
+        assert!(topology.consumer(EVENTS_CONSUMER).is_ok());
+    }
+}

@@ -1,0 +1,216 @@
+//! Telemetry set-up: OTLP trace export, W3C propagation, structured logs that carry trace ids.
+//!
+//! Export is configured by the standard `OTEL_*` variables, which the OpenTelemetry SDK reads
+//! itself (`OTEL_EXPORTER_OTLP_ENDPOINT`, `OTEL_TRACES_SAMPLER`, `OTEL_RESOURCE_ATTRIBUTES`,
+//! ...); the binary passes the service name and whether to export at all.
+//!
+//! Two additions to the stock SDK:
+//! - [`with_preset_ids`] lets the orchestrator emit a span whose ids were chosen (and stored)
+//!   long before, possibly by another process: the SDK's `SpanBuilder::span_id` is ignored by
+//!   `opentelemetry_sdk` 0.33, so the ids are handed to the id generator instead.
+//! - [`SpanFlusher`] exports every finished span before a message that names it leaves the
+//!   process, so that a process killed right after sending cannot leave a child whose parent
+//!   was never exported. Concurrent callers share one flush (group commit).
+
+use opentelemetry::trace::{SpanId, TraceId, TracerProvider as _};
+use opentelemetry::{KeyValue, global};
+use opentelemetry_sdk::Resource;
+use opentelemetry_sdk::trace::{
+    BatchConfigBuilder, BatchSpanProcessor, IdGenerator, RandomIdGenerator, SdkTracerProvider,
+};
+use std::cell::Cell;
+use std::time::Duration;
+use tokio::sync::{mpsc, oneshot};
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
+use tracing_subscriber::{EnvFilter, Layer};
+
+/// How logs are written to standard error.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    /// One JSON object per line, for production.
+    Json,
+    /// Human-readable lines, for a terminal.
+    Text,
+}
+
+/// What a service needs to set up its telemetry.
+#[derive(Debug, Clone)]
+pub struct TelemetryConfig {
+    /// `service.name` unless `OTEL_SERVICE_NAME` or `OTEL_RESOURCE_ATTRIBUTES` say otherwise.
+    pub service_name: String,
+    /// Whether to export spans over OTLP at all (`OTEL_TRACES_EXPORTER=none` turns it off).
+    pub export: bool,
+    /// Log format.
+    pub log_format: LogFormat,
+    /// Default log filter when `RUST_LOG` is unset.
+    pub default_filter: String,
+}
+
+/// Why telemetry could not be set up.
+#[derive(Debug, thiserror::Error)]
+pub enum TelemetryError {
+    /// The OTLP exporter could not be built.
+    #[error("building the OTLP exporter: {0}")]
+    Exporter(#[from] opentelemetry_otlp::ExporterBuildError),
+    /// A global subscriber was already installed.
+    #[error("installing the log subscriber: {0}")]
+    Subscriber(#[from] tracing_subscriber::util::TryInitError),
+}
+
+/// The running telemetry of one process; call [`Telemetry::shutdown`] before exiting.
+pub struct Telemetry {
+    provider: SdkTracerProvider,
+    flusher: SpanFlusher,
+}
+
+/// Sets up export, propagation and logging. Must run inside the Tokio runtime, because the
+/// gRPC exporter binds its connection to the runtime it is built in.
+pub fn init(config: &TelemetryConfig) -> Result<Telemetry, TelemetryError> {
+    crate::propagation::install_propagators();
+    let provider = build_provider(config)?;
+    global::set_tracer_provider(provider.clone());
+    let tracer = provider.tracer("checkout-saga");
+    let filter = EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| EnvFilter::new(&config.default_filter));
+    let fmt = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
+    let fmt = match config.log_format {
+        LogFormat::Json => fmt.json().with_current_span(true).with_span_list(false).boxed(),
+        LogFormat::Text => fmt.compact().boxed(),
+    };
+    tracing_subscriber::registry()
+        .with(filter)
+        .with(fmt)
+        .with(tracing_opentelemetry::layer().with_tracer(tracer))
+        .try_init()?;
+    let flusher = SpanFlusher::start(config.export.then(|| provider.clone()));
+    Ok(Telemetry { provider, flusher })
+}
+
+fn build_provider(config: &TelemetryConfig) -> Result<SdkTracerProvider, TelemetryError> {
+    let mut resource = Resource::builder();
+    if std::env::var_os("OTEL_SERVICE_NAME").is_none() {
+        resource = resource.with_service_name(config.service_name.clone());
+    }
+    let resource = resource
+        .with_attributes([KeyValue::new("service.namespace", "checkout-saga")])
+        .build();
+    let mut builder = SdkTracerProvider::builder()
+        .with_resource(resource)
+        .with_id_generator(PresetIdGenerator::default());
+    if config.export {
+        let exporter = opentelemetry_otlp::SpanExporter::builder().with_tonic().build()?;
+        // A checkout makes about twenty spans; the default queue of 2,048 would drop spans
+        // under load, and the default 5 s delay would hold them long after the saga ended.
+        let batch = BatchConfigBuilder::default()
+            .with_max_queue_size(65_536)
+            .with_max_export_batch_size(1_024)
+            .with_scheduled_delay(Duration::from_millis(200))
+            .build();
+        let processor = BatchSpanProcessor::builder(exporter).with_batch_config(batch).build();
+        builder = builder.with_span_processor(processor);
+    }
+    Ok(builder.build())
+}
+
+impl Telemetry {
+    /// A handle that exports finished spans on demand.
+    pub fn flusher(&self) -> SpanFlusher {
+        self.flusher.clone()
+    }
+
+    /// Exports every span still buffered and stops the exporter.
+    pub async fn shutdown(self) {
+        let provider = self.provider;
+        let result = tokio::task::spawn_blocking(move || provider.shutdown()).await;
+        if let Ok(Err(err)) = result {
+            eprintln!("telemetry shutdown: {err}");
+        }
+    }
+}
+
+thread_local! {
+    static PRESET_TRACE_ID: Cell<Option<TraceId>> = const { Cell::new(None) };
+    static PRESET_SPAN_ID: Cell<Option<SpanId>> = const { Cell::new(None) };
+}
+
+/// Random ids, unless [`with_preset_ids`] has chosen the next ones on this thread.
+#[derive(Debug, Default)]
+struct PresetIdGenerator(RandomIdGenerator);
+
+impl IdGenerator for PresetIdGenerator {
+    fn new_trace_id(&self) -> TraceId {
+        PRESET_TRACE_ID.with(Cell::take).unwrap_or_else(|| self.0.new_trace_id())
+    }
+
+    fn new_span_id(&self) -> SpanId {
+        PRESET_SPAN_ID.with(Cell::take).unwrap_or_else(|| self.0.new_span_id())
+    }
+}
+
+/// Runs `start` (which must start exactly one span, synchronously) so that the span gets
+/// `span_id`, and `trace_id` if it has no parent.
+pub fn with_preset_ids<R>(trace_id: TraceId, span_id: SpanId, start: impl FnOnce() -> R) -> R {
+    PRESET_TRACE_ID.with(|c| c.set(Some(trace_id)));
+    PRESET_SPAN_ID.with(|c| c.set(Some(span_id)));
+    let started = start();
+    PRESET_TRACE_ID.with(|c| c.set(None));
+    PRESET_SPAN_ID.with(|c| c.set(None));
+    started
+}
+
+/// A fresh random span id, for a span that will be emitted later.
+pub fn new_span_id() -> SpanId {
+    RandomIdGenerator::default().new_span_id()
+}
+
+/// A fresh random trace id, for a saga that arrived without a trace.
+pub fn new_trace_id() -> TraceId {
+    RandomIdGenerator::default().new_trace_id()
+}
+
+/// Longest a sender waits for its spans to be exported before it sends anyway: telemetry
+/// must never stop the business.
+const FLUSH_WAIT: Duration = Duration::from_secs(2);
+
+/// Exports finished spans before a message leaves; concurrent requests share one flush.
+#[derive(Clone, Debug)]
+pub struct SpanFlusher {
+    requests: Option<mpsc::Sender<oneshot::Sender<()>>>,
+}
+
+impl SpanFlusher {
+    /// A flusher that does nothing, for processes that do not export.
+    pub fn disabled() -> Self {
+        SpanFlusher { requests: None }
+    }
+
+    fn start(provider: Option<SdkTracerProvider>) -> Self {
+        let Some(provider) = provider else { return Self::disabled() };
+        let (tx, mut rx) = mpsc::channel::<oneshot::Sender<()>>(4_096);
+        tokio::spawn(async move {
+            while let Some(first) = rx.recv().await {
+                let mut waiters = vec![first];
+                while let Ok(more) = rx.try_recv() {
+                    waiters.push(more);
+                }
+                let provider = provider.clone();
+                // force_flush blocks on the batch processor's thread; keep it off the runtime.
+                let _ = tokio::task::spawn_blocking(move || provider.force_flush()).await;
+                for waiter in waiters {
+                    let _ = waiter.send(());
+                }
+            }
+        });
+        SpanFlusher { requests: Some(tx) }
+    }
+
+    /// Waits (boundedly) until every span finished before this call has been exported.
+    pub async fn flush(&self) {
+        let Some(requests) = &self.requests else { return };
+        let (tx, rx) = oneshot::channel();
+        if requests.send(tx).await.is_ok() {
+            let _ = tokio::time::timeout(FLUSH_WAIT, rx).await;
+        }
+    }
+}

@@ -1,0 +1,272 @@
+//! The consume loop every worker kind shares: pull, decode, dedupe, handle, reply, ack.
+//!
+//! Each outcome settles the message exactly one way (see [`Settlement`]): a reply then an
+//! ack; a nak with a delay; or a dead letter then a terminate. Nothing loops forever: a
+//! message that keeps failing is dead-lettered on its last delivery.
+
+use crate::error::Settlement;
+use crate::handler::{self, Handler};
+use async_nats::jetstream::{self, AckKind};
+use bytes::Bytes;
+use checkout_shared::envelope::{self, Envelope, MsgType};
+use checkout_shared::messages::{CommandMessage, Outcome, Reply};
+use checkout_shared::messaging::{self, Outgoing};
+use checkout_shared::streams::ConsumerDef;
+use checkout_shared::subjects;
+use checkout_shared::telemetry::SpanFlusher;
+use futures::StreamExt;
+use sqlx::PgPool;
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
+use tracing_opentelemetry::OpenTelemetrySpanExt;
+
+/// What one message's handling needs.
+#[derive(Clone)]
+pub struct Context {
+    /// JetStream, for replies and dead letters.
+    pub js: jetstream::Context,
+    /// The worker's database.
+    pub pool: PgPool,
+    /// The business logic.
+    pub handler: Handler,
+    /// The consumer definition (for its name, `ack_wait` and `max_deliver`).
+    pub consumer: ConsumerDef,
+    /// Exports spans before replies leave.
+    pub flusher: SpanFlusher,
+}
+
+/// Pulls and handles messages, `concurrency` at a time, until `shutdown`; then finishes the
+/// messages in hand. Rebinds the consumer if its stream of messages ends (broker restart).
+pub async fn run(ctx: Context, concurrency: usize, shutdown: CancellationToken) {
+    let mut backoff = Duration::from_millis(100);
+    while !shutdown.is_cancelled() {
+        let messages = match pull(&ctx, concurrency).await {
+            Ok(messages) => messages,
+            Err(err) => {
+                tracing::warn!(consumer = %ctx.consumer.durable, error = %err, "cannot pull; retrying");
+                tokio::select! {
+                    _ = tokio::time::sleep(backoff) => {}
+                    _ = shutdown.cancelled() => break,
+                }
+                backoff = (backoff * 2).min(Duration::from_secs(5));
+                continue;
+            }
+        };
+        backoff = Duration::from_millis(100);
+        messages
+            .take_until(shutdown.cancelled())
+            .for_each_concurrent(concurrency, |message| async {
+                match message {
+                    Ok(message) => process(&ctx, message).await,
+                    Err(err) => tracing::warn!(error = %err, "pull failed; the client retries"),
+                }
+            })
+            .await;
+    }
+}
+
+async fn pull(
+    ctx: &Context,
+    concurrency: usize,
+) -> Result<jetstream::consumer::pull::Stream, Box<dyn std::error::Error + Send + Sync>> {
+    let consumer = checkout_shared::streams::bind_consumer(&ctx.js, &ctx.consumer).await?;
+    Ok(consumer
+        .stream()
+        .max_messages_per_batch(concurrency)
+        .heartbeat(Duration::from_secs(5))
+        .expires(Duration::from_secs(10))
+        .messages()
+        .await?)
+}
+
+/// Handles one message and settles it.
+pub async fn process(ctx: &Context, message: jetstream::Message) {
+    let delivered = message.info().map(|info| info.delivered).unwrap_or(1);
+    let subject = message.subject.to_string();
+    let msg_id = header(&message, envelope::MSG_ID).unwrap_or_default();
+    let span = messaging::consumer_span(
+        &subject,
+        message.headers.as_ref(),
+        &ctx.consumer.durable,
+        &msg_id,
+        delivered,
+    );
+    let settlement = {
+        let work = handle(ctx, &message, delivered).instrument(span.clone());
+        tokio::pin!(work);
+        // Long work (injected latency) must not outlive ack_wait and be redelivered meanwhile.
+        let ack_wait = Duration::from_secs(ctx.consumer.ack_wait_secs);
+        let mut progress = tokio::time::interval(ack_wait / 3);
+        progress.tick().await;
+        loop {
+            tokio::select! {
+                settlement = &mut work => break settlement,
+                _ = progress.tick() => { let _ = message.ack_with(AckKind::Progress).await; }
+            }
+        }
+    };
+    // End the process span (and its children) before anything that names them leaves.
+    drop(span);
+    settle(ctx, message, settlement).await;
+}
+
+async fn handle(ctx: &Context, message: &jetstream::Message, delivered: i64) -> Settlement {
+    let envelope = match Envelope::read(message.headers.as_ref()) {
+        Ok(envelope) => envelope,
+        Err(err) => return dead_letter(format!("unreadable envelope: {err}"), None),
+    };
+    let span = tracing::Span::current();
+    span.record("saga.id", envelope.saga_id.to_string());
+    span.record("saga.step", envelope.step.service());
+    span.record("saga.phase", envelope.phase.as_str());
+    if envelope.step != ctx.handler.kind() {
+        let reason = format!("a {} command reached the {} worker", envelope.step, ctx.handler.kind());
+        return dead_letter(reason, None);
+    }
+    let command = match decode(&message.payload, &envelope) {
+        Ok(command) => command,
+        Err(reason) => {
+            let reply = failure_reply(&envelope, format!("undeliverable command: {reason}"));
+            return dead_letter(reason, Some(reply));
+        }
+    };
+    match handler::apply_once(&ctx.pool, &ctx.handler, &envelope, &command.command).await {
+        Ok(reply) => {
+            if let Outcome::StepFailed { reason } = &reply.outcome {
+                tracing::info!(saga_id = %envelope.saga_id, %reason, "step refused");
+            }
+            Settlement::Reply(outgoing(&reply))
+        }
+        Err(err) if delivered >= ctx.consumer.max_deliver => {
+            let reason = format!("gave up after {delivered} deliveries: {err}");
+            let reply = failure_reply(&envelope, reason.clone());
+            dead_letter(reason, Some(reply))
+        }
+        Err(err) => Settlement::Retry { after: retry_delay(delivered), reason: err.to_string() },
+    }
+}
+
+fn dead_letter(reason: String, reply: Option<Outgoing>) -> Settlement {
+    messaging::mark_error(&tracing::Span::current(), &reason);
+    Settlement::DeadLetter { reason, reply }
+}
+
+fn decode(payload: &Bytes, envelope: &Envelope) -> Result<CommandMessage, String> {
+    let command: CommandMessage =
+        serde_json::from_slice(payload).map_err(|e| format!("malformed body: {e}"))?;
+    if command.saga_id != envelope.saga_id
+        || command.command.step_phase() != (envelope.step, envelope.phase)
+    {
+        return Err("the body does not match the Saga-* headers".to_owned());
+    }
+    Ok(command)
+}
+
+fn failure_reply(envelope: &Envelope, reason: String) -> Outgoing {
+    outgoing(&Reply {
+        saga_id: envelope.saga_id,
+        step: envelope.step,
+        phase: envelope.phase,
+        outcome: Outcome::StepFailed { reason },
+    })
+}
+
+/// The reply message, stamped with a producer span under the current (process) span.
+fn outgoing(reply: &Reply) -> Outgoing {
+    let event_name = reply.event_name();
+    let subject = subjects::event(reply.step, event_name);
+    let envelope = Envelope {
+        saga_id: reply.saga_id,
+        step: reply.step,
+        phase: reply.phase,
+        msg_type: MsgType::event(reply.step, event_name),
+    };
+    let msg_id = format!("{}.reply", envelope.action_key());
+    let mut headers = async_nats::HeaderMap::new();
+    envelope.write(&mut headers, &msg_id);
+    let payload = serde_json::to_vec(reply).map(Bytes::from).unwrap_or_default();
+    let parent = tracing::Span::current().context();
+    messaging::stamp_producer_span(&parent, &subject, &msg_id, &mut headers, vec![]);
+    Outgoing { subject, msg_id, headers, payload }
+}
+
+fn retry_delay(delivered: i64) -> Duration {
+    let exp = u32::try_from(delivered.clamp(1, 8) - 1).unwrap_or(0);
+    (Duration::from_millis(200) * 2u32.pow(exp)).min(Duration::from_secs(10))
+}
+
+async fn settle(ctx: &Context, message: jetstream::Message, settlement: Settlement) {
+    match settlement {
+        Settlement::Reply(reply) => {
+            ctx.flusher.flush().await;
+            match messaging::send(&ctx.js, reply).await {
+                Ok(()) => ack(&message, AckKind::Ack).await,
+                Err(err) => {
+                    tracing::warn!(error = %err, "reply not sent; the command will be redelivered");
+                    ack(&message, AckKind::Nak(Some(Duration::from_secs(1)))).await;
+                }
+            }
+        }
+        Settlement::Retry { after, reason } => {
+            tracing::warn!(subject = %message.subject, %reason, ?after, "transient failure; nak");
+            ack(&message, AckKind::Nak(Some(after))).await;
+        }
+        Settlement::DeadLetter { reason, reply } => {
+            tracing::error!(subject = %message.subject, %reason, "dead-lettering message");
+            let letter = dead_letter_message(&message, &reason);
+            if let Err(err) = messaging::send(&ctx.js, letter).await {
+                tracing::warn!(error = %err, "dead letter not stored; will retry the message");
+                ack(&message, AckKind::Nak(Some(Duration::from_secs(1)))).await;
+                return;
+            }
+            if let Some(reply) = reply {
+                ctx.flusher.flush().await;
+                if let Err(err) = messaging::send(&ctx.js, reply).await {
+                    tracing::warn!(error = %err, "failure reply not sent; will retry the message");
+                    ack(&message, AckKind::Nak(Some(Duration::from_secs(1)))).await;
+                    return;
+                }
+            }
+            ack(&message, AckKind::Term).await;
+        }
+    }
+}
+
+fn dead_letter_message(message: &jetstream::Message, reason: &str) -> Outgoing {
+    let mut headers = message.headers.clone().unwrap_or_default();
+    let origin_id = header(message, envelope::MSG_ID)
+        .unwrap_or_else(|| message.info().map(|i| i.stream_sequence).unwrap_or(0).to_string());
+    let msg_id = format!("dlq.{origin_id}");
+    headers.insert(envelope::MSG_ID, msg_id.as_str());
+    headers.insert(envelope::REASON, reason);
+    headers.insert("Saga-Origin-Subject", message.subject.as_str());
+    Outgoing {
+        subject: subjects::dead_letter(&message.subject),
+        msg_id,
+        headers,
+        payload: message.payload.clone(),
+    }
+}
+
+fn header(message: &jetstream::Message, name: &str) -> Option<String> {
+    message.headers.as_ref()?.get(name).map(|v| v.as_str().to_owned())
+}
+
+async fn ack(message: &jetstream::Message, kind: AckKind) {
+    if let Err(err) = message.ack_with(kind).await {
+        tracing::warn!(error = %err, "settling the message failed; it will be redelivered");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retry_delays_grow_and_are_bounded() {
+        assert_eq!(retry_delay(1), Duration::from_millis(200));
+        assert_eq!(retry_delay(2), Duration::from_millis(400));
+        assert_eq!(retry_delay(100), Duration::from_secs(10));
+    }
+}

@@ -1,0 +1,142 @@
+//! Exactly-once effects over at-least-once delivery.
+//!
+//! An action's effect and a processed-message row holding its reply commit in one
+//! transaction. A redelivery finds the row and gets the same reply; two deliveries racing
+//! collide on the row's primary key and the loser is retried, to find the winner's reply.
+
+use crate::config::Faults;
+use crate::error::ApplyError;
+use crate::{inventory, order, payment};
+use checkout_shared::messages::{Command, Outcome, Reply};
+use checkout_shared::{Envelope, Step};
+use sqlx::{AssertSqlSafe, PgConnection, PgPool};
+use tracing::Instrument;
+use uuid::Uuid;
+
+/// The business logic of one worker kind.
+#[derive(Debug, Clone)]
+pub struct Handler {
+    kind: Step,
+    faults: Faults,
+}
+
+impl Handler {
+    /// The handler of `kind` with the given injected faults.
+    pub fn new(kind: Step, faults: Faults) -> Self {
+        Handler { kind, faults }
+    }
+
+    /// The step this handler serves.
+    pub fn kind(&self) -> Step {
+        self.kind
+    }
+
+    /// The PostgreSQL schema this handler owns.
+    pub fn schema(&self) -> &'static str {
+        schema_of(self.kind)
+    }
+
+    async fn apply(
+        &self,
+        conn: &mut PgConnection,
+        saga_id: Uuid,
+        command: &Command,
+    ) -> Result<Option<Uuid>, ApplyError> {
+        if !self.faults.latency.is_zero() {
+            tokio::time::sleep(self.faults.latency).await;
+        }
+        match command {
+            Command::ReserveInventory { items } => {
+                inventory::reserve(conn, saga_id, items).await.map(Some)
+            }
+            Command::ReleaseInventory => inventory::release(conn, saga_id).await,
+            Command::ChargePayment { customer_id, payment_token, amount_cents } => {
+                let charge = payment::Charge { customer_id, payment_token, amount_cents };
+                payment::charge(conn, saga_id, &charge, &self.faults).await.map(Some)
+            }
+            Command::RefundPayment => payment::refund(conn, saga_id).await,
+            Command::CreateOrder { customer_id, items, amount_cents } => {
+                let new = order::NewOrder { customer_id, items, amount_cents: *amount_cents };
+                order::create(conn, saga_id, &new, &self.faults).await.map(Some)
+            }
+            Command::CancelOrder => order::cancel(conn, saga_id).await,
+        }
+    }
+}
+
+/// The schema a worker kind owns.
+pub fn schema_of(kind: Step) -> &'static str {
+    match kind {
+        Step::Inventory => "inventory",
+        Step::Payment => "payment",
+        Step::Order => "orders",
+    }
+}
+
+/// Performs `command` at most once for its action key and returns the reply to send.
+/// Only database failures come back as errors; a refusal is a reply.
+pub async fn apply_once(
+    pool: &PgPool,
+    handler: &Handler,
+    envelope: &Envelope,
+    command: &Command,
+) -> Result<Reply, sqlx::Error> {
+    let key = envelope.action_key();
+    // The schema name comes from a closed set of constants, never from input.
+    let schema = handler.schema();
+    let db_span = tracing::info_span!(
+        "db transaction",
+        otel.name = %format!("{} {}", schema, envelope.step.action(envelope.phase)),
+        otel.kind = "client",
+        db.system.name = "postgresql",
+        db.namespace = schema,
+    );
+    async {
+        let mut tx = pool.begin().await?;
+        let stored: Option<serde_json::Value> = sqlx::query_scalar(AssertSqlSafe(format!(
+            "SELECT reply FROM {schema}.processed_messages WHERE action_key = $1"
+        )))
+        .bind(&key)
+        .fetch_optional(&mut *tx)
+        .await?;
+        if let Some(stored) = stored {
+            tx.commit().await?;
+            tracing::info!(action_key = %key, "duplicate delivery: re-sending the stored reply");
+            return serde_json::from_value(stored).map_err(|e| sqlx::Error::Decode(Box::new(e)));
+        }
+        let outcome = match handler.apply(&mut tx, envelope.saga_id, command).await {
+            Ok(reference) => Outcome::StepSucceeded { reference },
+            Err(ApplyError::Refused(reason)) => {
+                // Undo whatever the refused action touched, and record only the refusal.
+                tx.rollback().await?;
+                tx = pool.begin().await?;
+                Outcome::StepFailed { reason }
+            }
+            Err(ApplyError::Database(err)) => return Err(err),
+        };
+        let reply = Reply {
+            saga_id: envelope.saga_id,
+            step: envelope.step,
+            phase: envelope.phase,
+            outcome,
+        };
+        let json = serde_json::to_value(&reply).map_err(|e| sqlx::Error::Encode(Box::new(e)))?;
+        let inserted = sqlx::query(AssertSqlSafe(format!(
+            "INSERT INTO {schema}.processed_messages (action_key, reply) VALUES ($1, $2) \
+             ON CONFLICT (action_key) DO NOTHING"
+        )))
+        .bind(&key)
+        .bind(json)
+        .execute(&mut *tx)
+        .await?;
+        if inserted.rows_affected() == 0 {
+            // A concurrent delivery of the same command committed first; its reply wins.
+            tx.rollback().await?;
+            return Err(sqlx::Error::Protocol(format!("{key} was processed concurrently")));
+        }
+        tx.commit().await?;
+        Ok(reply)
+    }
+    .instrument(db_span)
+    .await
+}

@@ -1,0 +1,147 @@
+//! Inventory: holds stock for a saga and gives it back. Never oversells: a reservation is a
+//! conditional decrement, and the schema forbids negative stock.
+
+use crate::error::ApplyError;
+use checkout_shared::messages::LineItem;
+use sqlx::{PgConnection, PgPool};
+use uuid::Uuid;
+
+/// Decrements stock for every line, or refuses the whole cart.
+#[tracing::instrument(name = "inventory reserve", skip_all, fields(otel.kind = "internal"))]
+pub async fn reserve(
+    conn: &mut PgConnection,
+    saga_id: Uuid,
+    items: &[LineItem],
+) -> Result<Uuid, ApplyError> {
+    if let Some(state) = reservation_state(conn, saga_id).await? {
+        return Err(ApplyError::Refused(format!("reservation already {state} for this saga")));
+    }
+    // Lock rows in one order so that concurrent carts sharing SKUs cannot deadlock.
+    let mut lines = items.to_vec();
+    lines.sort_by(|a, b| a.sku.cmp(&b.sku));
+    for line in &lines {
+        let updated = sqlx::query(
+            "UPDATE inventory.stock SET available = available - $2, updated_at = now() \
+             WHERE sku = $1 AND available >= $2",
+        )
+        .bind(&line.sku)
+        .bind(line.quantity)
+        .execute(&mut *conn)
+        .await?;
+        if updated.rows_affected() == 0 {
+            let known: Option<i32> =
+                sqlx::query_scalar("SELECT available FROM inventory.stock WHERE sku = $1")
+                    .bind(&line.sku)
+                    .fetch_optional(&mut *conn)
+                    .await?;
+            return Err(ApplyError::Refused(match known {
+                Some(available) => format!(
+                    "out of stock: {} wants {}, {available} available",
+                    line.sku, line.quantity
+                ),
+                None => format!("unknown sku {}", line.sku),
+            }));
+        }
+    }
+    let reservation_id = Uuid::new_v4();
+    sqlx::query(
+        "INSERT INTO inventory.reservations (saga_id, reservation_id, items, state) \
+         VALUES ($1, $2, $3, 'held')",
+    )
+    .bind(saga_id)
+    .bind(reservation_id)
+    .bind(sqlx::types::Json(&lines))
+    .execute(&mut *conn)
+    .await?;
+    Ok(reservation_id)
+}
+
+/// Gives back what the saga holds. With nothing held, leaves a tombstone so that a late
+/// reservation is refused.
+#[tracing::instrument(name = "inventory release", skip_all, fields(otel.kind = "internal"))]
+pub async fn release(conn: &mut PgConnection, saga_id: Uuid) -> Result<Option<Uuid>, ApplyError> {
+    let held: Option<(Uuid, sqlx::types::Json<Vec<LineItem>>, String)> = sqlx::query_as(
+        "SELECT reservation_id, items, state FROM inventory.reservations \
+         WHERE saga_id = $1 FOR UPDATE",
+    )
+    .bind(saga_id)
+    .fetch_optional(&mut *conn)
+    .await?;
+    match held {
+        Some((reservation_id, items, state)) if state == "held" => {
+            for line in items.0.iter() {
+                sqlx::query(
+                    "UPDATE inventory.stock SET available = available + $2, updated_at = now() \
+                     WHERE sku = $1",
+                )
+                .bind(&line.sku)
+                .bind(line.quantity)
+                .execute(&mut *conn)
+                .await?;
+            }
+            sqlx::query(
+                "UPDATE inventory.reservations SET state = 'released', released_at = now() \
+                 WHERE saga_id = $1",
+            )
+            .bind(saga_id)
+            .execute(&mut *conn)
+            .await?;
+            Ok(Some(reservation_id))
+        }
+        Some(_) => Ok(None),
+        None => {
+            sqlx::query(
+                "INSERT INTO inventory.reservations (saga_id, reservation_id, items, state) \
+                 VALUES ($1, $2, '[]', 'void')",
+            )
+            .bind(saga_id)
+            .bind(Uuid::new_v4())
+            .execute(&mut *conn)
+            .await?;
+            Ok(None)
+        }
+    }
+}
+
+async fn reservation_state(
+    conn: &mut PgConnection,
+    saga_id: Uuid,
+) -> Result<Option<String>, sqlx::Error> {
+    sqlx::query_scalar("SELECT state FROM inventory.reservations WHERE saga_id = $1")
+        .bind(saga_id)
+        .fetch_optional(&mut *conn)
+        .await
+}
+
+/// Creates stock for SKUs that do not exist yet; existing stock is left alone.
+pub async fn seed(pool: &PgPool, stock: &[(String, i32)]) -> Result<(), sqlx::Error> {
+    for (sku, quantity) in stock {
+        sqlx::query(
+            "INSERT INTO inventory.stock (sku, available) VALUES ($1, $2) \
+             ON CONFLICT (sku) DO NOTHING",
+        )
+        .bind(sku)
+        .bind(quantity)
+        .execute(pool)
+        .await?;
+    }
+    Ok(())
+}
+
+/// Sets the stock of a SKU, creating it if needed (operators and tests).
+pub async fn set_stock(pool: &PgPool, sku: &str, quantity: i32) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "INSERT INTO inventory.stock (sku, available) VALUES ($1, $2) \
+         ON CONFLICT (sku) DO UPDATE SET available = EXCLUDED.available, updated_at = now()",
+    )
+    .bind(sku)
+    .bind(quantity)
+    .execute(pool)
+    .await?;
+    Ok(())
+}
+
+/// Every SKU and its available stock.
+pub async fn stock(pool: &PgPool) -> Result<Vec<(String, i32)>, sqlx::Error> {
+    sqlx::query_as("SELECT sku, available FROM inventory.stock ORDER BY sku").fetch_all(pool).await
+}

@@ -1,0 +1,25 @@
+//! The worker services of the checkout saga: inventory, payment and order.
+//!
+//! ```text
+//!  checkout.cmd.<kind>.>  ──pull──▶ consume loop ──▶ decode ──▶ dedupe ──▶ handler ──▶ commit
+//!   (one durable consumer                │                                     │
+//!    per kind, shared by                 └──dead letter (undecodable)          ▼
+//!    every instance)                              checkout.evt.<kind>.<event> ◀── reply, then ack
+//! ```
+//!
+//! Each kind owns one PostgreSQL schema (`inventory`, `payment`, `orders`) and its migrations.
+//! Every action and undo commits its effect together with a processed-message row holding the
+//! reply, so a redelivered command re-sends the same reply instead of acting twice.
+
+pub mod config;
+pub mod consume;
+pub mod error;
+pub mod handler;
+pub mod inventory;
+pub mod order;
+pub mod payment;
+mod service;
+
+pub use config::{Faults, WorkerConfig};
+pub use error::WorkerError;
+pub use service::{migrate, run};

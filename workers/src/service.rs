@@ -1,0 +1,84 @@
+//! `run(config, shutdown)`: connect, migrate, provision, consume, and drain on shutdown.
+
+use crate::config::WorkerConfig;
+use crate::consume;
+use crate::error::WorkerError;
+use crate::handler::{Handler, schema_of};
+use crate::inventory;
+use checkout_shared::Step;
+use checkout_shared::streams::{self, Topology};
+use checkout_shared::telemetry::SpanFlusher;
+use sqlx::PgPool;
+use sqlx::postgres::PgPoolOptions;
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+
+/// Applies the migrations of `kind`'s schema. Each schema keeps its own migration history, so
+/// the three services migrate one database independently.
+pub async fn migrate(pool: &PgPool, kind: Step) -> Result<(), WorkerError> {
+    let schema = schema_of(kind);
+    let mut migrator = match kind {
+        Step::Inventory => sqlx::migrate!("./migrations/inventory"),
+        Step::Payment => sqlx::migrate!("./migrations/payment"),
+        Step::Order => sqlx::migrate!("./migrations/orders"),
+    };
+    migrator.create_schema(schema);
+    migrator.dangerous_set_table_name(format!("{schema}._sqlx_migrations"));
+    migrator.run(pool).await?;
+    Ok(())
+}
+
+/// Runs one worker until `shutdown`; then finishes the messages in hand, drains the NATS
+/// connection and closes the pool. The caller flushes telemetry.
+pub async fn run(
+    config: WorkerConfig,
+    flusher: SpanFlusher,
+    shutdown: CancellationToken,
+) -> Result<(), WorkerError> {
+    let name = format!("checkout-{}", config.kind.service());
+    let pool = PgPoolOptions::new()
+        .max_connections(config.max_connections)
+        .acquire_timeout(Duration::from_secs(10))
+        .connect(&config.database_url)
+        .await?;
+    migrate(&pool, config.kind).await?;
+    let client = checkout_shared::connect::connect(&config.nats_url, &name, true).await?;
+    let js = checkout_shared::connect::jetstream(client.clone());
+    streams::provision(&js, config.replicas).await?;
+    if config.kind == Step::Inventory {
+        inventory::seed(&pool, &config.seed_stock).await?;
+        publish_catalog(&js, &pool, config.replicas).await?;
+    }
+    let topology = Topology::load()?;
+    let ctx = consume::Context {
+        js,
+        pool: pool.clone(),
+        handler: Handler::new(config.kind, config.faults.clone()),
+        consumer: topology.consumer(config.kind.service())?.clone(),
+        flusher,
+    };
+    tracing::info!(worker = %name, concurrency = config.concurrency, "consuming");
+    consume::run(ctx, config.concurrency.max(1), shutdown).await;
+    tracing::info!(worker = %name, "stopped fetching; draining");
+    if let Err(err) = client.drain().await {
+        tracing::warn!(error = %err, "draining the NATS connection");
+    }
+    pool.close().await;
+    Ok(())
+}
+
+/// Lists every SKU in the catalog bucket, so the orchestrator can refuse unknown ones.
+pub async fn publish_catalog(
+    js: &async_nats::jetstream::Context,
+    pool: &PgPool,
+    replicas: usize,
+) -> Result<(), WorkerError> {
+    let bucket = streams::catalog(js, replicas).await?;
+    for (sku, _) in inventory::stock(pool).await? {
+        bucket
+            .put(&sku, bytes::Bytes::from_static(b"1"))
+            .await
+            .map_err(|e| WorkerError::Catalog(e.to_string()))?;
+    }
+    Ok(())
+}
