@@ -17,6 +17,7 @@ pub mod envelope;
 pub mod messages;
 pub mod messaging;
 pub mod propagation;
+pub mod pull;
 pub mod shutdown;
 pub mod streams;
 pub mod subjects;

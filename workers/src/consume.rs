@@ -14,7 +14,7 @@ use checkout_shared::messaging::{self, Outgoing};
 use checkout_shared::streams::ConsumerDef;
 use checkout_shared::subjects;
 use checkout_shared::telemetry::SpanFlusher;
-use futures::StreamExt;
+use checkout_shared::pull::pull_loop;
 use sqlx::PgPool;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
@@ -37,47 +37,11 @@ pub struct Context {
 }
 
 /// Pulls and handles messages, `concurrency` at a time, until `shutdown`; then finishes the
-/// messages in hand. Rebinds the consumer if its stream of messages ends (broker restart).
+/// messages in hand.
 pub async fn run(ctx: Context, concurrency: usize, shutdown: CancellationToken) {
-    let mut backoff = Duration::from_millis(100);
-    while !shutdown.is_cancelled() {
-        let messages = match pull(&ctx, concurrency).await {
-            Ok(messages) => messages,
-            Err(err) => {
-                tracing::warn!(consumer = %ctx.consumer.durable, error = %err, "cannot pull; retrying");
-                tokio::select! {
-                    _ = tokio::time::sleep(backoff) => {}
-                    _ = shutdown.cancelled() => break,
-                }
-                backoff = (backoff * 2).min(Duration::from_secs(5));
-                continue;
-            }
-        };
-        backoff = Duration::from_millis(100);
-        messages
-            .take_until(shutdown.cancelled())
-            .for_each_concurrent(concurrency, |message| async {
-                match message {
-                    Ok(message) => process(&ctx, message).await,
-                    Err(err) => tracing::warn!(error = %err, "pull failed; the client retries"),
-                }
-            })
-            .await;
-    }
-}
-
-async fn pull(
-    ctx: &Context,
-    concurrency: usize,
-) -> Result<jetstream::consumer::pull::Stream, Box<dyn std::error::Error + Send + Sync>> {
-    let consumer = checkout_shared::streams::bind_consumer(&ctx.js, &ctx.consumer).await?;
-    Ok(consumer
-        .stream()
-        .max_messages_per_batch(concurrency)
-        .heartbeat(Duration::from_secs(5))
-        .expires(Duration::from_secs(10))
-        .messages()
-        .await?)
+    let def = ctx.consumer.clone();
+    pull_loop(&ctx.js.clone(), &def, concurrency, shutdown, |message| process(&ctx, message))
+        .await;
 }
 
 /// Handles one message and settles it.

@@ -1,0 +1,290 @@
+//! The client side: publish checkouts (each the root of its own trace), follow sagas through
+//! their lifecycle events, and watch everything that happens.
+
+use crate::common::{CLIENT_FILTER, NatsArgs, TelemetryArgs};
+use anyhow::Context as _;
+use bytes::Bytes;
+use checkout_shared::envelope::{self, MSG_ID};
+use checkout_shared::messages::{CheckoutRequested, LifecycleEvent, LifecycleKind, LineItem};
+use checkout_shared::messaging::{self, Outgoing};
+use checkout_shared::subjects;
+use checkout_shared::telemetry::SpanFlusher;
+use clap::Args;
+use futures::StreamExt;
+use opentelemetry::trace::TraceContextExt;
+use opentelemetry::{Context, KeyValue};
+use std::collections::HashMap;
+use std::process::ExitCode;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::mpsc;
+use uuid::Uuid;
+
+/// Where a trace can be opened; `{trace_id}` is replaced.
+pub const DEFAULT_TRACE_URL: &str = "http://localhost:16686/trace/{trace_id}";
+
+/// A connection that publishes checkouts and follows their sagas.
+#[derive(Clone)]
+pub struct Client {
+    nats: async_nats::Client,
+    js: async_nats::jetstream::Context,
+    flusher: SpanFlusher,
+    waiters: Arc<Mutex<HashMap<Uuid, mpsc::UnboundedSender<LifecycleEvent>>>>,
+}
+
+impl Client {
+    /// Connects and starts following lifecycle events.
+    pub async fn connect(url: &str, flusher: SpanFlusher) -> anyhow::Result<Self> {
+        let nats = checkout_shared::connect::connect(url, "checkout-client", false)
+            .await
+            .with_context(|| format!("is nats-server running at {url}? (see README: quick start)"))?;
+        let js = checkout_shared::connect::jetstream(nats.clone());
+        let mut events = nats.subscribe(format!("{}.>", subjects::LIFECYCLE)).await?;
+        let waiters: Arc<Mutex<HashMap<Uuid, mpsc::UnboundedSender<LifecycleEvent>>>> =
+            Arc::default();
+        let routes = waiters.clone();
+        tokio::spawn(async move {
+            while let Some(message) = events.next().await {
+                let Ok(event) = serde_json::from_slice::<LifecycleEvent>(&message.payload) else {
+                    continue;
+                };
+                if let Ok(routes) = routes.lock() {
+                    if let Some(waiter) = routes.get(&event.saga_id) {
+                        let _ = waiter.send(event);
+                    }
+                }
+            }
+        });
+        nats.flush().await?;
+        Ok(Client { nats, js, flusher, waiters })
+    }
+
+    /// The underlying NATS connection.
+    pub fn nats(&self) -> &async_nats::Client {
+        &self.nats
+    }
+
+    /// Starts following a saga's events (call before publishing, so that none is missed).
+    pub fn follow(&self, saga_id: Uuid) -> mpsc::UnboundedReceiver<LifecycleEvent> {
+        let (tx, rx) = mpsc::unbounded_channel();
+        if let Ok(mut waiters) = self.waiters.lock() {
+            waiters.insert(saga_id, tx);
+        }
+        rx
+    }
+
+    /// Stops following a saga.
+    pub fn forget(&self, saga_id: Uuid) {
+        if let Ok(mut waiters) = self.waiters.lock() {
+            waiters.remove(&saga_id);
+        }
+    }
+
+    /// Publishes a checkout as the root span of a new trace; returns its trace id.
+    pub async fn publish(&self, request: &CheckoutRequested) -> anyhow::Result<String> {
+        let payload = Bytes::from(serde_json::to_vec(request)?);
+        self.publish_raw(request.checkout_id.to_string(), payload).await
+    }
+
+    /// Publishes any body on `checkout.requested` (bad input included); returns the trace id.
+    pub async fn publish_raw(&self, msg_id: String, payload: Bytes) -> anyhow::Result<String> {
+        let mut headers = async_nats::HeaderMap::new();
+        headers.insert(MSG_ID, msg_id.as_str());
+        let cx = messaging::stamp_producer_span(
+            &Context::new(),
+            subjects::CHECKOUT_REQUESTED,
+            &msg_id,
+            &mut headers,
+            vec![KeyValue::new("saga.id", msg_id.clone())],
+        );
+        let trace_id = cx.span().span_context().trace_id().to_string();
+        self.flusher.flush().await;
+        let outgoing =
+            Outgoing { subject: subjects::CHECKOUT_REQUESTED.to_owned(), msg_id, headers, payload };
+        messaging::send(&self.js, outgoing).await?;
+        Ok(trace_id)
+    }
+
+    /// Waits for a followed saga's last event (completed, compensated or stuck), printing
+    /// each event with `on_event`. `None` when the wait times out.
+    pub async fn wait(
+        &self,
+        saga_id: Uuid,
+        mut events: mpsc::UnboundedReceiver<LifecycleEvent>,
+        timeout: Duration,
+        mut on_event: impl FnMut(&LifecycleEvent),
+    ) -> Option<LifecycleEvent> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        let last = loop {
+            match tokio::time::timeout_at(deadline, events.recv()).await {
+                Ok(Some(event)) => {
+                    on_event(&event);
+                    if event.kind.is_terminal() || event.kind == LifecycleKind::Stuck {
+                        break Some(event);
+                    }
+                }
+                Ok(None) | Err(_) => break None,
+            }
+        };
+        self.forget(saga_id);
+        last
+    }
+}
+
+/// Options of `checkout publish`.
+#[derive(Debug, Args)]
+pub struct PublishArgs {
+    #[command(flatten)]
+    nats: NatsArgs,
+    #[command(flatten)]
+    telemetry: TelemetryArgs,
+    /// A cart line, `SKU:QTY`; repeat for more lines.
+    #[arg(long = "item", default_value = "SKU-MUG:1")]
+    items: Vec<String>,
+    /// The customer (one starting with `order-fails` has its order refused).
+    #[arg(long, default_value = "cust-42")]
+    customer: String,
+    /// The payment token (`tok_decline` is always declined).
+    #[arg(long, default_value = "tok_visa")]
+    token: String,
+    /// The amount, in cents.
+    #[arg(long, default_value_t = 1999, allow_negative_numbers = true)]
+    amount_cents: i64,
+    /// Follow the saga step by step until it ends, and print its outcome.
+    #[arg(long)]
+    wait: bool,
+    /// How long --wait waits, in seconds.
+    #[arg(long, default_value_t = 60)]
+    timeout_secs: u64,
+    /// Print one JSON object instead of text.
+    #[arg(long)]
+    json: bool,
+    /// Where a trace can be opened; `{trace_id}` is replaced.
+    #[arg(long, env = "TRACE_URL", default_value = DEFAULT_TRACE_URL)]
+    trace_url: String,
+}
+
+/// Parses `SKU:QTY`.
+pub fn parse_item(spec: &str) -> anyhow::Result<LineItem> {
+    let (sku, qty) = spec.split_once(':').unwrap_or((spec, "1"));
+    let quantity = qty.parse().with_context(|| format!("quantity in {spec:?}"))?;
+    Ok(LineItem { sku: sku.to_owned(), quantity })
+}
+
+/// `checkout publish`.
+pub async fn publish(args: PublishArgs) -> anyhow::Result<ExitCode> {
+    let telemetry = args.telemetry.init("checkout-client", CLIENT_FILTER)?;
+    let result = publish_inner(&args, telemetry.flusher()).await;
+    telemetry.shutdown().await;
+    result
+}
+
+async fn publish_inner(args: &PublishArgs, flusher: SpanFlusher) -> anyhow::Result<ExitCode> {
+    let client = Client::connect(&args.nats.nats_url, flusher).await?;
+    let request = CheckoutRequested {
+        checkout_id: Uuid::new_v4(),
+        customer_id: args.customer.clone(),
+        items: args.items.iter().map(|s| parse_item(s)).collect::<anyhow::Result<_>>()?,
+        payment_token: args.token.clone(),
+        amount_cents: args.amount_cents,
+    };
+    let saga_id = request.checkout_id;
+    let events = client.follow(saga_id);
+    let trace_id = client.publish(&request).await?;
+    let link = args.trace_url.replace("{trace_id}", &trace_id);
+    if !args.json {
+        println!("saga  {saga_id}\ntrace {trace_id}\nopen  {link}");
+    }
+    if !args.wait {
+        if args.json {
+            println!("{}", serde_json::json!({"saga_id": saga_id, "trace_id": trace_id}));
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
+    let json = args.json;
+    let mut seen = Vec::new();
+    let last = client
+        .wait(saga_id, events, Duration::from_secs(args.timeout_secs), |event| {
+            if !json {
+                println!("  {}", describe(event));
+            }
+            seen.push(event.clone());
+        })
+        .await;
+    let outcome = last.map(|e| e.kind.as_str()).unwrap_or("timed_out");
+    if json {
+        let out = serde_json::json!({
+            "saga_id": saga_id, "trace_id": trace_id, "outcome": outcome, "events": seen,
+        });
+        println!("{out}");
+    } else {
+        println!("outcome: {outcome}");
+        if outcome == "timed_out" {
+            println!("(no lifecycle event: is the orchestrator running? was it rejected? try `checkout watch`)");
+        }
+    }
+    Ok(if outcome == "timed_out" { ExitCode::FAILURE } else { ExitCode::SUCCESS })
+}
+
+/// One line for a lifecycle event.
+pub fn describe(event: &LifecycleEvent) -> String {
+    match (event.kind, event.step, event.phase) {
+        (LifecycleKind::Step, Some(step), Some(phase)) => {
+            let verb = if phase == checkout_shared::Phase::Undo { "compensate" } else { "step" };
+            format!("{verb} {:<16} {}", step.name(), event.detail)
+        }
+        (kind, _, _) if event.detail.is_empty() => kind.as_str().to_owned(),
+        (kind, _, _) => format!("{} ({})", kind.as_str(), event.detail),
+    }
+}
+
+/// Options of `checkout watch`.
+#[derive(Debug, Args)]
+pub struct WatchArgs {
+    #[command(flatten)]
+    nats: NatsArgs,
+    /// Only this saga.
+    saga_id: Option<Uuid>,
+    /// Stop after this many seconds (default: until Ctrl-C).
+    #[arg(long)]
+    timeout_secs: Option<u64>,
+    /// Print raw JSON events.
+    #[arg(long)]
+    json: bool,
+}
+
+/// `checkout watch`: lifecycle events and rejections, live.
+pub async fn watch(args: WatchArgs) -> anyhow::Result<ExitCode> {
+    let nats = checkout_shared::connect::connect(&args.nats.nats_url, "checkout-watch", false).await?;
+    let subject = match args.saga_id {
+        Some(id) => subjects::lifecycle_of(id),
+        None => format!("{}.>", subjects::LIFECYCLE),
+    };
+    let lifecycle = nats.subscribe(subject).await?;
+    let rejected = nats.subscribe(subjects::REJECTED).await?;
+    let dead = nats.subscribe(format!("{}.>", subjects::DEAD_LETTER)).await?;
+    let mut all = futures::stream::select_all([lifecycle, rejected, dead]);
+    let stop = tokio::time::sleep(Duration::from_secs(args.timeout_secs.unwrap_or(u64::MAX / 4)));
+    tokio::pin!(stop);
+    eprintln!("watching (Ctrl-C to stop)");
+    loop {
+        tokio::select! {
+            _ = &mut stop => break,
+            _ = tokio::signal::ctrl_c() => break,
+            message = all.next() => {
+                let Some(message) = message else { break };
+                if args.json {
+                    println!("{}", String::from_utf8_lossy(&message.payload));
+                    continue;
+                }
+                let reason = message.headers.as_ref().and_then(|h| h.get(envelope::REASON)).map(|v| v.as_str().to_owned());
+                match (serde_json::from_slice::<LifecycleEvent>(&message.payload), reason) {
+                    (Ok(event), _) => println!("{} {}", event.saga_id, describe(&event)),
+                    (Err(_), Some(reason)) => println!("{} {reason}", message.subject),
+                    (Err(_), None) => println!("{} (unreadable)", message.subject),
+                }
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,66 @@
+//! Options and set-up shared by every subcommand.
+
+use checkout_shared::telemetry::{self, LogFormat, Telemetry, TelemetryConfig};
+use clap::{Args, ValueEnum};
+
+/// The NATS default on every machine that runs this project.
+pub const DEFAULT_NATS_URL: &str = "nats://127.0.0.1:4222";
+/// The PostgreSQL default: database `checkout` on the local server.
+pub const DEFAULT_DATABASE_URL: &str = "postgres://postgres@127.0.0.1:5432/checkout";
+
+/// Where NATS is.
+#[derive(Debug, Clone, Args)]
+pub struct NatsArgs {
+    /// NATS server URL.
+    #[arg(long, env = "NATS_URL", default_value = DEFAULT_NATS_URL)]
+    pub nats_url: String,
+}
+
+/// Where PostgreSQL is.
+#[derive(Debug, Clone, Args)]
+pub struct DbArgs {
+    /// PostgreSQL URL.
+    #[arg(long, env = "DATABASE_URL", default_value = DEFAULT_DATABASE_URL)]
+    pub database_url: String,
+}
+
+/// Log format flag.
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum LogFormatArg {
+    /// One JSON object per line.
+    Json,
+    /// Human-readable.
+    Text,
+}
+
+/// Logging and tracing options.
+#[derive(Debug, Clone, Args)]
+pub struct TelemetryArgs {
+    /// Log format on standard error.
+    #[arg(long, env = "LOG_FORMAT", value_enum, default_value = "text")]
+    pub log_format: LogFormatArg,
+    /// Span exporter: `otlp` (to OTEL_EXPORTER_OTLP_ENDPOINT, default localhost:4317) or `none`.
+    #[arg(long, env = "OTEL_TRACES_EXPORTER", default_value = "otlp")]
+    pub traces_exporter: String,
+}
+
+impl TelemetryArgs {
+    /// Sets up telemetry for a process whose default `service.name` is `service`.
+    pub fn init(&self, service: &str, default_filter: &str) -> anyhow::Result<Telemetry> {
+        let config = TelemetryConfig {
+            service_name: service.to_owned(),
+            export: self.traces_exporter != "none",
+            log_format: match self.log_format {
+                LogFormatArg::Json => LogFormat::Json,
+                LogFormatArg::Text => LogFormat::Text,
+            },
+            default_filter: default_filter.to_owned(),
+        };
+        Ok(telemetry::init(&config)?)
+    }
+}
+
+/// The log filter of services: info, with the telemetry pipeline's own chatter quiet.
+pub const SERVICE_FILTER: &str = "info,opentelemetry_sdk=warn,opentelemetry_otlp=warn,h2=warn,tonic=warn,async_nats=warn,sqlx=warn";
+/// The log filter of client commands: warnings only, so their output stays readable.
+pub const CLIENT_FILTER: &str = "warn,opentelemetry_sdk=error,opentelemetry_otlp=error,h2=warn,tonic=warn";

@@ -1,0 +1,133 @@
+//! `checkout demo`: the whole system on one machine, a handful of checkouts that end every
+//! way a checkout can end, each with its trace, then a clean shutdown.
+
+use crate::client::{Client, DEFAULT_TRACE_URL, describe};
+use crate::common::{CLIENT_FILTER, DbArgs, NatsArgs, TelemetryArgs};
+use crate::local::{self, LocalStack};
+use checkout_harness::trace_check;
+use checkout_shared::messages::{CheckoutRequested, LineItem};
+use clap::Args;
+use serde::Serialize;
+use std::process::ExitCode;
+use std::time::Duration;
+use uuid::Uuid;
+
+/// Options of `checkout demo`.
+#[derive(Debug, Args)]
+pub struct DemoArgs {
+    #[command(flatten)]
+    nats: NatsArgs,
+    #[command(flatten)]
+    db: DbArgs,
+    #[command(flatten)]
+    telemetry: TelemetryArgs,
+    /// Print one JSON object per saga on standard output (the narrative goes to stderr).
+    #[arg(long)]
+    json: bool,
+    /// Where a trace can be opened; `{trace_id}` is replaced.
+    #[arg(long, env = "TRACE_URL", default_value = DEFAULT_TRACE_URL)]
+    trace_url: String,
+}
+
+struct Scenario {
+    name: &'static str,
+    expect: &'static str,
+    request: CheckoutRequested,
+}
+
+fn scenarios() -> Vec<Scenario> {
+    let request = |customer: &str, token: &str, items: Vec<(&str, i32)>, amount| CheckoutRequested {
+        checkout_id: Uuid::new_v4(),
+        customer_id: customer.to_owned(),
+        items: items.into_iter().map(|(sku, quantity)| LineItem { sku: sku.to_owned(), quantity }).collect(),
+        payment_token: token.to_owned(),
+        amount_cents: amount,
+    };
+    vec![
+        Scenario { name: "happy path", expect: "completed", request: request("cust-ada", "tok_visa", vec![("SKU-MUG", 2), ("SKU-CAP", 1)], 4_597) },
+        Scenario { name: "card declined", expect: "compensated", request: request("cust-bob", "tok_decline", vec![("SKU-TEE", 1)], 2_500) },
+        Scenario { name: "order refused", expect: "compensated", request: request("order-fails-cy", "tok_visa", vec![("SKU-MUG", 1)], 1_299) },
+        Scenario { name: "out of stock", expect: "compensated", request: request("cust-dee", "tok_visa", vec![("SKU-RARE", 50)], 99_900) },
+        Scenario { name: "happy path", expect: "completed", request: request("cust-eve", "tok_visa", vec![("SKU-TEE", 3)], 7_500) },
+    ]
+}
+
+#[derive(Debug, Serialize)]
+struct SagaLine {
+    scenario: &'static str,
+    saga_id: Uuid,
+    trace_id: String,
+    outcome: String,
+    trace_url: String,
+}
+
+/// `checkout demo`.
+pub async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
+    let say = |line: String| if args.json { eprintln!("{line}") } else { println!("{line}") };
+    let mut stack = LocalStack::up(&args.nats.nats_url, &args.db.database_url, &say).await?;
+    let telemetry = args.telemetry.init("checkout-client", CLIENT_FILTER)?;
+    let outcome = drive(&args, &stack, telemetry.flusher(), &say).await;
+    telemetry.shutdown().await;
+    say("stopping what the demo started ...".into());
+    for (name, code) in stack.down().await {
+        say(format!("  {name:<12} exited {}", code.map_or("by signal".to_owned(), |c| c.to_string())));
+    }
+    outcome
+}
+
+async fn drive(
+    args: &DemoArgs,
+    stack: &LocalStack,
+    flusher: checkout_shared::telemetry::SpanFlusher,
+    say: &impl Fn(String),
+) -> anyhow::Result<ExitCode> {
+    let client = Client::connect(&stack.nats_url, flusher).await?;
+    let rejected = local::rejected_reasons(client.nats()).await?;
+    let scenarios = scenarios();
+    let mut followed = Vec::new();
+    for scenario in &scenarios {
+        let events = client.follow(scenario.request.checkout_id);
+        let trace_id = client.publish(&scenario.request).await?;
+        followed.push((scenario, trace_id, events));
+    }
+    let bad = br#"{"checkout_id":"7d0c3c55-5a6f-4d59-9d1e-3f1b2c3d4e5f","customer_id":"cust-x","items":[{"sku":"SKU-MUG","quantity":-1}],"payment_token":"tok_visa","amount_cents":100}"#;
+    client.publish_raw("demo-bad-input".into(), bytes::Bytes::from_static(bad)).await?;
+    let mut all_as_expected = true;
+    for (scenario, trace_id, events) in followed {
+        let saga_id = scenario.request.checkout_id;
+        let mut steps = Vec::new();
+        let last = client.wait(saga_id, events, Duration::from_secs(60), |e| steps.push(describe(e))).await;
+        let outcome = last.map(|e| e.kind.as_str().to_owned()).unwrap_or_else(|| "timed_out".into());
+        all_as_expected &= outcome == scenario.expect;
+        let url = args.trace_url.replace("{trace_id}", &trace_id);
+        say(format!("\n{:<12} {}  saga {saga_id}", outcome.to_uppercase(), scenario.name));
+        for step in steps {
+            say(format!("    {step}"));
+        }
+        say(format!("    trace {trace_id}\n    open  {url}"));
+        if let Some(receiver) = &stack.receiver {
+            let whole = receiver
+                .wait_for(Duration::from_secs(10), |spans| {
+                    spans.iter().any(|s| s.trace_id == trace_id && s.name == "saga checkout")
+                })
+                .await;
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            let spans = receiver.trace(&trace_id);
+            if whole {
+                for line in trace_check::render_tree(&spans).lines() {
+                    say(format!("    | {line}"));
+                }
+            }
+        }
+        if args.json {
+            let line = SagaLine { scenario: scenario.name, saga_id, trace_id, outcome, trace_url: url };
+            println!("{}", serde_json::to_string(&line)?);
+        }
+    }
+    if let Ok(Some(reason)) = tokio::time::timeout(Duration::from_secs(5), rejected).await {
+        say(format!("\nREJECTED     bad input (quantity -1): {reason}"));
+    }
+    say(String::new());
+    say(stack.trace_hint());
+    Ok(if all_as_expected { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+}

@@ -1,0 +1,212 @@
+//! A local stack for the demo: use what already runs (NATS, an OTLP collector, the services)
+//! and start what does not, then stop exactly what was started.
+
+use checkout_harness::{NatsServer, OtlpReceiver, Service};
+use checkout_shared::streams::{EVENTS_CONSUMER, Topology};
+use checkout_shared::subjects;
+use futures::StreamExt;
+use sqlx::postgres::PgConnectOptions;
+use sqlx::{ConnectOptions, Connection};
+use std::net::{SocketAddr, TcpStream};
+use std::path::PathBuf;
+use std::str::FromStr;
+use std::time::Duration;
+
+/// The standard OTLP/gRPC port.
+const OTLP_PORT: u16 = 4317;
+
+/// What the demo found or started.
+pub struct LocalStack {
+    /// The NATS URL in use.
+    pub nats_url: String,
+    /// The demo's own span receiver, when no collector was listening.
+    pub receiver: Option<OtlpReceiver>,
+    nats_server: Option<NatsServer>,
+    services: Vec<Service>,
+    log_dir: PathBuf,
+}
+
+fn listening(port: u16) -> bool {
+    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    TcpStream::connect_timeout(&addr, Duration::from_millis(300)).is_ok()
+}
+
+impl LocalStack {
+    /// Finds or starts NATS, the database, a span receiver and the four services.
+    pub async fn up(nats_url: &str, database_url: &str, say: &impl Fn(String)) -> anyhow::Result<Self> {
+        let mut nats_url = nats_url.to_owned();
+        let nats_server = match checkout_shared::connect::connect(&nats_url, "checkout-demo", false).await {
+            Ok(client) => {
+                say(format!("nats        using {nats_url}"));
+                drop(client);
+                None
+            }
+            Err(_) => {
+                let server = NatsServer::start_async().await?;
+                nats_url = server.url();
+                say(format!("nats        none at the configured URL; started a private nats-server at {nats_url}"));
+                Some(server)
+            }
+        };
+        ensure_database(database_url).await?;
+        say(format!("postgres    using {}", redact(database_url)));
+        let own_collector = std::env::var_os("OTEL_EXPORTER_OTLP_ENDPOINT").is_none() && !listening(OTLP_PORT);
+        let receiver = if own_collector {
+            let receiver = OtlpReceiver::start_on(SocketAddr::from(([127, 0, 0, 1], OTLP_PORT))).await?;
+            say("traces      no collector on :4317; the demo receives the spans itself and prints each trace".into());
+            Some(receiver)
+        } else {
+            say("traces      exporting over OTLP to the collector on :4317".into());
+            None
+        };
+        let log_dir = std::env::temp_dir().join(format!("checkout-demo-{}", std::process::id()));
+        std::fs::create_dir_all(&log_dir)?;
+        let mut stack = LocalStack { nats_url, receiver, nats_server, services: Vec::new(), log_dir };
+        stack.start_missing_services(database_url, say).await?;
+        Ok(stack)
+    }
+
+    async fn start_missing_services(&mut self, database_url: &str, say: &impl Fn(String)) -> anyhow::Result<()> {
+        let client = checkout_shared::connect::connect(&self.nats_url, "checkout-demo", false).await?;
+        let js = checkout_shared::connect::jetstream(client);
+        checkout_shared::streams::provision(&js, 1).await?;
+        let exe = std::env::current_exe()?;
+        let wanted = [
+            ("inventory", vec!["worker", "inventory"], "inventory"),
+            ("payment", vec!["worker", "payment"], "payment"),
+            ("order", vec!["worker", "order"], "order"),
+            ("orchestrator", vec!["orchestrator"], EVENTS_CONSUMER),
+        ];
+        for (name, args, durable) in wanted {
+            if pulling(&js, durable).await {
+                say(format!("{name:<12}already running (its consumer has waiting pulls)"));
+                continue;
+            }
+            let args: Vec<String> = args.into_iter().map(str::to_owned).collect();
+            let envs = vec![
+                ("NATS_URL".to_owned(), self.nats_url.clone()),
+                ("DATABASE_URL".to_owned(), database_url.to_owned()),
+                ("OTEL_SERVICE_NAME".to_owned(), name.to_owned()),
+                ("LOG_FORMAT".to_owned(), "json".to_owned()),
+            ];
+            let service = Service::spawn(name, &exe, &args, &envs, &self.log_dir)?;
+            say(format!("{name:<12}started (pid {}), log {}", service.pid().unwrap_or(0), service.log_path().display()));
+            self.services.push(service);
+        }
+        for durable in ["inventory", "payment", "order", EVENTS_CONSUMER] {
+            let ready = wait_until(Duration::from_secs(60), || pulling(&js, durable)).await;
+            anyhow::ensure!(ready, "{durable} did not start within 60 s; see the logs in {}", self.log_dir.display());
+        }
+        Ok(())
+    }
+
+    /// Where to look at the traces.
+    pub fn trace_hint(&self) -> String {
+        if self.receiver.is_some() {
+            "To browse the traces in a UI: `docker compose up jaeger` (http://localhost:16686), or \
+             `cargo install otelite && otelite serve` (http://localhost:3000), then run the demo again."
+                .to_owned()
+        } else {
+            "Open the links above in Jaeger (http://localhost:16686) or otelite (http://localhost:3000)."
+                .to_owned()
+        }
+    }
+
+    /// Stops the services it started (SIGTERM, then SIGKILL after 15 s) and its nats-server.
+    pub async fn down(&mut self) -> Vec<(String, Option<i32>)> {
+        let mut codes = Vec::new();
+        // Workers first would strand the orchestrator's last replies: stop it first.
+        for mut service in self.services.drain(..).rev() {
+            let name = service.name().to_owned();
+            let code = tokio::task::spawn_blocking(move || service.terminate(Duration::from_secs(15)))
+                .await
+                .ok()
+                .and_then(Result::ok)
+                .flatten();
+            codes.push((name, code));
+        }
+        if let Some(receiver) = self.receiver.take() {
+            receiver.shutdown().await;
+        }
+        self.nats_server.take();
+        codes
+    }
+}
+
+async fn pulling(js: &async_nats::jetstream::Context, durable: &str) -> bool {
+    let Ok(topology) = Topology::load() else { return false };
+    let Ok(def) = topology.consumer(durable) else { return false };
+    let consumer = js
+        .get_consumer_from_stream::<async_nats::jetstream::consumer::pull::Config, _, _>(&def.durable, &def.stream)
+        .await;
+    match consumer {
+        Ok(consumer) => consumer.get_info().await.map(|i| i.num_waiting > 0).unwrap_or(false),
+        Err(_) => false,
+    }
+}
+
+async fn wait_until<F, Fut>(limit: Duration, mut check: F) -> bool
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + limit;
+    while tokio::time::Instant::now() < deadline {
+        if check().await {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    false
+}
+
+/// Creates the database of `url` if it does not exist.
+pub async fn ensure_database(url: &str) -> anyhow::Result<()> {
+    let options = PgConnectOptions::from_str(url)?;
+    let name = options.get_database().unwrap_or("checkout").to_owned();
+    let admin = options.clone().database("postgres");
+    let mut conn = admin.connect().await.map_err(|e| {
+        anyhow::anyhow!(
+            "PostgreSQL is not reachable at {}: {e}\nstart it with: pg_ctlcluster --skip-systemctl-redirect $(ls /etc/postgresql) main start\n(or install it: apt-get update && apt-get install -y postgresql)",
+            redact(url)
+        )
+    })?;
+    let exists: bool = sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)")
+        .bind(&name)
+        .fetch_one(&mut conn)
+        .await?;
+    if !exists {
+        let create = format!("CREATE DATABASE \"{}\"", name.replace('"', ""));
+        if let Err(err) = sqlx::query(sqlx::AssertSqlSafe(create)).execute(&mut conn).await {
+            // Another process may have created it meanwhile.
+            tracing::debug!(error = %err, "create database");
+        }
+    }
+    conn.close().await?;
+    Ok(())
+}
+
+fn redact(url: &str) -> String {
+    match url.split_once('@') {
+        Some((scheme_user, host)) if scheme_user.contains(':') && scheme_user.matches(':').count() > 1 => {
+            let scheme = scheme_user.split("://").next().unwrap_or("postgres");
+            format!("{scheme}://***@{host}")
+        }
+        _ => url.to_owned(),
+    }
+}
+
+/// The reason of the next rejected checkout.
+pub async fn rejected_reasons(
+    nats: &async_nats::Client,
+) -> anyhow::Result<impl std::future::Future<Output = Option<String>>> {
+    let mut sub = nats.subscribe(subjects::REJECTED).await?;
+    Ok(async move {
+        let message = sub.next().await?;
+        message
+            .headers
+            .as_ref()
+            .and_then(|h| h.get(checkout_shared::envelope::REASON))
+            .map(|v| v.as_str().to_owned())
+    })
+}

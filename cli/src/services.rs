@@ -1,0 +1,172 @@
+//! `checkout orchestrator` and `checkout worker <kind>`: the long-running services.
+
+use crate::common::{DbArgs, NatsArgs, SERVICE_FILTER, TelemetryArgs};
+use checkout_orchestrator::{OrchestratorConfig, Timing};
+use checkout_shared::{Step, shutdown};
+use checkout_workers::{Faults, WorkerConfig};
+use clap::{Args, ValueEnum};
+use std::process::ExitCode;
+use std::time::Duration;
+
+/// Options of the orchestrator.
+#[derive(Debug, Args)]
+pub struct OrchestratorArgs {
+    #[command(flatten)]
+    nats: NatsArgs,
+    #[command(flatten)]
+    db: DbArgs,
+    #[command(flatten)]
+    telemetry: TelemetryArgs,
+    /// Messages handled at once per consumer.
+    #[arg(long, env = "ORCHESTRATOR_CONCURRENCY", default_value_t = 64)]
+    concurrency: usize,
+    /// Database connections.
+    #[arg(long, env = "ORCHESTRATOR_DB_CONNECTIONS", default_value_t = 16)]
+    db_connections: u32,
+    /// Seconds a command waits for its reply before it is re-sent (doubling each time).
+    #[arg(long, env = "STEP_TIMEOUT_SECS", default_value_t = 10.0)]
+    step_timeout_secs: f64,
+    /// The longest wait for one reply, in seconds, however many re-sends.
+    #[arg(long, env = "MAX_STEP_TIMEOUT_SECS", default_value_t = 60.0)]
+    max_step_timeout_secs: f64,
+    /// Sends of one command before the saga compensates (or, for an undo, is marked stuck).
+    #[arg(long, env = "STEP_MAX_ATTEMPTS", default_value_t = 5)]
+    step_max_attempts: u32,
+    /// Stream replicas (3 on a three-node cluster).
+    #[arg(long, env = "STREAM_REPLICAS", default_value_t = 1)]
+    replicas: usize,
+}
+
+/// The worker kinds.
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum Kind {
+    /// Reserves and releases stock.
+    Inventory,
+    /// Charges and refunds.
+    Payment,
+    /// Creates and cancels orders.
+    Order,
+}
+
+/// Options of a worker.
+#[derive(Debug, Args)]
+pub struct WorkerArgs {
+    /// Which worker to run.
+    #[arg(value_enum)]
+    kind: Kind,
+    #[command(flatten)]
+    nats: NatsArgs,
+    #[command(flatten)]
+    db: DbArgs,
+    #[command(flatten)]
+    telemetry: TelemetryArgs,
+    /// Messages handled at once.
+    #[arg(long, env = "WORKER_CONCURRENCY", default_value_t = 32)]
+    concurrency: usize,
+    /// Database connections.
+    #[arg(long, env = "WORKER_DB_CONNECTIONS", default_value_t = 8)]
+    db_connections: u32,
+    /// Fraction of charges declined (payment), chosen deterministically by saga id.
+    #[arg(long, env = "PAYMENT_DECLINE_RATE", default_value_t = 0.0)]
+    decline_rate: f64,
+    /// Fraction of order creations refused (order), chosen deterministically by saga id.
+    #[arg(long, env = "ORDER_FAIL_RATE", default_value_t = 0.0)]
+    order_fail_rate: f64,
+    /// Milliseconds added to every action and undo.
+    #[arg(long, env = "WORKER_LATENCY_MS", default_value_t = 0)]
+    latency_ms: u64,
+    /// Stock created at start-up for SKUs that do not exist yet (inventory), `SKU=QTY,...`.
+    #[arg(
+        long,
+        env = "SEED_STOCK",
+        default_value = "SKU-MUG=100000,SKU-TEE=100000,SKU-CAP=100000,SKU-RARE=3"
+    )]
+    seed_stock: String,
+    /// Stream replicas (3 on a three-node cluster).
+    #[arg(long, env = "STREAM_REPLICAS", default_value_t = 1)]
+    replicas: usize,
+}
+
+/// Runs the orchestrator until SIGTERM or Ctrl-C.
+pub async fn orchestrator(args: OrchestratorArgs) -> anyhow::Result<ExitCode> {
+    let telemetry = args.telemetry.init("orchestrator", SERVICE_FILTER)?;
+    let config = OrchestratorConfig {
+        nats_url: args.nats.nats_url,
+        database_url: args.db.database_url,
+        concurrency: args.concurrency,
+        max_connections: args.db_connections,
+        replicas: args.replicas,
+        timing: Timing {
+            step_timeout: Duration::from_secs_f64(args.step_timeout_secs),
+            max_step_timeout: Duration::from_secs_f64(args.max_step_timeout_secs),
+            max_attempts: args.step_max_attempts.max(1),
+        },
+    };
+    let result = checkout_orchestrator::run(config, telemetry.flusher(), shutdown::on_signals()).await;
+    finish(telemetry, result.map_err(anyhow::Error::from)).await
+}
+
+/// Runs a worker until SIGTERM or Ctrl-C.
+pub async fn worker(args: WorkerArgs) -> anyhow::Result<ExitCode> {
+    let kind = match args.kind {
+        Kind::Inventory => Step::Inventory,
+        Kind::Payment => Step::Payment,
+        Kind::Order => Step::Order,
+    };
+    let telemetry = args.telemetry.init(kind.service(), SERVICE_FILTER)?;
+    let config = WorkerConfig {
+        kind,
+        nats_url: args.nats.nats_url,
+        database_url: args.db.database_url,
+        concurrency: args.concurrency,
+        max_connections: args.db_connections,
+        replicas: args.replicas,
+        faults: Faults {
+            decline_rate: args.decline_rate,
+            order_fail_rate: args.order_fail_rate,
+            latency: Duration::from_millis(args.latency_ms),
+        },
+        seed_stock: parse_stock(&args.seed_stock)?,
+    };
+    let result = checkout_workers::run(config, telemetry.flusher(), shutdown::on_signals()).await;
+    finish(telemetry, result.map_err(anyhow::Error::from)).await
+}
+
+async fn finish(
+    telemetry: checkout_shared::telemetry::Telemetry,
+    result: anyhow::Result<()>,
+) -> anyhow::Result<ExitCode> {
+    if let Err(err) = &result {
+        tracing::error!(error = %err, "service failed");
+    }
+    telemetry.shutdown().await;
+    result.map(|()| ExitCode::SUCCESS)
+}
+
+/// Parses `SKU=QTY,SKU=QTY`.
+pub fn parse_stock(spec: &str) -> anyhow::Result<Vec<(String, i32)>> {
+    spec.split(',')
+        .map(str::trim)
+        .filter(|part| !part.is_empty())
+        .map(|part| {
+            let (sku, qty) = part
+                .split_once('=')
+                .ok_or_else(|| anyhow::anyhow!("stock {part:?} is not SKU=QTY"))?;
+            Ok((sku.trim().to_owned(), qty.trim().parse()?))
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stock_specs_parse_and_bad_ones_are_named() {
+        assert_eq!(
+            parse_stock("A=1, B=20,").unwrap(),
+            vec![("A".to_owned(), 1), ("B".to_owned(), 20)]
+        );
+        assert!(parse_stock("A").unwrap_err().to_string().contains("\"A\""));
+    }
+}

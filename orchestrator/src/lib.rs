@@ -1,0 +1,26 @@
+//! The checkout saga's orchestrator.
+//!
+//! ```text
+//!  checkout.requested ─▶ validate ─▶ start saga ─▶ checkout.cmd.inventory.reserve
+//!                           │ no                    │
+//!                           ▼                       ▼  (workers reply on checkout.evt.>)
+//!                   checkout.rejected        executor: lock saga row ─▶ machine ─▶ commit
+//!                                                   ─▶ emit finished spans ─▶ send next command
+//!                                                   ─▶ lifecycle on checkout.saga.<id>.*
+//! ```
+//!
+//! - [`saga`] declares the steps; [`machine`] is the pure state machine;
+//! - [`executor`] applies inputs to stored sagas; [`store`] is the saga row and log;
+//! - [`spans`] emits saga and step spans from stored ids, so they survive restarts;
+//! - [`service`] runs the consumers, the deadline scanner and recovery.
+
+pub mod executor;
+pub mod machine;
+pub mod saga;
+pub mod service;
+pub mod spans;
+pub mod store;
+pub mod validate;
+
+pub use executor::{Executor, Timing};
+pub use service::{OrchestratorConfig, OrchestratorError, run};

@@ -1,0 +1,295 @@
+//! The saga executor's state machine: pure, with no transport and no store, so that every
+//! path (failures at any step, duplicate and stale replies, lost commands, timeouts) is
+//! tested here in memory.
+//!
+//! ```text
+//!  running(0,do) ─ok─▶ running(1,do) ─ok─▶ running(2,do) ─ok─▶ completed
+//!        │ no             │ no                  │ no / timed out: undo from the failed step
+//!        ▼                ▼                     ▼ (a timed-out step may have happened)
+//!   compensated ◀─ok─ compensating(0,undo) ◀─ok─ compensating(1,undo) ◀── ...
+//!                          │ no reply after the bound
+//!                          ▼
+//!                        stuck ──operator retry──▶ compensating
+//! ```
+
+use crate::saga::{CHECKOUT, SagaData, index_of};
+use checkout_shared::messages::Outcome;
+use checkout_shared::{Phase, Step};
+use serde::{Deserialize, Serialize};
+
+/// Where a saga stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Status {
+    /// Doing steps.
+    Running,
+    /// Undoing steps after a failure.
+    Compensating,
+    /// Every step done.
+    Completed,
+    /// Every step that may have happened undone.
+    Compensated,
+    /// An undo got no reply within its bound; waits for an operator.
+    Stuck,
+}
+
+impl Status {
+    /// The name stored in the database.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Running => "running",
+            Status::Compensating => "compensating",
+            Status::Completed => "completed",
+            Status::Compensated => "compensated",
+            Status::Stuck => "stuck",
+        }
+    }
+
+    /// Whether the saga is waiting for a reply (and so has a deadline).
+    pub fn is_active(self) -> bool {
+        matches!(self, Status::Running | Status::Compensating)
+    }
+}
+
+/// The whole state of one saga.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SagaState {
+    /// Where it stands.
+    pub status: Status,
+    /// The index of the step in hand.
+    pub cursor: usize,
+    /// Doing or undoing it.
+    pub phase: Phase,
+    /// Sends of the current command so far, beyond the first.
+    pub attempts: u32,
+    /// Bumped when a command must be sent afresh rather than re-sent: its message id then
+    /// changes, so JetStream's duplicate window does not drop it.
+    pub generation: u32,
+    /// Why the saga is compensating.
+    pub failure: Option<String>,
+    /// What the steps created.
+    pub data: SagaData,
+}
+
+/// What can happen to a saga.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Input {
+    /// A worker replied.
+    Reply {
+        /// For which step.
+        step: Step,
+        /// Action or undo.
+        phase: Phase,
+        /// How it went.
+        outcome: Outcome,
+    },
+    /// The current command's deadline passed with no reply.
+    Timeout,
+    /// An operator asked a stuck saga to try again.
+    OperatorRetry,
+}
+
+/// The bounds of the executor.
+#[derive(Debug, Clone, Copy)]
+pub struct Policy {
+    /// Sends of one command (the first included) before the executor gives up on it.
+    pub max_attempts: u32,
+}
+
+/// A step span that ends with this transition.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Finished {
+    /// The step.
+    pub cursor: usize,
+    /// Action or undo.
+    pub phase: Phase,
+    /// `Err(reason)` when it failed.
+    pub result: Result<(), String>,
+}
+
+/// A log entry: the step concerned, the event and a detail.
+pub type LogEntry = (Option<Step>, &'static str, Option<String>);
+
+/// The effects of one input on one saga.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Transition {
+    /// The state afterwards.
+    pub state: SagaState,
+    /// What to append to the saga log.
+    pub log: Vec<LogEntry>,
+    /// The step span that ends, if any.
+    pub finished: Option<Finished>,
+    /// Whether a new step (or undo) begins, with a new span.
+    pub started: bool,
+    /// Whether to send the current command of the new state.
+    pub send: bool,
+}
+
+impl SagaState {
+    /// The state of a new saga, about to send its first command.
+    pub fn start(data: SagaData) -> Transition {
+        let state = SagaState {
+            status: Status::Running,
+            cursor: 0,
+            phase: Phase::Do,
+            attempts: 0,
+            generation: 0,
+            failure: None,
+            data,
+        };
+        Transition {
+            log: vec![(Some(CHECKOUT[0].step), "started", None)],
+            state,
+            finished: None,
+            started: true,
+            send: true,
+        }
+    }
+
+    /// The step in hand.
+    pub fn step(&self) -> Step {
+        CHECKOUT[self.cursor.min(CHECKOUT.len() - 1)].step
+    }
+
+    /// The JetStream message id of the current command: the action key, plus the generation
+    /// once the command had to be sent afresh.
+    pub fn msg_id(&self, saga_id: uuid::Uuid) -> String {
+        let key = format!("{saga_id}.{}.{}", self.step(), self.phase);
+        if self.generation == 0 { key } else { format!("{key}.g{}", self.generation) }
+    }
+
+    /// Applies `input`. `None` means the input changes nothing: a duplicate or stale reply,
+    /// or an input for a saga that has ended.
+    pub fn next(&self, input: &Input, policy: Policy) -> Option<Transition> {
+        match input {
+            Input::Reply { step, phase, outcome } => {
+                let current = self.status.is_active()
+                    && index_of(*step) == self.cursor
+                    && *phase == self.phase;
+                current.then(|| self.on_reply(outcome, policy))
+            }
+            Input::Timeout => self.status.is_active().then(|| self.on_timeout(policy)),
+            Input::OperatorRetry => (self.status == Status::Stuck).then(|| self.on_retry()),
+        }
+    }
+
+    fn on_reply(&self, outcome: &Outcome, policy: Policy) -> Transition {
+        let mut next = self.clone();
+        let step = self.step();
+        match (self.phase, outcome) {
+            (Phase::Do, Outcome::StepSucceeded { reference }) => {
+                (CHECKOUT[self.cursor].record)(&mut next.data, *reference);
+                let finished = self.finished(Ok(()));
+                if self.cursor + 1 < CHECKOUT.len() {
+                    next.cursor += 1;
+                    next.attempts = 0;
+                    let log = vec![(Some(step), "succeeded", None), (Some(next.step()), "started", None)];
+                    next.advance(log, finished)
+                } else {
+                    next.status = Status::Completed;
+                    let log = vec![(Some(step), "succeeded", None), (None, "completed", None)];
+                    next.end(log, finished)
+                }
+            }
+            (Phase::Do, Outcome::StepFailed { reason }) => {
+                // The step said no, so it did not happen: undo the steps before it.
+                next.compensate_from(self.cursor, reason, self.finished(Err(reason.clone())))
+            }
+            (Phase::Undo, Outcome::StepSucceeded { .. }) => {
+                let finished = self.finished(Ok(()));
+                let log = vec![(Some(step), "undo_finished", None)];
+                next.undo_next(log, finished)
+            }
+            (Phase::Undo, Outcome::StepFailed { reason }) => {
+                // An undo must eventually succeed: send it afresh until the bound.
+                next.attempts += 1;
+                next.generation += 1;
+                let mut log = vec![(Some(step), "undo_failed", Some(reason.clone()))];
+                if next.attempts >= policy.max_attempts {
+                    next.status = Status::Stuck;
+                    log.push((Some(step), "stuck", Some(reason.clone())));
+                    return next.end(log, self.finished(Err(reason.clone())));
+                }
+                Transition { state: next, log, finished: None, started: false, send: true }
+            }
+        }
+    }
+
+    fn on_timeout(&self, policy: Policy) -> Transition {
+        let mut next = self.clone();
+        let step = self.step();
+        if self.attempts + 1 < policy.max_attempts {
+            next.attempts += 1;
+            let detail = format!("no reply; re-sending (attempt {})", next.attempts + 1);
+            let log = vec![(Some(step), "retried", Some(detail))];
+            return Transition { state: next, log, finished: None, started: false, send: true };
+        }
+        let reason = format!("{} {} got no reply after {} attempts", step, self.phase, policy.max_attempts);
+        match self.phase {
+            // It may have happened: undo it too, from the step itself.
+            Phase::Do => next.compensate_from(self.cursor + 1, &reason, self.finished(Err(reason.clone()))),
+            Phase::Undo => {
+                next.status = Status::Stuck;
+                let log = vec![(Some(step), "stuck", Some(reason.clone()))];
+                next.end(log, self.finished(Err(reason)))
+            }
+        }
+    }
+
+    fn on_retry(&self) -> Transition {
+        let mut next = self.clone();
+        next.status = Status::Compensating;
+        next.attempts = 0;
+        next.generation += 1;
+        let log = vec![(Some(self.step()), "retried", Some("operator retry".to_owned()))];
+        Transition { state: next, log, finished: None, started: true, send: true }
+    }
+
+    /// Starts undoing every step before `upto` (exclusive), last first.
+    fn compensate_from(mut self, upto: usize, reason: &str, finished: Finished) -> Transition {
+        let step = self.step();
+        self.failure = Some(reason.to_owned());
+        self.status = Status::Compensating;
+        let log = vec![(Some(step), "failed", Some(reason.to_owned()))];
+        if upto == 0 {
+            self.status = Status::Compensated;
+            let mut log = log;
+            log.push((None, "compensated", Some(reason.to_owned())));
+            return self.end(log, finished);
+        }
+        self.cursor = upto - 1;
+        self.phase = Phase::Undo;
+        self.attempts = 0;
+        let mut log = log;
+        log.push((Some(self.step()), "undo_started", None));
+        self.advance(log, finished)
+    }
+
+    fn undo_next(mut self, mut log: Vec<LogEntry>, finished: Finished) -> Transition {
+        if self.cursor == 0 {
+            self.status = Status::Compensated;
+            log.push((None, "compensated", self.failure.clone()));
+            return self.end(log, finished);
+        }
+        self.cursor -= 1;
+        self.attempts = 0;
+        log.push((Some(self.step()), "undo_started", None));
+        self.advance(log, finished)
+    }
+
+    fn advance(self, log: Vec<LogEntry>, finished: Finished) -> Transition {
+        Transition { state: self, log, finished: Some(finished), started: true, send: true }
+    }
+
+    fn end(self, log: Vec<LogEntry>, finished: Finished) -> Transition {
+        Transition { state: self, log, finished: Some(finished), started: false, send: false }
+    }
+
+    fn finished(&self, result: Result<(), String>) -> Finished {
+        Finished { cursor: self.cursor, phase: self.phase, result }
+    }
+
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,272 @@
+//! `run(config, shutdown)`: the orchestrator process. Two pull consumers (incoming checkouts
+//! and workers' replies), a deadline scanner, span-export confirmation, and recovery first.
+
+use crate::executor::{ExecError, Executor, Timing};
+use crate::machine::Input;
+use crate::saga::SagaData;
+use crate::store;
+use crate::validate::{self, Catalog, Rejection};
+use async_nats::jetstream::{self, AckKind};
+use bytes::Bytes;
+use checkout_shared::envelope::{self, Envelope};
+use checkout_shared::messages::Reply;
+use checkout_shared::messaging::{self, Outgoing};
+use checkout_shared::pull::pull_loop;
+use checkout_shared::streams::{self, EVENTS_CONSUMER, REQUESTS_CONSUMER, Topology};
+use checkout_shared::subjects;
+use checkout_shared::telemetry::SpanFlusher;
+use sqlx::postgres::PgPoolOptions;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
+use tracing_opentelemetry::OpenTelemetrySpanExt;
+
+/// Everything the orchestrator needs to run.
+#[derive(Debug, Clone)]
+pub struct OrchestratorConfig {
+    /// NATS URL.
+    pub nats_url: String,
+    /// PostgreSQL URL.
+    pub database_url: String,
+    /// Messages handled at once per consumer.
+    pub concurrency: usize,
+    /// Database connections.
+    pub max_connections: u32,
+    /// Stream replicas when provisioning.
+    pub replicas: usize,
+    /// Deadlines and bounds of the steps.
+    pub timing: Timing,
+}
+
+/// Why the orchestrator could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum OrchestratorError {
+    /// NATS unreachable.
+    #[error(transparent)]
+    Connect(#[from] checkout_shared::connect::ConnectFailed),
+    /// Streams or consumers could not be provisioned.
+    #[error(transparent)]
+    Provision(#[from] streams::ProvisionError),
+    /// PostgreSQL unreachable.
+    #[error("PostgreSQL: {0}")]
+    Database(#[from] sqlx::Error),
+    /// Migrations failed.
+    #[error("migrating the saga schema: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    /// Recovery failed.
+    #[error("recovery: {0}")]
+    Recover(#[from] ExecError),
+}
+
+struct Ctx {
+    executor: Executor,
+    js: jetstream::Context,
+    catalog: Catalog,
+    topology: Topology,
+}
+
+/// Runs the orchestrator until `shutdown`, then finishes the messages in hand, drains NATS
+/// and closes the pool. The caller flushes telemetry.
+pub async fn run(
+    config: OrchestratorConfig,
+    flusher: SpanFlusher,
+    shutdown: CancellationToken,
+) -> Result<(), OrchestratorError> {
+    let pool = PgPoolOptions::new()
+        .max_connections(config.max_connections)
+        .acquire_timeout(Duration::from_secs(10))
+        .connect(&config.database_url)
+        .await?;
+    store::migrate(&pool).await?;
+    let client = checkout_shared::connect::connect(&config.nats_url, "checkout-orchestrator", true).await?;
+    let js = checkout_shared::connect::jetstream(client.clone());
+    streams::provision(&js, config.replicas).await?;
+    let catalog = Catalog::new(streams::catalog(&js, config.replicas).await?);
+    let (executor, exported) = Executor::new(pool.clone(), client.clone(), flusher.clone(), config.timing);
+    let confirmer = tokio::spawn({
+        let executor = executor.clone();
+        async move { executor.confirm_exports(exported).await }
+    });
+    let resumed = executor.recover().await?;
+    tracing::info!(resumed, "recovered unfinished sagas");
+    let ctx = Arc::new(Ctx { executor, js: js.clone(), catalog, topology: Topology::load()? });
+    let requests = tokio::spawn(consume(ctx.clone(), REQUESTS_CONSUMER, config.concurrency, shutdown.clone()));
+    let events = tokio::spawn(consume(ctx.clone(), EVENTS_CONSUMER, config.concurrency, shutdown.clone()));
+    let deadlines = tokio::spawn(scan_deadlines(ctx.clone(), shutdown.clone()));
+    let _ = tokio::join!(requests, events, deadlines);
+    tracing::info!("stopped fetching; draining");
+    drop(ctx);
+    confirmer.abort();
+    if let Err(err) = client.drain().await {
+        tracing::warn!(error = %err, "draining the NATS connection");
+    }
+    pool.close().await;
+    Ok(())
+}
+
+async fn consume(ctx: Arc<Ctx>, durable: &'static str, concurrency: usize, shutdown: CancellationToken) {
+    let Ok(def) = ctx.topology.consumer(durable).cloned() else {
+        tracing::error!(durable, "consumer missing from the topology");
+        return;
+    };
+    let js = ctx.js.clone();
+    pull_loop(&js, &def, concurrency, shutdown, |message| {
+        let ctx = ctx.clone();
+        let def = def.clone();
+        async move {
+            let delivered = message.info().map(|i| i.delivered).unwrap_or(1);
+            let msg_id = message
+                .headers
+                .as_ref()
+                .and_then(|h| h.get(envelope::MSG_ID))
+                .map(|v| v.as_str().to_owned())
+                .unwrap_or_default();
+            let span = messaging::consumer_span(&message.subject, message.headers.as_ref(), &def.durable, &msg_id, delivered);
+            let ack = if durable == REQUESTS_CONSUMER {
+                on_request(&ctx, &message).instrument(span.clone()).await
+            } else {
+                on_reply(&ctx, &message, delivered >= def.max_deliver).instrument(span.clone()).await
+            };
+            drop(span);
+            if let Err(err) = message.ack_with(ack).await {
+                tracing::warn!(error = %err, "settling failed; the message will be redelivered");
+            }
+        }
+    })
+    .await;
+}
+
+/// A new checkout: validate, then start its saga or reject it.
+async fn on_request(ctx: &Ctx, message: &jetstream::Message) -> AckKind {
+    let request = match validate::parse(&message.payload) {
+        Ok(request) => request,
+        Err(rejection) => return reject(ctx, message, rejection).await,
+    };
+    let span = tracing::Span::current();
+    span.record("saga.id", request.checkout_id.to_string());
+    match ctx.catalog.check(&request).await {
+        Ok(Ok(())) => {}
+        Ok(Err(rejection)) => return reject(ctx, message, rejection).await,
+        Err(err) => {
+            tracing::warn!(error = %err, "catalog unavailable; retrying the request");
+            return AckKind::Nak(Some(Duration::from_secs(1)));
+        }
+    }
+    let saga_id = request.checkout_id;
+    match ctx.executor.start(SagaData::new(request), &span.context()).await {
+        Ok(true) => {
+            tracing::info!(%saga_id, "saga started");
+            AckKind::Ack
+        }
+        Ok(false) => {
+            tracing::info!(%saga_id, "duplicate checkout ignored");
+            AckKind::Ack
+        }
+        // The saga row committed if the failure was the publish: its deadline re-sends.
+        Err(ExecError::Publish(err)) => {
+            tracing::warn!(%saga_id, error = %err, "first command not sent; its deadline will re-send it");
+            AckKind::Ack
+        }
+        Err(err) => {
+            tracing::warn!(%saga_id, error = %err, "could not start the saga; retrying");
+            AckKind::Nak(Some(Duration::from_secs(1)))
+        }
+    }
+}
+
+async fn reject(ctx: &Ctx, message: &jetstream::Message, rejection: Rejection) -> AckKind {
+    let reason = rejection.to_string();
+    messaging::mark_error(&tracing::Span::current(), &reason);
+    tracing::warn!(kind = rejection.kind(), %reason, "checkout rejected");
+    let mut headers = message.headers.clone().unwrap_or_default();
+    let seq = message.info().map(|i| i.stream_sequence).unwrap_or(0);
+    let msg_id = format!("rejected.{seq}");
+    headers.insert(envelope::MSG_ID, msg_id.as_str());
+    headers.insert(envelope::REASON, reason.as_str());
+    headers.insert("Saga-Reason-Kind", rejection.kind());
+    let mut payload = message.payload.clone();
+    if payload.len() > checkout_shared::messages::MAX_REQUEST_BYTES {
+        // Keep the evidence, not the whole oversized body.
+        payload = Bytes::copy_from_slice(&payload[..1024]);
+    }
+    let outgoing = Outgoing { subject: subjects::REJECTED.to_owned(), msg_id, headers, payload };
+    match messaging::send(&ctx.js, outgoing).await {
+        Ok(()) => AckKind::Ack,
+        Err(err) => {
+            tracing::warn!(error = %err, "rejection not recorded; retrying the request");
+            AckKind::Nak(Some(Duration::from_secs(1)))
+        }
+    }
+}
+
+/// A worker's reply: apply it to its saga.
+async fn on_reply(ctx: &Ctx, message: &jetstream::Message, last_delivery: bool) -> AckKind {
+    let decoded = Envelope::read(message.headers.as_ref())
+        .map_err(|e| e.to_string())
+        .and_then(|envelope| {
+            serde_json::from_slice::<Reply>(&message.payload)
+                .map_err(|e| format!("malformed reply: {e}"))
+                .map(|reply| (envelope, reply))
+        });
+    let (envelope, reply) = match decoded {
+        Ok(decoded) => decoded,
+        Err(reason) => return dead_letter(ctx, message, &reason).await,
+    };
+    let span = tracing::Span::current();
+    span.record("saga.id", reply.saga_id.to_string());
+    span.record("saga.step", reply.step.service());
+    span.record("saga.phase", reply.phase.as_str());
+    if envelope.saga_id != reply.saga_id {
+        return dead_letter(ctx, message, "the body does not match the Saga-Id header").await;
+    }
+    let input = Input::Reply { step: reply.step, phase: reply.phase, outcome: reply.outcome };
+    match ctx.executor.apply(reply.saga_id, input).await {
+        Ok(_) | Err(ExecError::Publish(_)) => AckKind::Ack,
+        Err(err) if last_delivery => dead_letter(ctx, message, &format!("gave up: {err}")).await,
+        Err(err) => {
+            tracing::warn!(saga_id = %reply.saga_id, error = %err, "reply not applied; retrying");
+            AckKind::Nak(Some(Duration::from_millis(500)))
+        }
+    }
+}
+
+async fn dead_letter(ctx: &Ctx, message: &jetstream::Message, reason: &str) -> AckKind {
+    messaging::mark_error(&tracing::Span::current(), reason);
+    tracing::error!(subject = %message.subject, %reason, "dead-lettering message");
+    let mut headers = message.headers.clone().unwrap_or_default();
+    let seq = message.info().map(|i| i.stream_sequence).unwrap_or(0);
+    let msg_id = format!("dlq.{}.{seq}", message.subject);
+    headers.insert(envelope::MSG_ID, msg_id.as_str());
+    headers.insert(envelope::REASON, reason);
+    let outgoing = Outgoing { subject: subjects::dead_letter(&message.subject), msg_id, headers, payload: message.payload.clone() };
+    match messaging::send(&ctx.js, outgoing).await {
+        Ok(()) => AckKind::Term,
+        Err(_) => AckKind::Nak(Some(Duration::from_secs(1))),
+    }
+}
+
+/// Times out commands whose reply is late, a batch at a time.
+async fn scan_deadlines(ctx: Arc<Ctx>, shutdown: CancellationToken) {
+    let mut tick = tokio::time::interval(Duration::from_millis(250));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        let due = match store::due(ctx.executor.pool(), 256).await {
+            Ok(due) => due,
+            Err(err) => {
+                tracing::warn!(error = %err, "deadline scan failed");
+                continue;
+            }
+        };
+        for saga_id in due {
+            let span = tracing::info_span!("saga deadline", saga.id = %saga_id);
+            if let Err(err) = ctx.executor.apply(saga_id, Input::Timeout).instrument(span).await {
+                tracing::warn!(%saga_id, error = %err, "timeout not applied; will retry");
+            }
+        }
+    }
+}

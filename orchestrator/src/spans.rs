@@ -1,0 +1,105 @@
+//! Saga and step spans whose ids and start times are chosen when they begin and stored with
+//! the saga, and which are emitted when they end, by whichever orchestrator process is alive
+//! then. A finished span is kept in the saga row until its export is confirmed, so a crash
+//! between the transition and the export re-emits it rather than loses it.
+
+use chrono::{DateTime, Utc};
+use opentelemetry::trace::{
+    Link, SpanContext, SpanId, SpanKind, Status, TraceContextExt, TraceFlags, TraceId,
+    TraceState, Tracer as _,
+};
+use opentelemetry::{Context, KeyValue, global};
+use serde::{Deserialize, Serialize};
+use std::time::SystemTime;
+
+/// The trace a saga belongs to and the ids of its saga-level span.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SagaTrace {
+    /// The checkout's trace.
+    pub trace_id: TraceId,
+    /// The span the saga span hangs under (the orchestrator's `process checkout.requested`).
+    pub parent_span_id: Option<SpanId>,
+    /// The saga-level span.
+    pub saga_span_id: SpanId,
+    /// The sampling decision inherited from the client.
+    pub sampled: bool,
+}
+
+impl SagaTrace {
+    /// A context whose active span is `span_id` of this trace, for parenting children of a
+    /// span that has not been emitted yet.
+    pub fn context_of(&self, span_id: SpanId) -> Context {
+        let flags = if self.sampled { TraceFlags::SAMPLED } else { TraceFlags::default() };
+        let sc = SpanContext::new(self.trace_id, span_id, flags, true, TraceState::default());
+        Context::new().with_remote_span_context(sc)
+    }
+}
+
+/// A finished span, stored until its export is confirmed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PlannedSpan {
+    /// Span name.
+    pub name: String,
+    /// Its id, chosen when it began.
+    pub span_id: String,
+    /// Its parent, if any.
+    pub parent_span_id: Option<String>,
+    /// Its trace.
+    pub trace_id: String,
+    /// Whether to record it.
+    pub sampled: bool,
+    /// When it began.
+    pub start: DateTime<Utc>,
+    /// When it ended.
+    pub end: DateTime<Utc>,
+    /// Attributes.
+    pub attributes: Vec<(String, String)>,
+    /// Error status message, if it failed.
+    pub error: Option<String>,
+    /// A span it is linked to (a compensation's cause).
+    pub link: Option<String>,
+}
+
+/// Emits a planned span with its stored ids and times.
+pub fn emit(planned: &PlannedSpan) {
+    if !planned.sampled {
+        return;
+    }
+    let (Ok(trace_id), Ok(span_id)) =
+        (TraceId::from_hex(&planned.trace_id), SpanId::from_hex(&planned.span_id))
+    else {
+        tracing::warn!(span = %planned.name, "stored span has invalid ids; not emitted");
+        return;
+    };
+    let trace = SagaTrace { trace_id, parent_span_id: None, saga_span_id: span_id, sampled: true };
+    let parent = match planned.parent_span_id.as_deref().map(SpanId::from_hex) {
+        Some(Ok(parent)) => trace.context_of(parent),
+        _ => Context::new(),
+    };
+    let tracer = global::tracer("checkout-saga");
+    let mut builder = tracer
+        .span_builder(planned.name.clone())
+        .with_kind(SpanKind::Internal)
+        .with_start_time(SystemTime::from(planned.start))
+        .with_attributes(
+            planned.attributes.iter().map(|(k, v)| KeyValue::new(k.clone(), v.clone())),
+        );
+    if let Some(Ok(link)) = planned.link.as_deref().map(SpanId::from_hex) {
+        let sc = SpanContext::new(trace_id, link, TraceFlags::SAMPLED, true, TraceState::default());
+        builder = builder.with_links(vec![Link::with_context(sc)]);
+    }
+    let span = checkout_shared::telemetry::with_preset_ids(trace_id, span_id, || {
+        tracer.build_with_context(builder, &parent)
+    });
+    let cx = Context::new().with_span(span);
+    let span = cx.span();
+    if let Some(reason) = &planned.error {
+        span.set_status(Status::error(reason.clone()));
+    }
+    span.end_with_timestamp(SystemTime::from(planned.end));
+}
+
+/// Hex form of a span id.
+pub fn hex(span_id: SpanId) -> String {
+    span_id.to_string()
+}

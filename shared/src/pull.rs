@@ -1,0 +1,68 @@
+//! The pull loop every consumer shares: bind the durable consumer, pull in batches no larger
+//! than the concurrency, handle messages concurrently, and stop fetching on shutdown while
+//! finishing the messages in hand. If the message stream ends (the broker went away for
+//! good), the consumer is bound again with backoff.
+
+use crate::streams::{ConsumerDef, bind_consumer};
+use async_nats::jetstream;
+use futures::StreamExt;
+use std::future::Future;
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+
+/// Runs `handle` on every message of `def`'s consumer, `concurrency` at a time, until
+/// `shutdown` is cancelled.
+pub async fn pull_loop<F, Fut>(
+    js: &jetstream::Context,
+    def: &ConsumerDef,
+    concurrency: usize,
+    shutdown: CancellationToken,
+    handle: F,
+) where
+    F: Fn(jetstream::Message) -> Fut,
+    Fut: Future<Output = ()>,
+{
+    let concurrency = concurrency.max(1);
+    let mut backoff = Duration::from_millis(100);
+    while !shutdown.is_cancelled() {
+        let messages = match open(js, def, concurrency).await {
+            Ok(messages) => messages,
+            Err(err) => {
+                tracing::warn!(consumer = %def.durable, error = %err, "cannot pull; retrying");
+                tokio::select! {
+                    _ = tokio::time::sleep(backoff) => {}
+                    _ = shutdown.cancelled() => break,
+                }
+                backoff = (backoff * 2).min(Duration::from_secs(5));
+                continue;
+            }
+        };
+        backoff = Duration::from_millis(100);
+        messages
+            .take_until(shutdown.cancelled())
+            .for_each_concurrent(concurrency, |message| async {
+                match message {
+                    Ok(message) => handle(message).await,
+                    Err(err) => {
+                        tracing::warn!(consumer = %def.durable, error = %err, "pull failed; retrying")
+                    }
+                }
+            })
+            .await;
+    }
+}
+
+async fn open(
+    js: &jetstream::Context,
+    def: &ConsumerDef,
+    concurrency: usize,
+) -> Result<jetstream::consumer::pull::Stream, Box<dyn std::error::Error + Send + Sync>> {
+    let consumer = bind_consumer(js, def).await?;
+    Ok(consumer
+        .stream()
+        .max_messages_per_batch(concurrency)
+        .heartbeat(Duration::from_secs(5))
+        .expires(Duration::from_secs(10))
+        .messages()
+        .await?)
+}
