@@ -37,7 +37,9 @@ impl Client {
     pub async fn connect(url: &str, flusher: SpanFlusher) -> anyhow::Result<Self> {
         let nats = checkout_shared::connect::connect(url, "checkout-client", false)
             .await
-            .with_context(|| format!("is nats-server running at {url}? (see README: quick start)"))?;
+            .with_context(|| {
+                format!("is nats-server running at {url}? (see README: quick start)")
+            })?;
         let js = checkout_shared::connect::jetstream(nats.clone());
         let mut events = nats.subscribe(format!("{}.>", subjects::LIFECYCLE)).await?;
         let waiters: Arc<Mutex<HashMap<Uuid, mpsc::UnboundedSender<LifecycleEvent>>>> =
@@ -48,15 +50,20 @@ impl Client {
                 let Ok(event) = serde_json::from_slice::<LifecycleEvent>(&message.payload) else {
                     continue;
                 };
-                if let Ok(routes) = routes.lock() {
-                    if let Some(waiter) = routes.get(&event.saga_id) {
-                        let _ = waiter.send(event);
-                    }
+                if let Ok(routes) = routes.lock()
+                    && let Some(waiter) = routes.get(&event.saga_id)
+                {
+                    let _ = waiter.send(event);
                 }
             }
         });
         nats.flush().await?;
-        Ok(Client { nats, js, flusher, waiters })
+        Ok(Client {
+            nats,
+            js,
+            flusher,
+            waiters,
+        })
     }
 
     /// The underlying NATS connection.
@@ -83,7 +90,8 @@ impl Client {
     /// Publishes a checkout as the root span of a new trace; returns its trace id.
     pub async fn publish(&self, request: &CheckoutRequested) -> anyhow::Result<String> {
         let payload = Bytes::from(serde_json::to_vec(request)?);
-        self.publish_raw(request.checkout_id.to_string(), payload).await
+        self.publish_raw(request.checkout_id.to_string(), payload)
+            .await
     }
 
     /// Publishes any body on `checkout.requested` (bad input included); returns the trace id.
@@ -99,8 +107,12 @@ impl Client {
         );
         let trace_id = cx.span().span_context().trace_id().to_string();
         self.flusher.flush().await;
-        let outgoing =
-            Outgoing { subject: subjects::CHECKOUT_REQUESTED.to_owned(), msg_id, headers, payload };
+        let outgoing = Outgoing {
+            subject: subjects::CHECKOUT_REQUESTED.to_owned(),
+            msg_id,
+            headers,
+            payload,
+        };
         messaging::send(&self.js, outgoing).await?;
         Ok(trace_id)
     }
@@ -167,8 +179,13 @@ pub struct PublishArgs {
 /// Parses `SKU:QTY`.
 pub fn parse_item(spec: &str) -> anyhow::Result<LineItem> {
     let (sku, qty) = spec.split_once(':').unwrap_or((spec, "1"));
-    let quantity = qty.parse().with_context(|| format!("quantity in {spec:?}"))?;
-    Ok(LineItem { sku: sku.to_owned(), quantity })
+    let quantity = qty
+        .parse()
+        .with_context(|| format!("quantity in {spec:?}"))?;
+    Ok(LineItem {
+        sku: sku.to_owned(),
+        quantity,
+    })
 }
 
 /// `checkout publish`.
@@ -184,7 +201,11 @@ async fn publish_inner(args: &PublishArgs, flusher: SpanFlusher) -> anyhow::Resu
     let request = CheckoutRequested {
         checkout_id: Uuid::new_v4(),
         customer_id: args.customer.clone(),
-        items: args.items.iter().map(|s| parse_item(s)).collect::<anyhow::Result<_>>()?,
+        items: args
+            .items
+            .iter()
+            .map(|s| parse_item(s))
+            .collect::<anyhow::Result<_>>()?,
         payment_token: args.token.clone(),
         amount_cents: args.amount_cents,
     };
@@ -197,19 +218,27 @@ async fn publish_inner(args: &PublishArgs, flusher: SpanFlusher) -> anyhow::Resu
     }
     if !args.wait {
         if args.json {
-            println!("{}", serde_json::json!({"saga_id": saga_id, "trace_id": trace_id}));
+            println!(
+                "{}",
+                serde_json::json!({"saga_id": saga_id, "trace_id": trace_id})
+            );
         }
         return Ok(ExitCode::SUCCESS);
     }
     let json = args.json;
     let mut seen = Vec::new();
     let last = client
-        .wait(saga_id, events, Duration::from_secs(args.timeout_secs), |event| {
-            if !json {
-                println!("  {}", describe(event));
-            }
-            seen.push(event.clone());
-        })
+        .wait(
+            saga_id,
+            events,
+            Duration::from_secs(args.timeout_secs),
+            |event| {
+                if !json {
+                    println!("  {}", describe(event));
+                }
+                seen.push(event.clone());
+            },
+        )
         .await;
     let outcome = last.map(|e| e.kind.as_str()).unwrap_or("timed_out");
     if json {
@@ -220,17 +249,27 @@ async fn publish_inner(args: &PublishArgs, flusher: SpanFlusher) -> anyhow::Resu
     } else {
         println!("outcome: {outcome}");
         if outcome == "timed_out" {
-            println!("(no lifecycle event: is the orchestrator running? was it rejected? try `checkout watch`)");
+            println!(
+                "(no lifecycle event: is the orchestrator running? was it rejected? try `checkout watch`)"
+            );
         }
     }
-    Ok(if outcome == "timed_out" { ExitCode::FAILURE } else { ExitCode::SUCCESS })
+    Ok(if outcome == "timed_out" {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    })
 }
 
 /// One line for a lifecycle event.
 pub fn describe(event: &LifecycleEvent) -> String {
     match (event.kind, event.step, event.phase) {
         (LifecycleKind::Step, Some(step), Some(phase)) => {
-            let verb = if phase == checkout_shared::Phase::Undo { "compensate" } else { "step" };
+            let verb = if phase == checkout_shared::Phase::Undo {
+                "compensate"
+            } else {
+                "step"
+            };
             format!("{verb} {:<16} {}", step.name(), event.detail)
         }
         (kind, _, _) if event.detail.is_empty() => kind.as_str().to_owned(),
@@ -255,16 +294,21 @@ pub struct WatchArgs {
 
 /// `checkout watch`: lifecycle events and rejections, live.
 pub async fn watch(args: WatchArgs) -> anyhow::Result<ExitCode> {
-    let nats = checkout_shared::connect::connect(&args.nats.nats_url, "checkout-watch", false).await?;
+    let nats =
+        checkout_shared::connect::connect(&args.nats.nats_url, "checkout-watch", false).await?;
     let subject = match args.saga_id {
         Some(id) => subjects::lifecycle_of(id),
         None => format!("{}.>", subjects::LIFECYCLE),
     };
     let lifecycle = nats.subscribe(subject).await?;
     let rejected = nats.subscribe(subjects::REJECTED).await?;
-    let dead = nats.subscribe(format!("{}.>", subjects::DEAD_LETTER)).await?;
+    let dead = nats
+        .subscribe(format!("{}.>", subjects::DEAD_LETTER))
+        .await?;
     let mut all = futures::stream::select_all([lifecycle, rejected, dead]);
-    let stop = tokio::time::sleep(Duration::from_secs(args.timeout_secs.unwrap_or(u64::MAX / 4)));
+    let stop = tokio::time::sleep(Duration::from_secs(
+        args.timeout_secs.unwrap_or(u64::MAX / 4),
+    ));
     tokio::pin!(stop);
     eprintln!("watching (Ctrl-C to stop)");
     loop {

@@ -36,19 +36,51 @@ struct Scenario {
 }
 
 fn scenarios() -> Vec<Scenario> {
-    let request = |customer: &str, token: &str, items: Vec<(&str, i32)>, amount| CheckoutRequested {
-        checkout_id: Uuid::new_v4(),
-        customer_id: customer.to_owned(),
-        items: items.into_iter().map(|(sku, quantity)| LineItem { sku: sku.to_owned(), quantity }).collect(),
-        payment_token: token.to_owned(),
-        amount_cents: amount,
-    };
+    let request =
+        |customer: &str, token: &str, items: Vec<(&str, i32)>, amount| CheckoutRequested {
+            checkout_id: Uuid::new_v4(),
+            customer_id: customer.to_owned(),
+            items: items
+                .into_iter()
+                .map(|(sku, quantity)| LineItem {
+                    sku: sku.to_owned(),
+                    quantity,
+                })
+                .collect(),
+            payment_token: token.to_owned(),
+            amount_cents: amount,
+        };
     vec![
-        Scenario { name: "happy path", expect: "completed", request: request("cust-ada", "tok_visa", vec![("SKU-MUG", 2), ("SKU-CAP", 1)], 4_597) },
-        Scenario { name: "card declined", expect: "compensated", request: request("cust-bob", "tok_decline", vec![("SKU-TEE", 1)], 2_500) },
-        Scenario { name: "order refused", expect: "compensated", request: request("order-fails-cy", "tok_visa", vec![("SKU-MUG", 1)], 1_299) },
-        Scenario { name: "out of stock", expect: "compensated", request: request("cust-dee", "tok_visa", vec![("SKU-RARE", 50)], 99_900) },
-        Scenario { name: "happy path", expect: "completed", request: request("cust-eve", "tok_visa", vec![("SKU-TEE", 3)], 7_500) },
+        Scenario {
+            name: "happy path",
+            expect: "completed",
+            request: request(
+                "cust-ada",
+                "tok_visa",
+                vec![("SKU-MUG", 2), ("SKU-CAP", 1)],
+                4_597,
+            ),
+        },
+        Scenario {
+            name: "card declined",
+            expect: "compensated",
+            request: request("cust-bob", "tok_decline", vec![("SKU-TEE", 1)], 2_500),
+        },
+        Scenario {
+            name: "order refused",
+            expect: "compensated",
+            request: request("order-fails-cy", "tok_visa", vec![("SKU-MUG", 1)], 1_299),
+        },
+        Scenario {
+            name: "out of stock",
+            expect: "compensated",
+            request: request("cust-dee", "tok_visa", vec![("SKU-RARE", 50)], 99_900),
+        },
+        Scenario {
+            name: "happy path",
+            expect: "completed",
+            request: request("cust-eve", "tok_visa", vec![("SKU-TEE", 3)], 7_500),
+        },
     ]
 }
 
@@ -63,14 +95,23 @@ struct SagaLine {
 
 /// `checkout demo`.
 pub async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
-    let say = |line: String| if args.json { eprintln!("{line}") } else { println!("{line}") };
+    let say = |line: String| {
+        if args.json {
+            eprintln!("{line}")
+        } else {
+            println!("{line}")
+        }
+    };
     let mut stack = LocalStack::up(&args.nats.nats_url, &args.db.database_url, &say).await?;
     let telemetry = args.telemetry.init("checkout-client", CLIENT_FILTER)?;
     let outcome = drive(&args, &stack, telemetry.flusher(), &say).await;
     telemetry.shutdown().await;
     say("stopping what the demo started ...".into());
     for (name, code) in stack.down().await {
-        say(format!("  {name:<12} exited {}", code.map_or("by signal".to_owned(), |c| c.to_string())));
+        say(format!(
+            "  {name:<12} exited {}",
+            code.map_or("by signal".to_owned(), |c| c.to_string())
+        ));
     }
     outcome
 }
@@ -91,16 +132,28 @@ async fn drive(
         followed.push((scenario, trace_id, events));
     }
     let bad = br#"{"checkout_id":"7d0c3c55-5a6f-4d59-9d1e-3f1b2c3d4e5f","customer_id":"cust-x","items":[{"sku":"SKU-MUG","quantity":-1}],"payment_token":"tok_visa","amount_cents":100}"#;
-    client.publish_raw("demo-bad-input".into(), bytes::Bytes::from_static(bad)).await?;
+    client
+        .publish_raw("demo-bad-input".into(), bytes::Bytes::from_static(bad))
+        .await?;
     let mut all_as_expected = true;
     for (scenario, trace_id, events) in followed {
         let saga_id = scenario.request.checkout_id;
         let mut steps = Vec::new();
-        let last = client.wait(saga_id, events, Duration::from_secs(60), |e| steps.push(describe(e))).await;
-        let outcome = last.map(|e| e.kind.as_str().to_owned()).unwrap_or_else(|| "timed_out".into());
+        let last = client
+            .wait(saga_id, events, Duration::from_secs(60), |e| {
+                steps.push(describe(e))
+            })
+            .await;
+        let outcome = last
+            .map(|e| e.kind.as_str().to_owned())
+            .unwrap_or_else(|| "timed_out".into());
         all_as_expected &= outcome == scenario.expect;
         let url = args.trace_url.replace("{trace_id}", &trace_id);
-        say(format!("\n{:<12} {}  saga {saga_id}", outcome.to_uppercase(), scenario.name));
+        say(format!(
+            "\n{:<12} {}  saga {saga_id}",
+            outcome.to_uppercase(),
+            scenario.name
+        ));
         for step in steps {
             say(format!("    {step}"));
         }
@@ -108,7 +161,9 @@ async fn drive(
         if let Some(receiver) = &stack.receiver {
             let whole = receiver
                 .wait_for(Duration::from_secs(10), |spans| {
-                    spans.iter().any(|s| s.trace_id == trace_id && s.name == "saga checkout")
+                    spans
+                        .iter()
+                        .any(|s| s.trace_id == trace_id && s.name == "saga checkout")
                 })
                 .await;
             tokio::time::sleep(Duration::from_millis(300)).await;
@@ -120,7 +175,13 @@ async fn drive(
             }
         }
         if args.json {
-            let line = SagaLine { scenario: scenario.name, saga_id, trace_id, outcome, trace_url: url };
+            let line = SagaLine {
+                scenario: scenario.name,
+                saga_id,
+                trace_id,
+                outcome,
+                trace_url: url,
+            };
             println!("{}", serde_json::to_string(&line)?);
         }
     }
@@ -129,5 +190,9 @@ async fn drive(
     }
     say(String::new());
     say(stack.trace_hint());
-    Ok(if all_as_expected { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+    Ok(if all_as_expected {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
 }

@@ -92,7 +92,11 @@ pub fn checkout(rng: &mut StdRng, mix: &Mix) -> CheckoutRequested {
         ("cust-load", "tok_visa", vec![line("SKU-RARE", 9_999)])
     } else {
         let sku = ["SKU-MUG", "SKU-TEE", "SKU-CAP"][rng.random_range(0..3)];
-        ("cust-load", "tok_visa", vec![line(sku, rng.random_range(1..=3))])
+        (
+            "cust-load",
+            "tok_visa",
+            vec![line(sku, rng.random_range(1..=3))],
+        )
     };
     CheckoutRequested {
         checkout_id: Uuid::new_v4(),
@@ -104,7 +108,10 @@ pub fn checkout(rng: &mut StdRng, mix: &Mix) -> CheckoutRequested {
 }
 
 fn line(sku: &str, quantity: i32) -> LineItem {
-    LineItem { sku: sku.to_owned(), quantity }
+    LineItem {
+        sku: sku.to_owned(),
+        quantity,
+    }
 }
 
 /// Runs `requests` at `concurrency`, returning the figures.
@@ -120,7 +127,9 @@ pub async fn drive(
     let mut tasks = tokio::task::JoinSet::new();
     let sagas = requests.len();
     for request in requests {
-        let Ok(permit) = permits.clone().acquire_owned().await else { break };
+        let Ok(permit) = permits.clone().acquire_owned().await else {
+            break;
+        };
         let client = client.clone();
         let progress = progress.clone();
         tasks.spawn(async move {
@@ -132,12 +141,17 @@ pub async fn drive(
                 progress.inc(1);
                 return (None, begun.elapsed());
             }
-            let last = client.wait(request.checkout_id, events, timeout, |_| {}).await;
+            let last = client
+                .wait(request.checkout_id, events, timeout, |_| {})
+                .await;
             progress.inc(1);
             (last.map(|e| e.kind), begun.elapsed())
         });
     }
-    let mut report = LoadReport { sagas, ..LoadReport::default() };
+    let mut report = LoadReport {
+        sagas,
+        ..LoadReport::default()
+    };
     let mut histogram = Histogram::<u64>::new_with_bounds(1, 3_600_000_000, 3).ok();
     while let Some(joined) = tasks.join_next().await {
         let Ok((kind, took)) = joined else {
@@ -154,7 +168,8 @@ pub async fn drive(
         }
     }
     report.elapsed_s = started.elapsed().as_secs_f64();
-    report.throughput_per_s = (report.completed + report.compensated) as f64 / report.elapsed_s.max(1e-9);
+    report.throughput_per_s =
+        (report.completed + report.compensated) as f64 / report.elapsed_s.max(1e-9);
     if let Some(h) = histogram {
         let ms = |q: f64| h.value_at_quantile(q) as f64 / 1000.0;
         report.p50_ms = ms(0.50);
@@ -170,8 +185,14 @@ pub async fn run(args: LoadArgs) -> anyhow::Result<ExitCode> {
     let telemetry = args.telemetry.init("checkout-client", CLIENT_FILTER)?;
     let client = Client::connect(&args.nats.nats_url, telemetry.flusher()).await?;
     let mut rng = StdRng::seed_from_u64(args.seed);
-    let requests: Vec<_> = (0..args.count).map(|_| checkout(&mut rng, &args.mix)).collect();
-    let progress = if args.json { ProgressBar::hidden() } else { ProgressBar::new(args.count as u64) };
+    let requests: Vec<_> = (0..args.count)
+        .map(|_| checkout(&mut rng, &args.mix))
+        .collect();
+    let progress = if args.json {
+        ProgressBar::hidden()
+    } else {
+        ProgressBar::new(args.count as u64)
+    };
     progress.set_style(
         ProgressStyle::with_template("{bar:40} {pos}/{len} sagas ended  {per_sec}  eta {eta}")
             .unwrap_or_else(|_| ProgressStyle::default_bar()),
@@ -184,15 +205,25 @@ pub async fn run(args: LoadArgs) -> anyhow::Result<ExitCode> {
     if args.json {
         println!("{}", serde_json::to_string(&report)?);
     }
-    Ok(if report.failed == 0 { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+    Ok(if report.failed == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
 }
 
 fn print_report(r: &LoadReport, concurrency: usize) {
     println!("sagas        {:>8}   (concurrency {concurrency})", r.sagas);
     println!("completed    {:>8}", r.completed);
     println!("compensated  {:>8}", r.compensated);
-    println!("failed       {:>8}   (stuck, timed out or not published)", r.failed);
+    println!(
+        "failed       {:>8}   (stuck, timed out or not published)",
+        r.failed
+    );
     println!("elapsed      {:>8.2} s", r.elapsed_s);
     println!("throughput   {:>8.1} sagas/s", r.throughput_per_s);
-    println!("latency ms   p50 {:.1}  p90 {:.1}  p99 {:.1}  max {:.1}", r.p50_ms, r.p90_ms, r.p99_ms, r.max_ms);
+    println!(
+        "latency ms   p50 {:.1}  p90 {:.1}  p99 {:.1}  max {:.1}",
+        r.p50_ms, r.p90_ms, r.p99_ms, r.max_ms
+    );
 }

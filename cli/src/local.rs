@@ -33,9 +33,15 @@ fn listening(port: u16) -> bool {
 
 impl LocalStack {
     /// Finds or starts NATS, the database, a span receiver and the four services.
-    pub async fn up(nats_url: &str, database_url: &str, say: &impl Fn(String)) -> anyhow::Result<Self> {
+    pub async fn up(
+        nats_url: &str,
+        database_url: &str,
+        say: &impl Fn(String),
+    ) -> anyhow::Result<Self> {
         let mut nats_url = nats_url.to_owned();
-        let nats_server = match checkout_shared::connect::connect(&nats_url, "checkout-demo", false).await {
+        let nats_server = match checkout_shared::connect::connect(&nats_url, "checkout-demo", false)
+            .await
+        {
             Ok(client) => {
                 say(format!("nats        using {nats_url}"));
                 drop(client);
@@ -44,15 +50,19 @@ impl LocalStack {
             Err(_) => {
                 let server = NatsServer::start_async().await?;
                 nats_url = server.url();
-                say(format!("nats        none at the configured URL; started a private nats-server at {nats_url}"));
+                say(format!(
+                    "nats        none at the configured URL; started a private nats-server at {nats_url}"
+                ));
                 Some(server)
             }
         };
         ensure_database(database_url).await?;
         say(format!("postgres    using {}", redact(database_url)));
-        let own_collector = std::env::var_os("OTEL_EXPORTER_OTLP_ENDPOINT").is_none() && !listening(OTLP_PORT);
+        let own_collector =
+            std::env::var_os("OTEL_EXPORTER_OTLP_ENDPOINT").is_none() && !listening(OTLP_PORT);
         let receiver = if own_collector {
-            let receiver = OtlpReceiver::start_on(SocketAddr::from(([127, 0, 0, 1], OTLP_PORT))).await?;
+            let receiver =
+                OtlpReceiver::start_on(SocketAddr::from(([127, 0, 0, 1], OTLP_PORT))).await?;
             say("traces      no collector on :4317; the demo receives the spans itself and prints each trace".into());
             Some(receiver)
         } else {
@@ -61,13 +71,24 @@ impl LocalStack {
         };
         let log_dir = std::env::temp_dir().join(format!("checkout-demo-{}", std::process::id()));
         std::fs::create_dir_all(&log_dir)?;
-        let mut stack = LocalStack { nats_url, receiver, nats_server, services: Vec::new(), log_dir };
+        let mut stack = LocalStack {
+            nats_url,
+            receiver,
+            nats_server,
+            services: Vec::new(),
+            log_dir,
+        };
         stack.start_missing_services(database_url, say).await?;
         Ok(stack)
     }
 
-    async fn start_missing_services(&mut self, database_url: &str, say: &impl Fn(String)) -> anyhow::Result<()> {
-        let client = checkout_shared::connect::connect(&self.nats_url, "checkout-demo", false).await?;
+    async fn start_missing_services(
+        &mut self,
+        database_url: &str,
+        say: &impl Fn(String),
+    ) -> anyhow::Result<()> {
+        let client =
+            checkout_shared::connect::connect(&self.nats_url, "checkout-demo", false).await?;
         let js = checkout_shared::connect::jetstream(client);
         checkout_shared::streams::provision(&js, 1).await?;
         let exe = std::env::current_exe()?;
@@ -79,7 +100,9 @@ impl LocalStack {
         ];
         for (name, args, durable) in wanted {
             if pulling(&js, durable).await {
-                say(format!("{name:<12}already running (its consumer has waiting pulls)"));
+                say(format!(
+                    "{name:<12}already running (its consumer has waiting pulls)"
+                ));
                 continue;
             }
             let args: Vec<String> = args.into_iter().map(str::to_owned).collect();
@@ -90,12 +113,20 @@ impl LocalStack {
                 ("LOG_FORMAT".to_owned(), "json".to_owned()),
             ];
             let service = Service::spawn(name, &exe, &args, &envs, &self.log_dir)?;
-            say(format!("{name:<12}started (pid {}), log {}", service.pid().unwrap_or(0), service.log_path().display()));
+            say(format!(
+                "{name:<12}started (pid {}), log {}",
+                service.pid().unwrap_or(0),
+                service.log_path().display()
+            ));
             self.services.push(service);
         }
         for durable in ["inventory", "payment", "order", EVENTS_CONSUMER] {
             let ready = wait_until(Duration::from_secs(60), || pulling(&js, durable)).await;
-            anyhow::ensure!(ready, "{durable} did not start within 60 s; see the logs in {}", self.log_dir.display());
+            anyhow::ensure!(
+                ready,
+                "{durable} did not start within 60 s; see the logs in {}",
+                self.log_dir.display()
+            );
         }
         Ok(())
     }
@@ -118,11 +149,12 @@ impl LocalStack {
         // Workers first would strand the orchestrator's last replies: stop it first.
         for mut service in self.services.drain(..).rev() {
             let name = service.name().to_owned();
-            let code = tokio::task::spawn_blocking(move || service.terminate(Duration::from_secs(15)))
-                .await
-                .ok()
-                .and_then(Result::ok)
-                .flatten();
+            let code =
+                tokio::task::spawn_blocking(move || service.terminate(Duration::from_secs(15)))
+                    .await
+                    .ok()
+                    .and_then(Result::ok)
+                    .flatten();
             codes.push((name, code));
         }
         if let Some(receiver) = self.receiver.take() {
@@ -134,13 +166,24 @@ impl LocalStack {
 }
 
 async fn pulling(js: &async_nats::jetstream::Context, durable: &str) -> bool {
-    let Ok(topology) = Topology::load() else { return false };
-    let Ok(def) = topology.consumer(durable) else { return false };
+    let Ok(topology) = Topology::load() else {
+        return false;
+    };
+    let Ok(def) = topology.consumer(durable) else {
+        return false;
+    };
     let consumer = js
-        .get_consumer_from_stream::<async_nats::jetstream::consumer::pull::Config, _, _>(&def.durable, &def.stream)
+        .get_consumer_from_stream::<async_nats::jetstream::consumer::pull::Config, _, _>(
+            &def.durable,
+            &def.stream,
+        )
         .await;
     match consumer {
-        Ok(consumer) => consumer.get_info().await.map(|i| i.num_waiting > 0).unwrap_or(false),
+        Ok(consumer) => consumer
+            .get_info()
+            .await
+            .map(|i| i.num_waiting > 0)
+            .unwrap_or(false),
         Err(_) => false,
     }
 }
@@ -171,13 +214,17 @@ pub async fn ensure_database(url: &str) -> anyhow::Result<()> {
             redact(url)
         )
     })?;
-    let exists: bool = sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)")
-        .bind(&name)
-        .fetch_one(&mut conn)
-        .await?;
+    let exists: bool =
+        sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)")
+            .bind(&name)
+            .fetch_one(&mut conn)
+            .await?;
     if !exists {
         let create = format!("CREATE DATABASE \"{}\"", name.replace('"', ""));
-        if let Err(err) = sqlx::query(sqlx::AssertSqlSafe(create)).execute(&mut conn).await {
+        if let Err(err) = sqlx::query(sqlx::AssertSqlSafe(create))
+            .execute(&mut conn)
+            .await
+        {
             // Another process may have created it meanwhile.
             tracing::debug!(error = %err, "create database");
         }
@@ -188,7 +235,9 @@ pub async fn ensure_database(url: &str) -> anyhow::Result<()> {
 
 fn redact(url: &str) -> String {
     match url.split_once('@') {
-        Some((scheme_user, host)) if scheme_user.contains(':') && scheme_user.matches(':').count() > 1 => {
+        Some((scheme_user, host))
+            if scheme_user.contains(':') && scheme_user.matches(':').count() > 1 =>
+        {
             let scheme = scheme_user.split("://").next().unwrap_or("postgres");
             format!("{scheme}://***@{host}")
         }

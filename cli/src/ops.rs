@@ -48,7 +48,11 @@ pub async fn show(args: ShowArgs) -> anyhow::Result<ExitCode> {
         return Ok(ExitCode::SUCCESS);
     }
     println!("saga     {}", row.saga_id);
-    println!("status   {}  (version {})", row.state.status.as_str(), row.version);
+    println!(
+        "status   {}  (version {})",
+        row.state.status.as_str(),
+        row.version
+    );
     println!("trace    {}", row.trace.trace_id);
     if let Some(failure) = &row.state.failure {
         println!("failure  {failure}");
@@ -108,7 +112,8 @@ pub struct RetryArgs {
 /// `checkout retry <id>`: sends the stuck undo afresh and puts the saga back to compensating.
 pub async fn retry(args: RetryArgs) -> anyhow::Result<ExitCode> {
     let pool = pool(&args.db).await?;
-    let nats = checkout_shared::connect::connect(&args.nats.nats_url, "checkout-retry", false).await?;
+    let nats =
+        checkout_shared::connect::connect(&args.nats.nats_url, "checkout-retry", false).await?;
     let timing = Timing {
         step_timeout: Duration::from_secs(10),
         max_step_timeout: Duration::from_secs(60),
@@ -117,12 +122,19 @@ pub async fn retry(args: RetryArgs) -> anyhow::Result<ExitCode> {
     let (executor, _exported) = Executor::new(pool, nats.clone(), SpanFlusher::disabled(), timing);
     match executor.apply(args.saga_id, Input::OperatorRetry).await? {
         Some(Status::Compensating) => {
-            println!("{} is compensating again; follow it with `checkout watch {}`", args.saga_id, args.saga_id);
+            println!(
+                "{} is compensating again; follow it with `checkout watch {}`",
+                args.saga_id, args.saga_id
+            );
             nats.flush().await?;
             Ok(ExitCode::SUCCESS)
         }
         Some(status) => {
-            println!("{} is {}, not stuck: nothing to retry", args.saga_id, status.as_str());
+            println!(
+                "{} is {}, not stuck: nothing to retry",
+                args.saga_id,
+                status.as_str()
+            );
             Ok(ExitCode::FAILURE)
         }
         None => {

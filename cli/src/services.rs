@@ -102,7 +102,8 @@ pub async fn orchestrator(args: OrchestratorArgs) -> anyhow::Result<ExitCode> {
             max_attempts: args.step_max_attempts.max(1),
         },
     };
-    let result = checkout_orchestrator::run(config, telemetry.flusher(), shutdown::on_signals()).await;
+    let result =
+        checkout_orchestrator::run(config, telemetry.flusher(), shutdown::on_signals()).await;
     finish(telemetry, result.map_err(anyhow::Error::from)).await
 }
 

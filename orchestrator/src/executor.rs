@@ -66,7 +66,17 @@ impl Executor {
     ) -> (Self, mpsc::Receiver<(Uuid, i64)>) {
         let (exported, rx) = mpsc::channel(16_384);
         let js = checkout_shared::connect::jetstream(nats.clone());
-        (Executor { pool, js, nats, flusher, timing, exported }, rx)
+        (
+            Executor {
+                pool,
+                js,
+                nats,
+                flusher,
+                timing,
+                exported,
+            },
+            rx,
+        )
     }
 
     /// The database pool.
@@ -75,7 +85,11 @@ impl Executor {
     }
 
     /// Starts a saga for an accepted checkout. A duplicate request changes nothing.
-    pub async fn start(&self, data: SagaData, parent: &opentelemetry::Context) -> Result<bool, ExecError> {
+    pub async fn start(
+        &self,
+        data: SagaData,
+        parent: &opentelemetry::Context,
+    ) -> Result<bool, ExecError> {
         use opentelemetry::trace::TraceContextExt;
         let saga_id = data.request.checkout_id;
         let parent_sc = parent.span().span_context().clone();
@@ -108,21 +122,28 @@ impl Executor {
             updated_at: now,
             stuck_reason: None,
         };
-        let write = Write { log: transition.log, pending_spans: vec![], deadline_at: Some(self.deadline(now, 0)) };
+        let write = Write {
+            log: transition.log,
+            pending_spans: vec![],
+            deadline_at: Some(self.deadline(now, 0)),
+        };
         let mut tx = self.pool.begin().await?;
         if !store::insert(&mut tx, &row, &write).await? {
             tx.rollback().await?;
             return Ok(false);
         }
         tx.commit().await?;
-        self.lifecycle(&row, LifecycleKind::Started, None, String::new()).await;
+        self.lifecycle(&row, LifecycleKind::Started, None, String::new())
+            .await;
         self.send_current(&row).await?;
         Ok(true)
     }
 
     /// Applies `input` to a saga; returns its status afterwards (None if unknown).
     pub async fn apply(&self, saga_id: Uuid, input: Input) -> Result<Option<Status>, ExecError> {
-        let policy = Policy { max_attempts: self.timing.max_attempts };
+        let policy = Policy {
+            max_attempts: self.timing.max_attempts,
+        };
         let mut tx = self.pool.begin().await?;
         if input == Input::Timeout && !store::still_due(&mut tx, saga_id).await? {
             return Ok(None);
@@ -168,7 +189,14 @@ impl Executor {
             _ => after.stuck_reason = None,
         }
         let deadline_at = t.send.then(|| self.deadline(now, after.state.attempts));
-        (after, Write { log: t.log.clone(), pending_spans: pending, deadline_at })
+        (
+            after,
+            Write {
+                log: t.log.clone(),
+                pending_spans: pending,
+                deadline_at,
+            },
+        )
     }
 
     async fn carry_out(
@@ -190,7 +218,13 @@ impl Executor {
                 Err(reason) => reason.clone(),
             };
             let step = CHECKOUT[finished.cursor].step;
-            self.lifecycle(before, LifecycleKind::Step, Some((step, finished.phase)), detail).await;
+            self.lifecycle(
+                before,
+                LifecycleKind::Step,
+                Some((step, finished.phase)),
+                detail,
+            )
+            .await;
         }
         let terminal = match after.state.status {
             Status::Completed => Some(LifecycleKind::Completed),
@@ -199,7 +233,12 @@ impl Executor {
             _ => None,
         };
         if let Some(kind) = terminal {
-            let detail = after.state.failure.clone().or(after.stuck_reason.clone()).unwrap_or_default();
+            let detail = after
+                .state
+                .failure
+                .clone()
+                .or(after.stuck_reason.clone())
+                .unwrap_or_default();
             self.lifecycle(after, kind, None, detail).await;
         }
         if t.send {
@@ -220,12 +259,22 @@ impl Executor {
         let msg_id = state.msg_id(row.saga_id);
         let mut headers = async_nats::HeaderMap::new();
         envelope.write(&mut headers, &msg_id);
-        let body = CommandMessage { saga_id: row.saga_id, command };
-        let payload = serde_json::to_vec(&body).map(Bytes::from).unwrap_or_default();
+        let body = CommandMessage {
+            saga_id: row.saga_id,
+            command,
+        };
+        let payload = serde_json::to_vec(&body)
+            .map(Bytes::from)
+            .unwrap_or_default();
         let subject = subjects::command(def.step, state.phase);
         let parent = row.trace.context_of(row.step_span_id);
         let extra = saga_attributes(row.saga_id, &def.step.name(), state.phase);
-        let outgoing = Outgoing { subject, msg_id, headers, payload };
+        let outgoing = Outgoing {
+            subject,
+            msg_id,
+            headers,
+            payload,
+        };
         messaging::publish(&self.js, &self.flusher, &parent, outgoing, extra).await?;
         Ok(())
     }
@@ -245,15 +294,24 @@ impl Executor {
             detail,
             trace_id: row.trace.trace_id.to_string(),
         };
-        let payload = serde_json::to_vec(&event).map(Bytes::from).unwrap_or_default();
+        let payload = serde_json::to_vec(&event)
+            .map(Bytes::from)
+            .unwrap_or_default();
         // Watchers are best-effort; the saga row is the truth, so a lost event loses nothing.
-        if let Err(err) = self.nats.publish(subjects::lifecycle(row.saga_id, kind.as_str()), payload).await {
+        if let Err(err) = self
+            .nats
+            .publish(subjects::lifecycle(row.saga_id, kind.as_str()), payload)
+            .await
+        {
             tracing::debug!(error = %err, "lifecycle event not published");
         }
     }
 
     fn deadline(&self, now: DateTime<Utc>, attempts: u32) -> DateTime<Utc> {
-        let backoff = self.timing.step_timeout.saturating_mul(2u32.saturating_pow(attempts.min(16)));
+        let backoff = self
+            .timing
+            .step_timeout
+            .saturating_mul(2u32.saturating_pow(attempts.min(16)));
         let wait = backoff.min(self.timing.max_step_timeout);
         now + chrono::Duration::from_std(wait).unwrap_or(chrono::Duration::seconds(60))
     }
@@ -305,7 +363,10 @@ fn step_span(row: &SagaRow, finished: &Finished, now: DateTime<Utc>) -> PlannedS
     let step = CHECKOUT[finished.cursor].step.name();
     let (name, link) = match finished.phase {
         Phase::Do => (format!("step {step}"), None),
-        Phase::Undo => (format!("compensate {step}"), row.failed_span_id.map(spans::hex)),
+        Phase::Undo => (
+            format!("compensate {step}"),
+            row.failed_span_id.map(spans::hex),
+        ),
     };
     let outcome = match &finished.result {
         Ok(()) if finished.phase == Phase::Undo => "compensated",
@@ -341,8 +402,14 @@ fn saga_span(row: &SagaRow, now: DateTime<Utc>) -> PlannedSpan {
         ("saga.id".into(), row.saga_id.to_string()),
         ("saga.name".into(), "checkout".into()),
         ("saga.outcome".into(), outcome.into()),
-        ("checkout.customer_id".into(), row.state.data.request.customer_id.clone()),
-        ("checkout.amount_cents".into(), row.state.data.request.amount_cents.to_string()),
+        (
+            "checkout.customer_id".into(),
+            row.state.data.request.customer_id.clone(),
+        ),
+        (
+            "checkout.amount_cents".into(),
+            row.state.data.request.amount_cents.to_string(),
+        ),
     ];
     if let Some(reason) = &row.state.failure {
         attributes.push(("saga.failure_reason".into(), reason.clone()));

@@ -155,14 +155,22 @@ impl SagaState {
     /// once the command had to be sent afresh.
     pub fn msg_id(&self, saga_id: uuid::Uuid) -> String {
         let key = format!("{saga_id}.{}.{}", self.step(), self.phase);
-        if self.generation == 0 { key } else { format!("{key}.g{}", self.generation) }
+        if self.generation == 0 {
+            key
+        } else {
+            format!("{key}.g{}", self.generation)
+        }
     }
 
     /// Applies `input`. `None` means the input changes nothing: a duplicate or stale reply,
     /// or an input for a saga that has ended.
     pub fn next(&self, input: &Input, policy: Policy) -> Option<Transition> {
         match input {
-            Input::Reply { step, phase, outcome } => {
+            Input::Reply {
+                step,
+                phase,
+                outcome,
+            } => {
                 let current = self.status.is_active()
                     && index_of(*step) == self.cursor
                     && *phase == self.phase;
@@ -183,7 +191,10 @@ impl SagaState {
                 if self.cursor + 1 < CHECKOUT.len() {
                     next.cursor += 1;
                     next.attempts = 0;
-                    let log = vec![(Some(step), "succeeded", None), (Some(next.step()), "started", None)];
+                    let log = vec![
+                        (Some(step), "succeeded", None),
+                        (Some(next.step()), "started", None),
+                    ];
                     next.advance(log, finished)
                 } else {
                     next.status = Status::Completed;
@@ -210,7 +221,13 @@ impl SagaState {
                     log.push((Some(step), "stuck", Some(reason.clone())));
                     return next.end(log, self.finished(Err(reason.clone())));
                 }
-                Transition { state: next, log, finished: None, started: false, send: true }
+                Transition {
+                    state: next,
+                    log,
+                    finished: None,
+                    started: false,
+                    send: true,
+                }
             }
         }
     }
@@ -222,12 +239,23 @@ impl SagaState {
             next.attempts += 1;
             let detail = format!("no reply; re-sending (attempt {})", next.attempts + 1);
             let log = vec![(Some(step), "retried", Some(detail))];
-            return Transition { state: next, log, finished: None, started: false, send: true };
+            return Transition {
+                state: next,
+                log,
+                finished: None,
+                started: false,
+                send: true,
+            };
         }
-        let reason = format!("{} {} got no reply after {} attempts", step, self.phase, policy.max_attempts);
+        let reason = format!(
+            "{} {} got no reply after {} attempts",
+            step, self.phase, policy.max_attempts
+        );
         match self.phase {
             // It may have happened: undo it too, from the step itself.
-            Phase::Do => next.compensate_from(self.cursor + 1, &reason, self.finished(Err(reason.clone()))),
+            Phase::Do => {
+                next.compensate_from(self.cursor + 1, &reason, self.finished(Err(reason.clone())))
+            }
             Phase::Undo => {
                 next.status = Status::Stuck;
                 let log = vec![(Some(step), "stuck", Some(reason.clone()))];
@@ -241,8 +269,18 @@ impl SagaState {
         next.status = Status::Compensating;
         next.attempts = 0;
         next.generation += 1;
-        let log = vec![(Some(self.step()), "retried", Some("operator retry".to_owned()))];
-        Transition { state: next, log, finished: None, started: true, send: true }
+        let log = vec![(
+            Some(self.step()),
+            "retried",
+            Some("operator retry".to_owned()),
+        )];
+        Transition {
+            state: next,
+            log,
+            finished: None,
+            started: true,
+            send: true,
+        }
     }
 
     /// Starts undoing every step before `upto` (exclusive), last first.
@@ -278,17 +316,32 @@ impl SagaState {
     }
 
     fn advance(self, log: Vec<LogEntry>, finished: Finished) -> Transition {
-        Transition { state: self, log, finished: Some(finished), started: true, send: true }
+        Transition {
+            state: self,
+            log,
+            finished: Some(finished),
+            started: true,
+            send: true,
+        }
     }
 
     fn end(self, log: Vec<LogEntry>, finished: Finished) -> Transition {
-        Transition { state: self, log, finished: Some(finished), started: false, send: false }
+        Transition {
+            state: self,
+            log,
+            finished: Some(finished),
+            started: false,
+            send: false,
+        }
     }
 
     fn finished(&self, result: Result<(), String>) -> Finished {
-        Finished { cursor: self.cursor, phase: self.phase, result }
+        Finished {
+            cursor: self.cursor,
+            phase: self.phase,
+            result,
+        }
     }
-
 }
 
 #[cfg(test)]

@@ -22,7 +22,12 @@ pub struct SagaData {
 impl SagaData {
     /// The data of a saga that has not run any step yet.
     pub fn new(request: CheckoutRequested) -> Self {
-        SagaData { request, reservation_id: None, charge_id: None, order_id: None }
+        SagaData {
+            request,
+            reservation_id: None,
+            charge_id: None,
+            order_id: None,
+        }
     }
 }
 
@@ -43,7 +48,9 @@ pub struct StepDef {
 pub static CHECKOUT: [StepDef; 3] = [
     StepDef {
         step: Step::Inventory,
-        action: |d| Command::ReserveInventory { items: d.request.items.clone() },
+        action: |d| Command::ReserveInventory {
+            items: d.request.items.clone(),
+        },
         undo: |_| Command::ReleaseInventory,
         record: |d, reference| d.reservation_id = reference,
     },
@@ -71,7 +78,10 @@ pub static CHECKOUT: [StepDef; 3] = [
 
 /// The position of `step` in the saga.
 pub fn index_of(step: Step) -> usize {
-    CHECKOUT.iter().position(|def| def.step == step).unwrap_or(usize::MAX)
+    CHECKOUT
+        .iter()
+        .position(|def| def.step == step)
+        .unwrap_or(usize::MAX)
 }
 
 #[cfg(test)]

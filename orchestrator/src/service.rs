@@ -54,6 +54,9 @@ pub enum OrchestratorError {
     /// Migrations failed.
     #[error("migrating the saga schema: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
+    /// The catalog stream is missing.
+    #[error("catalog: {0}")]
+    Catalog(String),
     /// Recovery failed.
     #[error("recovery: {0}")]
     Recover(#[from] ExecError),
@@ -79,20 +82,41 @@ pub async fn run(
         .connect(&config.database_url)
         .await?;
     store::migrate(&pool).await?;
-    let client = checkout_shared::connect::connect(&config.nats_url, "checkout-orchestrator", true).await?;
+    let client =
+        checkout_shared::connect::connect(&config.nats_url, "checkout-orchestrator", true).await?;
     let js = checkout_shared::connect::jetstream(client.clone());
     streams::provision(&js, config.replicas).await?;
-    let catalog = Catalog::new(streams::catalog(&js, config.replicas).await?);
-    let (executor, exported) = Executor::new(pool.clone(), client.clone(), flusher.clone(), config.timing);
+    let catalog = Catalog::new(
+        js.get_stream_no_info(streams::CATALOG_STREAM)
+            .await
+            .map_err(|e| OrchestratorError::Catalog(e.to_string()))?,
+    );
+    let (executor, exported) =
+        Executor::new(pool.clone(), client.clone(), flusher.clone(), config.timing);
     let confirmer = tokio::spawn({
         let executor = executor.clone();
         async move { executor.confirm_exports(exported).await }
     });
     let resumed = executor.recover().await?;
     tracing::info!(resumed, "recovered unfinished sagas");
-    let ctx = Arc::new(Ctx { executor, js: js.clone(), catalog, topology: Topology::load()? });
-    let requests = tokio::spawn(consume(ctx.clone(), REQUESTS_CONSUMER, config.concurrency, shutdown.clone()));
-    let events = tokio::spawn(consume(ctx.clone(), EVENTS_CONSUMER, config.concurrency, shutdown.clone()));
+    let ctx = Arc::new(Ctx {
+        executor,
+        js: js.clone(),
+        catalog,
+        topology: Topology::load()?,
+    });
+    let requests = tokio::spawn(consume(
+        ctx.clone(),
+        REQUESTS_CONSUMER,
+        config.concurrency,
+        shutdown.clone(),
+    ));
+    let events = tokio::spawn(consume(
+        ctx.clone(),
+        EVENTS_CONSUMER,
+        config.concurrency,
+        shutdown.clone(),
+    ));
     let deadlines = tokio::spawn(scan_deadlines(ctx.clone(), shutdown.clone()));
     let _ = tokio::join!(requests, events, deadlines);
     tracing::info!("stopped fetching; draining");
@@ -105,7 +129,12 @@ pub async fn run(
     Ok(())
 }
 
-async fn consume(ctx: Arc<Ctx>, durable: &'static str, concurrency: usize, shutdown: CancellationToken) {
+async fn consume(
+    ctx: Arc<Ctx>,
+    durable: &'static str,
+    concurrency: usize,
+    shutdown: CancellationToken,
+) {
     let Ok(def) = ctx.topology.consumer(durable).cloned() else {
         tracing::error!(durable, "consumer missing from the topology");
         return;
@@ -122,11 +151,19 @@ async fn consume(ctx: Arc<Ctx>, durable: &'static str, concurrency: usize, shutd
                 .and_then(|h| h.get(envelope::MSG_ID))
                 .map(|v| v.as_str().to_owned())
                 .unwrap_or_default();
-            let span = messaging::consumer_span(&message.subject, message.headers.as_ref(), &def.durable, &msg_id, delivered);
+            let span = messaging::consumer_span(
+                &message.subject,
+                message.headers.as_ref(),
+                &def.durable,
+                &msg_id,
+                delivered,
+            );
             let ack = if durable == REQUESTS_CONSUMER {
                 on_request(&ctx, &message).instrument(span.clone()).await
             } else {
-                on_reply(&ctx, &message, delivered >= def.max_deliver).instrument(span.clone()).await
+                on_reply(&ctx, &message, delivered >= def.max_deliver)
+                    .instrument(span.clone())
+                    .await
             };
             drop(span);
             if let Err(err) = message.ack_with(ack).await {
@@ -154,7 +191,11 @@ async fn on_request(ctx: &Ctx, message: &jetstream::Message) -> AckKind {
         }
     }
     let saga_id = request.checkout_id;
-    match ctx.executor.start(SagaData::new(request), &span.context()).await {
+    match ctx
+        .executor
+        .start(SagaData::new(request), &span.context())
+        .await
+    {
         Ok(true) => {
             tracing::info!(%saga_id, "saga started");
             AckKind::Ack
@@ -190,7 +231,12 @@ async fn reject(ctx: &Ctx, message: &jetstream::Message, rejection: Rejection) -
         // Keep the evidence, not the whole oversized body.
         payload = Bytes::copy_from_slice(&payload[..1024]);
     }
-    let outgoing = Outgoing { subject: subjects::REJECTED.to_owned(), msg_id, headers, payload };
+    let outgoing = Outgoing {
+        subject: subjects::REJECTED.to_owned(),
+        msg_id,
+        headers,
+        payload,
+    };
     match messaging::send(&ctx.js, outgoing).await {
         Ok(()) => AckKind::Ack,
         Err(err) => {
@@ -220,7 +266,11 @@ async fn on_reply(ctx: &Ctx, message: &jetstream::Message, last_delivery: bool) 
     if envelope.saga_id != reply.saga_id {
         return dead_letter(ctx, message, "the body does not match the Saga-Id header").await;
     }
-    let input = Input::Reply { step: reply.step, phase: reply.phase, outcome: reply.outcome };
+    let input = Input::Reply {
+        step: reply.step,
+        phase: reply.phase,
+        outcome: reply.outcome,
+    };
     match ctx.executor.apply(reply.saga_id, input).await {
         Ok(_) | Err(ExecError::Publish(_)) => AckKind::Ack,
         Err(err) if last_delivery => dead_letter(ctx, message, &format!("gave up: {err}")).await,
@@ -239,7 +289,12 @@ async fn dead_letter(ctx: &Ctx, message: &jetstream::Message, reason: &str) -> A
     let msg_id = format!("dlq.{}.{seq}", message.subject);
     headers.insert(envelope::MSG_ID, msg_id.as_str());
     headers.insert(envelope::REASON, reason);
-    let outgoing = Outgoing { subject: subjects::dead_letter(&message.subject), msg_id, headers, payload: message.payload.clone() };
+    let outgoing = Outgoing {
+        subject: subjects::dead_letter(&message.subject),
+        msg_id,
+        headers,
+        payload: message.payload.clone(),
+    };
     match messaging::send(&ctx.js, outgoing).await {
         Ok(()) => AckKind::Term,
         Err(_) => AckKind::Nak(Some(Duration::from_secs(1))),
@@ -264,7 +319,12 @@ async fn scan_deadlines(ctx: Arc<Ctx>, shutdown: CancellationToken) {
         };
         for saga_id in due {
             let span = tracing::info_span!("saga deadline", saga.id = %saga_id);
-            if let Err(err) = ctx.executor.apply(saga_id, Input::Timeout).instrument(span).await {
+            if let Err(err) = ctx
+                .executor
+                .apply(saga_id, Input::Timeout)
+                .instrument(span)
+                .await
+            {
                 tracing::warn!(%saga_id, error = %err, "timeout not applied; will retry");
             }
         }

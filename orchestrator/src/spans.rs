@@ -5,8 +5,8 @@
 
 use chrono::{DateTime, Utc};
 use opentelemetry::trace::{
-    Link, SpanContext, SpanId, SpanKind, Status, TraceContextExt, TraceFlags, TraceId,
-    TraceState, Tracer as _,
+    Link, SpanContext, SpanId, SpanKind, Status, TraceContextExt, TraceFlags, TraceId, TraceState,
+    Tracer as _,
 };
 use opentelemetry::{Context, KeyValue, global};
 use serde::{Deserialize, Serialize};
@@ -29,7 +29,11 @@ impl SagaTrace {
     /// A context whose active span is `span_id` of this trace, for parenting children of a
     /// span that has not been emitted yet.
     pub fn context_of(&self, span_id: SpanId) -> Context {
-        let flags = if self.sampled { TraceFlags::SAMPLED } else { TraceFlags::default() };
+        let flags = if self.sampled {
+            TraceFlags::SAMPLED
+        } else {
+            TraceFlags::default()
+        };
         let sc = SpanContext::new(self.trace_id, span_id, flags, true, TraceState::default());
         Context::new().with_remote_span_context(sc)
     }
@@ -65,13 +69,19 @@ pub fn emit(planned: &PlannedSpan) {
     if !planned.sampled {
         return;
     }
-    let (Ok(trace_id), Ok(span_id)) =
-        (TraceId::from_hex(&planned.trace_id), SpanId::from_hex(&planned.span_id))
-    else {
+    let (Ok(trace_id), Ok(span_id)) = (
+        TraceId::from_hex(&planned.trace_id),
+        SpanId::from_hex(&planned.span_id),
+    ) else {
         tracing::warn!(span = %planned.name, "stored span has invalid ids; not emitted");
         return;
     };
-    let trace = SagaTrace { trace_id, parent_span_id: None, saga_span_id: span_id, sampled: true };
+    let trace = SagaTrace {
+        trace_id,
+        parent_span_id: None,
+        saga_span_id: span_id,
+        sampled: true,
+    };
     let parent = match planned.parent_span_id.as_deref().map(SpanId::from_hex) {
         Some(Ok(parent)) => trace.context_of(parent),
         _ => Context::new(),
@@ -82,10 +92,19 @@ pub fn emit(planned: &PlannedSpan) {
         .with_kind(SpanKind::Internal)
         .with_start_time(SystemTime::from(planned.start))
         .with_attributes(
-            planned.attributes.iter().map(|(k, v)| KeyValue::new(k.clone(), v.clone())),
+            planned
+                .attributes
+                .iter()
+                .map(|(k, v)| KeyValue::new(k.clone(), v.clone())),
         );
     if let Some(Ok(link)) = planned.link.as_deref().map(SpanId::from_hex) {
-        let sc = SpanContext::new(trace_id, link, TraceFlags::SAMPLED, true, TraceState::default());
+        let sc = SpanContext::new(
+            trace_id,
+            link,
+            TraceFlags::SAMPLED,
+            true,
+            TraceState::default(),
+        );
         builder = builder.with_links(vec![Link::with_context(sc)]);
     }
     let span = checkout_shared::telemetry::with_preset_ids(trace_id, span_id, || {

@@ -89,7 +89,11 @@ fn from_row(row: &sqlx::postgres::PgRow) -> Result<SagaRow, sqlx::Error> {
 }
 
 /// Inserts a new saga; returns false (and writes nothing) if it already exists.
-pub async fn insert(conn: &mut PgConnection, row: &SagaRow, write: &Write) -> Result<bool, sqlx::Error> {
+pub async fn insert(
+    conn: &mut PgConnection,
+    row: &SagaRow,
+    write: &Write,
+) -> Result<bool, sqlx::Error> {
     let inserted = sqlx::query(
         "INSERT INTO saga.sagas (saga_id, status, state, version, trace_id, parent_span_id, \
          saga_span_id, sampled, step_span_id, step_started_at, deadline_at, started_at, updated_at) \
@@ -119,15 +123,23 @@ pub async fn insert(conn: &mut PgConnection, row: &SagaRow, write: &Write) -> Re
 
 /// Reads a saga and locks it until the transaction ends.
 pub async fn lock(conn: &mut PgConnection, saga_id: Uuid) -> Result<Option<SagaRow>, sqlx::Error> {
-    let row = sqlx::query(concat!("SELECT ", columns!(), " FROM saga.sagas WHERE saga_id = $1 FOR UPDATE"))
-        .bind(saga_id)
-        .fetch_optional(&mut *conn)
-        .await?;
+    let row = sqlx::query(concat!(
+        "SELECT ",
+        columns!(),
+        " FROM saga.sagas WHERE saga_id = $1 FOR UPDATE"
+    ))
+    .bind(saga_id)
+    .fetch_optional(&mut *conn)
+    .await?;
     row.as_ref().map(from_row).transpose()
 }
 
 /// Writes a transition: the new row (version already incremented by the caller) and its log.
-pub async fn save(conn: &mut PgConnection, row: &SagaRow, write: &Write) -> Result<(), sqlx::Error> {
+pub async fn save(
+    conn: &mut PgConnection,
+    row: &SagaRow,
+    write: &Write,
+) -> Result<(), sqlx::Error> {
     let finished = !row.state.status.is_active() && row.state.status != Status::Stuck;
     sqlx::query(
         "UPDATE saga.sagas SET status = $2, state = $3, version = $4, step_span_id = $5, \
@@ -142,7 +154,7 @@ pub async fn save(conn: &mut PgConnection, row: &SagaRow, write: &Write) -> Resu
     .bind(row.step_span_id.to_string())
     .bind(row.step_started_at)
     .bind(row.failed_span_id.map(|s| s.to_string()))
-    .bind((!write.pending_spans.is_empty()).then(|| sqlx::types::Json(&write.pending_spans)))
+    .bind((!write.pending_spans.is_empty()).then_some(sqlx::types::Json(&write.pending_spans)))
     .bind(write.deadline_at)
     .bind(row.updated_at)
     .bind(finished)
@@ -152,7 +164,11 @@ pub async fn save(conn: &mut PgConnection, row: &SagaRow, write: &Write) -> Resu
     append_log(conn, row.saga_id, &write.log).await
 }
 
-async fn append_log(conn: &mut PgConnection, saga_id: Uuid, log: &[LogEntry]) -> Result<(), sqlx::Error> {
+async fn append_log(
+    conn: &mut PgConnection,
+    saga_id: Uuid,
+    log: &[LogEntry],
+) -> Result<(), sqlx::Error> {
     if log.is_empty() {
         return Ok(());
     }
@@ -186,32 +202,40 @@ pub async fn due(pool: &PgPool, limit: i64) -> Result<Vec<Uuid>, sqlx::Error> {
 /// Whether a saga is still past its deadline (re-checked under the lock, because another
 /// orchestrator may have handled it meanwhile).
 pub async fn still_due(conn: &mut PgConnection, saga_id: Uuid) -> Result<bool, sqlx::Error> {
-    let due: Option<bool> = sqlx::query_scalar(
-        "SELECT deadline_at < now() FROM saga.sagas WHERE saga_id = $1",
-    )
-    .bind(saga_id)
-    .fetch_optional(&mut *conn)
-    .await?
-    .flatten();
+    let due: Option<bool> =
+        sqlx::query_scalar("SELECT deadline_at < now() FROM saga.sagas WHERE saga_id = $1")
+            .bind(saga_id)
+            .fetch_optional(&mut *conn)
+            .await?
+            .flatten();
     Ok(due.unwrap_or(false))
 }
 
 /// Every saga still waiting for a reply, for recovery after a restart.
 pub async fn active(pool: &PgPool) -> Result<Vec<SagaRow>, sqlx::Error> {
-    let rows = sqlx::query(concat!("SELECT ", columns!(), " FROM saga.sagas WHERE status IN ('running', 'compensating')"))
+    let rows = sqlx::query(concat!(
+        "SELECT ",
+        columns!(),
+        " FROM saga.sagas WHERE status IN ('running', 'compensating')"
+    ))
     .fetch_all(pool)
     .await?;
     rows.iter().map(from_row).collect()
 }
 
 /// Spans finished but not confirmed exported: `(saga_id, version, spans)`.
-pub async fn pending_spans(pool: &PgPool) -> Result<Vec<(Uuid, i64, Vec<PlannedSpan>)>, sqlx::Error> {
+pub async fn pending_spans(
+    pool: &PgPool,
+) -> Result<Vec<(Uuid, i64, Vec<PlannedSpan>)>, sqlx::Error> {
     let rows: Vec<(Uuid, i64, sqlx::types::Json<Vec<PlannedSpan>>)> = sqlx::query_as(
         "SELECT saga_id, version, pending_spans FROM saga.sagas WHERE pending_spans IS NOT NULL",
     )
     .fetch_all(pool)
     .await?;
-    Ok(rows.into_iter().map(|(id, v, spans)| (id, v, spans.0)).collect())
+    Ok(rows
+        .into_iter()
+        .map(|(id, v, spans)| (id, v, spans.0))
+        .collect())
 }
 
 /// Forgets pending spans whose export is confirmed, unless a later transition replaced them.
@@ -231,16 +255,24 @@ pub async fn clear_pending(pool: &PgPool, exported: &[(Uuid, i64)]) -> Result<()
 
 /// One saga, unlocked.
 pub async fn get(pool: &PgPool, saga_id: Uuid) -> Result<Option<SagaRow>, sqlx::Error> {
-    let row = sqlx::query(concat!("SELECT ", columns!(), " FROM saga.sagas WHERE saga_id = $1"))
-        .bind(saga_id)
-        .fetch_optional(pool)
-        .await?;
+    let row = sqlx::query(concat!(
+        "SELECT ",
+        columns!(),
+        " FROM saga.sagas WHERE saga_id = $1"
+    ))
+    .bind(saga_id)
+    .fetch_optional(pool)
+    .await?;
     row.as_ref().map(from_row).transpose()
 }
 
 /// Stuck sagas, oldest first.
 pub async fn stuck(pool: &PgPool) -> Result<Vec<SagaRow>, sqlx::Error> {
-    let rows = sqlx::query(concat!("SELECT ", columns!(), " FROM saga.sagas WHERE status = 'stuck' ORDER BY updated_at"))
+    let rows = sqlx::query(concat!(
+        "SELECT ",
+        columns!(),
+        " FROM saga.sagas WHERE status = 'stuck' ORDER BY updated_at"
+    ))
     .fetch_all(pool)
     .await?;
     rows.iter().map(from_row).collect()
@@ -261,10 +293,12 @@ pub struct LogRow {
 
 /// A saga's log, in order.
 pub async fn log(pool: &PgPool, saga_id: Uuid) -> Result<Vec<LogRow>, sqlx::Error> {
-    sqlx::query_as("SELECT step, event, detail, at FROM saga.saga_log WHERE saga_id = $1 ORDER BY id")
-        .bind(saga_id)
-        .fetch_all(pool)
-        .await
+    sqlx::query_as(
+        "SELECT step, event, detail, at FROM saga.saga_log WHERE saga_id = $1 ORDER BY id",
+    )
+    .bind(saga_id)
+    .fetch_all(pool)
+    .await
 }
 
 /// How many sagas are in each status.

@@ -1,7 +1,7 @@
 //! The door: a checkout request is parsed and checked before it becomes a saga. A request
 //! that fails is rejected with a reason, never retried, never started.
 
-use async_nats::jetstream::kv;
+use async_nats::jetstream;
 use checkout_shared::messages::{CheckoutRequested, MAX_REQUEST_BYTES};
 use std::collections::HashSet;
 use std::sync::Mutex;
@@ -58,7 +58,10 @@ fn check_fields(request: &CheckoutRequested) -> Result<(), Rejection> {
     if request.checkout_id.is_nil() {
         return invalid("checkout_id must not be the nil uuid".into());
     }
-    for (name, value) in [("customer_id", &request.customer_id), ("payment_token", &request.payment_token)] {
+    for (name, value) in [
+        ("customer_id", &request.customer_id),
+        ("payment_token", &request.payment_token),
+    ] {
         if value.trim().is_empty() || value.len() > MAX_FIELD_LEN {
             return invalid(format!("{name} must be 1 to {MAX_FIELD_LEN} characters"));
         }
@@ -75,39 +78,67 @@ fn check_fields(request: &CheckoutRequested) -> Result<(), Rejection> {
             return invalid(format!("sku must be 1 to {MAX_FIELD_LEN} characters"));
         }
         if item.quantity <= 0 || item.quantity > MAX_QUANTITY {
-            return invalid(format!("quantity of {} must be 1 to {MAX_QUANTITY}, got {}", item.sku, item.quantity));
+            return invalid(format!(
+                "quantity of {} must be 1 to {MAX_QUANTITY}, got {}",
+                item.sku, item.quantity
+            ));
         }
         if !seen.insert(&item.sku) {
             return invalid(format!("sku {} appears twice", item.sku));
         }
     }
     if request.amount_cents < 0 {
-        return invalid(format!("amount_cents must not be negative, got {}", request.amount_cents));
+        return invalid(format!(
+            "amount_cents must not be negative, got {}",
+            request.amount_cents
+        ));
     }
     Ok(())
 }
 
-/// The SKUs the inventory service sells, read from its catalog bucket. Known SKUs are
+/// The SKUs the inventory service sells, read from its catalog stream. Known SKUs are
 /// cached: a SKU is never withdrawn while sagas may still name it.
 pub struct Catalog {
-    bucket: kv::Store,
+    stream: jetstream::stream::Stream<()>,
     known: Mutex<HashSet<String>>,
 }
 
+/// The catalog could not be read (the checkout is retried, not refused).
+pub type CatalogError = jetstream::stream::LastRawMessageError;
+
 impl Catalog {
-    /// A catalog over the given bucket.
-    pub fn new(bucket: kv::Store) -> Self {
-        Catalog { bucket, known: Mutex::new(HashSet::new()) }
+    /// A catalog over the given stream.
+    pub fn new(stream: jetstream::stream::Stream<()>) -> Self {
+        Catalog {
+            stream,
+            known: Mutex::new(HashSet::new()),
+        }
     }
 
     /// Refuses the first SKU of `request` that the catalog does not list.
-    pub async fn check(&self, request: &CheckoutRequested) -> Result<Result<(), Rejection>, kv::EntryError> {
+    pub async fn check(
+        &self,
+        request: &CheckoutRequested,
+    ) -> Result<Result<(), Rejection>, CatalogError> {
+        use jetstream::stream::LastRawMessageErrorKind;
         for item in &request.items {
-            if self.known.lock().map(|k| k.contains(&item.sku)).unwrap_or(false) {
+            if self
+                .known
+                .lock()
+                .map(|k| k.contains(&item.sku))
+                .unwrap_or(false)
+            {
                 continue;
             }
-            if self.bucket.get(item.sku.clone()).await?.is_none() {
+            let Some(subject) = checkout_shared::subjects::catalog_entry(&item.sku) else {
                 return Ok(Err(Rejection::UnknownSku(item.sku.clone())));
+            };
+            match self.stream.get_last_raw_message_by_subject(&subject).await {
+                Ok(_) => {}
+                Err(err) if err.kind() == LastRawMessageErrorKind::NoMessageFound => {
+                    return Ok(Err(Rejection::UnknownSku(item.sku.clone())));
+                }
+                Err(err) => return Err(err),
             }
             if let Ok(mut known) = self.known.lock() {
                 known.insert(item.sku.clone());
@@ -132,7 +163,11 @@ mod tests {
         });
         if let (Some(base), Some(over)) = (base.as_object_mut(), overrides.as_object()) {
             for (k, v) in over {
-                if v.is_null() { base.remove(k); } else { base.insert(k.clone(), v.clone()); }
+                if v.is_null() {
+                    base.remove(k);
+                } else {
+                    base.insert(k.clone(), v.clone());
+                }
             }
         }
         serde_json::to_vec(&base).unwrap()
@@ -149,8 +184,14 @@ mod tests {
             (b"{not json".to_vec(), "malformed"),
             (body(json!({"items": null})), "malformed"),
             (body(json!({"items": []})), "invalid"),
-            (body(json!({"items": [{"sku": "SKU-1", "quantity": 0}]})), "invalid"),
-            (body(json!({"items": [{"sku": "SKU-1", "quantity": -3}]})), "invalid"),
+            (
+                body(json!({"items": [{"sku": "SKU-1", "quantity": 0}]})),
+                "invalid",
+            ),
+            (
+                body(json!({"items": [{"sku": "SKU-1", "quantity": -3}]})),
+                "invalid",
+            ),
             (body(json!({"amount_cents": -1})), "invalid"),
             (vec![b' '; MAX_REQUEST_BYTES + 1], "too_large"),
         ];
@@ -158,7 +199,9 @@ mod tests {
             let err = parse(&payload).expect_err("must be rejected");
             assert_eq!(err.kind(), kind, "{err}");
         }
-        let missing = parse(&body(json!({"items": null}))).unwrap_err().to_string();
+        let missing = parse(&body(json!({"items": null})))
+            .unwrap_err()
+            .to_string();
         assert!(missing.contains("missing field `items`"), "{missing}");
     }
 }

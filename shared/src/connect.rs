@@ -25,14 +25,16 @@ pub async fn connect(url: &str, name: &str, wait: bool) -> Result<Client, Connec
     if wait {
         options = options.retry_on_initial_connect();
     }
-    options
-        .connect(url)
-        .await
-        .map_err(|source| ConnectFailed { url: url.to_owned(), source })
+    options.connect(url).await.map_err(|source| ConnectFailed {
+        url: url.to_owned(),
+        source,
+    })
 }
 
 /// The JetStream context of a client, with a publish-ack timeout that outlasts a broker
 /// restart's election of a new stream leader.
 pub fn jetstream(client: Client) -> jetstream::Context {
-    jetstream::ContextBuilder::new().timeout(Duration::from_secs(5)).build(client)
+    jetstream::ContextBuilder::new()
+        .timeout(Duration::from_secs(5))
+        .build(client)
 }

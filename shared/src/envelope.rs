@@ -83,7 +83,7 @@ impl FromStr for Step {
 }
 
 /// Whether a message does a step or undoes it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Phase {
     /// The step's action.
@@ -162,7 +162,12 @@ pub struct Envelope {
 impl Envelope {
     /// The envelope of a command.
     pub fn command(saga_id: Uuid, step: Step, phase: Phase) -> Self {
-        Envelope { saga_id, step, phase, msg_type: MsgType::command(step, phase) }
+        Envelope {
+            saga_id,
+            step,
+            phase,
+            msg_type: MsgType::command(step, phase),
+        }
     }
 
     /// The idempotency key of the action or undo: `{saga_id}.{step}.{do|undo}`.

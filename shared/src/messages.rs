@@ -203,7 +203,10 @@ mod tests {
 
     #[test]
     fn a_command_is_tagged_json() {
-        let msg = CommandMessage { saga_id: Uuid::nil(), command: Command::RefundPayment };
+        let msg = CommandMessage {
+            saga_id: Uuid::nil(),
+            command: Command::RefundPayment,
+        };
         let json = serde_json::to_value(&msg).unwrap();
         assert_eq!(json["type"], "refund_payment");
         assert_eq!(serde_json::from_value::<CommandMessage>(json).unwrap(), msg);
@@ -222,7 +225,9 @@ mod tests {
             saga_id: Uuid::nil(),
             step: Step::Payment,
             phase: Phase::Do,
-            outcome: Outcome::StepFailed { reason: "card declined".into() },
+            outcome: Outcome::StepFailed {
+                reason: "card declined".into(),
+            },
         };
         assert_eq!(reply.event_name(), "declined");
     }

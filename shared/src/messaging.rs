@@ -8,8 +8,8 @@
 
 use crate::propagation;
 use crate::telemetry::SpanFlusher;
-use async_nats::jetstream::{self, message::PublishMessage};
 use async_nats::HeaderMap;
+use async_nats::jetstream::{self, message::PublishMessage};
 use bytes::Bytes;
 use opentelemetry::trace::{SpanKind, TraceContextExt, Tracer as _};
 use opentelemetry::{Context, KeyValue, global};
@@ -90,10 +90,18 @@ pub async fn publish(
 /// Publishes an already stamped message and waits for the stream's ack.
 pub async fn send(js: &jetstream::Context, msg: Outgoing) -> Result<(), PublishFailed> {
     let subject = msg.subject.clone();
-    let err = |source| PublishFailed::Publish { subject: subject.clone(), source };
-    let publish =
-        PublishMessage::build().payload(msg.payload).headers(msg.headers).message_id(msg.msg_id);
-    let ack = js.send_publish(msg.subject.clone(), publish).await.map_err(err)?;
+    let err = |source| PublishFailed::Publish {
+        subject: subject.clone(),
+        source,
+    };
+    let publish = PublishMessage::build()
+        .payload(msg.payload)
+        .headers(msg.headers)
+        .message_id(msg.msg_id);
+    let ack = js
+        .send_publish(msg.subject.clone(), publish)
+        .await
+        .map_err(err)?;
     ack.await.map_err(err)?;
     Ok(())
 }

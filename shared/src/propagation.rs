@@ -42,9 +42,7 @@ pub fn inject(cx: &Context, headers: &mut HeaderMap) {
 /// Reads the remote parent context from `headers` (an empty context when there is none).
 pub fn extract(headers: Option<&HeaderMap>) -> Context {
     match headers {
-        Some(headers) => {
-            global::get_text_map_propagator(|p| p.extract(&HeaderExtractor(headers)))
-        }
+        Some(headers) => global::get_text_map_propagator(|p| p.extract(&HeaderExtractor(headers))),
         None => Context::new(),
     }
 }
@@ -67,7 +65,10 @@ mod tests {
             TraceState::default(),
         );
         let mut headers = HeaderMap::new();
-        inject(&Context::new().with_remote_span_context(sc.clone()), &mut headers);
+        inject(
+            &Context::new().with_remote_span_context(sc.clone()),
+            &mut headers,
+        );
         assert_eq!(
             headers.get("traceparent").map(|v| v.as_str()),
             Some("00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01")

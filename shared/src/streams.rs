@@ -16,9 +16,11 @@ pub const REQUESTS_CONSUMER: &str = "orchestrator-requests";
 /// Durable consumer of workers' replies.
 pub const EVENTS_CONSUMER: &str = "orchestrator-events";
 
-/// The key-value bucket where the inventory service lists the SKUs it sells, so that the
-/// orchestrator can refuse an unknown SKU at the door without reading another's schema.
-pub const CATALOG_BUCKET: &str = "checkout-catalog";
+/// The stream where the inventory service lists the SKUs it sells (one message per SKU on
+/// `checkout.catalog.<sku>`), so that the orchestrator can refuse an unknown SKU at the door
+/// without reading another service's schema. A plain stream rather than a KV bucket, because
+/// async-nats 0.51 cannot parse a KV bucket's creation reply from nats-server 2.9.
+pub const CATALOG_STREAM: &str = "CHECKOUT_CATALOG";
 
 /// The streams and consumers of the system.
 #[derive(Debug, Clone, Deserialize)]
@@ -42,6 +44,8 @@ pub struct StreamDef {
     pub duplicate_window_secs: u64,
     /// Age limit; 0 keeps messages until consumed or removed.
     pub max_age_secs: u64,
+    /// Messages kept per subject; -1 for no limit.
+    pub max_messages_per_subject: i64,
     /// For operators.
     pub description: String,
 }
@@ -80,9 +84,6 @@ pub enum ProvisionError {
         /// Why.
         source: jetstream::context::CreateStreamError,
     },
-    /// JetStream refused the catalog bucket.
-    #[error("provisioning bucket {CATALOG_BUCKET}: {0}")]
-    Catalog(#[from] jetstream::context::CreateKeyValueError),
     /// JetStream refused a consumer.
     #[error("provisioning consumer {name}: {source}")]
     Consumer {
@@ -123,6 +124,7 @@ impl StreamDef {
             num_replicas: replicas,
             duplicate_window: Duration::from_secs(self.duplicate_window_secs),
             max_age: Duration::from_secs(self.max_age_secs),
+            max_messages_per_subject: self.max_messages_per_subject,
             description: Some(self.description.clone()),
             ..Default::default()
         }
@@ -150,30 +152,15 @@ pub async fn provision(js: &jetstream::Context, replicas: usize) -> Result<(), P
     for def in &topology.streams {
         js.create_or_update_stream(def.config(replicas))
             .await
-            .map_err(|source| ProvisionError::Stream { name: def.name.clone(), source })?;
+            .map_err(|source| ProvisionError::Stream {
+                name: def.name.clone(),
+                source,
+            })?;
     }
     for def in &topology.consumers {
         bind_consumer(js, def).await?;
     }
-    catalog(js, replicas).await?;
     Ok(())
-}
-
-/// The catalog bucket, created if missing.
-pub async fn catalog(
-    js: &jetstream::Context,
-    replicas: usize,
-) -> Result<jetstream::kv::Store, ProvisionError> {
-    Ok(js
-        .create_or_update_key_value(jetstream::kv::Config {
-            bucket: CATALOG_BUCKET.to_owned(),
-            description: "SKUs the inventory service sells".to_owned(),
-            history: 1,
-            storage: stream::StorageType::File,
-            num_replicas: replicas,
-            ..Default::default()
-        })
-        .await?)
 }
 
 /// Creates (or updates to match) one durable pull consumer and returns it.
@@ -183,7 +170,10 @@ pub async fn bind_consumer(
 ) -> Result<consumer::PullConsumer, ProvisionError> {
     js.create_consumer_on_stream(def.config(), &def.stream)
         .await
-        .map_err(|source| ProvisionError::Consumer { name: def.durable.clone(), source })
+        .map_err(|source| ProvisionError::Consumer {
+            name: def.durable.clone(),
+            source,
+        })
 }
 
 #[cfg(test)]
@@ -198,13 +188,17 @@ mod tests {
         let captured = |subject: &str| {
             topology.streams.iter().any(|s| {
                 s.subjects.iter().any(|p| {
-                    p == subject || p.strip_suffix('>').is_some_and(|pre| subject.starts_with(pre))
+                    p == subject
+                        || p.strip_suffix('>')
+                            .is_some_and(|pre| subject.starts_with(pre))
                 })
             })
         };
         assert!(captured(subjects::CHECKOUT_REQUESTED));
         assert!(captured(subjects::REJECTED));
-        assert!(captured(&subjects::dead_letter("checkout.cmd.payment.charge")));
+        assert!(captured(&subjects::dead_letter(
+            "checkout.cmd.payment.charge"
+        )));
         assert!(captured(&subjects::lifecycle(uuid::Uuid::nil(), "started")));
         for step in Step::ALL {
             let def = topology.consumer(step.service()).unwrap();

@@ -41,6 +41,19 @@ pub fn lifecycle_of(saga_id: Uuid) -> String {
     format!("{LIFECYCLE}.{saga_id}.>")
 }
 
+/// Prefix of the catalog of SKUs.
+pub const CATALOG: &str = "checkout.catalog";
+
+/// The catalog subject of a SKU, or `None` when the SKU cannot be a subject token (such a
+/// SKU is never sold).
+pub fn catalog_entry(sku: &str) -> Option<String> {
+    let valid = !sku.is_empty()
+        && sku
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_'));
+    valid.then(|| format!("{CATALOG}.{sku}"))
+}
+
 /// Dead-letter subject for a message that came from `origin`.
 pub fn dead_letter(origin: &str) -> String {
     format!("{DEAD_LETTER}.{origin}")
@@ -52,11 +65,29 @@ mod tests {
 
     #[test]
     fn command_subjects_match_the_design() {
-        assert_eq!(command(Step::Inventory, Phase::Do), "checkout.cmd.inventory.reserve");
-        assert_eq!(command(Step::Inventory, Phase::Undo), "checkout.cmd.inventory.release");
-        assert_eq!(command(Step::Payment, Phase::Do), "checkout.cmd.payment.charge");
-        assert_eq!(command(Step::Payment, Phase::Undo), "checkout.cmd.payment.refund");
+        assert_eq!(
+            command(Step::Inventory, Phase::Do),
+            "checkout.cmd.inventory.reserve"
+        );
+        assert_eq!(
+            command(Step::Inventory, Phase::Undo),
+            "checkout.cmd.inventory.release"
+        );
+        assert_eq!(
+            command(Step::Payment, Phase::Do),
+            "checkout.cmd.payment.charge"
+        );
+        assert_eq!(
+            command(Step::Payment, Phase::Undo),
+            "checkout.cmd.payment.refund"
+        );
         assert_eq!(command(Step::Order, Phase::Do), "checkout.cmd.order.create");
         assert_eq!(commands_for(Step::Order), "checkout.cmd.order.>");
+        assert_eq!(
+            catalog_entry("SKU-1").as_deref(),
+            Some("checkout.catalog.SKU-1")
+        );
+        assert_eq!(catalog_entry("a.b"), None);
+        assert_eq!(catalog_entry("*"), None);
     }
 }

@@ -75,7 +75,11 @@ pub fn init(config: &TelemetryConfig) -> Result<Telemetry, TelemetryError> {
         .unwrap_or_else(|_| EnvFilter::new(&config.default_filter));
     let fmt = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
     let fmt = match config.log_format {
-        LogFormat::Json => fmt.json().with_current_span(true).with_span_list(false).boxed(),
+        LogFormat::Json => fmt
+            .json()
+            .with_current_span(true)
+            .with_span_list(false)
+            .boxed(),
         LogFormat::Text => fmt.compact().boxed(),
     };
     tracing_subscriber::registry()
@@ -99,7 +103,9 @@ fn build_provider(config: &TelemetryConfig) -> Result<SdkTracerProvider, Telemet
         .with_resource(resource)
         .with_id_generator(PresetIdGenerator::default());
     if config.export {
-        let exporter = opentelemetry_otlp::SpanExporter::builder().with_tonic().build()?;
+        let exporter = opentelemetry_otlp::SpanExporter::builder()
+            .with_tonic()
+            .build()?;
         // A checkout makes about twenty spans; the default queue of 2,048 would drop spans
         // under load, and the default 5 s delay would hold them long after the saga ended.
         let batch = BatchConfigBuilder::default()
@@ -107,7 +113,9 @@ fn build_provider(config: &TelemetryConfig) -> Result<SdkTracerProvider, Telemet
             .with_max_export_batch_size(1_024)
             .with_scheduled_delay(Duration::from_millis(200))
             .build();
-        let processor = BatchSpanProcessor::builder(exporter).with_batch_config(batch).build();
+        let processor = BatchSpanProcessor::builder(exporter)
+            .with_batch_config(batch)
+            .build();
         builder = builder.with_span_processor(processor);
     }
     Ok(builder.build())
@@ -140,11 +148,15 @@ struct PresetIdGenerator(RandomIdGenerator);
 
 impl IdGenerator for PresetIdGenerator {
     fn new_trace_id(&self) -> TraceId {
-        PRESET_TRACE_ID.with(Cell::take).unwrap_or_else(|| self.0.new_trace_id())
+        PRESET_TRACE_ID
+            .with(Cell::take)
+            .unwrap_or_else(|| self.0.new_trace_id())
     }
 
     fn new_span_id(&self) -> SpanId {
-        PRESET_SPAN_ID.with(Cell::take).unwrap_or_else(|| self.0.new_span_id())
+        PRESET_SPAN_ID
+            .with(Cell::take)
+            .unwrap_or_else(|| self.0.new_span_id())
     }
 }
 
@@ -186,7 +198,9 @@ impl SpanFlusher {
     }
 
     fn start(provider: Option<SdkTracerProvider>) -> Self {
-        let Some(provider) = provider else { return Self::disabled() };
+        let Some(provider) = provider else {
+            return Self::disabled();
+        };
         let (tx, mut rx) = mpsc::channel::<oneshot::Sender<()>>(4_096);
         tokio::spawn(async move {
             while let Some(first) = rx.recv().await {
@@ -207,7 +221,9 @@ impl SpanFlusher {
 
     /// Waits (boundedly) until every span finished before this call has been exported.
     pub async fn flush(&self) {
-        let Some(requests) = &self.requests else { return };
+        let Some(requests) = &self.requests else {
+            return;
+        };
         let (tx, rx) = oneshot::channel();
         if requests.send(tx).await.is_ok() {
             let _ = tokio::time::timeout(FLUSH_WAIT, rx).await;

@@ -55,7 +55,10 @@ mod tests {
         let ids: Vec<_> = (0..10_000).map(|_| uuid::Uuid::new_v4()).collect();
         let hit = ids.iter().filter(|id| Faults::hits(0.25, **id, 1)).count();
         assert!((2_000..3_000).contains(&hit), "{hit} of 10000 at 25%");
-        assert!(ids.iter().all(|id| Faults::hits(0.25, *id, 1) == Faults::hits(0.25, *id, 1)));
+        assert!(
+            ids.iter()
+                .all(|id| Faults::hits(0.25, *id, 1) == Faults::hits(0.25, *id, 1))
+        );
         assert!(!ids.iter().any(|id| Faults::hits(0.0, *id, 1)));
         assert!(ids.iter().all(|id| Faults::hits(1.0, *id, 1)));
     }

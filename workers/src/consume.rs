@@ -11,10 +11,10 @@ use bytes::Bytes;
 use checkout_shared::envelope::{self, Envelope, MsgType};
 use checkout_shared::messages::{CommandMessage, Outcome, Reply};
 use checkout_shared::messaging::{self, Outgoing};
+use checkout_shared::pull::pull_loop;
 use checkout_shared::streams::ConsumerDef;
 use checkout_shared::subjects;
 use checkout_shared::telemetry::SpanFlusher;
-use checkout_shared::pull::pull_loop;
 use sqlx::PgPool;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
@@ -40,8 +40,10 @@ pub struct Context {
 /// messages in hand.
 pub async fn run(ctx: Context, concurrency: usize, shutdown: CancellationToken) {
     let def = ctx.consumer.clone();
-    pull_loop(&ctx.js.clone(), &def, concurrency, shutdown, |message| process(&ctx, message))
-        .await;
+    pull_loop(&ctx.js.clone(), &def, concurrency, shutdown, |message| {
+        process(&ctx, message)
+    })
+    .await;
 }
 
 /// Handles one message and settles it.
@@ -85,7 +87,11 @@ async fn handle(ctx: &Context, message: &jetstream::Message, delivered: i64) -> 
     span.record("saga.step", envelope.step.service());
     span.record("saga.phase", envelope.phase.as_str());
     if envelope.step != ctx.handler.kind() {
-        let reason = format!("a {} command reached the {} worker", envelope.step, ctx.handler.kind());
+        let reason = format!(
+            "a {} command reached the {} worker",
+            envelope.step,
+            ctx.handler.kind()
+        );
         return dead_letter(reason, None);
     }
     let command = match decode(&message.payload, &envelope) {
@@ -107,7 +113,10 @@ async fn handle(ctx: &Context, message: &jetstream::Message, delivered: i64) -> 
             let reply = failure_reply(&envelope, reason.clone());
             dead_letter(reason, Some(reply))
         }
-        Err(err) => Settlement::Retry { after: retry_delay(delivered), reason: err.to_string() },
+        Err(err) => Settlement::Retry {
+            after: retry_delay(delivered),
+            reason: err.to_string(),
+        },
     }
 }
 
@@ -149,10 +158,17 @@ fn outgoing(reply: &Reply) -> Outgoing {
     let msg_id = format!("{}.reply", envelope.action_key());
     let mut headers = async_nats::HeaderMap::new();
     envelope.write(&mut headers, &msg_id);
-    let payload = serde_json::to_vec(reply).map(Bytes::from).unwrap_or_default();
+    let payload = serde_json::to_vec(reply)
+        .map(Bytes::from)
+        .unwrap_or_default();
     let parent = tracing::Span::current().context();
     messaging::stamp_producer_span(&parent, &subject, &msg_id, &mut headers, vec![]);
-    Outgoing { subject, msg_id, headers, payload }
+    Outgoing {
+        subject,
+        msg_id,
+        headers,
+        payload,
+    }
 }
 
 fn retry_delay(delivered: i64) -> Duration {
@@ -199,8 +215,13 @@ async fn settle(ctx: &Context, message: jetstream::Message, settlement: Settleme
 
 fn dead_letter_message(message: &jetstream::Message, reason: &str) -> Outgoing {
     let mut headers = message.headers.clone().unwrap_or_default();
-    let origin_id = header(message, envelope::MSG_ID)
-        .unwrap_or_else(|| message.info().map(|i| i.stream_sequence).unwrap_or(0).to_string());
+    let origin_id = header(message, envelope::MSG_ID).unwrap_or_else(|| {
+        message
+            .info()
+            .map(|i| i.stream_sequence)
+            .unwrap_or(0)
+            .to_string()
+    });
     let msg_id = format!("dlq.{origin_id}");
     headers.insert(envelope::MSG_ID, msg_id.as_str());
     headers.insert(envelope::REASON, reason);
@@ -214,7 +235,11 @@ fn dead_letter_message(message: &jetstream::Message, reason: &str) -> Outgoing {
 }
 
 fn header(message: &jetstream::Message, name: &str) -> Option<String> {
-    message.headers.as_ref()?.get(name).map(|v| v.as_str().to_owned())
+    message
+        .headers
+        .as_ref()?
+        .get(name)
+        .map(|v| v.as_str().to_owned())
 }
 
 async fn ack(message: &jetstream::Message, kind: AckKind) {

@@ -50,14 +50,34 @@ impl Handler {
                 inventory::reserve(conn, saga_id, items).await.map(Some)
             }
             Command::ReleaseInventory => inventory::release(conn, saga_id).await,
-            Command::ChargePayment { customer_id, payment_token, amount_cents } => {
-                let charge = payment::Charge { customer_id, payment_token, amount_cents };
-                payment::charge(conn, saga_id, &charge, &self.faults).await.map(Some)
+            Command::ChargePayment {
+                customer_id,
+                payment_token,
+                amount_cents,
+            } => {
+                let charge = payment::Charge {
+                    customer_id,
+                    payment_token,
+                    amount_cents,
+                };
+                payment::charge(conn, saga_id, &charge, &self.faults)
+                    .await
+                    .map(Some)
             }
             Command::RefundPayment => payment::refund(conn, saga_id).await,
-            Command::CreateOrder { customer_id, items, amount_cents } => {
-                let new = order::NewOrder { customer_id, items, amount_cents: *amount_cents };
-                order::create(conn, saga_id, &new, &self.faults).await.map(Some)
+            Command::CreateOrder {
+                customer_id,
+                items,
+                amount_cents,
+            } => {
+                let new = order::NewOrder {
+                    customer_id,
+                    items,
+                    amount_cents: *amount_cents,
+                };
+                order::create(conn, saga_id, &new, &self.faults)
+                    .await
+                    .map(Some)
             }
             Command::CancelOrder => order::cancel(conn, saga_id).await,
         }
@@ -132,7 +152,9 @@ pub async fn apply_once(
         if inserted.rows_affected() == 0 {
             // A concurrent delivery of the same command committed first; its reply wins.
             tx.rollback().await?;
-            return Err(sqlx::Error::Protocol(format!("{key} was processed concurrently")));
+            return Err(sqlx::Error::Protocol(format!(
+                "{key} was processed concurrently"
+            )));
         }
         tx.commit().await?;
         Ok(reply)

@@ -14,7 +14,9 @@ pub async fn reserve(
     items: &[LineItem],
 ) -> Result<Uuid, ApplyError> {
     if let Some(state) = reservation_state(conn, saga_id).await? {
-        return Err(ApplyError::Refused(format!("reservation already {state} for this saga")));
+        return Err(ApplyError::Refused(format!(
+            "reservation already {state} for this saga"
+        )));
     }
     // Lock rows in one order so that concurrent carts sharing SKUs cannot deadlock.
     let mut lines = items.to_vec();
@@ -143,5 +145,7 @@ pub async fn set_stock(pool: &PgPool, sku: &str, quantity: i32) -> Result<(), sq
 
 /// Every SKU and its available stock.
 pub async fn stock(pool: &PgPool) -> Result<Vec<(String, i32)>, sqlx::Error> {
-    sqlx::query_as("SELECT sku, available FROM inventory.stock ORDER BY sku").fetch_all(pool).await
+    sqlx::query_as("SELECT sku, available FROM inventory.stock ORDER BY sku")
+        .fetch_all(pool)
+        .await
 }

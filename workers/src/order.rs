@@ -30,10 +30,14 @@ pub async fn create(
     faults: &Faults,
 ) -> Result<Uuid, ApplyError> {
     if order.customer_id.starts_with(FAILING_CUSTOMER_PREFIX) {
-        return Err(ApplyError::Refused("order refused (failing test customer)".to_owned()));
+        return Err(ApplyError::Refused(
+            "order refused (failing test customer)".to_owned(),
+        ));
     }
     if Faults::hits(faults.order_fail_rate, saga_id, 2) {
-        return Err(ApplyError::Refused("order refused (injected failure rate)".to_owned()));
+        return Err(ApplyError::Refused(
+            "order refused (injected failure rate)".to_owned(),
+        ));
     }
     let existing: Option<String> =
         sqlx::query_scalar("SELECT status FROM orders.orders WHERE saga_id = $1")
@@ -41,7 +45,9 @@ pub async fn create(
             .fetch_optional(&mut *conn)
             .await?;
     if let Some(status) = existing {
-        return Err(ApplyError::Refused(format!("order already {status} for this saga")));
+        return Err(ApplyError::Refused(format!(
+            "order already {status} for this saga"
+        )));
     }
     let order_id = Uuid::new_v4();
     sqlx::query(

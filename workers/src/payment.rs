@@ -29,10 +29,14 @@ pub async fn charge(
     faults: &Faults,
 ) -> Result<Uuid, ApplyError> {
     if charge.payment_token == DECLINED_TOKEN {
-        return Err(ApplyError::Refused("card declined (token tok_decline)".to_owned()));
+        return Err(ApplyError::Refused(
+            "card declined (token tok_decline)".to_owned(),
+        ));
     }
     if Faults::hits(faults.decline_rate, saga_id, 1) {
-        return Err(ApplyError::Refused("card declined (injected decline rate)".to_owned()));
+        return Err(ApplyError::Refused(
+            "card declined (injected decline rate)".to_owned(),
+        ));
     }
     let refunded: Option<i64> = sqlx::query_scalar(
         "SELECT amount_cents FROM payment.ledger WHERE saga_id = $1 AND kind = 'refund'",
@@ -41,7 +45,9 @@ pub async fn charge(
     .fetch_optional(&mut *conn)
     .await?;
     if refunded.is_some() {
-        return Err(ApplyError::Refused("payment already voided for this saga".to_owned()));
+        return Err(ApplyError::Refused(
+            "payment already voided for this saga".to_owned(),
+        ));
     }
     let entry_id = Uuid::new_v4();
     sqlx::query(

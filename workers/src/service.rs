@@ -47,7 +47,7 @@ pub async fn run(
     streams::provision(&js, config.replicas).await?;
     if config.kind == Step::Inventory {
         inventory::seed(&pool, &config.seed_stock).await?;
-        publish_catalog(&js, &pool, config.replicas).await?;
+        publish_catalog(&js, &pool).await?;
     }
     let topology = Topology::load()?;
     let ctx = consume::Context {
@@ -67,18 +67,21 @@ pub async fn run(
     Ok(())
 }
 
-/// Lists every SKU in the catalog bucket, so the orchestrator can refuse unknown ones.
+/// Lists every SKU in the catalog stream, so the orchestrator can refuse unknown ones.
 pub async fn publish_catalog(
     js: &async_nats::jetstream::Context,
     pool: &PgPool,
-    replicas: usize,
 ) -> Result<(), WorkerError> {
-    let bucket = streams::catalog(js, replicas).await?;
     for (sku, _) in inventory::stock(pool).await? {
-        bucket
-            .put(&sku, bytes::Bytes::from_static(b"1"))
+        let Some(subject) = checkout_shared::subjects::catalog_entry(&sku) else {
+            tracing::warn!(%sku, "sku cannot be listed in the catalog; checkouts for it are refused");
+            continue;
+        };
+        let ack = js
+            .publish(subject, bytes::Bytes::from_static(b"1"))
             .await
             .map_err(|e| WorkerError::Catalog(e.to_string()))?;
+        ack.await.map_err(|e| WorkerError::Catalog(e.to_string()))?;
     }
     Ok(())
 }

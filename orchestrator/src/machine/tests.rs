@@ -10,23 +10,36 @@ fn data() -> SagaData {
     SagaData::new(CheckoutRequested {
         checkout_id: Uuid::nil(),
         customer_id: "c".into(),
-        items: vec![LineItem { sku: "A".into(), quantity: 1 }],
+        items: vec![LineItem {
+            sku: "A".into(),
+            quantity: 1,
+        }],
         payment_token: "t".into(),
         amount_cents: 100,
     })
 }
 
 fn ok() -> Outcome {
-    Outcome::StepSucceeded { reference: Some(Uuid::new_v4()) }
+    Outcome::StepSucceeded {
+        reference: Some(Uuid::new_v4()),
+    }
 }
 
 fn no(reason: &str) -> Outcome {
-    Outcome::StepFailed { reason: reason.into() }
+    Outcome::StepFailed {
+        reason: reason.into(),
+    }
 }
 
 fn reply(state: &SagaState, outcome: Outcome) -> Transition {
-    let input = Input::Reply { step: state.step(), phase: state.phase, outcome };
-    state.next(&input, POLICY).expect("a current reply changes the saga")
+    let input = Input::Reply {
+        step: state.step(),
+        phase: state.phase,
+        outcome,
+    };
+    state
+        .next(&input, POLICY)
+        .expect("a current reply changes the saga")
 }
 
 #[test]
@@ -43,9 +56,15 @@ fn every_step_succeeding_completes() {
 fn a_declined_payment_releases_the_stock_only() {
     let state = reply(&SagaState::start(data()).state, ok()).state;
     let declined = reply(&state, no("card declined"));
-    assert_eq!(declined.finished.as_ref().map(|f| f.result.clone()), Some(Err("card declined".into())));
+    assert_eq!(
+        declined.finished.as_ref().map(|f| f.result.clone()),
+        Some(Err("card declined".into()))
+    );
     let state = declined.state;
-    assert_eq!((state.status, state.step(), state.phase), (Status::Compensating, Step::Inventory, Phase::Undo));
+    assert_eq!(
+        (state.status, state.step(), state.phase),
+        (Status::Compensating, Step::Inventory, Phase::Undo)
+    );
     let state = reply(&state, ok()).state;
     assert_eq!(state.status, Status::Compensated);
     assert_eq!(state.failure.as_deref(), Some("card declined"));
@@ -63,34 +82,59 @@ fn a_timed_out_step_is_resent_then_undone_itself() {
     let mut state = reply(&SagaState::start(data()).state, ok()).state;
     let resent = state.next(&Input::Timeout, POLICY).unwrap();
     assert!(resent.send && !resent.started);
-    assert_eq!(resent.state.msg_id(Uuid::nil()), state.msg_id(Uuid::nil()), "re-sent with the same id");
+    assert_eq!(
+        resent.state.msg_id(Uuid::nil()),
+        state.msg_id(Uuid::nil()),
+        "re-sent with the same id"
+    );
     state = resent.state.next(&Input::Timeout, POLICY).unwrap().state;
     state = state.next(&Input::Timeout, POLICY).unwrap().state;
     // The charge may have happened: refund it, then release.
-    assert_eq!((state.status, state.step(), state.phase), (Status::Compensating, Step::Payment, Phase::Undo));
+    assert_eq!(
+        (state.status, state.step(), state.phase),
+        (Status::Compensating, Step::Payment, Phase::Undo)
+    );
 }
 
 #[test]
 fn stale_and_duplicate_replies_change_nothing() {
     let start = SagaState::start(data()).state;
     let state = reply(&start, ok()).state;
-    let stale = Input::Reply { step: Step::Inventory, phase: Phase::Do, outcome: ok() };
+    let stale = Input::Reply {
+        step: Step::Inventory,
+        phase: Phase::Do,
+        outcome: ok(),
+    };
     assert_eq!(state.next(&stale, POLICY), None);
-    let ended = SagaState { status: Status::Completed, ..state };
+    let ended = SagaState {
+        status: Status::Completed,
+        ..state
+    };
     assert_eq!(ended.next(&Input::Timeout, POLICY), None);
 }
 
 #[test]
 fn an_undo_without_reply_gets_stuck_and_an_operator_can_retry() {
-    let mut state = reply(&reply(&SagaState::start(data()).state, ok()).state, no("declined")).state;
+    let mut state = reply(
+        &reply(&SagaState::start(data()).state, ok()).state,
+        no("declined"),
+    )
+    .state;
     for _ in 0..POLICY.max_attempts {
         state = state.next(&Input::Timeout, POLICY).unwrap().state;
     }
     assert_eq!(state.status, Status::Stuck);
     let retried = state.next(&Input::OperatorRetry, POLICY).unwrap();
     assert_eq!(retried.state.status, Status::Compensating);
-    assert_ne!(retried.state.msg_id(Uuid::nil()), state.msg_id(Uuid::nil()), "sent afresh");
-    assert_eq!(reply(&retried.state, ok()).state.status, Status::Compensated);
+    assert_ne!(
+        retried.state.msg_id(Uuid::nil()),
+        state.msg_id(Uuid::nil()),
+        "sent afresh"
+    );
+    assert_eq!(
+        reply(&retried.state, ok()).state.status,
+        Status::Compensated
+    );
 }
 
 /// A fake world of idempotent workers: effects keyed by action, tombstones for undos that
@@ -131,6 +175,7 @@ impl World {
 enum Chaos {
     Deliver,
     LoseCommand,
+    LoseReply,
     DuplicateOldReply(usize),
     Timeout,
 }
@@ -139,6 +184,7 @@ fn chaos() -> impl Strategy<Value = Chaos> {
     prop_oneof![
         4 => Just(Chaos::Deliver),
         1 => Just(Chaos::LoseCommand),
+        1 => Just(Chaos::LoseReply),
         1 => (0usize..8).prop_map(Chaos::DuplicateOldReply),
         1 => Just(Chaos::Timeout),
     ]
@@ -152,20 +198,25 @@ proptest! {
         refuse in prop::option::of(prop::sample::select(Step::ALL.to_vec())),
         script in prop::collection::vec(chaos(), 0..40),
     ) {
-        let policy = Policy { max_attempts: 100 };
+        let policy = POLICY;
         let mut world = World::default();
         let mut state = SagaState::start(data()).state;
         let mut in_flight = true;
         let mut old_replies: Vec<Input> = Vec::new();
-        let mut feed = |state: &mut SagaState, input: Input| {
+        let feed = |state: &mut SagaState, input: Input| {
             if let Some(t) = state.next(&input, policy) {
                 *state = t.state;
                 return t.send;
             }
             false
         };
-        let steps = script.into_iter().chain(std::iter::repeat_n(Chaos::Deliver, 20));
+        let steps = script.into_iter().chain(std::iter::repeat_n(Chaos::Deliver, 40));
         for action in steps {
+            if state.status == Status::Stuck {
+                // What an operator does with a stuck saga.
+                in_flight = feed(&mut state, Input::OperatorRetry);
+                continue;
+            }
             if !state.status.is_active() { break; }
             match action {
                 Chaos::Deliver if in_flight => {
@@ -176,9 +227,17 @@ proptest! {
                 }
                 Chaos::Deliver | Chaos::Timeout => in_flight = feed(&mut state, Input::Timeout) || in_flight,
                 Chaos::LoseCommand => in_flight = false,
+                Chaos::LoseReply if in_flight => {
+                    // The worker acted, but its reply never arrives.
+                    world.deliver(state.step(), state.phase, refuse);
+                    in_flight = false;
+                }
+                Chaos::LoseReply => {}
                 Chaos::DuplicateOldReply(i) => {
-                    if let Some(input) = old_replies.get(i).cloned() {
-                        if feed(&mut state, input) { in_flight = true; }
+                    if let Some(input) = old_replies.get(i).cloned()
+                        && feed(&mut state, input)
+                    {
+                        in_flight = true;
                     }
                 }
             }
