@@ -55,6 +55,7 @@ impl TelemetryArgs {
                 LogFormatArg::Text => LogFormat::Text,
             },
             default_filter: default_filter.to_owned(),
+            endpoint: None,
         };
         Ok(telemetry::init(&config)?)
     }

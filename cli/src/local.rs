@@ -165,7 +165,8 @@ impl LocalStack {
     }
 }
 
-async fn pulling(js: &async_nats::jetstream::Context, durable: &str) -> bool {
+/// Whether some process is pulling from `durable` (its consumer has waiting pull requests).
+pub async fn pulling(js: &async_nats::jetstream::Context, durable: &str) -> bool {
     let Ok(topology) = Topology::load() else {
         return false;
     };
@@ -188,7 +189,8 @@ async fn pulling(js: &async_nats::jetstream::Context, durable: &str) -> bool {
     }
 }
 
-async fn wait_until<F, Fut>(limit: Duration, mut check: F) -> bool
+/// Polls `check` every 200 ms until it holds or `limit` passes.
+pub async fn wait_until<F, Fut>(limit: Duration, mut check: F) -> bool
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = bool>,

@@ -7,13 +7,7 @@
 //!  the whole:  checkout demo | checkout chaos
 //! ```
 
-mod client;
-mod common;
-mod demo;
-mod load;
-mod local;
-mod ops;
-mod services;
+use checkout_cli::{client, demo, load, ops, services};
 
 use clap::{Parser, Subcommand};
 

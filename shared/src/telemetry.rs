@@ -45,6 +45,9 @@ pub struct TelemetryConfig {
     pub log_format: LogFormat,
     /// Default log filter when `RUST_LOG` is unset.
     pub default_filter: String,
+    /// The OTLP endpoint; `None` leaves it to `OTEL_EXPORTER_OTLP_ENDPOINT` (default
+    /// `http://localhost:4317`).
+    pub endpoint: Option<String>,
 }
 
 /// Why telemetry could not be set up.
@@ -103,9 +106,12 @@ fn build_provider(config: &TelemetryConfig) -> Result<SdkTracerProvider, Telemet
         .with_resource(resource)
         .with_id_generator(PresetIdGenerator::default());
     if config.export {
-        let exporter = opentelemetry_otlp::SpanExporter::builder()
-            .with_tonic()
-            .build()?;
+        use opentelemetry_otlp::WithExportConfig;
+        let mut exporter = opentelemetry_otlp::SpanExporter::builder().with_tonic();
+        if let Some(endpoint) = &config.endpoint {
+            exporter = exporter.with_endpoint(endpoint.clone());
+        }
+        let exporter = exporter.build()?;
         // A checkout makes about twenty spans; the default queue of 2,048 would drop spans
         // under load, and the default 5 s delay would hold them long after the saga ended.
         let batch = BatchConfigBuilder::default()

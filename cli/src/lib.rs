@@ -1,0 +1,10 @@
+//! The `checkout` command's library: the client (publish, follow, load), the demo's local
+//! stack, operators' commands and the service entry points. `main.rs` only parses arguments.
+
+pub mod client;
+pub mod common;
+pub mod demo;
+pub mod load;
+pub mod local;
+pub mod ops;
+pub mod services;

@@ -1,0 +1,80 @@
+//! The orchestrator killed mid-saga: the saga finishes after a restart, and its trace is
+//! still one tree whose saga span covers it.
+
+use crate::support::{Options, Stack, request, trace_with};
+use checkout_harness::trace_check::check_tree;
+use checkout_shared::Step;
+use checkout_shared::messages::LifecycleKind;
+use std::time::Duration;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_orchestrator_killed_between_two_steps_finishes_the_saga_after_a_restart() {
+    let options = Options {
+        env: vec![("payment", "WORKER_LATENCY_MS", "2500".into())],
+        ..Options::default()
+    };
+    let mut stack = Stack::start(options).await;
+    let client = stack.client().await;
+    let checkout = request("cust-crash", "tok_visa", &[("SKU-MUG", 1)], 1_500);
+    let mut events = client.follow(checkout.checkout_id);
+    let trace_id = client.publish(&checkout).await.unwrap();
+    // Wait for the first step to finish: the charge is then in the payment worker's hands.
+    loop {
+        let event = tokio::time::timeout(Duration::from_secs(30), events.recv())
+            .await
+            .unwrap()
+            .unwrap();
+        if event.kind == LifecycleKind::Step && event.step == Some(Step::Inventory) {
+            break;
+        }
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    stack.service("orchestrator").kill();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    stack.service("orchestrator").restart().unwrap();
+    let last = client
+        .wait(
+            checkout.checkout_id,
+            events,
+            Duration::from_secs(60),
+            |_| {},
+        )
+        .await;
+    assert_eq!(last.map(|e| e.kind), Some(LifecycleKind::Completed));
+    assert_eq!(
+        stack.ledger(checkout.checkout_id).await.len(),
+        1,
+        "charged once"
+    );
+
+    let spans = trace_with(&trace_id, "saga checkout").await;
+    let problems = check_tree(&spans);
+    assert!(
+        problems.is_empty(),
+        "trace is not whole after the crash: {problems:#?}"
+    );
+    let saga = spans.iter().find(|s| s.name == "saga checkout").unwrap();
+    let steps: Vec<_> = spans
+        .iter()
+        .filter(|s| s.name.starts_with("step "))
+        .collect();
+    assert_eq!(steps.len(), 3, "{steps:#?}");
+    for step in &steps {
+        assert_eq!(step.parent_span_id.as_ref(), Some(&saga.span_id));
+        assert!(
+            saga.start_unix_nanos <= step.start_unix_nanos
+                && step.end_unix_nanos <= saga.end_unix_nanos,
+            "the saga span covers {}",
+            step.name
+        );
+    }
+    let charge = steps
+        .iter()
+        .find(|s| s.name == "step payment.charge")
+        .unwrap();
+    assert!(
+        charge.end_unix_nanos - charge.start_unix_nanos >= 2_500_000_000,
+        "the charge step spans the crash"
+    );
+    stack.stop().await;
+}

@@ -1,0 +1,9 @@
+//! End-to-end tests: the real binaries, a real nats-server, a real PostgreSQL, and spans
+//! read from what really went out over OTLP.
+
+mod bad_input;
+mod crash;
+mod outcomes;
+mod race;
+mod support;
+mod traces;

@@ -1,0 +1,303 @@
+//! The end-to-end harness: a private nats-server, a fresh database, the real `checkout`
+//! binaries as processes, and one OTLP receiver for the whole test binary, to which every
+//! process (and the tests' own client) exports its spans.
+
+use checkout_cli::client::Client;
+use checkout_cli::local::{pulling, wait_until};
+use checkout_harness::{NatsServer, OtlpReceiver, ReceivedSpan, Service, TestDb};
+use checkout_shared::messages::{CheckoutRequested, LineItem};
+use checkout_shared::streams::EVENTS_CONSUMER;
+use checkout_shared::telemetry::{self, LogFormat, SpanFlusher, Telemetry, TelemetryConfig};
+use sqlx::PgPool;
+use std::path::PathBuf;
+use std::sync::OnceLock;
+use std::time::Duration;
+use uuid::Uuid;
+
+struct Shared {
+    runtime: tokio::runtime::Runtime,
+    receiver: OtlpReceiver,
+    _telemetry: Telemetry,
+    flusher: SpanFlusher,
+}
+
+static SHARED: OnceLock<Shared> = OnceLock::new();
+
+/// The receiver and client telemetry shared by every test, on a runtime that outlives them.
+fn shared() -> &'static Shared {
+    // Built on a thread of its own: the tests' runtimes cannot block on another runtime.
+    SHARED.get_or_init(|| {
+        std::thread::spawn(init_shared)
+            .join()
+            .expect("shared harness")
+    })
+}
+
+fn init_shared() -> Shared {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let (receiver, telemetry) = runtime.block_on(async {
+        let receiver = OtlpReceiver::start().await.expect("OTLP receiver");
+        let telemetry = telemetry::init(&TelemetryConfig {
+            service_name: "checkout-client".into(),
+            export: true,
+            log_format: LogFormat::Text,
+            default_filter: "warn".into(),
+            endpoint: Some(receiver.endpoint()),
+        })
+        .expect("telemetry");
+        (receiver, telemetry)
+    });
+    let flusher = telemetry.flusher();
+    Shared {
+        runtime,
+        receiver,
+        _telemetry: telemetry,
+        flusher,
+    }
+}
+
+/// Every span received so far.
+pub fn receiver() -> &'static OtlpReceiver {
+    &shared().receiver
+}
+
+/// Waits until `trace_id` has a span named `name` (bounded), then returns the trace.
+pub async fn trace_with(trace_id: &str, name: &str) -> Vec<ReceivedSpan> {
+    let found = shared()
+        .runtime
+        .spawn({
+            let (trace_id, name) = (trace_id.to_owned(), name.to_owned());
+            async move {
+                receiver()
+                    .wait_for(Duration::from_secs(20), |spans| {
+                        spans
+                            .iter()
+                            .any(|s| s.trace_id == trace_id && s.name == name)
+                    })
+                    .await
+            }
+        })
+        .await
+        .unwrap_or(false);
+    assert!(found, "no span {name:?} in trace {trace_id}");
+    // Let stragglers from the other services arrive.
+    tokio::time::sleep(Duration::from_millis(1_000)).await;
+    receiver().trace(trace_id)
+}
+
+/// How a stack is configured.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// Stock seeded by the inventory worker.
+    pub seed_stock: String,
+    /// Extra environment for one service: (service, name, value).
+    pub env: Vec<(&'static str, &'static str, String)>,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            seed_stock: "SKU-MUG=1000,SKU-TEE=1000,SKU-RARE=3".into(),
+            env: vec![],
+        }
+    }
+}
+
+/// One system under test.
+pub struct Stack {
+    /// The private broker.
+    pub nats: NatsServer,
+    /// The system's database.
+    pub pool: PgPool,
+    db: Option<TestDb>,
+    services: Vec<Service>,
+    logs: tempfile::TempDir,
+}
+
+const SERVICES: [(&str, &[&str]); 4] = [
+    ("inventory", &["worker", "inventory"]),
+    ("payment", &["worker", "payment"]),
+    ("order", &["worker", "order"]),
+    ("orchestrator", &["orchestrator"]),
+];
+
+impl Stack {
+    /// Starts a broker, a database and the four services, and waits until they consume.
+    pub async fn start(options: Options) -> Stack {
+        let endpoint = shared().receiver.endpoint();
+        let nats = NatsServer::start_async().await.expect("nats-server");
+        let db = TestDb::create().await.expect("database");
+        let pool = PgPool::connect(&db.url()).await.expect("pool");
+        let logs = tempfile::tempdir().expect("log dir");
+        let mut stack = Stack {
+            nats,
+            pool,
+            db: Some(db),
+            services: vec![],
+            logs,
+        };
+        for (name, args) in SERVICES {
+            let mut envs = vec![
+                ("NATS_URL".to_owned(), stack.nats.url()),
+                ("DATABASE_URL".to_owned(), stack.db_url()),
+                ("OTEL_EXPORTER_OTLP_ENDPOINT".to_owned(), endpoint.clone()),
+                ("OTEL_SERVICE_NAME".to_owned(), name.to_owned()),
+                ("LOG_FORMAT".to_owned(), "json".to_owned()),
+                ("SEED_STOCK".to_owned(), options.seed_stock.clone()),
+            ];
+            for (service, key, value) in &options.env {
+                if *service == name {
+                    envs.push(((*key).to_owned(), value.clone()));
+                }
+            }
+            let args: Vec<String> = args.iter().map(|s| (*s).to_owned()).collect();
+            let exe = PathBuf::from(env!("CARGO_BIN_EXE_checkout"));
+            let service =
+                Service::spawn(name, &exe, &args, &envs, stack.logs.path()).expect("spawn");
+            stack.services.push(service);
+            if name == "inventory" {
+                // The orchestrator validates SKUs against the catalog inventory publishes.
+                stack.wait_pulling("inventory").await;
+            }
+        }
+        for durable in ["payment", "order", EVENTS_CONSUMER] {
+            stack.wait_pulling(durable).await;
+        }
+        stack
+    }
+
+    fn db_url(&self) -> String {
+        self.db.as_ref().map(TestDb::url).unwrap_or_default()
+    }
+
+    /// Waits until some process pulls from `durable`.
+    pub async fn wait_pulling(&self, durable: &str) {
+        let client = async_nats::connect(self.nats.url()).await.expect("nats");
+        let js = async_nats::jetstream::new(client);
+        let ok = wait_until(Duration::from_secs(60), || pulling(&js, durable)).await;
+        assert!(ok, "{durable} is not consuming; logs:\n{}", self.logs());
+    }
+
+    /// A client of this stack, exporting its spans to the shared receiver.
+    pub async fn client(&self) -> Client {
+        Client::connect(&self.nats.url(), shared().flusher.clone())
+            .await
+            .expect("client")
+    }
+
+    /// One of the services.
+    pub fn service(&mut self, name: &str) -> &mut Service {
+        self.services
+            .iter_mut()
+            .find(|s| s.name() == name)
+            .expect("service")
+    }
+
+    /// Publishes a checkout and waits for its end; returns (outcome, trace id).
+    pub async fn checkout(&self, client: &Client, request: &CheckoutRequested) -> (String, String) {
+        let events = client.follow(request.checkout_id);
+        let trace_id = client.publish(request).await.expect("publish");
+        let last = client
+            .wait(request.checkout_id, events, Duration::from_secs(60), |_| {})
+            .await;
+        let outcome = last
+            .map(|e| e.kind.as_str().to_owned())
+            .unwrap_or_else(|| "timed_out".into());
+        (outcome, trace_id)
+    }
+
+    /// The services' logs so far.
+    pub fn logs(&self) -> String {
+        let mut out = String::new();
+        for service in &self.services {
+            let text = std::fs::read_to_string(service.log_path()).unwrap_or_default();
+            let tail: Vec<&str> = text.lines().rev().take(40).collect();
+            out.push_str(&format!("--- {} ---\n", service.name()));
+            for line in tail.into_iter().rev() {
+                out.push_str(line);
+                out.push('\n');
+            }
+        }
+        out
+    }
+
+    /// Stops every service with SIGTERM (each must exit 0) and drops the database.
+    pub async fn stop(mut self) {
+        for mut service in self.services.drain(..).rev() {
+            let name = service.name().to_owned();
+            let code =
+                tokio::task::spawn_blocking(move || service.terminate(Duration::from_secs(20)))
+                    .await
+                    .expect("join")
+                    .expect("terminate");
+            assert_eq!(code, Some(0), "{name} did not exit cleanly on SIGTERM");
+        }
+        self.pool.close().await;
+        if let Some(db) = self.db.take() {
+            db.drop_db().await.expect("drop database");
+        }
+    }
+
+    /// Available stock of a SKU.
+    pub async fn stock(&self, sku: &str) -> i32 {
+        sqlx::query_scalar("SELECT available FROM inventory.stock WHERE sku = $1")
+            .bind(sku)
+            .fetch_one(&self.pool)
+            .await
+            .expect("stock")
+    }
+
+    /// Ledger entries of a saga: (kind, amount).
+    pub async fn ledger(&self, saga_id: Uuid) -> Vec<(String, i64)> {
+        sqlx::query_as(
+            "SELECT kind, amount_cents FROM payment.ledger WHERE saga_id = $1 ORDER BY kind",
+        )
+        .bind(saga_id)
+        .fetch_all(&self.pool)
+        .await
+        .expect("ledger")
+    }
+
+    /// Order statuses of a saga.
+    pub async fn orders(&self, saga_id: Uuid) -> Vec<String> {
+        sqlx::query_scalar("SELECT status FROM orders.orders WHERE saga_id = $1")
+            .bind(saga_id)
+            .fetch_all(&self.pool)
+            .await
+            .expect("orders")
+    }
+}
+
+impl Drop for Stack {
+    fn drop(&mut self) {
+        if std::thread::panicking() && !self.services.is_empty() {
+            eprintln!("service logs:\n{}", self.logs());
+        }
+    }
+}
+
+/// A checkout of the given lines.
+pub fn request(
+    customer: &str,
+    token: &str,
+    items: &[(&str, i32)],
+    amount_cents: i64,
+) -> CheckoutRequested {
+    CheckoutRequested {
+        checkout_id: Uuid::new_v4(),
+        customer_id: customer.to_owned(),
+        items: items
+            .iter()
+            .map(|(sku, quantity)| LineItem {
+                sku: (*sku).to_owned(),
+                quantity: *quantity,
+            })
+            .collect(),
+        payment_token: token.to_owned(),
+        amount_cents,
+    }
+}
