@@ -2,6 +2,7 @@
 //! read from what really went out over OTLP.
 
 mod bad_input;
+mod compose;
 mod crash;
 mod outcomes;
 mod race;
