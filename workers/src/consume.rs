@@ -78,6 +78,13 @@ pub async fn process(ctx: &Context, message: jetstream::Message) {
 }
 
 async fn handle(ctx: &Context, message: &jetstream::Message, delivered: i64) -> Settlement {
+    // Without an id, the stream position stands in, so distinct messages get distinct replies.
+    let msg_id = header(message, envelope::MSG_ID).unwrap_or_else(|| {
+        format!(
+            "seq.{}",
+            message.info().map(|i| i.stream_sequence).unwrap_or(0)
+        )
+    });
     let envelope = match Envelope::read(message.headers.as_ref()) {
         Ok(envelope) => envelope,
         Err(err) => return dead_letter(format!("unreadable envelope: {err}"), None),
@@ -97,7 +104,11 @@ async fn handle(ctx: &Context, message: &jetstream::Message, delivered: i64) -> 
     let command = match decode(&message.payload, &envelope) {
         Ok(command) => command,
         Err(reason) => {
-            let reply = failure_reply(&envelope, format!("undeliverable command: {reason}"));
+            let reply = failure_reply(
+                &envelope,
+                &msg_id,
+                format!("undeliverable command: {reason}"),
+            );
             return dead_letter(reason, Some(reply));
         }
     };
@@ -106,11 +117,11 @@ async fn handle(ctx: &Context, message: &jetstream::Message, delivered: i64) -> 
             if let Outcome::StepFailed { reason } = &reply.outcome {
                 tracing::info!(saga_id = %envelope.saga_id, %reason, "step refused");
             }
-            Settlement::Reply(outgoing(&reply))
+            Settlement::Reply(outgoing(&reply, &msg_id))
         }
         Err(err) if delivered >= ctx.consumer.max_deliver => {
             let reason = format!("gave up after {delivered} deliveries: {err}");
-            let reply = failure_reply(&envelope, reason.clone());
+            let reply = failure_reply(&envelope, &msg_id, reason.clone());
             dead_letter(reason, Some(reply))
         }
         Err(err) => Settlement::Retry {
@@ -136,17 +147,20 @@ fn decode(payload: &Bytes, envelope: &Envelope) -> Result<CommandMessage, String
     Ok(command)
 }
 
-fn failure_reply(envelope: &Envelope, reason: String) -> Outgoing {
-    outgoing(&Reply {
+fn failure_reply(envelope: &Envelope, msg_id: &str, reason: String) -> Outgoing {
+    let reply = Reply {
         saga_id: envelope.saga_id,
         step: envelope.step,
         phase: envelope.phase,
         outcome: Outcome::StepFailed { reason },
-    })
+    };
+    outgoing(&reply, msg_id)
 }
 
-/// The reply message, stamped with a producer span under the current (process) span.
-fn outgoing(reply: &Reply) -> Outgoing {
+/// The reply message, stamped with a producer span under the current (process) span. Its id
+/// derives from the command's: a redelivery's reply is a duplicate JetStream drops (the first
+/// is stored), while a command sent afresh (a new id) gets its reply through.
+fn outgoing(reply: &Reply, command_msg_id: &str) -> Outgoing {
     let event_name = reply.event_name();
     let subject = subjects::event(reply.step, event_name);
     let envelope = Envelope {
@@ -155,7 +169,7 @@ fn outgoing(reply: &Reply) -> Outgoing {
         phase: reply.phase,
         msg_type: MsgType::event(reply.step, event_name),
     };
-    let msg_id = format!("{}.reply", envelope.action_key());
+    let msg_id = format!("{command_msg_id}.reply");
     let mut headers = async_nats::HeaderMap::new();
     envelope.write(&mut headers, &msg_id);
     let payload = serde_json::to_vec(reply)

@@ -1,0 +1,215 @@
+//! The orchestrator against a real nats-server and PostgreSQL: recovery re-sends what a
+//! recorded transition implied but a crash kept from being sent; deadlines re-send and then
+//! compensate; an operator can retry a stuck saga.
+
+use async_nats::jetstream;
+use checkout_harness::{NatsServer, TestDb};
+use checkout_orchestrator::executor::{Executor, Timing};
+use checkout_orchestrator::machine::{Input, SagaState, Status};
+use checkout_orchestrator::saga::SagaData;
+use checkout_orchestrator::spans::SagaTrace;
+use checkout_orchestrator::store::{self, SagaRow, Write};
+use checkout_orchestrator::{OrchestratorConfig, store::migrate};
+use checkout_shared::envelope::MSG_ID;
+use checkout_shared::messages::{CheckoutRequested, LineItem, Outcome};
+use checkout_shared::telemetry::{SpanFlusher, new_span_id, new_trace_id};
+use checkout_shared::{Phase, Step};
+use sqlx::PgPool;
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+const FAST: Timing = Timing {
+    step_timeout: Duration::from_millis(300),
+    max_step_timeout: Duration::from_millis(600),
+    max_attempts: 3,
+};
+
+fn data() -> SagaData {
+    SagaData::new(CheckoutRequested {
+        checkout_id: Uuid::new_v4(),
+        customer_id: "c".into(),
+        items: vec![LineItem {
+            sku: "SKU-A".into(),
+            quantity: 1,
+        }],
+        payment_token: "tok".into(),
+        amount_cents: 10,
+    })
+}
+
+async fn setup() -> (NatsServer, TestDb, PgPool, jetstream::Context) {
+    let nats = NatsServer::start_async().await.unwrap();
+    let db = TestDb::create().await.unwrap();
+    let pool = PgPool::connect(&db.url()).await.unwrap();
+    migrate(&pool).await.unwrap();
+    let js = jetstream::new(async_nats::connect(nats.url()).await.unwrap());
+    checkout_shared::streams::provision(&js, 1).await.unwrap();
+    (nats, db, pool, js)
+}
+
+/// The ids of the commands in the command stream, oldest first (read without consuming:
+/// a work-queue stream admits no second consumer).
+async fn commands(js: &jetstream::Context, subject: &str) -> Vec<String> {
+    let mut stream = js.get_stream("CHECKOUT_COMMANDS").await.unwrap();
+    let state = stream.info().await.unwrap().state.clone();
+    let prefix = subject.trim_end_matches('>');
+    let mut ids = Vec::new();
+    for seq in state.first_sequence..=state.last_sequence {
+        let Ok(message) = stream.get_raw_message(seq).await else {
+            continue;
+        };
+        if message.subject.as_str().starts_with(prefix) {
+            ids.push(
+                message
+                    .headers
+                    .get(MSG_ID)
+                    .map(|v| v.as_str().to_owned())
+                    .unwrap_or_default(),
+            );
+        }
+    }
+    ids
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn recovery_sends_the_command_a_recorded_transition_implied() {
+    let (nats, db, pool, js) = setup().await;
+    // What an orchestrator leaves behind when killed after its commit, before its publish.
+    let transition = SagaState::start(data());
+    let saga_id = transition.state.data.request.checkout_id;
+    let now = chrono::Utc::now();
+    let row = SagaRow {
+        saga_id,
+        state: transition.state,
+        version: 1,
+        trace: SagaTrace {
+            trace_id: new_trace_id(),
+            parent_span_id: None,
+            saga_span_id: new_span_id(),
+            sampled: true,
+        },
+        step_span_id: new_span_id(),
+        step_started_at: now,
+        failed_span_id: None,
+        started_at: now,
+        updated_at: now,
+        stuck_reason: None,
+    };
+    let write = Write {
+        log: transition.log,
+        pending_spans: vec![],
+        deadline_at: Some(now + chrono::Duration::hours(1)),
+    };
+    let mut tx = pool.begin().await.unwrap();
+    assert!(store::insert(&mut tx, &row, &write).await.unwrap());
+    tx.commit().await.unwrap();
+    assert!(commands(&js, "checkout.cmd.inventory.>").await.is_empty());
+
+    let stop = CancellationToken::new();
+    let config = OrchestratorConfig {
+        nats_url: nats.url(),
+        database_url: db.url(),
+        concurrency: 4,
+        max_connections: 4,
+        replicas: 1,
+        timing: FAST,
+    };
+    let orchestrator = tokio::spawn(checkout_orchestrator::run(
+        config,
+        SpanFlusher::disabled(),
+        stop.clone(),
+    ));
+    let mut sent = Vec::new();
+    for _ in 0..50 {
+        sent = commands(&js, "checkout.cmd.inventory.>").await;
+        if !sent.is_empty() {
+            break;
+        }
+    }
+    assert_eq!(
+        sent,
+        vec![format!("{saga_id}.inventory.do")],
+        "the reservation is sent on start-up"
+    );
+    stop.cancel();
+    tokio::time::timeout(Duration::from_secs(20), orchestrator)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    pool.close().await;
+    db.drop_db().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_step_without_reply_is_resent_then_compensated_and_an_undo_without_reply_gets_stuck() {
+    let (nats, db, pool, js) = setup().await;
+    let client = async_nats::connect(nats.url()).await.unwrap();
+    let (executor, _exported) = Executor::new(pool.clone(), client, SpanFlusher::disabled(), FAST);
+    let data = data();
+    let saga_id = data.request.checkout_id;
+    assert!(
+        executor
+            .start(data, &opentelemetry::Context::new())
+            .await
+            .unwrap()
+    );
+    let ok = Outcome::StepSucceeded {
+        reference: Some(Uuid::new_v4()),
+    };
+    executor
+        .apply(
+            saga_id,
+            Input::Reply {
+                step: Step::Inventory,
+                phase: Phase::Do,
+                outcome: ok,
+            },
+        )
+        .await
+        .unwrap();
+    // No worker answers the charge: three sends, then the saga compensates from the charge.
+    let mut status = None;
+    for _ in 0..40 {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        for due in store::due(&pool, 10).await.unwrap() {
+            status = executor.apply(due, Input::Timeout).await.unwrap();
+        }
+        if status == Some(Status::Stuck) {
+            break;
+        }
+    }
+    assert_eq!(
+        status,
+        Some(Status::Stuck),
+        "no reply to the refund either: stuck, for an operator"
+    );
+    let charges = commands(&js, "checkout.cmd.payment.charge").await;
+    assert_eq!(
+        charges,
+        vec![format!("{saga_id}.payment.do")],
+        "re-sends keep the id: JetStream stores one"
+    );
+    assert_eq!(
+        commands(&js, "checkout.cmd.payment.refund").await.len(),
+        1,
+        "the charge may have happened: refund it"
+    );
+    let row = store::get(&pool, saga_id).await.unwrap().unwrap();
+    assert!(
+        row.stuck_reason
+            .unwrap_or_default()
+            .contains("payment undo got no reply")
+    );
+    let retried = executor.apply(saga_id, Input::OperatorRetry).await.unwrap();
+    assert_eq!(retried, Some(Status::Compensating));
+    let refunds = commands(&js, "checkout.cmd.payment.refund").await;
+    assert_eq!(
+        refunds.len(),
+        2,
+        "an operator retry sends the refund afresh, with a new id: {refunds:?}"
+    );
+    pool.close().await;
+    db.drop_db().await.unwrap();
+}
