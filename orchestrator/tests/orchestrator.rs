@@ -2,6 +2,8 @@
 //! recorded transition implied but a crash kept from being sent; deadlines re-send and then
 //! compensate; an operator can retry a stuck saga.
 
+#![allow(clippy::unwrap_used)] // a failed unwrap is a failed test
+
 use async_nats::jetstream;
 use checkout_harness::{NatsServer, TestDb};
 use checkout_orchestrator::executor::{Executor, Timing};

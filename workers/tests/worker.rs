@@ -1,6 +1,8 @@
 //! The workers against a real nats-server and PostgreSQL: duplicates, redeliveries, a
 //! worker that died between its commit and its ack, and undecodable commands.
 
+#![allow(clippy::unwrap_used)] // a failed unwrap is a failed test
+
 use async_nats::jetstream::{self, AckKind, consumer::PullConsumer};
 use bytes::Bytes;
 use checkout_harness::{NatsServer, TestDb};

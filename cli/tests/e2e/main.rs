@@ -1,6 +1,8 @@
 //! End-to-end tests: the real binaries, a real nats-server, a real PostgreSQL, and spans
 //! read from what really went out over OTLP.
 
+#![allow(clippy::unwrap_used)] // a failed unwrap is a failed test
+
 mod bad_input;
 mod compose;
 mod crash;
