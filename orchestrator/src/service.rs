@@ -20,7 +20,6 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
-use tracing_opentelemetry::OpenTelemetrySpanExt;
 
 /// Everything the orchestrator needs to run.
 #[derive(Debug, Clone)]
@@ -191,11 +190,11 @@ async fn on_request(ctx: &Ctx, message: &jetstream::Message) -> AckKind {
         }
     }
     let saga_id = request.checkout_id;
-    match ctx
-        .executor
-        .start(SagaData::new(request), &span.context())
-        .await
-    {
+    // The saga span hangs under the client's publish span (from the headers), not under this
+    // process span: the client's span is exported before its message is sent, so it exists
+    // even if this process dies before exporting its own.
+    let parent = checkout_shared::propagation::extract(message.headers.as_ref());
+    match ctx.executor.start(SagaData::new(request), &parent).await {
         Ok(true) => {
             tracing::info!(%saga_id, "saga started");
             AckKind::Ack

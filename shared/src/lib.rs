@@ -19,6 +19,7 @@ pub mod messaging;
 pub mod propagation;
 pub mod pull;
 pub mod shutdown;
+pub mod span_groups;
 pub mod streams;
 pub mod subjects;
 pub mod telemetry;

@@ -122,7 +122,7 @@ fn build_provider(config: &TelemetryConfig) -> Result<SdkTracerProvider, Telemet
         let processor = BatchSpanProcessor::builder(exporter)
             .with_batch_config(batch)
             .build();
-        builder = builder.with_span_processor(processor);
+        builder = builder.with_span_processor(crate::span_groups::GroupedExport::new(processor));
     }
     Ok(builder.build())
 }
