@@ -1,6 +1,7 @@
 //! The `checkout` command's library: the client (publish, follow, load), the demo's local
 //! stack, operators' commands and the service entry points. `main.rs` only parses arguments.
 
+pub mod chaos;
 pub mod client;
 pub mod common;
 pub mod demo;
@@ -8,3 +9,4 @@ pub mod load;
 pub mod local;
 pub mod ops;
 pub mod services;
+pub mod stack;

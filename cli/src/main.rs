@@ -7,7 +7,7 @@
 //!  the whole:  checkout demo | checkout chaos
 //! ```
 
-use checkout_cli::{client, demo, load, ops, services};
+use checkout_cli::{chaos, client, demo, load, ops, services};
 
 use clap::{Parser, Subcommand};
 
@@ -39,6 +39,8 @@ enum Command {
     Retry(ops::RetryArgs),
     /// Start whatever is missing, run a handful of checkouts, print their traces, stop.
     Demo(demo::DemoArgs),
+    /// Kill workers, the orchestrator and the broker under load, then audit every invariant.
+    Chaos(chaos::ChaosArgs),
 }
 
 fn main() -> std::process::ExitCode {
@@ -64,6 +66,7 @@ fn main() -> std::process::ExitCode {
             Command::Stuck(args) => ops::stuck(args).await,
             Command::Retry(args) => ops::retry(args).await,
             Command::Demo(args) => demo::run(args).await,
+            Command::Chaos(args) => chaos::run(args).await,
         }
     });
     match result {
