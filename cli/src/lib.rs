@@ -1,6 +1,7 @@
 //! The `checkout` command's library: the client (publish, follow, load), the demo's local
 //! stack, operators' commands and the service entry points. `main.rs` only parses arguments.
 
+pub mod bench;
 pub mod chaos;
 pub mod client;
 pub mod common;

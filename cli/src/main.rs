@@ -7,7 +7,7 @@
 //!  the whole:  checkout demo | checkout chaos
 //! ```
 
-use checkout_cli::{chaos, client, demo, load, ops, services};
+use checkout_cli::{bench, chaos, client, demo, load, ops, services};
 
 use clap::{Parser, Subcommand};
 
@@ -41,6 +41,8 @@ enum Command {
     Demo(demo::DemoArgs),
     /// Kill workers, the orchestrator and the broker under load, then audit every invariant.
     Chaos(chaos::ChaosArgs),
+    /// Measure throughput and latency on a private stack.
+    Bench(bench::BenchArgs),
 }
 
 fn main() -> std::process::ExitCode {
@@ -67,6 +69,7 @@ fn main() -> std::process::ExitCode {
             Command::Retry(args) => ops::retry(args).await,
             Command::Demo(args) => demo::run(args).await,
             Command::Chaos(args) => chaos::run(args).await,
+            Command::Bench(args) => bench::run(args).await,
         }
     });
     match result {

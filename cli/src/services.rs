@@ -2,6 +2,7 @@
 
 use crate::common::{DbArgs, NatsArgs, SERVICE_FILTER, TelemetryArgs};
 use checkout_orchestrator::{OrchestratorConfig, Timing};
+use checkout_shared::telemetry::SpanFlusher;
 use checkout_shared::{Step, shutdown};
 use checkout_workers::{Faults, WorkerConfig};
 use clap::{Args, ValueEnum};
@@ -35,6 +36,11 @@ pub struct OrchestratorArgs {
     /// Stream replicas (3 on a three-node cluster).
     #[arg(long, env = "STREAM_REPLICAS", default_value_t = 1)]
     replicas: usize,
+    /// Export spans before each message that names them is sent, so a killed process leaves
+    /// no child without its parent (costs an export round trip per message, shared by
+    /// concurrent messages).
+    #[arg(long, env = "TRACE_FLUSH_BEFORE_SEND", default_value_t = true, action = clap::ArgAction::Set)]
+    trace_flush_before_send: bool,
 }
 
 /// The worker kinds.
@@ -85,6 +91,11 @@ pub struct WorkerArgs {
     /// Stream replicas (3 on a three-node cluster).
     #[arg(long, env = "STREAM_REPLICAS", default_value_t = 1)]
     replicas: usize,
+    /// Export spans before each message that names them is sent, so a killed process leaves
+    /// no child without its parent (costs an export round trip per message, shared by
+    /// concurrent messages).
+    #[arg(long, env = "TRACE_FLUSH_BEFORE_SEND", default_value_t = true, action = clap::ArgAction::Set)]
+    trace_flush_before_send: bool,
 }
 
 /// Runs the orchestrator until SIGTERM or Ctrl-C.
@@ -102,8 +113,12 @@ pub async fn orchestrator(args: OrchestratorArgs) -> anyhow::Result<ExitCode> {
             max_attempts: args.step_max_attempts.max(1),
         },
     };
-    let result =
-        checkout_orchestrator::run(config, telemetry.flusher(), shutdown::on_signals()).await;
+    let result = checkout_orchestrator::run(
+        config,
+        flusher(&telemetry, args.trace_flush_before_send),
+        shutdown::on_signals(),
+    )
+    .await;
     finish(telemetry, result.map_err(anyhow::Error::from)).await
 }
 
@@ -129,8 +144,21 @@ pub async fn worker(args: WorkerArgs) -> anyhow::Result<ExitCode> {
         },
         seed_stock: parse_stock(&args.seed_stock)?,
     };
-    let result = checkout_workers::run(config, telemetry.flusher(), shutdown::on_signals()).await;
+    let result = checkout_workers::run(
+        config,
+        flusher(&telemetry, args.trace_flush_before_send),
+        shutdown::on_signals(),
+    )
+    .await;
     finish(telemetry, result.map_err(anyhow::Error::from)).await
+}
+
+fn flusher(telemetry: &checkout_shared::telemetry::Telemetry, enabled: bool) -> SpanFlusher {
+    if enabled {
+        telemetry.flusher()
+    } else {
+        SpanFlusher::disabled()
+    }
 }
 
 async fn finish(

@@ -1,0 +1,112 @@
+//! `checkout bench`: throughput and latency of the whole system on this machine, measured on a
+//! private stack (its own broker, database and span receiver), so the figures are repeatable.
+
+use crate::client::Client;
+use crate::load::{Mix, checkout, drive};
+use crate::stack::{PrivateStack, StackOptions};
+use checkout_shared::telemetry::{self, LogFormat, TelemetryConfig};
+use clap::Args;
+use indicatif::ProgressBar;
+use rand::SeedableRng;
+use rand::rngs::StdRng;
+use std::process::ExitCode;
+use std::time::Duration;
+
+/// Options of `checkout bench`.
+#[derive(Debug, Args)]
+pub struct BenchArgs {
+    /// Checkouts to run.
+    #[arg(long, default_value_t = 5_000)]
+    count: usize,
+    /// Checkouts in flight at once.
+    #[arg(long, default_value_t = 64)]
+    concurrency: usize,
+    /// Instances of each worker kind.
+    #[arg(long, default_value_t = 1)]
+    workers_per_kind: usize,
+    /// Checkouts run first and not measured.
+    #[arg(long, default_value_t = 200)]
+    warmup: usize,
+    /// Export spans before each message leaves (off measures the cost of that guarantee).
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    flush_before_send: bool,
+    /// End with one JSON object on the last line.
+    #[arg(long)]
+    json: bool,
+}
+
+/// `checkout bench`.
+pub async fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
+    let mut env = Vec::new();
+    if !args.flush_before_send {
+        env.push(("TRACE_FLUSH_BEFORE_SEND".to_owned(), "false".to_owned()));
+    }
+    let options = StackOptions {
+        workers_per_kind: args.workers_per_kind,
+        seed_stock: "SKU-MUG=100000000,SKU-TEE=100000000,SKU-CAP=100000000,SKU-RARE=1".into(),
+        env,
+    };
+    let mut stack = PrivateStack::start(&options).await?;
+    let telemetry = telemetry::init(&TelemetryConfig {
+        service_name: "checkout-client".into(),
+        export: true,
+        log_format: LogFormat::Text,
+        default_filter: crate::common::CLIENT_FILTER.into(),
+        endpoint: Some(stack.receiver.endpoint()),
+    })?;
+    let flusher = if args.flush_before_send {
+        telemetry.flusher()
+    } else {
+        checkout_shared::telemetry::SpanFlusher::disabled()
+    };
+    let client = Client::connect(&stack.nats.url(), flusher).await?;
+    let mut rng = StdRng::seed_from_u64(7);
+    let mix = Mix::default();
+    let timeout = Duration::from_secs(120);
+    let warmup: Vec<_> = (0..args.warmup).map(|_| checkout(&mut rng, &mix)).collect();
+    drive(
+        &client,
+        warmup,
+        args.concurrency,
+        timeout,
+        &ProgressBar::hidden(),
+    )
+    .await;
+    let requests: Vec<_> = (0..args.count).map(|_| checkout(&mut rng, &mix)).collect();
+    let progress = if args.json {
+        ProgressBar::hidden()
+    } else {
+        ProgressBar::new(args.count as u64)
+    };
+    let report = drive(&client, requests, args.concurrency, timeout, &progress).await;
+    progress.finish_and_clear();
+    stack.stop().await;
+    telemetry.shutdown().await;
+    let spans = stack.receiver.spans().len();
+    stack.cleanup(false).await?;
+    println!(
+        "{} checkouts, concurrency {}, {} worker(s) per kind, flush before send: {}",
+        args.count, args.concurrency, args.workers_per_kind, args.flush_before_send
+    );
+    println!(
+        "completed {}  compensated {}  failed {}",
+        report.completed, report.compensated, report.failed
+    );
+    println!(
+        "throughput {:.1} sagas/s over {:.1} s",
+        report.throughput_per_s, report.elapsed_s
+    );
+    println!(
+        "latency ms  p50 {:.1}  p90 {:.1}  p99 {:.1}  max {:.1}",
+        report.p50_ms, report.p90_ms, report.p99_ms, report.max_ms
+    );
+    println!("spans received {spans}");
+    if args.json {
+        println!("{}", serde_json::to_string(&report)?);
+    }
+    Ok(if report.failed == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
