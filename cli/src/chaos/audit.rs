@@ -50,13 +50,16 @@ impl Sampler {
     }
 }
 
-/// Longest time from a kill until the count of ended sagas grew again.
+/// Longest time from a kill until the count of ended sagas grew again. The baseline is the
+/// first sample after the kill, so a saga that ended just before it does not count as
+/// progress (the figure errs long, by at most one sampling period).
 pub fn max_recovery_ms(kills: &[Kill], samples: &[(Instant, i64)]) -> u64 {
     kills
         .iter()
         .filter_map(|kill| {
-            let before = samples.iter().take_while(|(t, _)| *t <= kill.at).last()?.1;
-            let again = samples.iter().find(|(t, n)| *t > kill.at && *n > before)?;
+            let mut after = samples.iter().filter(|(t, _)| *t >= kill.at);
+            let baseline = after.next()?.1;
+            let again = after.find(|(_, n)| *n > baseline)?;
             Some(u64::try_from(again.0.duration_since(kill.at).as_millis()).unwrap_or(u64::MAX))
         })
         .max()
@@ -355,4 +358,34 @@ pub fn print(report: &ChaosReport, kills: &[Kill], say: &impl Fn(String)) {
             "VIOLATED"
         }
     ));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn recovery_is_measured_from_the_kill_to_the_next_progress() {
+        let t0 = Instant::now();
+        let at = |ms| t0 + Duration::from_millis(ms);
+        let samples = vec![
+            (at(0), 10),
+            (at(100), 11),
+            (at(200), 11),
+            (at(300), 11),
+            (at(400), 12),
+        ];
+        let kill = Kill {
+            victim: "orchestrator".into(),
+            at: at(50),
+            down: Duration::ZERO,
+        };
+        assert_eq!(max_recovery_ms(&[kill], &samples), 350);
+        let never = Kill {
+            victim: "nats".into(),
+            at: at(450),
+            down: Duration::ZERO,
+        };
+        assert_eq!(max_recovery_ms(&[never], &samples), 0);
+    }
 }
