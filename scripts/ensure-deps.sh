@@ -22,6 +22,13 @@ apt_install() {
 }
 
 command -v cargo >/dev/null || die "cargo not found. Install Rust with: curl https://sh.rustup.rs -sSf | sh"
+for component in rustfmt clippy; do
+  if ! cargo "${component/rustfmt/fmt}" --version >/dev/null 2>&1; then
+    command -v rustup >/dev/null || die "cargo ${component/rustfmt/fmt} is missing; install the $component component"
+    say "adding the $component component"
+    rustup component add "$component" >/dev/null
+  fi
+done
 
 if ! command -v nats-server >/dev/null && [ ! -x /usr/sbin/nats-server ] && [ -z "${NATS_SERVER_BIN:-}" ]; then
   apt_install nats-server
@@ -42,8 +49,20 @@ if ! pg_ready; then
 fi
 
 # The project connects as postgres over TCP without a password (trust), as on CI machines.
-if ! psql -h 127.0.0.1 -U postgres -d postgres -Atc 'select 1' >/dev/null 2>&1; then
-  die "PostgreSQL answers but user postgres cannot log in over TCP without a password.
-Allow it for local runs, e.g. add 'host all all 127.0.0.1/32 trust' to pg_hba.conf and reload,
-or point DATABASE_ADMIN_URL / DATABASE_URL at a user that can create databases."
+# Debian's own default for 127.0.0.1 asks for a password: on a machine we set up ourselves
+# (root, local cluster), allow trust for postgres on loopback.
+admin_url="${DATABASE_ADMIN_URL:-postgres://postgres@127.0.0.1:5432/postgres}"
+can_login() { psql "$admin_url" -Atc 'select 1' >/dev/null 2>&1; }
+if command -v psql >/dev/null && ! can_login; then
+  hba="$(ls /etc/postgresql/*/main/pg_hba.conf 2>/dev/null | sort -V | tail -1 || true)"
+  if [ "$(id -u)" = 0 ] && [ -n "$hba" ] && [ -z "${DATABASE_ADMIN_URL:-}" ]; then
+    say "allowing trust for user postgres on 127.0.0.1 in $hba"
+    sed -i '1i host all postgres 127.0.0.1/32 trust' "$hba"
+    version="$(basename "$(dirname "$(dirname "$hba")")")"
+    pg_ctlcluster --skip-systemctl-redirect "$version" main reload
+    sleep 1
+  fi
+  can_login || die "PostgreSQL answers but $admin_url cannot log in.
+Allow it (e.g. add 'host all postgres 127.0.0.1/32 trust' to pg_hba.conf and reload), or set
+DATABASE_ADMIN_URL (tests) and DATABASE_URL (demo) to a user that can create databases."
 fi

@@ -119,7 +119,10 @@ pub async fn retry(args: RetryArgs) -> anyhow::Result<ExitCode> {
         max_step_timeout: Duration::from_secs(60),
         max_attempts: 5,
     };
+    // The undo is sent under the saga's stored step span: its trace stays the checkout's.
+    checkout_shared::propagation::install_propagators();
     let (executor, _exported) = Executor::new(pool, nats.clone(), SpanFlusher::disabled(), timing);
+
     match executor.apply(args.saga_id, Input::OperatorRetry).await? {
         Some(Status::Compensating) => {
             println!(

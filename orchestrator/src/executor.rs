@@ -145,14 +145,17 @@ impl Executor {
             max_attempts: self.timing.max_attempts,
         };
         let mut tx = self.pool.begin().await?;
-        if input == Input::Timeout && !store::still_due(&mut tx, saga_id).await? {
-            return Ok(None);
-        }
         let Some(before) = store::lock(&mut tx, saga_id).await? else {
             tx.rollback().await?;
             tracing::warn!(%saga_id, "input for an unknown saga ignored");
             return Ok(None);
         };
+        // Checked under the lock: another orchestrator (or a reply) may have moved the saga on
+        // since the scan that found it due.
+        if input == Input::Timeout && !store::still_due(&mut tx, saga_id).await? {
+            tx.rollback().await?;
+            return Ok(Some(before.state.status));
+        }
         let Some(transition) = before.state.next(&input, policy) else {
             tx.rollback().await?;
             tracing::debug!(%saga_id, ?input, "stale or duplicate input ignored");
@@ -325,11 +328,17 @@ impl Executor {
             while let Ok(more) = rx.try_recv() {
                 batch.push(more);
             }
-            self.flusher.flush().await;
-            if let Err(err) = store::clear_pending(&self.pool, &batch).await {
-                tracing::warn!(error = %err, "could not confirm span exports; recovery may re-emit them");
+            if !self.flusher.flush().await {
+                // Not known to be exported: keep them in the rows and try again with the next
+                // batch (recovery re-emits them if this process dies first).
+                continue;
             }
-            batch.clear();
+            match store::clear_pending(&self.pool, &batch).await {
+                Ok(()) => batch.clear(),
+                Err(err) => {
+                    tracing::warn!(error = %err, "could not confirm span exports; will retry")
+                }
+            }
         }
     }
 

@@ -12,6 +12,7 @@ use checkout_shared::envelope::{self, Envelope};
 use checkout_shared::messages::Reply;
 use checkout_shared::messaging::{self, Outgoing};
 use checkout_shared::pull::pull_loop;
+use checkout_shared::shutdown::retry;
 use checkout_shared::streams::{self, EVENTS_CONSUMER, REQUESTS_CONSUMER, Topology};
 use checkout_shared::subjects;
 use checkout_shared::telemetry::SpanFlusher;
@@ -84,12 +85,17 @@ pub async fn run(
     let client =
         checkout_shared::connect::connect(&config.nats_url, "checkout-orchestrator", true).await?;
     let js = checkout_shared::connect::jetstream(client.clone());
-    streams::provision(&js, config.replicas).await?;
-    let catalog = Catalog::new(
+    let catalog = retry("provisioning JetStream", &shutdown, || async {
+        streams::provision(&js, config.replicas).await?;
         js.get_stream_no_info(streams::CATALOG_STREAM)
             .await
-            .map_err(|e| OrchestratorError::Catalog(e.to_string()))?,
-    );
+            .map_err(|e| OrchestratorError::Catalog(e.to_string()))
+    })
+    .await;
+    let Some(catalog) = catalog.map(Catalog::new) else {
+        pool.close().await;
+        return Ok(());
+    };
     let (executor, exported) =
         Executor::new(pool.clone(), client.clone(), flusher.clone(), config.timing);
     let confirmer = tokio::spawn({
@@ -160,7 +166,7 @@ async fn consume(
             let ack = if durable == REQUESTS_CONSUMER {
                 on_request(&ctx, &message).instrument(span.clone()).await
             } else {
-                on_reply(&ctx, &message, delivered >= def.max_deliver)
+                on_reply(&ctx, &message, delivered)
                     .instrument(span.clone())
                     .await
             };
@@ -186,7 +192,7 @@ async fn on_request(ctx: &Ctx, message: &jetstream::Message) -> AckKind {
         Ok(Err(rejection)) => return reject(ctx, message, rejection).await,
         Err(err) => {
             tracing::warn!(error = %err, "catalog unavailable; retrying the request");
-            return AckKind::Nak(Some(Duration::from_secs(1)));
+            return AckKind::Nak(Some(retry_delay(delivery(message))));
         }
     }
     let saga_id = request.checkout_id;
@@ -210,7 +216,7 @@ async fn on_request(ctx: &Ctx, message: &jetstream::Message) -> AckKind {
         }
         Err(err) => {
             tracing::warn!(%saga_id, error = %err, "could not start the saga; retrying");
-            AckKind::Nak(Some(Duration::from_secs(1)))
+            AckKind::Nak(Some(retry_delay(delivery(message))))
         }
     }
 }
@@ -246,7 +252,7 @@ async fn reject(ctx: &Ctx, message: &jetstream::Message, rejection: Rejection) -
 }
 
 /// A worker's reply: apply it to its saga.
-async fn on_reply(ctx: &Ctx, message: &jetstream::Message, last_delivery: bool) -> AckKind {
+async fn on_reply(ctx: &Ctx, message: &jetstream::Message, delivered: i64) -> AckKind {
     let decoded = Envelope::read(message.headers.as_ref())
         .map_err(|e| e.to_string())
         .and_then(|envelope| {
@@ -272,10 +278,9 @@ async fn on_reply(ctx: &Ctx, message: &jetstream::Message, last_delivery: bool) 
     };
     match ctx.executor.apply(reply.saga_id, input).await {
         Ok(_) | Err(ExecError::Publish(_)) => AckKind::Ack,
-        Err(err) if last_delivery => dead_letter(ctx, message, &format!("gave up: {err}")).await,
         Err(err) => {
             tracing::warn!(saga_id = %reply.saga_id, error = %err, "reply not applied; retrying");
-            AckKind::Nak(Some(Duration::from_millis(500)))
+            AckKind::Nak(Some(retry_delay(delivered)))
         }
     }
 }
@@ -317,6 +322,9 @@ async fn scan_deadlines(ctx: Arc<Ctx>, shutdown: CancellationToken) {
             }
         };
         for saga_id in due {
+            if shutdown.is_cancelled() {
+                return;
+            }
             let span = tracing::info_span!("saga deadline", saga.id = %saga_id);
             if let Err(err) = ctx
                 .executor
@@ -328,4 +336,16 @@ async fn scan_deadlines(ctx: Arc<Ctx>, shutdown: CancellationToken) {
             }
         }
     }
+}
+
+fn delivery(message: &jetstream::Message) -> i64 {
+    message.info().map(|i| i.delivered).unwrap_or(1)
+}
+
+/// Redelivery delay after a transient failure: doubling from half a second, at most 30 s.
+/// The orchestrator's consumers retry without limit, so a database outage delays sagas but
+/// never drops a checkout or a reply.
+fn retry_delay(delivered: i64) -> Duration {
+    let exp = u32::try_from(delivered.clamp(1, 7) - 1).unwrap_or(0);
+    (Duration::from_millis(500) * 2u32.pow(exp)).min(Duration::from_secs(30))
 }

@@ -143,7 +143,10 @@ pub async fn save(
     let finished = !row.state.status.is_active() && row.state.status != Status::Stuck;
     sqlx::query(
         "UPDATE saga.sagas SET status = $2, state = $3, version = $4, step_span_id = $5, \
-         step_started_at = $6, failed_span_id = $7, pending_spans = $8, deadline_at = $9, \
+         step_started_at = $6, failed_span_id = $7, \
+         pending_spans = CASE WHEN $8::jsonb IS NULL THEN pending_spans \
+                              ELSE coalesce(pending_spans, '[]'::jsonb) || $8::jsonb END, \
+         deadline_at = $9, \
          updated_at = $10, finished_at = CASE WHEN $11 THEN $10 ELSE NULL END, stuck_reason = $12 \
          WHERE saga_id = $1",
     )
@@ -238,7 +241,8 @@ pub async fn pending_spans(
         .collect())
 }
 
-/// Forgets pending spans whose export is confirmed, unless a later transition replaced them.
+/// Forgets pending spans whose export is confirmed, unless a later transition added more
+/// (those stay, and are confirmed with that transition's version).
 pub async fn clear_pending(pool: &PgPool, exported: &[(Uuid, i64)]) -> Result<(), sqlx::Error> {
     let ids: Vec<Uuid> = exported.iter().map(|(id, _)| *id).collect();
     let versions: Vec<i64> = exported.iter().map(|(_, v)| *v).collect();

@@ -123,11 +123,12 @@ async fn recovery_sends_the_command_a_recorded_transition_implied() {
         stop.clone(),
     ));
     let mut sent = Vec::new();
-    for _ in 0..50 {
+    for _ in 0..100 {
         sent = commands(&js, "checkout.cmd.inventory.>").await;
         if !sent.is_empty() {
             break;
         }
+        tokio::time::sleep(Duration::from_millis(200)).await;
     }
     assert_eq!(
         sent,

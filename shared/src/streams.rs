@@ -61,7 +61,9 @@ pub struct ConsumerDef {
     pub filter_subject: String,
     /// How long a delivery may stay unacknowledged before it is redelivered.
     pub ack_wait_secs: u64,
-    /// Deliveries before a message is given up on (and dead-lettered by its consumer).
+    /// Deliveries before a message is given up on (and dead-lettered by its consumer); -1
+    /// retries for as long as it takes (the orchestrator's consumers: a reply or a checkout
+    /// must never be dropped because the database was down for a while).
     pub max_deliver: i64,
     /// Bound on unacknowledged messages in flight.
     pub max_ack_pending: i64,

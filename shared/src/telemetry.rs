@@ -81,7 +81,7 @@ pub fn init(config: &TelemetryConfig) -> Result<Telemetry, TelemetryError> {
         LogFormat::Json => fmt
             .json()
             .with_current_span(true)
-            .with_span_list(false)
+            .with_span_list(true)
             .boxed(),
         LogFormat::Text => fmt.compact().boxed(),
     };
@@ -194,7 +194,7 @@ const FLUSH_WAIT: Duration = Duration::from_secs(2);
 /// Exports finished spans before a message leaves; concurrent requests share one flush.
 #[derive(Clone, Debug)]
 pub struct SpanFlusher {
-    requests: Option<mpsc::Sender<oneshot::Sender<()>>>,
+    requests: Option<mpsc::Sender<oneshot::Sender<bool>>>,
 }
 
 impl SpanFlusher {
@@ -207,7 +207,7 @@ impl SpanFlusher {
         let Some(provider) = provider else {
             return Self::disabled();
         };
-        let (tx, mut rx) = mpsc::channel::<oneshot::Sender<()>>(4_096);
+        let (tx, mut rx) = mpsc::channel::<oneshot::Sender<bool>>(4_096);
         tokio::spawn(async move {
             while let Some(first) = rx.recv().await {
                 let mut waiters = vec![first];
@@ -216,23 +216,26 @@ impl SpanFlusher {
                 }
                 let provider = provider.clone();
                 // force_flush blocks on the batch processor's thread; keep it off the runtime.
-                let _ = tokio::task::spawn_blocking(move || provider.force_flush()).await;
+                let flushed = tokio::task::spawn_blocking(move || provider.force_flush()).await;
+                let ok = matches!(flushed, Ok(Ok(())));
                 for waiter in waiters {
-                    let _ = waiter.send(());
+                    let _ = waiter.send(ok);
                 }
             }
         });
         SpanFlusher { requests: Some(tx) }
     }
 
-    /// Waits (boundedly) until every span finished before this call has been exported.
-    pub async fn flush(&self) {
+    /// Waits (boundedly) until every span finished before this call has been exported;
+    /// returns whether the export is known to have succeeded (always true when disabled).
+    pub async fn flush(&self) -> bool {
         let Some(requests) = &self.requests else {
-            return;
+            return true;
         };
         let (tx, rx) = oneshot::channel();
-        if requests.send(tx).await.is_ok() {
-            let _ = tokio::time::timeout(FLUSH_WAIT, rx).await;
+        if requests.send(tx).await.is_err() {
+            return false;
         }
+        matches!(tokio::time::timeout(FLUSH_WAIT, rx).await, Ok(Ok(true)))
     }
 }

@@ -121,8 +121,14 @@ async fn handle(ctx: &Context, message: &jetstream::Message, delivered: i64) -> 
         }
         Err(err) if delivered >= ctx.consumer.max_deliver => {
             let reason = format!("gave up after {delivered} deliveries: {err}");
-            let reply = failure_reply(&envelope, &msg_id, reason.clone());
-            dead_letter(reason, Some(reply))
+            // The refusal is recorded before it is told, so no later copy can still act; if
+            // even that fails, the saga is told nothing and its deadline undoes the step.
+            match handler::settle_as_refused(&ctx.pool, &ctx.handler, &envelope, reason.clone())
+                .await
+            {
+                Ok(reply) => dead_letter(reason, Some(outgoing(&reply, &msg_id))),
+                Err(_) => dead_letter(reason, None),
+            }
         }
         Err(err) => Settlement::Retry {
             after: retry_delay(delivered),

@@ -113,6 +113,9 @@ pub async fn apply_once(
     );
     async {
         let mut tx = pool.begin().await?;
+        // One saga's action and undo must not run side by side in this service: a charge and
+        // its refund would each miss the other's uncommitted row and both commit.
+        lock_saga(&mut tx, envelope.saga_id).await?;
         let stored: Option<serde_json::Value> = sqlx::query_scalar(AssertSqlSafe(format!(
             "SELECT reply FROM {schema}.processed_messages WHERE action_key = $1"
         )))
@@ -130,6 +133,7 @@ pub async fn apply_once(
                 // Undo whatever the refused action touched, and record only the refusal.
                 tx.rollback().await?;
                 tx = pool.begin().await?;
+                lock_saga(&mut tx, envelope.saga_id).await?;
                 Outcome::StepFailed { reason }
             }
             Err(ApplyError::Database(err)) => return Err(err),
@@ -161,4 +165,54 @@ pub async fn apply_once(
     }
     .instrument(db_span)
     .await
+}
+
+/// Serializes one saga's work in this service until the transaction ends.
+async fn lock_saga(conn: &mut PgConnection, saga_id: uuid::Uuid) -> Result<(), sqlx::Error> {
+    sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))")
+        .bind(saga_id.to_string())
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
+/// Records a refusal as the action's reply, unless a reply is already stored, and returns
+/// the reply that stands. Used when a command is given up on: from then on every copy of it
+/// gets this reply, so the effect can no longer happen behind the saga's back.
+pub async fn settle_as_refused(
+    pool: &PgPool,
+    handler: &Handler,
+    envelope: &Envelope,
+    reason: String,
+) -> Result<Reply, sqlx::Error> {
+    let schema = handler.schema();
+    let key = envelope.action_key();
+    let mut tx = pool.begin().await?;
+    lock_saga(&mut tx, envelope.saga_id).await?;
+    let stored: Option<serde_json::Value> = sqlx::query_scalar(AssertSqlSafe(format!(
+        "SELECT reply FROM {schema}.processed_messages WHERE action_key = $1"
+    )))
+    .bind(&key)
+    .fetch_optional(&mut *tx)
+    .await?;
+    if let Some(stored) = stored {
+        tx.commit().await?;
+        return serde_json::from_value(stored).map_err(|e| sqlx::Error::Decode(Box::new(e)));
+    }
+    let reply = Reply {
+        saga_id: envelope.saga_id,
+        step: envelope.step,
+        phase: envelope.phase,
+        outcome: Outcome::StepFailed { reason },
+    };
+    let json = serde_json::to_value(&reply).map_err(|e| sqlx::Error::Encode(Box::new(e)))?;
+    sqlx::query(AssertSqlSafe(format!(
+        "INSERT INTO {schema}.processed_messages (action_key, reply) VALUES ($1, $2)"
+    )))
+    .bind(&key)
+    .bind(json)
+    .execute(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    Ok(reply)
 }

@@ -6,6 +6,7 @@ use crate::error::WorkerError;
 use crate::handler::{Handler, schema_of};
 use crate::inventory;
 use checkout_shared::Step;
+use checkout_shared::shutdown::retry;
 use checkout_shared::streams::{self, Topology};
 use checkout_shared::telemetry::SpanFlusher;
 use sqlx::PgPool;
@@ -44,10 +45,20 @@ pub async fn run(
     migrate(&pool, config.kind).await?;
     let client = checkout_shared::connect::connect(&config.nats_url, &name, true).await?;
     let js = checkout_shared::connect::jetstream(client.clone());
-    streams::provision(&js, config.replicas).await?;
     if config.kind == Step::Inventory {
         inventory::seed(&pool, &config.seed_stock).await?;
-        publish_catalog(&js, &pool).await?;
+    }
+    let ready = retry("provisioning JetStream", &shutdown, || async {
+        streams::provision(&js, config.replicas).await?;
+        if config.kind == Step::Inventory {
+            publish_catalog(&js, &pool).await?;
+        }
+        Ok::<_, WorkerError>(())
+    })
+    .await;
+    if ready.is_none() {
+        pool.close().await;
+        return Ok(());
     }
     let topology = Topology::load()?;
     let ctx = consume::Context {

@@ -14,7 +14,7 @@ fn chaos_kills_every_kind_of_process_and_every_invariant_holds() {
             "--duration",
             "30",
             "--kill-every",
-            "2",
+            "1.5",
             "--seed",
             "7",
             "--json",
