@@ -334,3 +334,47 @@ async fn an_undo_that_fails_transiently_is_retried_until_it_succeeds_once() {
     assert_eq!(world.stock().await, 10, "released exactly once");
     world.finish(vec![worker]).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_charge_racing_its_refund_never_leaves_money_taken() {
+    let world = World::new().await;
+    world.migrate(Step::Payment).await;
+    let handler = handler::Handler::new(Step::Payment, Faults::default());
+    let sagas: Vec<Uuid> = (0..40).map(|_| Uuid::new_v4()).collect();
+    let mut races = Vec::new();
+    for saga in &sagas {
+        let charge = Command::ChargePayment {
+            customer_id: "c".into(),
+            payment_token: "tok_visa".into(),
+            amount_cents: 500,
+        };
+        for command in [charge, Command::RefundPayment] {
+            let (pool, handler, saga) = (world.pool.clone(), handler.clone(), *saga);
+            races.push(tokio::spawn(async move {
+                let (step, phase) = command.step_phase();
+                let envelope = Envelope::command(saga, step, phase);
+                handler::apply_once(&pool, &handler, &envelope, &command)
+                    .await
+                    .unwrap()
+            }));
+        }
+    }
+    for race in races {
+        race.await.unwrap();
+    }
+    for saga in sagas {
+        let net: i64 = sqlx::query_scalar(
+            "SELECT coalesce(sum(CASE kind WHEN 'charge' THEN amount_cents ELSE -amount_cents END), 0)::bigint \
+             FROM payment.ledger WHERE saga_id = $1",
+        )
+        .bind(saga)
+        .fetch_one(&world.pool)
+        .await
+        .unwrap();
+        assert_eq!(
+            net, 0,
+            "saga {saga}: a refund raced its charge and money stayed taken"
+        );
+    }
+    world.finish(vec![]).await;
+}
