@@ -378,3 +378,32 @@ async fn a_charge_racing_its_refund_never_leaves_money_taken() {
     }
     world.finish(vec![]).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_survives_its_database_connections_being_dropped() {
+    let world = World::new().await;
+    let worker = world.start(Step::Inventory);
+    let first = Uuid::new_v4();
+    world
+        .send(first, reserve(1), &format!("{first}.inventory.do"))
+        .await;
+    assert_eq!(world.replies(1).await.len(), 1);
+    // Every connection of the worker's pool is cut, as a database restart would.
+    let cut: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM (SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+         WHERE datname = current_database() AND pid <> pg_backend_pid()) t",
+    )
+    .fetch_one(&world.pool)
+    .await
+    .unwrap();
+    assert!(cut > 0, "the worker held connections");
+    let second = Uuid::new_v4();
+    world
+        .send(second, reserve(2), &format!("{second}.inventory.do"))
+        .await;
+    let replies = world.replies(1).await;
+    assert_eq!(replies.len(), 1, "the worker reconnects and goes on");
+    assert!(matches!(replies[0].outcome, Outcome::StepSucceeded { .. }));
+    assert_eq!(world.stock().await, 7);
+    world.finish(vec![worker]).await;
+}

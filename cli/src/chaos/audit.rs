@@ -126,7 +126,12 @@ pub async fn audit(
     let (incomplete, problems) = traces(pool, receiver).await?;
     report.incomplete_traces = incomplete;
     report.trace_problems = problems;
-    report.spans = receiver.spans().len();
+    let spans = receiver.spans();
+    report.spans = spans.len();
+    report.redelivered_process_spans = spans
+        .iter()
+        .filter(|s| s.attr("messaging.nats.delivery_count").is_some())
+        .count();
     Ok(report)
 }
 
@@ -325,6 +330,10 @@ pub fn print(report: &ChaosReport, kills: &[Kill], say: &impl Fn(String)) {
         say(format!("    {problem}"));
     }
     say(format!("{:<34} {:>10}", "spans received", report.spans));
+    say(format!(
+        "{:<34} {:>10}",
+        "  of redelivered messages", report.redelivered_process_spans
+    ));
     say(format!(
         "{:<34} {:>10}  {:?}",
         "kills", report.kills, report.kills_by_kind

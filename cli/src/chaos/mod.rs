@@ -95,6 +95,8 @@ pub struct ChaosReport {
     pub unclean_exits: Vec<String>,
     /// Spans received.
     pub spans: usize,
+    /// Process spans of redelivered messages (they carry `messaging.nats.delivery_count`).
+    pub redelivered_process_spans: usize,
     /// Wall-clock seconds of the whole run.
     pub elapsed_s: f64,
     /// Every invariant held.
