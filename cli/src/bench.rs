@@ -4,7 +4,6 @@
 use crate::client::Client;
 use crate::load::{Mix, checkout, drive};
 use crate::stack::{PrivateStack, StackOptions};
-use checkout_shared::telemetry::{self, LogFormat, TelemetryConfig};
 use clap::Args;
 use indicatif::ProgressBar;
 use rand::SeedableRng;
@@ -47,13 +46,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
         env,
     };
     let mut stack = PrivateStack::start(&options).await?;
-    let telemetry = telemetry::init(&TelemetryConfig {
-        service_name: "checkout-client".into(),
-        export: true,
-        log_format: LogFormat::Text,
-        default_filter: crate::common::CLIENT_FILTER.into(),
-        endpoint: Some(stack.receiver.endpoint()),
-    })?;
+    let telemetry = crate::common::client_telemetry(stack.receiver.endpoint())?;
     let flusher = if args.flush_before_send {
         telemetry.flusher()
     } else {
@@ -88,18 +81,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
         "{} checkouts, concurrency {}, {} worker(s) per kind, flush before send: {}",
         args.count, args.concurrency, args.workers_per_kind, args.flush_before_send
     );
-    println!(
-        "completed {}  compensated {}  failed {}",
-        report.completed, report.compensated, report.failed
-    );
-    println!(
-        "throughput {:.1} sagas/s over {:.1} s",
-        report.throughput_per_s, report.elapsed_s
-    );
-    println!(
-        "latency ms  p50 {:.1}  p90 {:.1}  p99 {:.1}  max {:.1}",
-        report.p50_ms, report.p90_ms, report.p99_ms, report.max_ms
-    );
+    crate::load::print_report(&report, args.concurrency);
     println!("spans received {spans}");
     if args.json {
         println!("{}", serde_json::to_string(&report)?);

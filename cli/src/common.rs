@@ -66,3 +66,14 @@ pub const SERVICE_FILTER: &str = "info,opentelemetry_sdk=warn,opentelemetry_otlp
 /// The log filter of client commands: warnings only, so their output stays readable.
 pub const CLIENT_FILTER: &str =
     "warn,opentelemetry_sdk=error,opentelemetry_otlp=error,h2=warn,tonic=warn";
+
+/// Telemetry of a command that drives a private stack: its spans go to that stack's receiver.
+pub fn client_telemetry(endpoint: String) -> anyhow::Result<Telemetry> {
+    Ok(telemetry::init(&TelemetryConfig {
+        service_name: "checkout-client".into(),
+        export: true,
+        log_format: LogFormat::Text,
+        default_filter: CLIENT_FILTER.into(),
+        endpoint: Some(endpoint),
+    })?)
+}

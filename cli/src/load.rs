@@ -212,7 +212,8 @@ pub async fn run(args: LoadArgs) -> anyhow::Result<ExitCode> {
     })
 }
 
-fn print_report(r: &LoadReport, concurrency: usize) {
+/// Prints the figures of a load.
+pub fn print_report(r: &LoadReport, concurrency: usize) {
     println!("sagas        {:>8}   (concurrency {concurrency})", r.sagas);
     println!("completed    {:>8}", r.completed);
     println!("compensated  {:>8}", r.compensated);

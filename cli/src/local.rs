@@ -145,18 +145,10 @@ impl LocalStack {
 
     /// Stops the services it started (SIGTERM, then SIGKILL after 15 s) and its nats-server.
     pub async fn down(&mut self) -> Vec<(String, Option<i32>)> {
-        let mut codes = Vec::new();
-        // Workers first would strand the orchestrator's last replies: stop it first.
-        for mut service in self.services.drain(..).rev() {
-            let name = service.name().to_owned();
-            let code =
-                tokio::task::spawn_blocking(move || service.terminate(Duration::from_secs(15)))
-                    .await
-                    .ok()
-                    .and_then(Result::ok)
-                    .flatten();
-            codes.push((name, code));
-        }
+        // Last started first: the orchestrator stops before the workers whose replies it awaits.
+        let services = std::mem::take(&mut self.services);
+        let codes =
+            checkout_harness::process::terminate_all(services, Duration::from_secs(15)).await;
         if let Some(receiver) = self.receiver.take() {
             receiver.shutdown().await;
         }

@@ -122,18 +122,8 @@ impl PrivateStack {
 
     /// Stops every service with SIGTERM; returns each one's exit code.
     pub async fn stop(&mut self) -> Vec<(String, Option<i32>)> {
-        let mut codes = Vec::new();
-        for mut service in self.services.drain(..).rev() {
-            let name = service.name().to_owned();
-            let code =
-                tokio::task::spawn_blocking(move || service.terminate(Duration::from_secs(20)))
-                    .await
-                    .ok()
-                    .and_then(Result::ok)
-                    .flatten();
-            codes.push((name, code));
-        }
-        codes
+        let services = std::mem::take(&mut self.services);
+        checkout_harness::process::terminate_all(services, Duration::from_secs(20)).await
     }
 
     /// Drops the database (keeps it when `keep`, for inspection).

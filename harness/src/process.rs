@@ -163,3 +163,19 @@ fn unix_secs() -> u64 {
         .duration_since(UNIX_EPOCH)
         .map_or(0, |elapsed| elapsed.as_secs())
 }
+
+/// Stops services with SIGTERM, the last started first, each given `grace` before SIGKILL;
+/// returns each one's name and exit code.
+pub async fn terminate_all(services: Vec<Service>, grace: Duration) -> Vec<(String, Option<i32>)> {
+    let mut codes = Vec::new();
+    for mut service in services.into_iter().rev() {
+        let name = service.name().to_owned();
+        let code = tokio::task::spawn_blocking(move || service.terminate(grace))
+            .await
+            .ok()
+            .and_then(Result::ok)
+            .flatten();
+        codes.push((name, code));
+    }
+    codes
+}

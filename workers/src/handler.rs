@@ -116,16 +116,10 @@ pub async fn apply_once(
         // One saga's action and undo must not run side by side in this service: a charge and
         // its refund would each miss the other's uncommitted row and both commit.
         lock_saga(&mut tx, envelope.saga_id).await?;
-        let stored: Option<serde_json::Value> = sqlx::query_scalar(AssertSqlSafe(format!(
-            "SELECT reply FROM {schema}.processed_messages WHERE action_key = $1"
-        )))
-        .bind(&key)
-        .fetch_optional(&mut *tx)
-        .await?;
-        if let Some(stored) = stored {
+        if let Some(stored) = stored_reply(&mut tx, schema, &key).await? {
             tx.commit().await?;
             tracing::info!(action_key = %key, "duplicate delivery: re-sending the stored reply");
-            return serde_json::from_value(stored).map_err(|e| sqlx::Error::Decode(Box::new(e)));
+            return Ok(stored);
         }
         let outcome = match handler.apply(&mut tx, envelope.saga_id, command).await {
             Ok(reference) => Outcome::StepSucceeded { reference },
@@ -167,6 +161,23 @@ pub async fn apply_once(
     .await
 }
 
+/// The reply already stored for an action, if it was performed (or refused) before.
+async fn stored_reply(
+    conn: &mut PgConnection,
+    schema: &'static str,
+    key: &str,
+) -> Result<Option<Reply>, sqlx::Error> {
+    let stored: Option<serde_json::Value> = sqlx::query_scalar(AssertSqlSafe(format!(
+        "SELECT reply FROM {schema}.processed_messages WHERE action_key = $1"
+    )))
+    .bind(key)
+    .fetch_optional(conn)
+    .await?;
+    stored
+        .map(|json| serde_json::from_value(json).map_err(|e| sqlx::Error::Decode(Box::new(e))))
+        .transpose()
+}
+
 /// Serializes one saga's work in this service until the transaction ends.
 async fn lock_saga(conn: &mut PgConnection, saga_id: uuid::Uuid) -> Result<(), sqlx::Error> {
     sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))")
@@ -189,15 +200,9 @@ pub async fn settle_as_refused(
     let key = envelope.action_key();
     let mut tx = pool.begin().await?;
     lock_saga(&mut tx, envelope.saga_id).await?;
-    let stored: Option<serde_json::Value> = sqlx::query_scalar(AssertSqlSafe(format!(
-        "SELECT reply FROM {schema}.processed_messages WHERE action_key = $1"
-    )))
-    .bind(&key)
-    .fetch_optional(&mut *tx)
-    .await?;
-    if let Some(stored) = stored {
+    if let Some(stored) = stored_reply(&mut tx, schema, &key).await? {
         tx.commit().await?;
-        return serde_json::from_value(stored).map_err(|e| sqlx::Error::Decode(Box::new(e)));
+        return Ok(stored);
     }
     let reply = Reply {
         saga_id: envelope.saga_id,

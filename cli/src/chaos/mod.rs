@@ -14,7 +14,6 @@ mod killer;
 use crate::client::Client;
 use crate::load::{Mix, checkout};
 use crate::stack::{PrivateStack, StackOptions};
-use checkout_shared::telemetry::{self, LogFormat, TelemetryConfig};
 use clap::Args;
 use rand::SeedableRng;
 use rand::rngs::StdRng;
@@ -125,13 +124,7 @@ pub async fn run(args: ChaosArgs) -> anyhow::Result<ExitCode> {
     say("chaos: starting a private nats-server, database, OTLP receiver and services ...".into());
     let stack = PrivateStack::start(&options).await?;
     say(format!("chaos: logs in {}", stack.log_dir.display()));
-    let telemetry = telemetry::init(&TelemetryConfig {
-        service_name: "checkout-client".into(),
-        export: true,
-        log_format: LogFormat::Text,
-        default_filter: crate::common::CLIENT_FILTER.into(),
-        endpoint: Some(stack.receiver.endpoint()),
-    })?;
+    let telemetry = crate::common::client_telemetry(stack.receiver.endpoint())?;
     let initial_stock = checkout_workers::inventory::stock(&stack.pool).await?;
     let client = Client::connect(&stack.nats.url(), telemetry.flusher()).await?;
     let pool = stack.pool.clone();
