@@ -28,6 +28,20 @@ pub struct Mix {
     /// Fraction of checkouts that ask for more than is in stock.
     #[arg(long, default_value_t = 0.0)]
     pub out_of_stock_rate: f64,
+    /// Distinct SKUs the successful checkouts buy from: 3 uses SKU-MUG, SKU-TEE and SKU-CAP
+    /// (the demo catalog); more uses SKU-0000, SKU-0001, ... (seed them, e.g. with
+    /// `checkout worker inventory --seed-stock`). Few SKUs measure contention on hot rows.
+    #[arg(long, default_value_t = 3)]
+    pub skus: usize,
+}
+
+/// The name of the `i`-th SKU of a catalog of `n`.
+pub fn sku_name(i: usize, n: usize) -> String {
+    if n <= 3 {
+        ["SKU-MUG", "SKU-TEE", "SKU-CAP"][i % 3].to_owned()
+    } else {
+        format!("SKU-{i:04}")
+    }
 }
 
 /// Options of `checkout load`.
@@ -91,11 +105,12 @@ pub fn checkout(rng: &mut StdRng, mix: &Mix) -> CheckoutRequested {
     } else if roll < mix.decline_rate + mix.order_fail_rate + mix.out_of_stock_rate {
         ("cust-load", "tok_visa", vec![line("SKU-RARE", 9_999)])
     } else {
-        let sku = ["SKU-MUG", "SKU-TEE", "SKU-CAP"][rng.random_range(0..3)];
+        let n = mix.skus.max(1);
+        let sku = sku_name(rng.random_range(0..n), n);
         (
             "cust-load",
             "tok_visa",
-            vec![line(sku, rng.random_range(1..=3))],
+            vec![line(&sku, rng.random_range(1..=3))],
         )
     };
     CheckoutRequested {

@@ -201,6 +201,7 @@ async fn publish(client: &Client, args: &ChaosArgs) -> (Vec<Uuid>, usize) {
         decline_rate: 0.15,
         order_fail_rate: 0.10,
         out_of_stock_rate: 0.05,
+        skus: 3,
     };
     let mut rng = StdRng::seed_from_u64(args.seed);
     let pace = Duration::from_secs_f64(args.duration / args.count.max(1) as f64);
