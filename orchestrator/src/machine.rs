@@ -151,15 +151,22 @@ impl SagaState {
         CHECKOUT[self.cursor.min(CHECKOUT.len() - 1)].step
     }
 
-    /// The JetStream message id of the current command: the action key, plus the generation
-    /// once the command had to be sent afresh.
+    /// The JetStream message id of the current command: the action key, then the generation
+    /// once the command had to be sent afresh, then the attempt once a deadline re-sent it.
+    ///
+    /// A re-send after a crash (same state) keeps the id, so JetStream drops it if the first
+    /// send got through. A deadline's re-send gets a new id: the first copy may be gone from
+    /// the work queue (consumed, its reply lost) while its id is still in the duplicate
+    /// window, and the worker answers a copy from its processed-message row anyway.
     pub fn msg_id(&self, saga_id: uuid::Uuid) -> String {
-        let key = format!("{saga_id}.{}.{}", self.step(), self.phase);
-        if self.generation == 0 {
-            key
-        } else {
-            format!("{key}.g{}", self.generation)
+        let mut id = format!("{saga_id}.{}.{}", self.step(), self.phase);
+        if self.generation > 0 {
+            id.push_str(&format!(".g{}", self.generation));
         }
+        if self.attempts > 0 {
+            id.push_str(&format!(".r{}", self.attempts));
+        }
+        id
     }
 
     /// Applies `input`. `None` means the input changes nothing: a duplicate or stale reply,

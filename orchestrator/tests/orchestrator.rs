@@ -189,15 +189,20 @@ async fn a_step_without_reply_is_resent_then_compensated_and_an_undo_without_rep
         "no reply to the refund either: stuck, for an operator"
     );
     let charges = commands(&js, "checkout.cmd.payment.charge").await;
+    let charge = format!("{saga_id}.payment.do");
     assert_eq!(
         charges,
-        vec![format!("{saga_id}.payment.do")],
-        "re-sends keep the id: JetStream stores one"
+        vec![
+            charge.clone(),
+            format!("{charge}.r1"),
+            format!("{charge}.r2")
+        ],
+        "each deadline re-sends the charge under a new id"
     );
     assert_eq!(
         commands(&js, "checkout.cmd.payment.refund").await.len(),
-        1,
-        "the charge may have happened: refund it"
+        3,
+        "the charge may have happened: refund it (sent three times, no reply)"
     );
     let row = store::get(&pool, saga_id).await.unwrap().unwrap();
     assert!(
@@ -210,7 +215,7 @@ async fn a_step_without_reply_is_resent_then_compensated_and_an_undo_without_rep
     let refunds = commands(&js, "checkout.cmd.payment.refund").await;
     assert_eq!(
         refunds.len(),
-        2,
+        4,
         "an operator retry sends the refund afresh, with a new id: {refunds:?}"
     );
     pool.close().await;

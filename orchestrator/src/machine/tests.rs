@@ -84,8 +84,8 @@ fn a_timed_out_step_is_resent_then_undone_itself() {
     assert!(resent.send && !resent.started);
     assert_eq!(
         resent.state.msg_id(Uuid::nil()),
-        state.msg_id(Uuid::nil()),
-        "re-sent with the same id"
+        format!("{}.r1", state.msg_id(Uuid::nil())),
+        "a deadline re-sends under a new id, so JetStream's duplicate window cannot drop it"
     );
     state = resent.state.next(&Input::Timeout, POLICY).unwrap().state;
     state = state.next(&Input::Timeout, POLICY).unwrap().state;
