@@ -12,8 +12,10 @@
 //! - [`saga`] declares the steps; [`machine`] is the pure state machine;
 //! - [`executor`] applies inputs to stored sagas; [`store`] is the saga row and log;
 //! - [`spans`] emits saga and step spans from stored ids, so they survive restarts;
-//! - [`service`] runs the consumers, the deadline scanner and recovery.
+//! - [`service`] runs the consumers, the deadline scanner and recovery;
+//! - [`dead_ends`] dead-letters messages JetStream gave up on.
 
+pub mod dead_ends;
 pub mod executor;
 pub mod machine;
 pub mod saga;

@@ -123,7 +123,12 @@ pub async fn run(
         shutdown.clone(),
     ));
     let deadlines = tokio::spawn(scan_deadlines(ctx.clone(), shutdown.clone()));
-    let _ = tokio::join!(requests, events, deadlines);
+    let dead_ends = tokio::spawn(crate::dead_ends::watch(
+        client.clone(),
+        js.clone(),
+        shutdown.clone(),
+    ));
+    let _ = tokio::join!(requests, events, deadlines, dead_ends);
     tracing::info!("stopped fetching; draining");
     drop(ctx);
     confirmer.abort();

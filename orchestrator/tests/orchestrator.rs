@@ -221,3 +221,93 @@ async fn a_step_without_reply_is_resent_then_compensated_and_an_undo_without_rep
     pool.close().await;
     db.drop_db().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_out_of_deliveries_is_moved_to_the_dead_letters() {
+    let (nats, db, pool, js) = setup().await;
+    let stop = CancellationToken::new();
+    let config = OrchestratorConfig {
+        nats_url: nats.url(),
+        database_url: db.url(),
+        concurrency: 4,
+        max_connections: 4,
+        replicas: 1,
+        timing: FAST,
+    };
+    let orchestrator = tokio::spawn(checkout_orchestrator::run(
+        config,
+        SpanFlusher::disabled(),
+        stop.clone(),
+    ));
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let mut headers = async_nats::HeaderMap::new();
+    headers.insert(MSG_ID, "poison.order.do");
+    js.publish_with_headers("checkout.cmd.order.create", headers, "{}".into())
+        .await
+        .unwrap()
+        .await
+        .unwrap();
+    // A worker that takes the message and dies every time, until JetStream gives up.
+    let topology = checkout_shared::streams::Topology::load().unwrap();
+    let def = topology.consumer("order").unwrap();
+    let consumer = checkout_shared::streams::bind_consumer(&js, def)
+        .await
+        .unwrap();
+    for _ in 0..def.max_deliver {
+        let mut batch = consumer
+            .fetch()
+            .max_messages(1)
+            .expires(Duration::from_secs(2))
+            .messages()
+            .await
+            .unwrap();
+        let message = futures::StreamExt::next(&mut batch).await.unwrap().unwrap();
+        message
+            .ack_with(jetstream::AckKind::Nak(None))
+            .await
+            .unwrap();
+    }
+    // The next pull is when JetStream notices the message is out of deliveries.
+    let mut batch = consumer
+        .fetch()
+        .max_messages(1)
+        .expires(Duration::from_secs(1))
+        .messages()
+        .await
+        .unwrap();
+    assert!(
+        futures::StreamExt::next(&mut batch).await.is_none(),
+        "not delivered again"
+    );
+    let dlq = js.get_stream("CHECKOUT_DLQ").await.unwrap();
+    let mut letter = None;
+    for _ in 0..50 {
+        if let Ok(found) = dlq
+            .get_last_raw_message_by_subject("checkout.dlq.checkout.cmd.order.create")
+            .await
+        {
+            letter = Some(found);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let letter = letter.expect("the message reached the dead letters");
+    let reason = letter
+        .headers
+        .get(checkout_shared::envelope::REASON)
+        .map(|v| v.as_str().to_owned())
+        .unwrap_or_default();
+    assert!(reason.contains("gave up after 10 deliveries"), "{reason}");
+    assert!(
+        commands(&js, "checkout.cmd.order.>").await.is_empty(),
+        "removed from the queue"
+    );
+    stop.cancel();
+    tokio::time::timeout(Duration::from_secs(20), orchestrator)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    pool.close().await;
+    db.drop_db().await.unwrap();
+}
