@@ -62,10 +62,10 @@ impl TelemetryArgs {
 }
 
 /// The log filter of services: info, with the telemetry pipeline's own chatter quiet.
-pub const SERVICE_FILTER: &str = "info,opentelemetry_sdk=warn,opentelemetry_otlp=warn,h2=warn,tonic=warn,async_nats=warn,sqlx=warn";
+pub const SERVICE_FILTER: &str = "info,opentelemetry_sdk=error,opentelemetry-otlp=error,h2=warn,tonic=warn,async_nats=warn,sqlx=warn";
 /// The log filter of client commands: warnings only, so their output stays readable.
 pub const CLIENT_FILTER: &str =
-    "warn,opentelemetry_sdk=error,opentelemetry_otlp=error,h2=warn,tonic=warn";
+    "warn,opentelemetry_sdk=off,opentelemetry-otlp=off,opentelemetry_otlp=off,h2=warn,tonic=warn";
 
 /// Telemetry of a command that drives a private stack: its spans go to that stack's receiver.
 pub fn client_telemetry(endpoint: String) -> anyhow::Result<Telemetry> {

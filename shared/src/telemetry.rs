@@ -19,6 +19,8 @@ use opentelemetry_sdk::trace::{
     BatchConfigBuilder, BatchSpanProcessor, IdGenerator, RandomIdGenerator, SdkTracerProvider,
 };
 use std::cell::Cell;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
 use tracing_subscriber::layer::SubscriberExt;
@@ -195,12 +197,18 @@ const FLUSH_WAIT: Duration = Duration::from_secs(2);
 #[derive(Clone, Debug)]
 pub struct SpanFlusher {
     requests: Option<mpsc::Sender<oneshot::Sender<bool>>>,
+    /// Set while exports fail (no collector): senders then stop waiting for them, so a missing
+    /// collector costs traces, never throughput. The next successful flush clears it.
+    failing: Arc<AtomicBool>,
 }
 
 impl SpanFlusher {
     /// A flusher that does nothing, for processes that do not export.
     pub fn disabled() -> Self {
-        SpanFlusher { requests: None }
+        SpanFlusher {
+            requests: None,
+            failing: Arc::default(),
+        }
     }
 
     fn start(provider: Option<SdkTracerProvider>) -> Self {
@@ -208,6 +216,8 @@ impl SpanFlusher {
             return Self::disabled();
         };
         let (tx, mut rx) = mpsc::channel::<oneshot::Sender<bool>>(4_096);
+        let failing = Arc::new(AtomicBool::new(false));
+        let flag = failing.clone();
         tokio::spawn(async move {
             while let Some(first) = rx.recv().await {
                 let mut waiters = vec![first];
@@ -218,12 +228,16 @@ impl SpanFlusher {
                 // force_flush blocks on the batch processor's thread; keep it off the runtime.
                 let flushed = tokio::task::spawn_blocking(move || provider.force_flush()).await;
                 let ok = matches!(flushed, Ok(Ok(())));
+                flag.store(!ok, Ordering::Relaxed);
                 for waiter in waiters {
                     let _ = waiter.send(ok);
                 }
             }
         });
-        SpanFlusher { requests: Some(tx) }
+        SpanFlusher {
+            requests: Some(tx),
+            failing,
+        }
     }
 
     /// Waits (boundedly) until every span finished before this call has been exported;
@@ -233,6 +247,11 @@ impl SpanFlusher {
             return true;
         };
         let (tx, rx) = oneshot::channel();
+        if self.failing.load(Ordering::Relaxed) {
+            // Still ask, so that a collector coming back is noticed, but do not wait.
+            let _ = requests.try_send(tx);
+            return false;
+        }
         if requests.send(tx).await.is_err() {
             return false;
         }
