@@ -4,9 +4,8 @@
 //! from its work queue. The saga it belongs to is looked after by its deadline.
 
 use async_nats::jetstream;
-use checkout_shared::envelope::{MSG_ID, REASON};
-use checkout_shared::messaging::{self, Outgoing};
-use checkout_shared::subjects;
+use checkout_shared::envelope::MSG_ID;
+use checkout_shared::messaging;
 use futures::StreamExt;
 use serde::Deserialize;
 use tokio_util::sync::CancellationToken;
@@ -68,21 +67,19 @@ async fn bury(
         dead.consumer, dead.deliveries
     );
     tracing::error!(subject = %message.subject, %reason, "dead-lettering message");
-    let mut headers = message.headers.clone();
-    let origin = headers.get(MSG_ID).map(|v| v.as_str().to_owned());
-    let msg_id = format!(
-        "dlq.{}",
-        origin.unwrap_or_else(|| format!("{}.{}", dead.stream, dead.stream_seq))
+    let key = message
+        .headers
+        .get(MSG_ID)
+        .map(|v| v.as_str().to_owned())
+        .unwrap_or_else(|| format!("{}.{}", dead.stream, dead.stream_seq));
+    let payload = message.payload.clone();
+    let letter = messaging::dead_letter(
+        &message.subject,
+        &key,
+        Some(&message.headers),
+        payload,
+        &reason,
     );
-    headers.insert(MSG_ID, msg_id.as_str());
-    headers.insert(REASON, reason.as_str());
-    headers.insert("Saga-Origin-Subject", message.subject.as_str());
-    let letter = Outgoing {
-        subject: subjects::dead_letter(&message.subject),
-        msg_id,
-        headers,
-        payload: message.payload.clone(),
-    };
     messaging::send(js, letter).await?;
     stream.delete_message(dead.stream_seq).await?;
     Ok(())

@@ -84,12 +84,30 @@ impl Executor {
         &self.pool
     }
 
-    /// Starts a saga for an accepted checkout. A duplicate request changes nothing.
+    /// Starts a saga for an accepted checkout: records it, then sends its first command. A
+    /// duplicate request changes nothing.
     pub async fn start(
         &self,
         data: SagaData,
         parent: &opentelemetry::Context,
     ) -> Result<bool, ExecError> {
+        let Some(row) = self.record_start(data, parent).await? else {
+            return Ok(false);
+        };
+        self.lifecycle(&row, LifecycleKind::Started, None, String::new())
+            .await;
+        self.send_current(&row).await?;
+        Ok(true)
+    }
+
+    /// Records a new saga (row and log, one transaction) without sending anything: what a
+    /// crash between the commit and the first publish leaves, for recovery to finish.
+    /// `None` when the saga already exists.
+    pub async fn record_start(
+        &self,
+        data: SagaData,
+        parent: &opentelemetry::Context,
+    ) -> Result<Option<SagaRow>, ExecError> {
         use opentelemetry::trace::TraceContextExt;
         let saga_id = data.request.checkout_id;
         let parent_sc = parent.span().span_context().clone();
@@ -130,13 +148,10 @@ impl Executor {
         let mut tx = self.pool.begin().await?;
         if !store::insert(&mut tx, &row, &write).await? {
             tx.rollback().await?;
-            return Ok(false);
+            return Ok(None);
         }
         tx.commit().await?;
-        self.lifecycle(&row, LifecycleKind::Started, None, String::new())
-            .await;
-        self.send_current(&row).await?;
-        Ok(true)
+        Ok(Some(row))
     }
 
     /// Applies `input` to a saga; returns its status afterwards (None if unknown).

@@ -10,8 +10,8 @@ use async_nats::jetstream::{self, AckKind};
 use bytes::Bytes;
 use checkout_shared::envelope::{self, Envelope};
 use checkout_shared::messages::Reply;
-use checkout_shared::messaging::{self, Outgoing};
-use checkout_shared::pull::pull_loop;
+use checkout_shared::messaging;
+use checkout_shared::pull::{pull_loop, redelivery_delay};
 use checkout_shared::shutdown::retry;
 use checkout_shared::streams::{self, EVENTS_CONSUMER, REQUESTS_CONSUMER, Topology};
 use checkout_shared::subjects;
@@ -152,7 +152,7 @@ async fn consume(
     let js = ctx.js.clone();
     pull_loop(&js, &def, concurrency, shutdown, |message| {
         let ctx = ctx.clone();
-        let def = def.clone();
+        let def = &def;
         async move {
             let delivered = message.info().map(|i| i.delivered).unwrap_or(1);
             let msg_id = message
@@ -230,23 +230,25 @@ async fn reject(ctx: &Ctx, message: &jetstream::Message, rejection: Rejection) -
     let reason = rejection.to_string();
     messaging::mark_error(&tracing::Span::current(), &reason);
     tracing::warn!(kind = rejection.kind(), %reason, "checkout rejected");
-    let mut headers = message.headers.clone().unwrap_or_default();
     let seq = message.info().map(|i| i.stream_sequence).unwrap_or(0);
-    let msg_id = format!("rejected.{seq}");
-    headers.insert(envelope::MSG_ID, msg_id.as_str());
-    headers.insert(envelope::REASON, reason.as_str());
-    headers.insert("Saga-Reason-Kind", rejection.kind());
     let mut payload = message.payload.clone();
     if payload.len() > checkout_shared::messages::MAX_REQUEST_BYTES {
         // Keep the evidence, not the whole oversized body.
         payload = Bytes::copy_from_slice(&payload[..1024]);
     }
-    let outgoing = Outgoing {
-        subject: subjects::REJECTED.to_owned(),
-        msg_id,
+    let headers = message.headers.as_ref();
+    let subject = subjects::REJECTED.to_owned();
+    let mut outgoing = messaging::set_aside(
+        subject,
+        format!("rejected.{seq}"),
+        &message.subject,
         headers,
         payload,
-    };
+        &reason,
+    );
+    outgoing
+        .headers
+        .insert("Saga-Reason-Kind", rejection.kind());
     match messaging::send(&ctx.js, outgoing).await {
         Ok(()) => AckKind::Ack,
         Err(err) => {
@@ -293,17 +295,16 @@ async fn on_reply(ctx: &Ctx, message: &jetstream::Message, delivered: i64) -> Ac
 async fn dead_letter(ctx: &Ctx, message: &jetstream::Message, reason: &str) -> AckKind {
     messaging::mark_error(&tracing::Span::current(), reason);
     tracing::error!(subject = %message.subject, %reason, "dead-lettering message");
-    let mut headers = message.headers.clone().unwrap_or_default();
     let seq = message.info().map(|i| i.stream_sequence).unwrap_or(0);
-    let msg_id = format!("dlq.{}.{seq}", message.subject);
-    headers.insert(envelope::MSG_ID, msg_id.as_str());
-    headers.insert(envelope::REASON, reason);
-    let outgoing = Outgoing {
-        subject: subjects::dead_letter(&message.subject),
-        msg_id,
-        headers,
-        payload: message.payload.clone(),
-    };
+    let key = format!("{}.{seq}", message.subject);
+    let payload = message.payload.clone();
+    let outgoing = messaging::dead_letter(
+        &message.subject,
+        &key,
+        message.headers.as_ref(),
+        payload,
+        reason,
+    );
     match messaging::send(&ctx.js, outgoing).await {
         Ok(()) => AckKind::Term,
         Err(_) => AckKind::Nak(Some(Duration::from_secs(1))),
@@ -351,6 +352,9 @@ fn delivery(message: &jetstream::Message) -> i64 {
 /// The orchestrator's consumers retry without limit, so a database outage delays sagas but
 /// never drops a checkout or a reply.
 fn retry_delay(delivered: i64) -> Duration {
-    let exp = u32::try_from(delivered.clamp(1, 7) - 1).unwrap_or(0);
-    (Duration::from_millis(500) * 2u32.pow(exp)).min(Duration::from_secs(30))
+    redelivery_delay(
+        delivered,
+        Duration::from_millis(500),
+        Duration::from_secs(30),
+    )
 }

@@ -29,14 +29,19 @@ impl SagaTrace {
     /// A context whose active span is `span_id` of this trace, for parenting children of a
     /// span that has not been emitted yet.
     pub fn context_of(&self, span_id: SpanId) -> Context {
-        let flags = if self.sampled {
-            TraceFlags::SAMPLED
-        } else {
-            TraceFlags::default()
-        };
-        let sc = SpanContext::new(self.trace_id, span_id, flags, true, TraceState::default());
-        Context::new().with_remote_span_context(sc)
+        remote_context(self.trace_id, span_id, self.sampled)
     }
+}
+
+/// A context whose active span is the (possibly not yet emitted) span `span_id`.
+fn remote_context(trace_id: TraceId, span_id: SpanId, sampled: bool) -> Context {
+    let flags = if sampled {
+        TraceFlags::SAMPLED
+    } else {
+        TraceFlags::default()
+    };
+    let sc = SpanContext::new(trace_id, span_id, flags, true, TraceState::default());
+    Context::new().with_remote_span_context(sc)
 }
 
 /// A finished span, stored until its export is confirmed.
@@ -76,14 +81,8 @@ pub fn emit(planned: &PlannedSpan) {
         tracing::warn!(span = %planned.name, "stored span has invalid ids; not emitted");
         return;
     };
-    let trace = SagaTrace {
-        trace_id,
-        parent_span_id: None,
-        saga_span_id: span_id,
-        sampled: true,
-    };
     let parent = match planned.parent_span_id.as_deref().map(SpanId::from_hex) {
-        Some(Ok(parent)) => trace.context_of(parent),
+        Some(Ok(parent)) => remote_context(trace_id, parent, true),
         _ => Context::new(),
     };
     let tracer = global::tracer("checkout-saga");

@@ -7,14 +7,13 @@
 use async_nats::jetstream;
 use checkout_harness::{NatsServer, TestDb};
 use checkout_orchestrator::executor::{Executor, Timing};
-use checkout_orchestrator::machine::{Input, SagaState, Status};
+use checkout_orchestrator::machine::{Input, Status};
 use checkout_orchestrator::saga::SagaData;
-use checkout_orchestrator::spans::SagaTrace;
-use checkout_orchestrator::store::{self, SagaRow, Write};
+use checkout_orchestrator::store;
 use checkout_orchestrator::{OrchestratorConfig, store::migrate};
 use checkout_shared::envelope::MSG_ID;
 use checkout_shared::messages::{CheckoutRequested, LineItem, Outcome};
-use checkout_shared::telemetry::{SpanFlusher, new_span_id, new_trace_id};
+use checkout_shared::telemetry::SpanFlusher;
 use checkout_shared::{Phase, Step};
 use sqlx::PgPool;
 use std::time::Duration;
@@ -38,6 +37,24 @@ fn data() -> SagaData {
         payment_token: "tok".into(),
         amount_cents: 10,
     })
+}
+
+/// Deadlines far enough away that only recovery can send.
+const SLOW: Timing = Timing {
+    step_timeout: Duration::from_secs(3_600),
+    max_step_timeout: Duration::from_secs(3_600),
+    max_attempts: 3,
+};
+
+fn config(nats: &NatsServer, db: &TestDb) -> OrchestratorConfig {
+    OrchestratorConfig {
+        nats_url: nats.url(),
+        database_url: db.url(),
+        concurrency: 4,
+        max_connections: 4,
+        replicas: 1,
+        timing: FAST,
+    }
 }
 
 async fn setup() -> (NatsServer, TestDb, PgPool, jetstream::Context) {
@@ -78,45 +95,19 @@ async fn commands(js: &jetstream::Context, subject: &str) -> Vec<String> {
 async fn recovery_sends_the_command_a_recorded_transition_implied() {
     let (nats, db, pool, js) = setup().await;
     // What an orchestrator leaves behind when killed after its commit, before its publish.
-    let transition = SagaState::start(data());
-    let saga_id = transition.state.data.request.checkout_id;
-    let now = chrono::Utc::now();
-    let row = SagaRow {
-        saga_id,
-        state: transition.state,
-        version: 1,
-        trace: SagaTrace {
-            trace_id: new_trace_id(),
-            parent_span_id: None,
-            saga_span_id: new_span_id(),
-            sampled: true,
-        },
-        step_span_id: new_span_id(),
-        step_started_at: now,
-        failed_span_id: None,
-        started_at: now,
-        updated_at: now,
-        stuck_reason: None,
-    };
-    let write = Write {
-        log: transition.log,
-        pending_spans: vec![],
-        deadline_at: Some(now + chrono::Duration::hours(1)),
-    };
-    let mut tx = pool.begin().await.unwrap();
-    assert!(store::insert(&mut tx, &row, &write).await.unwrap());
-    tx.commit().await.unwrap();
+    let client = async_nats::connect(nats.url()).await.unwrap();
+    let (recorder, _exported) = Executor::new(pool.clone(), client, SpanFlusher::disabled(), SLOW);
+    let data = data();
+    let saga_id = data.request.checkout_id;
+    let recorded = recorder
+        .record_start(data, &opentelemetry::Context::new())
+        .await
+        .unwrap();
+    assert!(recorded.is_some());
     assert!(commands(&js, "checkout.cmd.inventory.>").await.is_empty());
 
     let stop = CancellationToken::new();
-    let config = OrchestratorConfig {
-        nats_url: nats.url(),
-        database_url: db.url(),
-        concurrency: 4,
-        max_connections: 4,
-        replicas: 1,
-        timing: FAST,
-    };
+    let config = config(&nats, &db);
     let orchestrator = tokio::spawn(checkout_orchestrator::run(
         config,
         SpanFlusher::disabled(),
@@ -226,14 +217,7 @@ async fn a_step_without_reply_is_resent_then_compensated_and_an_undo_without_rep
 async fn a_message_out_of_deliveries_is_moved_to_the_dead_letters() {
     let (nats, db, pool, js) = setup().await;
     let stop = CancellationToken::new();
-    let config = OrchestratorConfig {
-        nats_url: nats.url(),
-        database_url: db.url(),
-        concurrency: 4,
-        max_connections: 4,
-        replicas: 1,
-        timing: FAST,
-    };
+    let config = config(&nats, &db);
     let orchestrator = tokio::spawn(checkout_orchestrator::run(
         config,
         SpanFlusher::disabled(),

@@ -22,6 +22,8 @@ pub const SAGA_PHASE: &str = "Saga-Phase";
 pub const MSG_TYPE: &str = "Saga-Msg-Type";
 /// Why a message was rejected or dead-lettered.
 pub const REASON: &str = "Saga-Reason";
+/// The subject a rejected or dead-lettered message was first published on.
+pub const ORIGIN_SUBJECT: &str = "Saga-Origin-Subject";
 
 /// One step of the checkout saga, in the order the saga runs them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, PartialOrd, Ord)]

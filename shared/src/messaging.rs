@@ -6,8 +6,8 @@
 //! [`crate::telemetry::SpanFlusher`]): a span that a message names as its parent must exist
 //! even if the sender is killed the moment after.
 
-use crate::propagation;
 use crate::telemetry::SpanFlusher;
+use crate::{envelope, propagation};
 use async_nats::HeaderMap;
 use async_nats::jetstream::{self, message::PublishMessage};
 use bytes::Bytes;
@@ -58,6 +58,49 @@ pub fn stamp_producer_span(
     propagation::inject(&cx, headers);
     cx.span().end();
     cx
+}
+
+/// A copy of a message set aside on `subject` (the dead letters, the rejections): its headers
+/// and body, with the reason in `Saga-Reason`, the subject it came from, and `msg_id` as its
+/// de-duplication id, so setting the same message aside twice stores it once.
+pub fn set_aside(
+    subject: String,
+    msg_id: String,
+    origin_subject: &str,
+    headers: Option<&HeaderMap>,
+    payload: Bytes,
+    reason: &str,
+) -> Outgoing {
+    let mut headers = headers.cloned().unwrap_or_default();
+    headers.insert(envelope::MSG_ID, msg_id.as_str());
+    headers.insert(envelope::REASON, reason);
+    headers.insert(envelope::ORIGIN_SUBJECT, origin_subject);
+    Outgoing {
+        subject,
+        msg_id,
+        headers,
+        payload,
+    }
+}
+
+/// A message's dead letter on `checkout.dlq.<origin subject>`; `key` identifies the original
+/// (its `Nats-Msg-Id`, or its stream and sequence).
+pub fn dead_letter(
+    origin_subject: &str,
+    key: &str,
+    headers: Option<&HeaderMap>,
+    payload: Bytes,
+    reason: &str,
+) -> Outgoing {
+    let subject = crate::subjects::dead_letter(origin_subject);
+    set_aside(
+        subject,
+        format!("dlq.{key}"),
+        origin_subject,
+        headers,
+        payload,
+        reason,
+    )
 }
 
 /// Why a publish did not reach the stream.

@@ -66,3 +66,24 @@ async fn open(
         .messages()
         .await?)
 }
+
+/// Redelivery delay after a transient failure on the `delivered`-th delivery: `base`,
+/// doubling with each delivery, at most `cap`.
+pub fn redelivery_delay(delivered: i64, base: Duration, cap: Duration) -> Duration {
+    let doublings = u32::try_from(delivered.clamp(1, 17) - 1).unwrap_or(0);
+    base.saturating_mul(1 << doublings).min(cap)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn redelivery_delays_double_and_are_capped() {
+        let delay = |n| redelivery_delay(n, Duration::from_millis(100), Duration::from_secs(1));
+        assert_eq!(delay(0), Duration::from_millis(100));
+        assert_eq!(delay(1), Duration::from_millis(100));
+        assert_eq!(delay(3), Duration::from_millis(400));
+        assert_eq!(delay(i64::MAX), Duration::from_secs(1));
+    }
+}

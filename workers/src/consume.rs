@@ -11,7 +11,7 @@ use bytes::Bytes;
 use checkout_shared::envelope::{self, Envelope, MsgType};
 use checkout_shared::messages::{CommandMessage, Outcome, Reply};
 use checkout_shared::messaging::{self, Outgoing};
-use checkout_shared::pull::pull_loop;
+use checkout_shared::pull::{pull_loop, redelivery_delay};
 use checkout_shared::streams::ConsumerDef;
 use checkout_shared::subjects;
 use checkout_shared::telemetry::SpanFlusher;
@@ -50,7 +50,8 @@ pub async fn run(ctx: Context, concurrency: usize, shutdown: CancellationToken) 
 pub async fn process(ctx: &Context, message: jetstream::Message) {
     let delivered = message.info().map(|info| info.delivered).unwrap_or(1);
     let subject = message.subject.to_string();
-    let msg_id = header(&message, envelope::MSG_ID).unwrap_or_default();
+    // Without an id, the stream position stands in, so distinct messages get distinct replies.
+    let msg_id = header(&message, envelope::MSG_ID).unwrap_or_else(|| stream_position(&message));
     let span = messaging::consumer_span(
         &subject,
         message.headers.as_ref(),
@@ -59,7 +60,7 @@ pub async fn process(ctx: &Context, message: jetstream::Message) {
         delivered,
     );
     let settlement = {
-        let work = handle(ctx, &message, delivered).instrument(span.clone());
+        let work = handle(ctx, &message, &msg_id, delivered).instrument(span.clone());
         tokio::pin!(work);
         // Long work (injected latency) must not outlive ack_wait and be redelivered meanwhile.
         let ack_wait = Duration::from_secs(ctx.consumer.ack_wait_secs);
@@ -77,14 +78,12 @@ pub async fn process(ctx: &Context, message: jetstream::Message) {
     settle(ctx, message, settlement).await;
 }
 
-async fn handle(ctx: &Context, message: &jetstream::Message, delivered: i64) -> Settlement {
-    // Without an id, the stream position stands in, so distinct messages get distinct replies.
-    let msg_id = header(message, envelope::MSG_ID).unwrap_or_else(|| {
-        format!(
-            "seq.{}",
-            message.info().map(|i| i.stream_sequence).unwrap_or(0)
-        )
-    });
+async fn handle(
+    ctx: &Context,
+    message: &jetstream::Message,
+    msg_id: &str,
+    delivered: i64,
+) -> Settlement {
     let envelope = match Envelope::read(message.headers.as_ref()) {
         Ok(envelope) => envelope,
         Err(err) => return dead_letter(format!("unreadable envelope: {err}"), None),
@@ -106,7 +105,7 @@ async fn handle(ctx: &Context, message: &jetstream::Message, delivered: i64) -> 
         Err(reason) => {
             let reply = failure_reply(
                 &envelope,
-                &msg_id,
+                msg_id,
                 format!("undeliverable command: {reason}"),
             );
             return dead_letter(reason, Some(reply));
@@ -117,7 +116,7 @@ async fn handle(ctx: &Context, message: &jetstream::Message, delivered: i64) -> 
             if let Outcome::StepFailed { reason } = &reply.outcome {
                 tracing::info!(saga_id = %envelope.saga_id, %reason, "step refused");
             }
-            Settlement::Reply(outgoing(&reply, &msg_id))
+            Settlement::Reply(outgoing(&reply, msg_id))
         }
         Err(err) if delivered >= ctx.consumer.max_deliver => {
             let reason = format!("gave up after {delivered} deliveries: {err}");
@@ -126,7 +125,7 @@ async fn handle(ctx: &Context, message: &jetstream::Message, delivered: i64) -> 
             match handler::settle_as_refused(&ctx.pool, &ctx.handler, &envelope, reason.clone())
                 .await
             {
-                Ok(reply) => dead_letter(reason, Some(outgoing(&reply, &msg_id))),
+                Ok(reply) => dead_letter(reason, Some(outgoing(&reply, msg_id))),
                 Err(_) => dead_letter(reason, None),
             }
         }
@@ -192,8 +191,11 @@ fn outgoing(reply: &Reply, command_msg_id: &str) -> Outgoing {
 }
 
 fn retry_delay(delivered: i64) -> Duration {
-    let exp = u32::try_from(delivered.clamp(1, 8) - 1).unwrap_or(0);
-    (Duration::from_millis(200) * 2u32.pow(exp)).min(Duration::from_secs(10))
+    redelivery_delay(
+        delivered,
+        Duration::from_millis(200),
+        Duration::from_secs(10),
+    )
 }
 
 async fn settle(ctx: &Context, message: jetstream::Message, settlement: Settlement) {
@@ -234,24 +236,23 @@ async fn settle(ctx: &Context, message: jetstream::Message, settlement: Settleme
 }
 
 fn dead_letter_message(message: &jetstream::Message, reason: &str) -> Outgoing {
-    let mut headers = message.headers.clone().unwrap_or_default();
-    let origin_id = header(message, envelope::MSG_ID).unwrap_or_else(|| {
-        message
-            .info()
-            .map(|i| i.stream_sequence)
-            .unwrap_or(0)
-            .to_string()
-    });
-    let msg_id = format!("dlq.{origin_id}");
-    headers.insert(envelope::MSG_ID, msg_id.as_str());
-    headers.insert(envelope::REASON, reason);
-    headers.insert("Saga-Origin-Subject", message.subject.as_str());
-    Outgoing {
-        subject: subjects::dead_letter(&message.subject),
-        msg_id,
-        headers,
-        payload: message.payload.clone(),
-    }
+    let key = header(message, envelope::MSG_ID).unwrap_or_else(|| stream_position(message));
+    let payload = message.payload.clone();
+    messaging::dead_letter(
+        &message.subject,
+        &key,
+        message.headers.as_ref(),
+        payload,
+        reason,
+    )
+}
+
+/// `seq.<n>`: stands in for a message id that is missing.
+fn stream_position(message: &jetstream::Message) -> String {
+    format!(
+        "seq.{}",
+        message.info().map(|i| i.stream_sequence).unwrap_or(0)
+    )
 }
 
 fn header(message: &jetstream::Message, name: &str) -> Option<String> {

@@ -87,26 +87,33 @@ fn assert_whole(spans: &[ReceivedSpan], saga_id: &str, services: &[&str]) {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_completed_checkout_is_one_whole_trace() {
+/// Runs one checkout of one `(sku, amount)` on a fresh stack, checks it ends as `expected`
+/// and that its trace is whole; returns the stack and the trace.
+async fn whole_trace_of(
+    customer: &str,
+    (sku, amount): (&str, i64),
+    expected: &str,
+) -> (Stack, Vec<ReceivedSpan>) {
     let stack = Stack::start(Options::default()).await;
     let client = stack.client().await;
-    let checkout = request("cust-t", "tok_visa", &[("SKU-MUG", 1)], 700);
+    let checkout = request(customer, "tok_visa", &[(sku, 1)], amount);
     let (outcome, trace_id) = stack.checkout(&client, &checkout).await;
-    assert_eq!(outcome, "completed");
+    assert_eq!(outcome, expected);
     let spans = trace_with(&trace_id, "saga checkout").await;
-    let saga_id = checkout.checkout_id.to_string();
-    assert_whole(
-        &spans,
-        &saga_id,
-        &[
-            "checkout-client",
-            "orchestrator",
-            "inventory",
-            "payment",
-            "order",
-        ],
-    );
+    let services = [
+        "checkout-client",
+        "orchestrator",
+        "inventory",
+        "payment",
+        "order",
+    ];
+    assert_whole(&spans, &checkout.checkout_id.to_string(), &services);
+    (stack, spans)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_completed_checkout_is_one_whole_trace() {
+    let (stack, spans) = whole_trace_of("cust-t", ("SKU-MUG", 700), "completed").await;
     for step in [
         "step inventory.reserve",
         "step payment.charge",
@@ -125,24 +132,7 @@ async fn a_completed_checkout_is_one_whole_trace() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_compensated_checkout_is_one_whole_trace_with_a_span_per_compensation() {
-    let stack = Stack::start(Options::default()).await;
-    let client = stack.client().await;
-    let checkout = request("order-fails-t", "tok_visa", &[("SKU-TEE", 1)], 800);
-    let (outcome, trace_id) = stack.checkout(&client, &checkout).await;
-    assert_eq!(outcome, "compensated");
-    let spans = trace_with(&trace_id, "saga checkout").await;
-    let saga_id = checkout.checkout_id.to_string();
-    assert_whole(
-        &spans,
-        &saga_id,
-        &[
-            "checkout-client",
-            "orchestrator",
-            "inventory",
-            "payment",
-            "order",
-        ],
-    );
+    let (stack, spans) = whole_trace_of("order-fails-t", ("SKU-TEE", 800), "compensated").await;
     let failed = named(&spans, "step order.create");
     assert_eq!(failed.len(), 1);
     assert!(failed[0].error, "the failing step has error status");
