@@ -15,6 +15,7 @@ use crate::client::Client;
 use crate::load::{Mix, checkout};
 use crate::stack::{PrivateStack, StackOptions};
 use clap::Args;
+use indicatif::{ProgressBar, ProgressStyle};
 use rand::SeedableRng;
 use rand::rngs::StdRng;
 use serde::Serialize;
@@ -197,6 +198,15 @@ pub async fn run(args: ChaosArgs) -> anyhow::Result<ExitCode> {
 
 /// Publishes the checkouts paced over the duration, retrying through broker restarts.
 async fn publish(client: &Client, args: &ChaosArgs) -> (Vec<Uuid>, usize) {
+    let progress = if args.json {
+        ProgressBar::hidden()
+    } else {
+        ProgressBar::new(args.count as u64)
+    };
+    progress.set_style(
+        ProgressStyle::with_template("{bar:40} {pos}/{len} checkouts published  eta {eta}")
+            .unwrap_or_else(|_| ProgressStyle::default_bar()),
+    );
     let mix = Mix {
         decline_rate: 0.15,
         order_fail_rate: 0.10,
@@ -213,11 +223,13 @@ async fn publish(client: &Client, args: &ChaosArgs) -> (Vec<Uuid>, usize) {
         tokio::time::sleep_until(begin + pace * u32::try_from(i).unwrap_or(u32::MAX)).await;
         let request = checkout(&mut rng, &mix);
         let client = client.clone();
+        let progress = progress.clone();
         // Publishes overlap so that a broker outage delays the schedule, not the pace.
         tasks.spawn(async move {
             let deadline = tokio::time::Instant::now() + Duration::from_secs(90);
             while tokio::time::Instant::now() < deadline {
                 if client.publish(&request).await.is_ok() {
+                    progress.inc(1);
                     return Some(request.checkout_id);
                 }
                 tokio::time::sleep(Duration::from_millis(250)).await;
@@ -231,5 +243,6 @@ async fn publish(client: &Client, args: &ChaosArgs) -> (Vec<Uuid>, usize) {
             _ => failures += 1,
         }
     }
+    progress.finish_and_clear();
     (published, failures)
 }
