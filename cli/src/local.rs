@@ -43,7 +43,7 @@ impl LocalStack {
             .await
         {
             Ok(client) => {
-                say(format!("nats        using {nats_url}"));
+                say(format!("nats         using {nats_url}"));
                 drop(client);
                 None
             }
@@ -51,22 +51,22 @@ impl LocalStack {
                 let server = NatsServer::start_async().await?;
                 nats_url = server.url();
                 say(format!(
-                    "nats        none at the configured URL; started a private nats-server at {nats_url}"
+                    "nats         none at the configured URL; started a private nats-server at {nats_url}"
                 ));
                 Some(server)
             }
         };
         ensure_database(database_url).await?;
-        say(format!("postgres    using {}", redact(database_url)));
+        say(format!("postgres     using {}", redact(database_url)));
         let own_collector =
             std::env::var_os("OTEL_EXPORTER_OTLP_ENDPOINT").is_none() && !listening(OTLP_PORT);
         let receiver = if own_collector {
             let receiver =
                 OtlpReceiver::start_on(SocketAddr::from(([127, 0, 0, 1], OTLP_PORT))).await?;
-            say("traces      no collector on :4317; the demo receives the spans itself and prints each trace".into());
+            say("traces       no collector on :4317; the demo receives the spans itself and prints each trace".into());
             Some(receiver)
         } else {
-            say("traces      exporting over OTLP to the collector on :4317".into());
+            say("traces       exporting over OTLP to the collector on :4317".into());
             None
         };
         let log_dir = std::env::temp_dir().join(format!("checkout-demo-{}", std::process::id()));
@@ -101,7 +101,7 @@ impl LocalStack {
         for (name, args, durable) in wanted {
             if pulling(&js, durable).await {
                 say(format!(
-                    "{name:<12}already running (its consumer has waiting pulls)"
+                    "{name:<13}already running (its consumer has waiting pulls)"
                 ));
                 continue;
             }
@@ -114,7 +114,7 @@ impl LocalStack {
             ];
             let service = Service::spawn(name, &exe, &args, &envs, &self.log_dir)?;
             say(format!(
-                "{name:<12}started (pid {}), log {}",
+                "{name:<13}started (pid {}), log {}",
                 service.pid().unwrap_or(0),
                 service.log_path().display()
             ));
