@@ -30,9 +30,14 @@ pub struct OrchestratorArgs {
     /// The longest wait for one reply, in seconds, however many re-sends.
     #[arg(long, env = "MAX_STEP_TIMEOUT_SECS", default_value_t = 60.0)]
     max_step_timeout_secs: f64,
-    /// Sends of one command before the saga compensates (or, for an undo, is marked stuck).
+    /// Sends of an action before the saga undoes it. An undo is re-sent until it succeeds,
+    /// at most every --max-step-timeout-secs.
     #[arg(long, env = "STEP_MAX_ATTEMPTS", default_value_t = 5)]
     step_max_attempts: u32,
+    /// Seconds an undo may go without success before its saga is flagged stuck (listed by
+    /// `checkout stuck`); its retries go on.
+    #[arg(long, env = "STUCK_AFTER_SECS", default_value_t = 300.0)]
+    stuck_after_secs: f64,
     /// Stream replicas (3 on a three-node cluster).
     #[arg(long, env = "STREAM_REPLICAS", default_value_t = 1)]
     replicas: usize,
@@ -111,6 +116,7 @@ pub async fn orchestrator(args: OrchestratorArgs) -> anyhow::Result<ExitCode> {
             step_timeout: Duration::from_secs_f64(args.step_timeout_secs),
             max_step_timeout: Duration::from_secs_f64(args.max_step_timeout_secs),
             max_attempts: args.step_max_attempts.max(1),
+            stuck_after: Duration::from_secs_f64(args.stuck_after_secs),
         },
     };
     let result = checkout_orchestrator::run(

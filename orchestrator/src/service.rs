@@ -320,7 +320,7 @@ async fn scan_deadlines(ctx: Arc<Ctx>, shutdown: CancellationToken) {
             _ = shutdown.cancelled() => return,
             _ = tick.tick() => {}
         }
-        let due = match store::due(ctx.executor.pool(), 256).await {
+        let due = match ctx.executor.due(256).await {
             Ok(due) => due,
             Err(err) => {
                 tracing::warn!(error = %err, "deadline scan failed");
@@ -334,7 +334,7 @@ async fn scan_deadlines(ctx: Arc<Ctx>, shutdown: CancellationToken) {
             let span = tracing::info_span!("saga deadline", saga.id = %saga_id);
             if let Err(err) = ctx
                 .executor
-                .apply(saga_id, Input::Timeout)
+                .time_out(saga_id)
                 .instrument(span)
                 .await
             {
