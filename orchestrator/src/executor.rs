@@ -86,7 +86,11 @@ impl Executor {
         flusher: SpanFlusher,
         timing: Timing,
     ) -> (Self, mpsc::Receiver<(Uuid, i64)>) {
-        Executor::with(PgStore::new(pool), NatsTransport::new(nats, flusher), timing)
+        Executor::with(
+            PgStore::new(pool),
+            NatsTransport::new(nats, flusher),
+            timing,
+        )
     }
 
     /// The database pool.
@@ -261,8 +265,7 @@ impl<S: SagaStore, T: Transport> Executor<S, T> {
             Status::Stuck => {}
             _ => after.stuck_reason = None,
         }
-        let deadline_at =
-            (t.send || t.rearm).then(|| self.deadline(now, after.state.attempts));
+        let deadline_at = (t.send || t.rearm).then(|| self.deadline(now, after.state.attempts));
         (
             after,
             Write {
@@ -380,7 +383,9 @@ impl<S: SagaStore, T: Transport> Executor<S, T> {
         match serde_json::to_vec(&event) {
             Ok(payload) => {
                 let subject = subjects::lifecycle(row.saga_id, kind.as_str());
-                self.transport.lifecycle(subject, Bytes::from(payload)).await;
+                self.transport
+                    .lifecycle(subject, Bytes::from(payload))
+                    .await;
             }
             // Watchers are best-effort (the saga row is the truth), but a bug is not hidden.
             Err(err) => tracing::error!(error = %err, "lifecycle event not serialisable"),

@@ -332,12 +332,7 @@ async fn scan_deadlines(ctx: Arc<Ctx>, shutdown: CancellationToken) {
                 return;
             }
             let span = tracing::info_span!("saga deadline", saga.id = %saga_id);
-            if let Err(err) = ctx
-                .executor
-                .time_out(saga_id)
-                .instrument(span)
-                .await
-            {
+            if let Err(err) = ctx.executor.time_out(saga_id).instrument(span).await {
                 tracing::warn!(%saga_id, error = %err, "timeout not applied; will retry");
             }
         }

@@ -132,10 +132,7 @@ pub fn step_span(row: &SagaRow, finished: &Finished, now: DateTime<Utc>) -> Plan
     let step = CHECKOUT[finished.cursor].step.name();
     let (name, link) = match finished.phase {
         Phase::Do => (format!("step {step}"), None),
-        Phase::Undo => (
-            format!("compensate {step}"),
-            row.failed_span_id.map(hex),
-        ),
+        Phase::Undo => (format!("compensate {step}"), row.failed_span_id.map(hex)),
     };
     let outcome = match &finished.result {
         Ok(()) if finished.phase == Phase::Undo => "compensated",

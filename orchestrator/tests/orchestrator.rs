@@ -140,8 +140,7 @@ async fn recovery_sends_the_command_a_recorded_transition_implied() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_step_without_reply_is_undone_and_an_undo_without_reply_is_flagged_but_never_given_up()
-{
+async fn a_step_without_reply_is_undone_and_an_undo_without_reply_is_flagged_but_never_given_up() {
     let (nats, db, pool, js) = setup().await;
     let client = async_nats::connect(nats.url()).await.unwrap();
     let (executor, _exported) = Executor::new(pool.clone(), client, SpanFlusher::disabled(), FAST);
@@ -193,8 +192,15 @@ async fn a_step_without_reply_is_undone_and_an_undo_without_reply_is_flagged_but
     );
     let row = store::get(&pool, saga_id).await.unwrap().unwrap();
     let reason = row.stuck_reason.unwrap_or_default();
-    assert!(reason.contains("payment undo has not succeeded"), "{reason}");
-    assert_eq!(store::stuck(&pool).await.unwrap().len(), 1, "listed as stuck");
+    assert!(
+        reason.contains("payment undo has not succeeded"),
+        "{reason}"
+    );
+    assert_eq!(
+        store::stuck(&pool).await.unwrap().len(),
+        1,
+        "listed as stuck"
+    );
 
     // Flagged, yet never given up on: its deadline keeps re-sending the refund.
     let flagged_at = commands(&js, "checkout.cmd.payment.refund").await.len();
@@ -208,11 +214,18 @@ async fn a_step_without_reply_is_undone_and_an_undo_without_reply_is_flagged_but
         "a stuck saga's undo is still re-sent: {refunds:?}"
     );
     let retried = executor.apply(saga_id, Input::OperatorRetry).await.unwrap();
-    assert_eq!(retried, Some(Status::Stuck), "flagged until the undo succeeds");
+    assert_eq!(
+        retried,
+        Some(Status::Stuck),
+        "flagged until the undo succeeds"
+    );
     let after_retry = commands(&js, "checkout.cmd.payment.refund").await;
     assert_eq!(after_retry.len(), refunds.len() + 1, "sent now");
     assert_eq!(
-        after_retry.iter().collect::<std::collections::BTreeSet<_>>().len(),
+        after_retry
+            .iter()
+            .collect::<std::collections::BTreeSet<_>>()
+            .len(),
         after_retry.len(),
         "every send has its own id: {after_retry:?}"
     );

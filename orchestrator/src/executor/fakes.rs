@@ -102,7 +102,7 @@ impl SagaStore for MemStore {
         let Some(before) = stored.row.clone() else {
             return Ok(None);
         };
-        if only_if_due && !stored.deadline.is_some_and(|d| d < now) {
+        if only_if_due && stored.deadline.is_none_or(|d| d >= now) {
             return Ok(Some(Locked {
                 before,
                 planned: None,

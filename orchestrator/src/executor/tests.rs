@@ -166,7 +166,13 @@ impl World {
                 for due in self.executor.due(16).await.unwrap_or_default() {
                     let _ = self
                         .executor
-                        .apply_at(due, Input::Timeout { waited: Duration::ZERO }, self.clock.now())
+                        .apply_at(
+                            due,
+                            Input::Timeout {
+                                waited: Duration::ZERO,
+                            },
+                            self.clock.now(),
+                        )
                         .await;
                 }
             }
@@ -232,9 +238,10 @@ fn run(refuse: Option<Step>, script: Vec<Event>) -> Result<(), TestCaseError> {
             ),
         }
         prop_assert!(refuse.is_none() || status == Status::Compensated);
-        let undo_refused = world.seen.iter().any(|r| {
-            r.phase == Phase::Undo && matches!(r.outcome, Outcome::StepFailed { .. })
-        });
+        let undo_refused = world
+            .seen
+            .iter()
+            .any(|r| r.phase == Phase::Undo && matches!(r.outcome, Outcome::StepFailed { .. }));
         prop_assert!(!undo_refused, "an undo was refused");
         Ok(())
     })

@@ -174,7 +174,10 @@ fn a_failed_undo_reply_is_not_a_decision() {
     let t = reply(&state, no("undeliverable"));
     assert_eq!(t.state.status, Status::Compensating);
     assert!(t.finished.is_none(), "the undo did not end");
-    assert!(!t.send && t.rearm, "tried again at the next deadline, not in a loop");
+    assert!(
+        !t.send && t.rearm,
+        "tried again at the next deadline, not in a loop"
+    );
     assert_ne!(t.state.msg_id(Uuid::nil()), state.msg_id(Uuid::nil()));
 }
 
