@@ -15,6 +15,7 @@ use checkout_shared::pull::{pull_loop, redelivery_delay};
 use checkout_shared::shutdown::retry;
 use checkout_shared::streams::{self, EVENTS_CONSUMER, REQUESTS_CONSUMER, Topology};
 use checkout_shared::subjects;
+use checkout_shared::supervise;
 use checkout_shared::telemetry::SpanFlusher;
 use sqlx::postgres::PgPoolOptions;
 use std::sync::Arc;
@@ -60,6 +61,9 @@ pub enum OrchestratorError {
     /// Recovery failed.
     #[error("recovery: {0}")]
     Recover(#[from] ExecError),
+    /// One of the service's tasks panicked or stopped while it was meant to run.
+    #[error(transparent)]
+    Task(#[from] checkout_shared::supervise::TaskFailed),
 }
 
 struct Ctx {
@@ -122,13 +126,27 @@ pub async fn run(
         config.concurrency,
         shutdown.clone(),
     ));
-    let deadlines = tokio::spawn(scan_deadlines(ctx.clone(), shutdown.clone()));
-    let dead_ends = tokio::spawn(crate::dead_ends::watch(
-        client.clone(),
-        js.clone(),
-        shutdown.clone(),
-    ));
-    let _ = tokio::join!(requests, events, deadlines, dead_ends);
+    let deadlines = tokio::spawn({
+        let (ctx, shutdown) = (ctx.clone(), shutdown.clone());
+        async move {
+            scan_deadlines(ctx, shutdown).await;
+            Ok(())
+        }
+    });
+    let dead_ends = tokio::spawn({
+        let (client, js, shutdown) = (client.clone(), js.clone(), shutdown.clone());
+        async move {
+            crate::dead_ends::watch(client, js, shutdown).await;
+            Ok(())
+        }
+    });
+    let tasks = vec![
+        ("checkout requests", requests),
+        ("worker replies", events),
+        ("deadline scanner", deadlines),
+        ("dead-end watcher", dead_ends),
+    ];
+    let stopped = supervise::join_all(tasks, &shutdown).await;
     tracing::info!("stopped fetching; draining");
     drop(ctx);
     confirmer.abort();
@@ -136,6 +154,7 @@ pub async fn run(
         tracing::warn!(error = %err, "draining the NATS connection");
     }
     pool.close().await;
+    stopped?;
     Ok(())
 }
 
@@ -144,11 +163,12 @@ async fn consume(
     durable: &'static str,
     concurrency: usize,
     shutdown: CancellationToken,
-) {
-    let Ok(def) = ctx.topology.consumer(durable).cloned() else {
-        tracing::error!(durable, "consumer missing from the topology");
-        return;
-    };
+) -> Result<(), String> {
+    let def = ctx
+        .topology
+        .consumer(durable)
+        .cloned()
+        .map_err(|err| format!("consumer {durable}: {err}"))?;
     let js = ctx.js.clone();
     pull_loop(&js, &def, concurrency, shutdown, |message| {
         let ctx = ctx.clone();
@@ -182,6 +202,7 @@ async fn consume(
         }
     })
     .await;
+    Ok(())
 }
 
 /// A new checkout: validate, then start its saga or reject it.

@@ -22,6 +22,7 @@ pub mod shutdown;
 pub mod span_groups;
 pub mod streams;
 pub mod subjects;
+pub mod supervise;
 pub mod telemetry;
 
 pub use envelope::{Envelope, EnvelopeError, MsgType, Phase, Step};
