@@ -211,7 +211,8 @@ impl SagaState {
             }
             (Phase::Do, Outcome::StepFailed { reason }) => {
                 // The step said no, so it did not happen: undo the steps before it.
-                next.compensate_from(self.cursor, reason, self.finished(Err(reason.clone())))
+                let reason = reason.to_string();
+                next.compensate_from(self.cursor, &reason, self.finished(Err(reason.clone())))
             }
             (Phase::Undo, Outcome::StepSucceeded { .. }) => {
                 let finished = self.finished(Ok(()));
@@ -219,6 +220,7 @@ impl SagaState {
                 next.undo_next(log, finished)
             }
             (Phase::Undo, Outcome::StepFailed { reason }) => {
+                let reason = reason.to_string();
                 // An undo must eventually succeed: send it afresh until the bound.
                 next.attempts += 1;
                 next.generation += 1;

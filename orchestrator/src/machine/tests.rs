@@ -1,5 +1,5 @@
 use super::*;
-use checkout_shared::messages::{CheckoutRequested, LineItem};
+use checkout_shared::messages::{CheckoutRequested, LineItem, Refusal, RefusalCode};
 use proptest::prelude::*;
 use std::collections::{BTreeMap, BTreeSet};
 use uuid::Uuid;
@@ -25,9 +25,9 @@ fn ok() -> Outcome {
     }
 }
 
-fn no(reason: &str) -> Outcome {
+fn no(code: RefusalCode, message: &str) -> Outcome {
     Outcome::StepFailed {
-        reason: reason.into(),
+        reason: Refusal::new(code, message),
     }
 }
 
@@ -55,10 +55,10 @@ fn every_step_succeeding_completes() {
 #[test]
 fn a_declined_payment_releases_the_stock_only() {
     let state = reply(&SagaState::start(data()).state, ok()).state;
-    let declined = reply(&state, no("card declined"));
+    let declined = reply(&state, no(RefusalCode::CardDeclined, "card declined"));
     assert_eq!(
         declined.finished.as_ref().map(|f| f.result.clone()),
-        Some(Err("card declined".into()))
+        Some(Err("card_declined: card declined".into()))
     );
     let state = declined.state;
     assert_eq!(
@@ -67,12 +67,18 @@ fn a_declined_payment_releases_the_stock_only() {
     );
     let state = reply(&state, ok()).state;
     assert_eq!(state.status, Status::Compensated);
-    assert_eq!(state.failure.as_deref(), Some("card declined"));
+    assert_eq!(
+        state.failure.as_deref(),
+        Some("card_declined: card declined")
+    );
 }
 
 #[test]
 fn a_failure_at_the_first_step_has_nothing_to_undo() {
-    let t = reply(&SagaState::start(data()).state, no("out of stock"));
+    let t = reply(
+        &SagaState::start(data()).state,
+        no(RefusalCode::OutOfStock, "out of stock"),
+    );
     assert_eq!(t.state.status, Status::Compensated);
     assert!(!t.send);
 }
@@ -117,7 +123,7 @@ fn stale_and_duplicate_replies_change_nothing() {
 fn an_undo_without_reply_gets_stuck_and_an_operator_can_retry() {
     let mut state = reply(
         &reply(&SagaState::start(data()).state, ok()).state,
-        no("declined"),
+        no(RefusalCode::CardDeclined, "declined"),
     )
     .state;
     for _ in 0..POLICY.max_attempts {
@@ -154,7 +160,9 @@ impl World {
         }
         *self.applied.entry((step, phase)).or_default() += 1;
         let outcome = match phase {
-            Phase::Do if self.tombstones.contains(&step) || refuse == Some(step) => no("no"),
+            Phase::Do if self.tombstones.contains(&step) || refuse == Some(step) => {
+                no(RefusalCode::CancelledBeforeDone, "no")
+            }
             Phase::Do => {
                 self.effects.insert(step);
                 ok()
