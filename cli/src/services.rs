@@ -149,6 +149,7 @@ pub async fn worker(args: WorkerArgs) -> anyhow::Result<ExitCode> {
             latency: Duration::from_millis(args.latency_ms),
         },
         seed_stock: parse_stock(&args.seed_stock)?,
+        consumer: None,
     };
     let result = checkout_workers::run(
         config,

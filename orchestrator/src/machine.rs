@@ -229,7 +229,8 @@ impl SagaState {
             }
             (Phase::Do, Outcome::StepFailed { reason }) => {
                 // The step said no, so it did not happen: undo the steps before it.
-                next.compensate_from(self.cursor, reason, self.finished(Err(reason.clone())))
+                let reason = reason.to_string();
+                next.compensate_from(self.cursor, &reason, self.finished(Err(reason.clone())))
             }
             (Phase::Undo, Outcome::StepSucceeded { .. }) => {
                 let finished = self.finished(Ok(()));

@@ -2,7 +2,7 @@
 //! conditional decrement, and the schema forbids negative stock.
 
 use crate::error::ApplyError;
-use checkout_shared::messages::LineItem;
+use checkout_shared::messages::{LineItem, Refusal, RefusalCode};
 use sqlx::{PgConnection, PgPool};
 use uuid::Uuid;
 
@@ -14,8 +14,15 @@ pub async fn reserve(
     items: &[LineItem],
 ) -> Result<Uuid, ApplyError> {
     if let Some(state) = reservation_state(conn, saga_id).await? {
-        return Err(ApplyError::Refused(format!(
-            "reservation already {state} for this saga"
+        // 'void' is the tombstone of a release that came first; 'released' is the same
+        // decision made after a reservation whose record was cleared.
+        let code = match state.as_str() {
+            "held" => RefusalCode::AlreadyDone,
+            _ => RefusalCode::CancelledBeforeDone,
+        };
+        return Err(ApplyError::Refused(Refusal::new(
+            code,
+            format!("reservation already {state} for this saga"),
         )));
     }
     // Lock rows in one order so that concurrent carts sharing SKUs cannot deadlock.
@@ -37,11 +44,14 @@ pub async fn reserve(
                     .fetch_optional(&mut *conn)
                     .await?;
             return Err(ApplyError::Refused(match known {
-                Some(available) => format!(
-                    "out of stock: {} wants {}, {available} available",
-                    line.sku, line.quantity
+                Some(available) => Refusal::new(
+                    RefusalCode::OutOfStock,
+                    format!(
+                        "{} wants {}, {available} available",
+                        line.sku, line.quantity
+                    ),
                 ),
-                None => format!("unknown sku {}", line.sku),
+                None => Refusal::new(RefusalCode::UnknownSku, format!("unknown sku {}", line.sku)),
             }));
         }
     }

@@ -13,7 +13,7 @@ use crate::spans::PlannedSpan;
 use crate::store::{SagaRow, Write};
 use bytes::Bytes;
 use checkout_shared::envelope::Envelope;
-use checkout_shared::messages::{CommandMessage, Outcome, Reply};
+use checkout_shared::messages::{CommandMessage, Outcome, Refusal, RefusalCode, Reply};
 use checkout_shared::messaging::{Outgoing, PublishFailed};
 use checkout_shared::{Phase, Step};
 use chrono::{DateTime, Utc};
@@ -251,6 +251,6 @@ impl Workers {
 }
 
 /// A business "no".
-fn refusal() -> String {
-    "no".into()
+fn refusal() -> Refusal {
+    Refusal::new(RefusalCode::CardDeclined, "no")
 }

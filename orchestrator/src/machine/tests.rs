@@ -1,5 +1,5 @@
 use super::*;
-use checkout_shared::messages::{CheckoutRequested, LineItem};
+use checkout_shared::messages::{CheckoutRequested, LineItem, Refusal, RefusalCode};
 use std::collections::BTreeSet;
 use std::time::Duration;
 use uuid::Uuid;
@@ -35,9 +35,9 @@ fn ok() -> Outcome {
     }
 }
 
-fn no(reason: &str) -> Outcome {
+fn no(code: RefusalCode, message: &str) -> Outcome {
     Outcome::StepFailed {
-        reason: reason.into(),
+        reason: Refusal::new(code, message),
     }
 }
 
@@ -65,10 +65,10 @@ fn every_step_succeeding_completes() {
 #[test]
 fn a_declined_payment_releases_the_stock_only() {
     let state = reply(&SagaState::start(data()).state, ok()).state;
-    let declined = reply(&state, no("card declined"));
+    let declined = reply(&state, no(RefusalCode::CardDeclined, "card declined"));
     assert_eq!(
         declined.finished.as_ref().map(|f| f.result.clone()),
-        Some(Err("card declined".into()))
+        Some(Err("card_declined: card declined".into()))
     );
     let state = declined.state;
     assert_eq!(
@@ -77,12 +77,18 @@ fn a_declined_payment_releases_the_stock_only() {
     );
     let state = reply(&state, ok()).state;
     assert_eq!(state.status, Status::Compensated);
-    assert_eq!(state.failure.as_deref(), Some("card declined"));
+    assert_eq!(
+        state.failure.as_deref(),
+        Some("card_declined: card declined")
+    );
 }
 
 #[test]
 fn a_failure_at_the_first_step_has_nothing_to_undo() {
-    let t = reply(&SagaState::start(data()).state, no("out of stock"));
+    let t = reply(
+        &SagaState::start(data()).state,
+        no(RefusalCode::OutOfStock, "out of stock"),
+    );
     assert_eq!(t.state.status, Status::Compensated);
     assert!(!t.send);
 }
@@ -127,7 +133,7 @@ fn stale_and_duplicate_replies_change_nothing() {
 fn an_undo_is_never_given_up_flagged_stuck_once_and_an_operator_can_hurry_it() {
     let mut state = reply(
         &reply(&SagaState::start(data()).state, ok()).state,
-        no("declined"),
+        no(RefusalCode::CardDeclined, "declined"),
     )
     .state;
     let mut ids = BTreeSet::new();
@@ -168,10 +174,10 @@ fn an_undo_is_never_given_up_flagged_stuck_once_and_an_operator_can_hurry_it() {
 fn a_failed_undo_reply_is_not_a_decision() {
     let state = reply(
         &reply(&SagaState::start(data()).state, ok()).state,
-        no("declined"),
+        no(RefusalCode::CardDeclined, "declined"),
     )
     .state;
-    let t = reply(&state, no("undeliverable"));
+    let t = reply(&state, no(RefusalCode::Undeliverable, "undeliverable"));
     assert_eq!(t.state.status, Status::Compensating);
     assert!(t.finished.is_none(), "the undo did not end");
     assert!(
