@@ -7,6 +7,7 @@ mod bad_input;
 mod chaos;
 mod compose;
 mod crash;
+mod outage;
 mod outcomes;
 mod race;
 mod support;

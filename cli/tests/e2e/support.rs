@@ -170,7 +170,7 @@ impl Stack {
         stack
     }
 
-    fn db_url(&self) -> String {
+    pub fn db_url(&self) -> String {
         self.db.as_ref().map(TestDb::url).unwrap_or_default()
     }
 
