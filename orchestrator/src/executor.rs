@@ -180,6 +180,7 @@ impl Executor {
         let (after, write) = self.plan(&before, &transition, now);
         store::save(&mut tx, &after, &write).await?;
         tx.commit().await?;
+        crate::observe::committed(&before, &after, &transition);
         self.carry_out(&before, &after, &transition, &write).await?;
         Ok(Some(after.state.status))
     }

@@ -13,11 +13,13 @@
 //! - [`executor`] applies inputs to stored sagas; [`store`] is the saga row and log;
 //! - [`spans`] emits saga and step spans from stored ids, so they survive restarts;
 //! - [`service`] runs the consumers, the deadline scanner and recovery;
-//! - [`dead_ends`] dead-letters messages JetStream gave up on.
+//! - [`dead_ends`] dead-letters messages JetStream gave up on;
+//! - [`observe`] records the metrics and log lines of committed transitions.
 
 pub mod dead_ends;
 pub mod executor;
 pub mod machine;
+pub mod observe;
 pub mod saga;
 pub mod service;
 pub mod spans;

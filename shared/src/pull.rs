@@ -42,7 +42,12 @@ pub async fn pull_loop<F, Fut>(
             .take_until(shutdown.cancelled())
             .for_each_concurrent(concurrency, |message| async {
                 match message {
-                    Ok(message) => handle(message).await,
+                    Ok(message) => {
+                        let subject = message.subject.clone();
+                        let begun = std::time::Instant::now();
+                        handle(message).await;
+                        crate::metrics::get().consumed(&subject, &def.durable, begun.elapsed());
+                    }
                     Err(err) => {
                         tracing::warn!(consumer = %def.durable, error = %err, "pull failed; retrying")
                     }

@@ -11,6 +11,7 @@ use bytes::Bytes;
 use checkout_shared::envelope::{self, Envelope, MsgType};
 use checkout_shared::messages::{CommandMessage, Outcome, Reply};
 use checkout_shared::messaging::{self, Outgoing};
+use checkout_shared::metrics;
 use checkout_shared::pull::{pull_loop, redelivery_delay};
 use checkout_shared::streams::ConsumerDef;
 use checkout_shared::subjects;
@@ -138,6 +139,7 @@ async fn handle(
 
 fn dead_letter(reason: String, reply: Option<Outgoing>) -> Settlement {
     messaging::mark_error(&tracing::Span::current(), &reason);
+    tracing::error!(%reason, "cannot be handled; to the dead letters"); // in the saga's trace
     Settlement::DeadLetter { reason, reply }
 }
 
@@ -206,12 +208,14 @@ async fn settle(ctx: &Context, message: jetstream::Message, settlement: Settleme
                 Ok(()) => ack(&message, AckKind::Ack).await,
                 Err(err) => {
                     tracing::warn!(error = %err, "reply not sent; the command will be redelivered");
+                    metrics::get().redelivered("reply_not_sent");
                     ack(&message, AckKind::Nak(Some(Duration::from_secs(1)))).await;
                 }
             }
         }
         Settlement::Retry { after, reason } => {
             tracing::warn!(subject = %message.subject, %reason, ?after, "transient failure; nak");
+            metrics::get().redelivered("transient");
             ack(&message, AckKind::Nak(Some(after))).await;
         }
         Settlement::DeadLetter { reason, reply } => {
@@ -219,6 +223,7 @@ async fn settle(ctx: &Context, message: jetstream::Message, settlement: Settleme
             let letter = dead_letter_message(&message, &reason);
             if let Err(err) = messaging::send(&ctx.js, letter).await {
                 tracing::warn!(error = %err, "dead letter not stored; will retry the message");
+                metrics::get().redelivered("dead_letter_not_stored");
                 ack(&message, AckKind::Nak(Some(Duration::from_secs(1)))).await;
                 return;
             }
@@ -226,11 +231,13 @@ async fn settle(ctx: &Context, message: jetstream::Message, settlement: Settleme
                 ctx.flusher.flush().await;
                 if let Err(err) = messaging::send(&ctx.js, reply).await {
                     tracing::warn!(error = %err, "failure reply not sent; will retry the message");
+                    metrics::get().redelivered("reply_not_sent");
                     ack(&message, AckKind::Nak(Some(Duration::from_secs(1)))).await;
                     return;
                 }
             }
             ack(&message, AckKind::Term).await;
+            metrics::get().dead_lettered(crate::error::dead_letter_code(&reason));
         }
     }
 }

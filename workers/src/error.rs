@@ -55,3 +55,40 @@ pub enum Settlement {
         reply: Option<checkout_shared::messaging::Outgoing>,
     },
 }
+
+/// A stable code for a dead letter's reason, for `checkout.dead_letters` (the reason itself is
+/// free text with ids in it). Read from the fixed openings of the reasons `consume` writes.
+pub fn dead_letter_code(reason: &str) -> &'static str {
+    if reason.starts_with("gave up after") {
+        "max_deliveries"
+    } else if reason.contains(" command reached the ") {
+        "wrong_worker"
+    } else if reason.starts_with("unreadable envelope") {
+        "unreadable_envelope"
+    } else {
+        "undecodable"
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dead_letter_reasons_map_to_stable_codes() {
+        let code = dead_letter_code;
+        assert_eq!(
+            code("gave up after 5 deliveries: database: x"),
+            "max_deliveries"
+        );
+        assert_eq!(
+            code("a payment command reached the order worker"),
+            "wrong_worker"
+        );
+        assert_eq!(
+            code("unreadable envelope: missing Saga-Id"),
+            "unreadable_envelope"
+        );
+        assert_eq!(code("malformed body: expected value"), "undecodable");
+    }
+}
