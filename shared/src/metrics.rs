@@ -448,6 +448,6 @@ mod tests {
         // 700 falls in (500, 1000], 4500 in (2000, 5000].
         let counts: Vec<u64> = point.bucket_counts().collect();
         assert_eq!(counts[1], 1);
-        assert_eq!(counts[4], 1);
+        assert_eq!(counts[3], 1);
     }
 }

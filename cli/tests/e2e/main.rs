@@ -9,5 +9,6 @@ mod compose;
 mod crash;
 mod outcomes;
 mod race;
+mod signals;
 mod support;
 mod traces;
