@@ -12,6 +12,7 @@ pub mod nats;
 pub mod otlp;
 pub mod process;
 mod signal;
+pub mod signals;
 pub mod span;
 pub mod trace_check;
 
@@ -21,6 +22,7 @@ pub use db::TestDb;
 pub use nats::NatsServer;
 pub use otlp::OtlpReceiver;
 pub use process::Service;
+pub use signals::{PointValue, ReceivedLog, ReceivedPoint};
 pub use span::{ReceivedSpan, SpanKind};
 
 /// Returns a TCP port on 127.0.0.1 that was free a moment ago.

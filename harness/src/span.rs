@@ -144,7 +144,7 @@ fn convert(span: proto::Span, service_name: &str) -> ReceivedSpan {
     }
 }
 
-fn attributes(key_values: &[KeyValue]) -> BTreeMap<String, String> {
+pub(crate) fn attributes(key_values: &[KeyValue]) -> BTreeMap<String, String> {
     key_values
         .iter()
         .map(|kv| {
@@ -158,7 +158,7 @@ fn attributes(key_values: &[KeyValue]) -> BTreeMap<String, String> {
 
 /// Renders any attribute value as a string, so tests can compare attributes without caring how
 /// an exporter chose to type them.
-fn stringify(value: &AnyValue) -> String {
+pub(crate) fn stringify(value: &AnyValue) -> String {
     match &value.value {
         None => String::new(),
         Some(Value::StringValue(text)) => text.clone(),
@@ -190,7 +190,7 @@ fn stringify(value: &AnyValue) -> String {
 }
 
 /// Lowercase hex, the form trace and span ids take in every OpenTelemetry UI and log.
-fn hex(bytes: &[u8]) -> String {
+pub(crate) fn hex(bytes: &[u8]) -> String {
     let mut out = String::with_capacity(bytes.len() * 2);
     for byte in bytes {
         // Writing to a String cannot fail.

@@ -235,6 +235,7 @@ impl<S: SagaStore, T: Transport> Executor<S, T> {
             tracing::debug!(%saga_id, "stale, duplicate or no longer due input ignored");
             return Ok(Some(before.state.status));
         };
+        crate::observe::committed(&before, &planned.after, &planned.extra);
         self.carry_out(&before, &planned.after, &planned.extra, &planned.write)
             .await?;
         Ok(Some(planned.after.state.status))

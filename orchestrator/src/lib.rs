@@ -14,11 +14,13 @@
 //!   saga row and log ([`store`] has the queries), [`transport`] sends over NATS;
 //! - [`spans`] emits saga and step spans from stored ids, so they survive restarts;
 //! - [`service`] runs the consumers, the deadline scanner and recovery;
-//! - [`dead_ends`] dead-letters messages JetStream gave up on.
+//! - [`dead_ends`] dead-letters messages JetStream gave up on;
+//! - [`observe`] records the metrics and log lines of committed transitions.
 
 pub mod dead_ends;
 pub mod executor;
 pub mod machine;
+pub mod observe;
 pub mod ports;
 pub mod postgres;
 pub mod saga;

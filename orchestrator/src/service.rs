@@ -10,13 +10,13 @@ use async_nats::jetstream::{self, AckKind};
 use bytes::Bytes;
 use checkout_shared::envelope::{self, Envelope};
 use checkout_shared::messages::Reply;
-use checkout_shared::messaging;
 use checkout_shared::pull::{pull_loop, redelivery_delay};
 use checkout_shared::shutdown::retry;
 use checkout_shared::streams::{self, EVENTS_CONSUMER, REQUESTS_CONSUMER, Topology};
 use checkout_shared::subjects;
 use checkout_shared::supervise;
 use checkout_shared::telemetry::SpanFlusher;
+use checkout_shared::{messaging, metrics};
 use sqlx::postgres::PgPoolOptions;
 use std::sync::Arc;
 use std::time::Duration;
@@ -140,7 +140,15 @@ pub async fn run(
             Ok(())
         }
     });
+    let in_flight = tokio::spawn({
+        let (pool, shutdown) = (pool.clone(), shutdown.clone());
+        async move {
+            crate::observe::poll_in_flight(pool, shutdown).await;
+            Ok(())
+        }
+    });
     let tasks = vec![
+        ("in-flight gauge", in_flight),
         ("checkout requests", requests),
         ("worker replies", events),
         ("deadline scanner", deadlines),
@@ -218,6 +226,7 @@ async fn on_request(ctx: &Ctx, message: &jetstream::Message) -> AckKind {
         Ok(Err(rejection)) => return reject(ctx, message, rejection).await,
         Err(err) => {
             tracing::warn!(error = %err, "catalog unavailable; retrying the request");
+            metrics::get().redelivered("catalog_unavailable");
             return AckKind::Nak(Some(retry_delay(delivery(message))));
         }
     }
@@ -242,6 +251,7 @@ async fn on_request(ctx: &Ctx, message: &jetstream::Message) -> AckKind {
         }
         Err(err) => {
             tracing::warn!(%saga_id, error = %err, "could not start the saga; retrying");
+            metrics::get().redelivered("store_unavailable");
             AckKind::Nak(Some(retry_delay(delivery(message))))
         }
     }
@@ -271,8 +281,12 @@ async fn reject(ctx: &Ctx, message: &jetstream::Message, rejection: Rejection) -
         .headers
         .insert("Saga-Reason-Kind", rejection.kind());
     match messaging::send(&ctx.js, outgoing).await {
-        Ok(()) => AckKind::Ack,
+        Ok(()) => {
+            metrics::get().rejected(rejection.kind());
+            AckKind::Ack
+        }
         Err(err) => {
+            metrics::get().redelivered("rejection_not_stored");
             tracing::warn!(error = %err, "rejection not recorded; retrying the request");
             AckKind::Nak(Some(Duration::from_secs(1)))
         }
@@ -290,14 +304,15 @@ async fn on_reply(ctx: &Ctx, message: &jetstream::Message, delivered: i64) -> Ac
         });
     let (envelope, reply) = match decoded {
         Ok(decoded) => decoded,
-        Err(reason) => return dead_letter(ctx, message, &reason).await,
+        Err(reason) => return dead_letter(ctx, message, "undecodable", &reason).await,
     };
     let span = tracing::Span::current();
     span.record("saga.id", reply.saga_id.to_string());
     span.record("saga.step", reply.step.service());
     span.record("saga.phase", reply.phase.as_str());
     if envelope.saga_id != reply.saga_id {
-        return dead_letter(ctx, message, "the body does not match the Saga-Id header").await;
+        let reason = "the body does not match the Saga-Id header";
+        return dead_letter(ctx, message, "mismatch", reason).await;
     }
     let input = Input::Reply {
         step: reply.step,
@@ -308,12 +323,19 @@ async fn on_reply(ctx: &Ctx, message: &jetstream::Message, delivered: i64) -> Ac
         Ok(_) | Err(ExecError::Publish(_)) => AckKind::Ack,
         Err(err) => {
             tracing::warn!(saga_id = %reply.saga_id, error = %err, "reply not applied; retrying");
+            metrics::get().redelivered("store_unavailable");
             AckKind::Nak(Some(retry_delay(delivered)))
         }
     }
 }
 
-async fn dead_letter(ctx: &Ctx, message: &jetstream::Message, reason: &str) -> AckKind {
+/// Dead-letters a reply; `code` is the stable reason for the metric, `reason` the detail.
+async fn dead_letter(
+    ctx: &Ctx,
+    message: &jetstream::Message,
+    code: &'static str,
+    reason: &str,
+) -> AckKind {
     messaging::mark_error(&tracing::Span::current(), reason);
     tracing::error!(subject = %message.subject, %reason, "dead-lettering message");
     let seq = message.info().map(|i| i.stream_sequence).unwrap_or(0);
@@ -327,8 +349,14 @@ async fn dead_letter(ctx: &Ctx, message: &jetstream::Message, reason: &str) -> A
         reason,
     );
     match messaging::send(&ctx.js, outgoing).await {
-        Ok(()) => AckKind::Term,
-        Err(_) => AckKind::Nak(Some(Duration::from_secs(1))),
+        Ok(()) => {
+            metrics::get().dead_lettered(code);
+            AckKind::Term
+        }
+        Err(_) => {
+            metrics::get().redelivered("dead_letter_not_stored");
+            AckKind::Nak(Some(Duration::from_secs(1)))
+        }
     }
 }
 

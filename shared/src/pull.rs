@@ -76,7 +76,12 @@ where
                 }
             })
         })
-        .for_each_concurrent(concurrency, handle)
+        .for_each_concurrent(concurrency, |message| async {
+            let subject = message.subject.clone();
+            let begun = std::time::Instant::now();
+            handle(message).await;
+            crate::metrics::get().consumed(&subject, &def.durable, begun.elapsed());
+        })
         .await;
     failed.unwrap_or_else(|| "the message stream ended".to_owned())
 }

@@ -13,6 +13,7 @@ use bytes::Bytes;
 use checkout_shared::envelope::{self, Envelope, MsgType, Phase};
 use checkout_shared::messages::{CommandMessage, Outcome, Refusal, RefusalCode, Reply};
 use checkout_shared::messaging::{self, Outgoing};
+use checkout_shared::metrics;
 use checkout_shared::pull::pull_loop;
 use checkout_shared::streams::ConsumerDef;
 use checkout_shared::subjects;
@@ -141,6 +142,7 @@ async fn handle(
 
 fn undeliverable(reason: String, reply: Option<Outgoing>) -> MessageError {
     messaging::mark_error(&tracing::Span::current(), &reason);
+    tracing::error!(%reason, "cannot be handled; to the dead letters"); // in the saga's trace
     MessageError::Undeliverable { reason, reply }
 }
 
@@ -235,6 +237,7 @@ async fn settle(
                 }
             }
             ack(&message, AckKind::Term).await;
+            metrics::get().dead_lettered(crate::error::dead_letter_code(&reason));
         }
     }
 }
@@ -252,6 +255,7 @@ async fn retry(ctx: &Context, message: &jetstream::Message, delivered: i64, fail
         ?after,
         "could not act; nak"
     );
+    metrics::get().redelivered(failure.code.as_str());
     ack(message, AckKind::Nak(Some(after))).await;
 }
 

@@ -175,6 +175,18 @@ impl fmt::Display for FailureCode {
     }
 }
 
+/// A stable code for a dead letter's reason, for `checkout.dead_letters` (the reason itself is
+/// free text with ids in it). Read from the fixed openings of the reasons `consume` writes.
+pub fn dead_letter_code(reason: &str) -> &'static str {
+    if reason.contains(" command reached the ") {
+        "wrong_worker"
+    } else if reason.starts_with("unreadable envelope") {
+        "unreadable_envelope"
+    } else {
+        "undecodable"
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -216,5 +228,19 @@ mod tests {
     fn every_database_error_is_a_failure_to_act_never_a_refusal() {
         let err: ApplyError = sqlx::Error::PoolTimedOut.into();
         assert!(matches!(err, ApplyError::Failed(f) if f.code == FailureCode::Timeout));
+    }
+
+    #[test]
+    fn dead_letter_reasons_map_to_stable_codes() {
+        let code = dead_letter_code;
+        assert_eq!(
+            code("a payment command reached the order worker"),
+            "wrong_worker"
+        );
+        assert_eq!(
+            code("unreadable envelope: missing Saga-Id"),
+            "unreadable_envelope"
+        );
+        assert_eq!(code("malformed body: expected value"), "undecodable");
     }
 }
