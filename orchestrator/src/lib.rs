@@ -12,9 +12,11 @@
 //! - [`saga`] declares the steps; [`machine`] is the pure state machine;
 //! - [`executor`] applies inputs to stored sagas; [`store`] is the saga row and log;
 //! - [`spans`] emits saga and step spans from stored ids, so they survive restarts;
+//! - [`validate`] and [`catalog`] are the door's rules (shared with the HTTP gateway);
 //! - [`service`] runs the consumers, the deadline scanner and recovery;
 //! - [`dead_ends`] dead-letters messages JetStream gave up on.
 
+pub mod catalog;
 pub mod dead_ends;
 pub mod executor;
 pub mod machine;

@@ -21,8 +21,9 @@ pub struct WorkerConfig {
     pub replicas: usize,
     /// Injected faults, for tests and demos.
     pub faults: Faults,
-    /// Stock to create at start-up for SKUs that do not exist yet (inventory only).
-    pub seed_stock: Vec<(String, i32)>,
+    /// Stock to create at start-up for SKUs that do not exist yet, with their prices
+    /// (inventory only).
+    pub seed_stock: Vec<crate::inventory::StockSeed>,
 }
 
 /// Deterministic fault injection: the same saga always meets the same fault, so a

@@ -52,7 +52,7 @@ impl World {
             max_connections: 4,
             replicas: 1,
             faults: Faults::default(),
-            seed_stock: vec![("SKU-A".into(), 10)],
+            seed_stock: vec![sku_a()],
         }
     }
 
@@ -70,7 +70,7 @@ impl World {
         checkout_workers::migrate(&self.pool, kind)
             .await
             .expect("migrate");
-        checkout_workers::inventory::seed(&self.pool, &[("SKU-A".into(), 10)])
+        checkout_workers::inventory::seed(&self.pool, &[sku_a()])
             .await
             .ok();
     }
@@ -160,6 +160,7 @@ fn reserve(quantity: i32) -> Command {
         items: vec![LineItem {
             sku: "SKU-A".into(),
             quantity,
+            unit_price_cents: None,
         }],
     }
 }
@@ -406,4 +407,13 @@ async fn a_worker_survives_its_database_connections_being_dropped() {
     assert!(matches!(replies[0].outcome, Outcome::StepSucceeded { .. }));
     assert_eq!(world.stock().await, 7);
     world.finish(vec![worker]).await;
+}
+
+fn sku_a() -> checkout_workers::inventory::StockSeed {
+    checkout_workers::inventory::StockSeed {
+        sku: "SKU-A".into(),
+        quantity: 10,
+        price_cents: 100,
+        currency: "EUR".into(),
+    }
 }

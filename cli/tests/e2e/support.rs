@@ -101,7 +101,9 @@ pub struct Options {
 impl Default for Options {
     fn default() -> Self {
         Options {
-            seed_stock: "SKU-MUG=1000,SKU-TEE=1000,SKU-RARE=3".into(),
+            // Prices chosen so that the amounts the tests state are the sums of their lines
+            // (two mugs and a tee are 4,500; four tees 1,200).
+            seed_stock: "SKU-MUG=1000@2100,SKU-TEE=1000@300,SKU-RARE=3@5000".into(),
             env: vec![],
         }
     }
@@ -295,9 +297,11 @@ pub fn request(
             .map(|(sku, quantity)| LineItem {
                 sku: (*sku).to_owned(),
                 quantity: *quantity,
+                unit_price_cents: None,
             })
             .collect(),
         payment_token: token.to_owned(),
         amount_cents,
+        currency: String::new(),
     }
 }
