@@ -1,4 +1,5 @@
-//! `checkout orchestrator` and `checkout worker <kind>`: the long-running services.
+//! `checkout orchestrator`, `checkout worker <kind>` and `checkout gateway`: the long-running
+//! services.
 
 use crate::common::{DbArgs, NatsArgs, SERVICE_FILTER, TelemetryArgs};
 use checkout_orchestrator::{OrchestratorConfig, Timing};
@@ -98,6 +99,48 @@ pub struct WorkerArgs {
     /// concurrent messages).
     #[arg(long, env = "TRACE_FLUSH_BEFORE_SEND", default_value_t = true, action = clap::ArgAction::Set)]
     trace_flush_before_send: bool,
+}
+
+/// Options of the HTTP gateway.
+#[derive(Debug, Args)]
+pub struct GatewayArgs {
+    #[command(flatten)]
+    nats: NatsArgs,
+    #[command(flatten)]
+    db: DbArgs,
+    #[command(flatten)]
+    telemetry: TelemetryArgs,
+    /// Address to serve HTTP on.
+    #[arg(long, env = "GATEWAY_LISTEN", default_value = "127.0.0.1:8080")]
+    listen: std::net::SocketAddr,
+    /// Database connections (idempotency keys).
+    #[arg(long, env = "GATEWAY_DB_CONNECTIONS", default_value_t = 8)]
+    db_connections: u32,
+    /// Stream replicas (3 on a three-node cluster).
+    #[arg(long, env = "STREAM_REPLICAS", default_value_t = 1)]
+    replicas: usize,
+    /// Export spans before each message that names them is sent (see the orchestrator).
+    #[arg(long, env = "TRACE_FLUSH_BEFORE_SEND", default_value_t = true, action = clap::ArgAction::Set)]
+    trace_flush_before_send: bool,
+}
+
+/// Runs the HTTP gateway until SIGTERM or Ctrl-C.
+pub async fn gateway(args: GatewayArgs) -> anyhow::Result<ExitCode> {
+    let telemetry = args.telemetry.init("gateway", SERVICE_FILTER)?;
+    let config = checkout_gateway::GatewayConfig {
+        listen: args.listen,
+        nats_url: args.nats.nats_url,
+        database_url: args.db.database_url,
+        max_connections: args.db_connections,
+        replicas: args.replicas,
+    };
+    let result = checkout_gateway::run(
+        config,
+        flusher(&telemetry, args.trace_flush_before_send),
+        shutdown::on_signals(),
+    )
+    .await;
+    finish(telemetry, result.map_err(anyhow::Error::from)).await
 }
 
 /// Runs the orchestrator until SIGTERM or Ctrl-C.
