@@ -21,7 +21,7 @@ pub use db::TestDb;
 pub use nats::NatsServer;
 pub use otlp::OtlpReceiver;
 pub use process::Service;
-pub use span::{ReceivedSpan, SpanKind};
+pub use span::{ReceivedSpan, SpanEvent, SpanKind};
 
 /// Returns a TCP port on 127.0.0.1 that was free a moment ago.
 ///

@@ -7,6 +7,8 @@ mod bad_input;
 mod chaos;
 mod compose;
 mod crash;
+mod gateway;
+mod http;
 mod outcomes;
 mod race;
 mod support;
