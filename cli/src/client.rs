@@ -3,14 +3,14 @@
 
 use crate::common::{CLIENT_FILTER, NatsArgs, TelemetryArgs};
 use anyhow::Context as _;
+use async_nats::jetstream::stream::LastRawMessageErrorKind;
 use bytes::Bytes;
 use checkout_shared::envelope::{self, MSG_ID};
-use async_nats::jetstream::stream::LastRawMessageErrorKind;
 use checkout_shared::messages::{
     CatalogEntry, CheckoutRequested, LifecycleEvent, LifecycleKind, LineItem,
 };
-use checkout_shared::streams::CATALOG_STREAM;
 use checkout_shared::messaging::{self, Outgoing};
+use checkout_shared::streams::CATALOG_STREAM;
 use checkout_shared::subjects;
 use checkout_shared::telemetry::SpanFlusher;
 use clap::Args;

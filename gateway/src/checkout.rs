@@ -194,7 +194,9 @@ async fn read_limited(body: Body) -> Result<Bytes, Problem> {
         })?;
         buffer.extend_from_slice(&chunk);
         if buffer.len() > MAX_REQUEST_BYTES {
-            return Err(Problem::from_rejection(&Rejection::TooLarge(buffer.len()), false).refused());
+            return Err(
+                Problem::from_rejection(&Rejection::TooLarge(buffer.len()), false).refused(),
+            );
         }
     }
     Ok(buffer.freeze())

@@ -105,7 +105,8 @@ pub async fn run(
         .connect(&config.database_url)
         .await?;
     migrate(&pool).await?;
-    let nats = checkout_shared::connect::connect(&config.nats_url, "checkout-gateway", true).await?;
+    let nats =
+        checkout_shared::connect::connect(&config.nats_url, "checkout-gateway", true).await?;
     let js = checkout_shared::connect::jetstream(nats.clone());
     let found = retry("provisioning JetStream", &shutdown, || async {
         streams::provision(&js, config.replicas)

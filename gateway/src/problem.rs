@@ -16,36 +16,62 @@ use std::sync::OnceLock;
 /// Where the problem types are described; `type` is this plus the reason code.
 const TYPE_BASE: &str = "https://checkout-saga.example/problems/";
 
-/// One problem response.
-#[derive(Debug, Serialize)]
+/// One problem response (kept small: handlers return it as their error).
+#[derive(Debug)]
 pub struct Problem {
-    /// A URI naming the kind of problem.
-    #[serde(rename = "type")]
-    pub kind: String,
     /// A short summary of the kind.
-    pub title: String,
+    pub title: &'static str,
     /// The HTTP status, repeated for clients that only keep the body.
     pub status: u16,
     /// What went wrong with this request.
     pub detail: String,
-    /// The stable reason code.
-    pub reason: String,
+    /// The stable reason code; `type` is derived from it.
+    pub reason: &'static str,
     /// The field at fault, as a path into the JSON body.
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub field: Option<String>,
+}
+
+/// The body as RFC 9457 spells it.
+#[derive(Serialize)]
+struct Wire<'a> {
+    #[serde(rename = "type")]
+    kind: String,
+    title: &'a str,
+    status: u16,
+    detail: &'a str,
+    reason: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    field: Option<&'a str>,
 }
 
 impl Problem {
     /// A problem of `status` with reason code `reason`.
-    pub fn new(status: StatusCode, reason: &str, title: &str, detail: String) -> Self {
+    pub fn new(
+        status: StatusCode,
+        reason: &'static str,
+        title: &'static str,
+        detail: String,
+    ) -> Self {
         Problem {
-            kind: format!("{TYPE_BASE}{reason}"),
-            title: title.to_owned(),
+            title,
             status: status.as_u16(),
             detail,
-            reason: reason.to_owned(),
+            reason,
             field: None,
         }
+    }
+
+    /// The JSON body.
+    pub fn body(&self) -> serde_json::Value {
+        serde_json::to_value(Wire {
+            kind: format!("{TYPE_BASE}{}", self.reason),
+            title: self.title,
+            status: self.status,
+            detail: &self.detail,
+            reason: self.reason,
+            field: self.field.as_deref(),
+        })
+        .unwrap_or_default()
     }
 
     /// Names the field at fault.
@@ -84,21 +110,20 @@ impl Problem {
     pub fn refused(self) -> Self {
         tracing::warn!(
             status = self.status,
-            reason = %self.reason,
+            reason = self.reason,
             field = self.field.as_deref().unwrap_or(""),
             detail = %self.detail,
             "checkout rejected"
         );
-        rejections().add(1, &[KeyValue::new("reason", self.reason.clone())]);
+        rejections().add(1, &[KeyValue::new("reason", self.reason)]);
         self
     }
 }
 
 impl IntoResponse for Problem {
     fn into_response(self) -> Response {
-        let status =
-            StatusCode::from_u16(self.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-        let body = serde_json::to_vec(&self).unwrap_or_default();
+        let status = StatusCode::from_u16(self.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        let body = self.body().to_string();
         let mut response = (status, body).into_response();
         response.headers_mut().insert(
             header::CONTENT_TYPE,
@@ -136,7 +161,7 @@ mod tests {
         assert_eq!(problem.status, 422);
         assert_eq!(problem.reason, "price_mismatch");
         assert_eq!(problem.field.as_deref(), Some("items[1].unit_price_cents"));
-        let json = serde_json::to_value(&problem).unwrap();
+        let json = problem.body();
         assert_eq!(json["type"], format!("{TYPE_BASE}price_mismatch"));
         let response = problem.into_response();
         assert_eq!(response.status(), StatusCode::UNPROCESSABLE_ENTITY);

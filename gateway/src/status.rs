@@ -195,42 +195,38 @@ fn sse_stream(
     messages: async_nats::jetstream::consumer::pull::Ordered,
     shutdown: tokio_util::sync::CancellationToken,
 ) -> impl Stream<Item = Result<Event, Infallible>> {
-    futures::stream::unfold(
-        (messages, false),
-        move |(mut messages, ended)| {
-            let shutdown = shutdown.clone();
-            async move {
-                if ended {
-                    return None;
-                }
-                loop {
-                    // An open event stream must not hold the gateway's graceful shutdown.
-                    let next = tokio::select! {
-                        next = messages.next() => next,
-                        _ = shutdown.cancelled() => return None,
-                    };
-                    let message = match next? {
-                        Ok(message) => message,
-                        Err(err) => {
-                            tracing::warn!(error = %err, "lifecycle stream failed; ending the events");
-                            return None;
-                        }
-                    };
-                    let Ok(event) = serde_json::from_slice::<LifecycleEvent>(&message.payload)
-                    else {
-                        continue;
-                    };
-                    let last = event.kind.is_terminal();
-                    let data = serde_json::to_string(&event).unwrap_or_default();
-                    let mut sse = Event::default().event(event.kind.as_str()).data(data);
-                    if let Ok(info) = message.info() {
-                        sse = sse.id(info.stream_sequence.to_string());
-                    }
-                    return Some((Ok(sse), (messages, last)));
-                }
+    futures::stream::unfold((messages, false), move |(mut messages, ended)| {
+        let shutdown = shutdown.clone();
+        async move {
+            if ended {
+                return None;
             }
-        },
-    )
+            loop {
+                // An open event stream must not hold the gateway's graceful shutdown.
+                let next = tokio::select! {
+                    next = messages.next() => next,
+                    _ = shutdown.cancelled() => return None,
+                };
+                let message = match next? {
+                    Ok(message) => message,
+                    Err(err) => {
+                        tracing::warn!(error = %err, "lifecycle stream failed; ending the events");
+                        return None;
+                    }
+                };
+                let Ok(event) = serde_json::from_slice::<LifecycleEvent>(&message.payload) else {
+                    continue;
+                };
+                let last = event.kind.is_terminal();
+                let data = serde_json::to_string(&event).unwrap_or_default();
+                let mut sse = Event::default().event(event.kind.as_str()).data(data);
+                if let Ok(info) = message.info() {
+                    sse = sse.id(info.stream_sequence.to_string());
+                }
+                return Some((Ok(sse), (messages, last)));
+            }
+        }
+    })
 }
 
 fn parse_id(id: &str) -> Result<Uuid, Problem> {
@@ -274,7 +270,11 @@ mod tests {
     fn a_declined_payment_folds_into_a_compensation_with_its_reason() {
         let events = [
             event(LifecycleKind::Started, None, ""),
-            event(LifecycleKind::Step, Some((Step::Inventory, Phase::Do)), "ok"),
+            event(
+                LifecycleKind::Step,
+                Some((Step::Inventory, Phase::Do)),
+                "ok",
+            ),
         ];
         let running = fold(Uuid::nil(), &events);
         assert_eq!(running.state, "running");
@@ -292,7 +292,10 @@ mod tests {
             Some("compensate inventory.reserve")
         );
         assert_eq!(compensating.steps[1].outcome, "failed");
-        assert_eq!(compensating.steps[1].reason.as_deref(), Some("card declined"));
+        assert_eq!(
+            compensating.steps[1].reason.as_deref(),
+            Some("card declined")
+        );
         events.push(event(
             LifecycleKind::Step,
             Some((Step::Inventory, Phase::Undo)),

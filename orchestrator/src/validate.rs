@@ -132,7 +132,10 @@ pub fn check_fields(request: &CheckoutRequested) -> Result<(), Rejection> {
         ("payment_token", &request.payment_token),
     ] {
         if value.trim().is_empty() || value.len() > MAX_FIELD_LEN {
-            return invalid(name, format!("{name} must be 1 to {MAX_FIELD_LEN} characters"));
+            return invalid(
+                name,
+                format!("{name} must be 1 to {MAX_FIELD_LEN} characters"),
+            );
         }
     }
     let currency = &request.currency;
@@ -172,7 +175,10 @@ pub fn check_fields(request: &CheckoutRequested) -> Result<(), Rejection> {
             Some(price) => {
                 return invalid(
                     &field("unit_price_cents"),
-                    format!("unit price of {} must not be negative, got {price}", item.sku),
+                    format!(
+                        "unit price of {} must not be negative, got {price}",
+                        item.sku
+                    ),
                 );
             }
             None => {
@@ -256,16 +262,36 @@ mod tests {
             (b"{not json".to_vec(), "malformed", None),
             (body(json!({"items": null})), "malformed", Some("items")),
             (body(json!({"items": []})), "invalid", Some("items")),
-            (body(json!({"items": line(0, json!(1000))})), "invalid", Some("items[0].quantity")),
-            (body(json!({"items": line(-3, json!(1000))})), "invalid", Some("items[0].quantity")),
+            (
+                body(json!({"items": line(0, json!(1000))})),
+                "invalid",
+                Some("items[0].quantity"),
+            ),
+            (
+                body(json!({"items": line(-3, json!(1000))})),
+                "invalid",
+                Some("items[0].quantity"),
+            ),
             (
                 body(json!({"items": [{"sku": "SKU-1", "quantity": 2}]})),
                 "invalid",
                 Some("items[0].unit_price_cents"),
             ),
-            (body(json!({"currency": "euro"})), "invalid", Some("currency")),
-            (body(json!({"amount_cents": -1})), "invalid", Some("amount_cents")),
-            (body(json!({"amount_cents": 1999})), "amount_mismatch", Some("amount_cents")),
+            (
+                body(json!({"currency": "euro"})),
+                "invalid",
+                Some("currency"),
+            ),
+            (
+                body(json!({"amount_cents": -1})),
+                "invalid",
+                Some("amount_cents"),
+            ),
+            (
+                body(json!({"amount_cents": 1999})),
+                "amount_mismatch",
+                Some("amount_cents"),
+            ),
             (vec![b' '; MAX_REQUEST_BYTES + 1], "too_large", None),
         ];
         for (payload, kind, field) in cases {

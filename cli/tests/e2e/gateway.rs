@@ -278,7 +278,7 @@ async fn bad_requests_get_their_status_and_problem_and_a_changed_price_is_refuse
     let mut missing = cart(1, 2100);
     missing.as_object_mut().unwrap().remove("payment_token");
     let json = "application/json";
-    let cases: Vec<(&str, Vec<(&str, &str)>, Vec<u8>, u16, &str, Option<&str>)> = vec![
+    let cases: Vec<BadRequest> = vec![
         (
             "text body",
             vec![("Content-Type", "text/plain")],
@@ -411,6 +411,16 @@ async fn bad_requests_get_their_status_and_problem_and_a_changed_price_is_refuse
     );
     stack.stop().await;
 }
+
+/// A bad request: name, headers, body, then the status, reason and field it must get.
+type BadRequest = (
+    &'static str,
+    Vec<(&'static str, &'static str)>,
+    Vec<u8>,
+    u16,
+    &'static str,
+    Option<&'static str>,
+);
 
 fn assert_price_mismatch(validation: &ReceivedSpan) {
     assert!(
