@@ -8,6 +8,7 @@ mod chaos;
 mod compose;
 mod crash;
 mod gateway;
+mod gateway_input;
 mod http;
 mod outcomes;
 mod race;
