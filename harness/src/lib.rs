@@ -23,7 +23,7 @@ pub use nats::NatsServer;
 pub use otlp::OtlpReceiver;
 pub use process::Service;
 pub use signals::{PointValue, ReceivedLog, ReceivedPoint};
-pub use span::{ReceivedSpan, SpanKind};
+pub use span::{ReceivedSpan, SpanEvent, SpanKind};
 
 /// Returns a TCP port on 127.0.0.1 that was free a moment ago.
 ///

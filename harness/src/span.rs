@@ -75,6 +75,17 @@ pub struct ReceivedSpan {
     pub end_unix_nanos: u64,
     /// Links as `(trace_id, span_id)` hex pairs, e.g. from a consumer to the producer span.
     pub links: Vec<(String, String)>,
+    /// Events recorded on the span (e.g. `price_mismatch`), in order.
+    pub events: Vec<SpanEvent>,
+}
+
+/// One event of a span, its attributes stringified like the span's.
+#[derive(Debug, Clone, Serialize)]
+pub struct SpanEvent {
+    /// The event's name.
+    pub name: String,
+    /// Its attributes.
+    pub attributes: BTreeMap<String, String>,
 }
 
 impl ReceivedSpan {
@@ -140,6 +151,14 @@ fn convert(span: proto::Span, service_name: &str) -> ReceivedSpan {
             .links
             .iter()
             .map(|link| (hex(&link.trace_id), hex(&link.span_id)))
+            .collect(),
+        events: span
+            .events
+            .iter()
+            .map(|event| SpanEvent {
+                name: event.name.clone(),
+                attributes: attributes(&event.attributes),
+            })
             .collect(),
     }
 }

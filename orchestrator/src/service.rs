@@ -215,21 +215,42 @@ async fn consume(
 
 /// A new checkout: validate, then start its saga or reject it.
 async fn on_request(ctx: &Ctx, message: &jetstream::Message) -> AckKind {
-    let request = match validate::parse(&message.payload) {
-        Ok(request) => request,
-        Err(rejection) => return reject(ctx, message, rejection).await,
-    };
-    let span = tracing::Span::current();
-    span.record("saga.id", request.checkout_id.to_string());
-    match ctx.catalog.check(&request).await {
-        Ok(Ok(())) => {}
-        Ok(Err(rejection)) => return reject(ctx, message, rejection).await,
+    // The validation has its own span, so that what it found (a `price_mismatch` event per
+    // changed line, the rejection as its error status) reads apart from the processing.
+    let validation = tracing::info_span!(
+        "validate checkout",
+        otel.status_code = tracing::field::Empty,
+        otel.status_message = tracing::field::Empty,
+        checkout.rejection = tracing::field::Empty,
+        saga.id = tracing::field::Empty,
+    );
+    let checked = async {
+        let request = match validate::parse(&message.payload) {
+            Ok(request) => request,
+            Err(rejection) => return Ok(Err(rejection)),
+        };
+        tracing::Span::current().record("saga.id", request.checkout_id.to_string());
+        Ok(ctx.catalog.check(&request).await?.map(|()| request))
+    }
+    .instrument(validation.clone())
+    .await;
+    let request = match checked {
+        Ok(Ok(request)) => request,
+        Ok(Err(rejection)) => {
+            validation.record("checkout.rejection", rejection.kind());
+            messaging::mark_error(&validation, &rejection.to_string());
+            drop(validation);
+            return reject(ctx, message, rejection).await;
+        }
         Err(err) => {
+            let err: validate::CatalogError = err;
             tracing::warn!(error = %err, "catalog unavailable; retrying the request");
             metrics::get().redelivered("catalog_unavailable");
             return AckKind::Nak(Some(retry_delay(delivery(message))));
         }
-    }
+    };
+    drop(validation);
+    tracing::Span::current().record("saga.id", request.checkout_id.to_string());
     let saga_id = request.checkout_id;
     // The saga span hangs under the client's publish span (from the headers), not under this
     // process span: the client's span is exported before its message is sent, so it exists

@@ -35,9 +35,11 @@ fn data() -> SagaData {
         items: vec![LineItem {
             sku: "SKU-A".into(),
             quantity: 1,
+            unit_price_cents: None,
         }],
         payment_token: "tok".into(),
         amount_cents: 10,
+        currency: "EUR".into(),
     })
 }
 

@@ -18,6 +18,11 @@ pub struct LineItem {
     pub sku: String,
     /// How many; must be positive.
     pub quantity: i32,
+    /// The unit price the customer saw, in cents. Required in a checkout request (a price that
+    /// changed since is refused as `price_mismatch`); optional in the type so that lines stored
+    /// before prices existed still decode.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unit_price_cents: Option<i64>,
 }
 
 /// A customer's checkout, as published on `checkout.requested`.
@@ -35,8 +40,24 @@ pub struct CheckoutRequested {
     pub items: Vec<LineItem>,
     /// An opaque payment token; `tok_decline` is always declined.
     pub payment_token: String,
-    /// The total to charge, in cents.
+    /// The total to charge, in cents; must equal the sum of the lines.
     pub amount_cents: i64,
+    /// ISO 4217 code of the amount and the line prices, e.g. `EUR`. Required in a request;
+    /// empty only in sagas stored before currencies existed.
+    #[serde(default)]
+    pub currency: String,
+}
+
+/// One SKU of the catalog, as the inventory service publishes it on `checkout.catalog.<sku>`
+/// and the door (gateway, orchestrator) and shop clients read it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CatalogEntry {
+    /// The SKU.
+    pub sku: String,
+    /// Its unit price, in cents.
+    pub price_cents: i64,
+    /// ISO 4217 code of the price.
+    pub currency: String,
 }
 
 /// A command the orchestrator sends to a worker.

@@ -29,6 +29,9 @@ pub const REQUESTS_CONSUMER: &str = "orchestrator-requests";
 /// Durable consumer of workers' replies.
 pub const EVENTS_CONSUMER: &str = "orchestrator-events";
 
+/// The stream of saga lifecycle events (`checkout.saga.<id>.*`), kept a day for watchers.
+pub const LIFECYCLE_STREAM: &str = "CHECKOUT_LIFECYCLE";
+
 /// The stream where the inventory service lists the SKUs it sells (one message per SKU on
 /// `checkout.catalog.<sku>`), so that the orchestrator can refuse an unknown SKU at the door
 /// without reading another service's schema. A plain stream rather than a KV bucket, because
@@ -246,6 +249,8 @@ mod tests {
         }
         assert!(topology.consumer(REQUESTS_CONSUMER).is_ok());
         assert!(topology.consumer(EVENTS_CONSUMER).is_ok());
+        let lifecycle = topology.streams.iter().find(|s| s.name == LIFECYCLE_STREAM);
+        assert!(lifecycle.is_some_and(|s| s.subjects == ["checkout.saga.>"]));
     }
 
     #[test]

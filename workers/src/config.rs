@@ -22,8 +22,9 @@ pub struct WorkerConfig {
     pub replicas: usize,
     /// Injected faults, for tests and demos.
     pub faults: Faults,
-    /// Stock to create at start-up for SKUs that do not exist yet (inventory only).
-    pub seed_stock: Vec<(String, i32)>,
+    /// Stock to create at start-up for SKUs that do not exist yet, with their prices
+    /// (inventory only).
+    pub seed_stock: Vec<crate::inventory::StockSeed>,
     /// The command consumer to use instead of the one in `nats/jetstream.json` (tests shorten
     /// its delivery budget); `None` in production. Its durable name must be this kind's.
     pub consumer: Option<ConsumerDef>,

@@ -90,18 +90,20 @@ pub async fn run(
     Ok(())
 }
 
-/// Lists every SKU in the catalog stream, so the orchestrator can refuse unknown ones.
+/// Lists every SKU with its price and currency in the catalog stream, so the door can refuse
+/// unknown SKUs and changed prices, and shop clients can price their carts.
 pub async fn publish_catalog(
     js: &async_nats::jetstream::Context,
     pool: &PgPool,
 ) -> Result<(), WorkerError> {
-    for (sku, _) in inventory::stock(pool).await? {
-        let Some(subject) = checkout_shared::subjects::catalog_entry(&sku) else {
-            tracing::warn!(%sku, "sku cannot be listed in the catalog; checkouts for it are refused");
+    for entry in inventory::catalog(pool).await? {
+        let Some(subject) = checkout_shared::subjects::catalog_entry(&entry.sku) else {
+            tracing::warn!(sku = %entry.sku, "sku cannot be listed in the catalog; checkouts for it are refused");
             continue;
         };
+        let body = serde_json::to_vec(&entry).map_err(|e| WorkerError::Catalog(e.to_string()))?;
         let ack = js
-            .publish(subject, bytes::Bytes::from_static(b"1"))
+            .publish(subject, bytes::Bytes::from(body))
             .await
             .map_err(|e| WorkerError::Catalog(e.to_string()))?;
         ack.await.map_err(|e| WorkerError::Catalog(e.to_string()))?;

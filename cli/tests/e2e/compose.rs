@@ -104,6 +104,7 @@ fn compose_services_run_real_commands_with_variables_the_code_reads() {
         "inventory",
         "payment",
         "order",
+        "gateway",
     ] {
         assert!(
             services.contains_key(name),
@@ -121,6 +122,20 @@ fn compose_services_run_real_commands_with_variables_the_code_reads() {
                 help.contains(&format!("[env: {key}=")),
                 "{name}: `checkout {}` does not read {key}",
                 command.join(" ")
+            );
+        }
+        if name == "gateway" {
+            assert_eq!(command, vec!["gateway".to_owned()]);
+            assert_eq!(env(service).get("OTEL_SERVICE_NAME"), Some(name));
+            let listen = &env(service)["GATEWAY_LISTEN"];
+            let port: u16 = listen.rsplit(':').next().unwrap().parse().unwrap();
+            assert!(
+                listen.starts_with("0.0.0.0:"),
+                "reachable from outside its container"
+            );
+            assert!(
+                published_ports(service).contains(&port),
+                "the gateway publishes the port it listens on"
             );
         }
         if ["inventory", "payment", "order"].contains(&name.as_str()) {

@@ -85,9 +85,11 @@ impl World {
             items: vec![LineItem {
                 sku: "A".into(),
                 quantity: 1,
+                unit_price_cents: None,
             }],
             payment_token: "t".into(),
             amount_cents: 100,
+            currency: "EUR".into(),
         };
         let saga_id = request.checkout_id;
         let started = executor

@@ -23,9 +23,11 @@ fn data() -> SagaData {
         items: vec![LineItem {
             sku: "A".into(),
             quantity: 1,
+            unit_price_cents: None,
         }],
         payment_token: "t".into(),
         amount_cents: 100,
+        currency: "EUR".into(),
     })
 }
 

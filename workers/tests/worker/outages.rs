@@ -52,6 +52,7 @@ fn case(kind: Step) -> Case {
                 items: vec![LineItem {
                     sku: "SKU-A".into(),
                     quantity: 1,
+                    unit_price_cents: None,
                 }],
                 amount_cents: 500,
             },

@@ -54,7 +54,7 @@ impl World {
             max_connections: 4,
             replicas: 1,
             faults: Faults::default(),
-            seed_stock: vec![("SKU-A".into(), 10)],
+            seed_stock: vec![sku_a()],
             consumer: None,
         }
     }
@@ -76,7 +76,7 @@ impl World {
         checkout_workers::migrate(&self.pool, kind)
             .await
             .expect("migrate");
-        checkout_workers::inventory::seed(&self.pool, &[("SKU-A".into(), 10)])
+        checkout_workers::inventory::seed(&self.pool, &[sku_a()])
             .await
             .ok();
     }
@@ -237,6 +237,17 @@ pub fn reserve(quantity: i32) -> Command {
         items: vec![LineItem {
             sku: "SKU-A".into(),
             quantity,
+            unit_price_cents: None,
         }],
+    }
+}
+
+/// The one SKU the tests use: 10 units at 1.00 EUR.
+pub fn sku_a() -> checkout_workers::inventory::StockSeed {
+    checkout_workers::inventory::StockSeed {
+        sku: "SKU-A".into(),
+        quantity: 10,
+        price_cents: 100,
+        currency: "EUR".into(),
     }
 }
