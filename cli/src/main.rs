@@ -4,7 +4,7 @@
 //!  services:   checkout orchestrator | checkout worker <inventory|payment|order> | checkout gateway
 //!  clients:    checkout publish [--wait] | checkout load | checkout watch | checkout show <id>
 //!  operators:  checkout stuck | checkout retry <id>
-//!  the whole:  checkout demo | checkout chaos
+//!  the whole:  checkout demo | checkout chaos | checkout bench
 //! ```
 
 use checkout_cli::{bench, chaos, client, demo, load, ops, services};
@@ -43,8 +43,11 @@ enum Command {
     Demo(demo::DemoArgs),
     /// Kill workers, the orchestrator and the broker under load, then audit every invariant.
     Chaos(chaos::ChaosArgs),
-    /// Measure throughput and latency on a private stack.
+    /// Measure throughput, latency and cost per saga on a private stack, against a skeleton.
     Bench(bench::BenchArgs),
+    /// One process of the benchmark's skeleton (started by `checkout bench`).
+    #[command(hide = true)]
+    BenchSkeleton(bench::skeleton::RoleArgs),
 }
 
 fn main() -> std::process::ExitCode {
@@ -73,6 +76,7 @@ fn main() -> std::process::ExitCode {
             Command::Demo(args) => demo::run(args).await,
             Command::Chaos(args) => chaos::run(args).await,
             Command::Bench(args) => bench::run(args).await,
+            Command::BenchSkeleton(args) => bench::skeleton::role(args).await,
         }
     });
     match result {

@@ -37,21 +37,33 @@ pub struct PrivateStack {
 impl PrivateStack {
     /// Starts everything and waits until every kind consumes.
     pub async fn start(options: &StackOptions) -> anyhow::Result<Self> {
+        let mut stack = Self::start_infra(OtlpReceiver::start().await?).await?;
+        stack.spawn_services(options).await?;
+        Ok(stack)
+    }
+
+    /// Starts the broker and a fresh database, with `receiver` for spans, and no service yet:
+    /// the benchmark starts and stops the services per run on the same broker and database.
+    pub async fn start_infra(receiver: OtlpReceiver) -> anyhow::Result<Self> {
         let nats = NatsServer::start_async().await?;
         let db = TestDb::create().await?;
         let pool = PgPool::connect(&db.url()).await?;
-        let receiver = OtlpReceiver::start().await?;
         let log_dir =
             std::env::temp_dir().join(format!("checkout-stack-{}", uuid::Uuid::new_v4().simple()));
         std::fs::create_dir_all(&log_dir)?;
-        let mut stack = PrivateStack {
+        Ok(PrivateStack {
             nats,
             receiver,
             pool,
             db: Some(db),
             services: vec![],
             log_dir,
-        };
+        })
+    }
+
+    /// Starts the services (one orchestrator, `workers_per_kind` of each worker kind) and
+    /// waits until every kind consumes.
+    pub async fn spawn_services(&mut self, options: &StackOptions) -> anyhow::Result<()> {
         let exe = std::env::current_exe()?;
         let mut plan: Vec<(String, Vec<String>, &str)> = Vec::new();
         for kind in ["inventory", "payment", "order"] {
@@ -70,28 +82,55 @@ impl PrivateStack {
         ));
         for (name, args, service_name) in plan {
             let mut envs = vec![
-                ("NATS_URL".to_owned(), stack.nats.url()),
-                ("DATABASE_URL".to_owned(), stack.db_url()),
+                ("NATS_URL".to_owned(), self.nats.url()),
+                ("DATABASE_URL".to_owned(), self.db_url()),
                 (
                     "OTEL_EXPORTER_OTLP_ENDPOINT".to_owned(),
-                    stack.receiver.endpoint(),
+                    self.receiver.endpoint(),
                 ),
                 ("OTEL_SERVICE_NAME".to_owned(), service_name.to_owned()),
                 ("LOG_FORMAT".to_owned(), "json".to_owned()),
                 ("SEED_STOCK".to_owned(), options.seed_stock.clone()),
             ];
             envs.extend(options.env.iter().cloned());
-            let service = Service::spawn(&name, &exe, &args, &envs, &stack.log_dir)?;
-            stack.services.push(service);
+            let service = Service::spawn(&name, &exe, &args, &envs, &self.log_dir)?;
+            self.services.push(service);
             if name == "inventory-1" {
                 // The orchestrator refuses SKUs missing from the catalog inventory publishes.
-                stack.wait_pulling("inventory").await?;
+                self.wait_pulling("inventory").await?;
             }
         }
         for durable in ["payment", "order", EVENTS_CONSUMER] {
-            stack.wait_pulling(durable).await?;
+            self.wait_pulling(durable).await?;
         }
-        Ok(stack)
+        Ok(())
+    }
+
+    /// Starts one more process, `exe args`, whose output goes to the stack's log directory;
+    /// it is stopped with the others.
+    pub fn spawn_extra(
+        &mut self,
+        name: &str,
+        args: &[String],
+        envs: &[(String, String)],
+    ) -> anyhow::Result<()> {
+        let exe = std::env::current_exe()?;
+        let service = Service::spawn(name, &exe, args, envs, &self.log_dir)?;
+        self.services.push(service);
+        Ok(())
+    }
+
+    /// The running services' names and pids.
+    pub fn pids(&self) -> Vec<(String, u32)> {
+        self.services
+            .iter()
+            .filter_map(|s| Some((s.name().to_owned(), s.pid()?)))
+            .collect()
+    }
+
+    /// The database's URL.
+    pub fn database_url(&self) -> String {
+        self.db_url()
     }
 
     fn db_url(&self) -> String {

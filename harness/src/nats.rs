@@ -127,6 +127,12 @@ impl NatsServer {
         SocketAddr::from((Ipv4Addr::LOCALHOST, self.port))
     }
 
+    /// The pid of the running server, e.g. to read its CPU time from `/proc`; `None` after a
+    /// kill.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
     /// The JetStream store directory (`-sd`); it survives kills and restarts.
     pub fn store_dir(&self) -> &Path {
         &self.store_dir

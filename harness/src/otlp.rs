@@ -5,6 +5,7 @@
 //! complete traces, the logs and the metrics; `checkout demo` listens on the standard port 4317 and renders them. A real
 //! collector would add a dependency and a process for no gain.
 
+use std::collections::BTreeMap;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
@@ -28,7 +29,6 @@ use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::{
 use opentelemetry_proto::tonic::collector::trace::v1::{
     ExportTraceServiceRequest, ExportTraceServiceResponse,
 };
-use std::collections::BTreeMap;
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
@@ -63,6 +63,11 @@ struct Store {
     logs: Vec<ReceivedLog>,
     /// The latest point of each metric series.
     metrics: BTreeMap<SeriesKey, ReceivedPoint>,
+    /// Whether spans are kept at all; a benchmark only counts them, so that the receiver's
+    /// own CPU and memory stay small and flat however long it runs.
+    keep: bool,
+    /// Spans received per `service.name`, kept or not.
+    counts: BTreeMap<String, u64>,
 }
 
 /// The gRPC service implementation; cheap to clone into tonic.
@@ -77,7 +82,16 @@ impl TraceService for Collector {
         &self,
         request: Request<ExportTraceServiceRequest>,
     ) -> Result<Response<ExportTraceServiceResponse>, Status> {
-        let spans = flatten(request.into_inner());
+        let request = request.into_inner();
+        let mut store = lock(&self.store);
+        count(&mut store.counts, &request);
+        if !store.keep {
+            return Ok(Response::new(ExportTraceServiceResponse {
+                partial_success: None,
+            }));
+        }
+        drop(store);
+        let spans = flatten(request);
         let mut store = lock(&self.store);
         let room = store.capacity.saturating_sub(store.spans.len());
         let overflow = spans.len().saturating_sub(room);
@@ -153,6 +167,16 @@ impl OtlpReceiver {
     /// Starts a receiver on `addr`, e.g. `127.0.0.1:4317` so unconfigured exporters find it.
     /// Port 0 picks a free port; [`OtlpReceiver::endpoint`] reports the real one.
     pub async fn start_on(addr: SocketAddr) -> anyhow::Result<OtlpReceiver> {
+        Self::listen(addr, true).await
+    }
+
+    /// Starts a receiver on a free port of 127.0.0.1 that only counts spans per service
+    /// ([`OtlpReceiver::counts`]) and keeps none, for benchmarks and soak runs.
+    pub async fn start_counting() -> anyhow::Result<OtlpReceiver> {
+        Self::listen(SocketAddr::from((Ipv4Addr::LOCALHOST, 0)), false).await
+    }
+
+    async fn listen(addr: SocketAddr, keep: bool) -> anyhow::Result<OtlpReceiver> {
         let listener = TcpListener::bind(addr).await.with_context(|| {
             format!("binding the OTLP receiver to {addr} (is another collector running there?)")
         })?;
@@ -165,6 +189,8 @@ impl OtlpReceiver {
             dropped: 0,
             logs: Vec::new(),
             metrics: BTreeMap::new(),
+            keep,
+            counts: BTreeMap::new(),
         }));
         let collector = Collector {
             store: Arc::clone(&store),
@@ -291,6 +317,22 @@ impl OtlpReceiver {
         store.dropped = 0;
     }
 
+    /// Spans received per `service.name` since the start or the last
+    /// [`OtlpReceiver::reset_counts`], whether they were kept or not.
+    pub fn counts(&self) -> BTreeMap<String, u64> {
+        lock(&self.store).counts.clone()
+    }
+
+    /// Spans received in all, as counted by [`OtlpReceiver::counts`].
+    pub fn count(&self) -> u64 {
+        lock(&self.store).counts.values().sum()
+    }
+
+    /// Starts counting from zero (stored spans are left alone).
+    pub fn reset_counts(&self) {
+        lock(&self.store).counts.clear();
+    }
+
     /// How many spans and log records were discarded because the store was full.
     pub fn dropped(&self) -> u64 {
         lock(&self.store).dropped
@@ -331,6 +373,22 @@ impl Drop for OtlpReceiver {
         if let Some(server) = self.server.take() {
             server.abort();
         }
+    }
+}
+
+/// Adds the spans of one export request to the per-service counts, without converting them.
+fn count(counts: &mut BTreeMap<String, u64>, request: &ExportTraceServiceRequest) {
+    for resource_spans in &request.resource_spans {
+        let spans: usize = resource_spans
+            .scope_spans
+            .iter()
+            .map(|scope| scope.spans.len())
+            .sum();
+        if spans == 0 {
+            continue;
+        }
+        let service = crate::span::service_name(resource_spans.resource.as_ref());
+        *counts.entry(service).or_default() += spans as u64;
     }
 }
 

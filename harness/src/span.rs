@@ -100,22 +100,27 @@ impl ReceivedSpan {
     }
 }
 
+/// The `service.name` of a resource, empty when it has none.
+pub(crate) fn service_name(
+    resource: Option<&opentelemetry_proto::tonic::resource::v1::Resource>,
+) -> String {
+    resource
+        .and_then(|resource| {
+            resource
+                .attributes
+                .iter()
+                .find(|kv| kv.key == SERVICE_NAME_KEY)
+        })
+        .and_then(|kv| kv.value.as_ref())
+        .map(stringify)
+        .unwrap_or_default()
+}
+
 /// Flattens an export request into one [`ReceivedSpan`] per span, in request order.
 pub(crate) fn flatten(request: ExportTraceServiceRequest) -> Vec<ReceivedSpan> {
     let mut out = Vec::new();
     for resource_spans in request.resource_spans {
-        let service_name = resource_spans
-            .resource
-            .as_ref()
-            .and_then(|resource| {
-                resource
-                    .attributes
-                    .iter()
-                    .find(|kv| kv.key == SERVICE_NAME_KEY)
-            })
-            .and_then(|kv| kv.value.as_ref())
-            .map(stringify)
-            .unwrap_or_default();
+        let service_name = service_name(resource_spans.resource.as_ref());
         for scope_spans in resource_spans.scope_spans {
             out.extend(
                 scope_spans

@@ -1,0 +1,281 @@
+//! `checkout bench`: throughput, latency and cost per saga of the whole system on this
+//! machine, against a bare skeleton of its message and commit pattern, on a private stack.
+//!
+//! ```text
+//!  private nats-server (JetStream, file store) ─┐
+//!  fresh PostgreSQL database (synchronous commit)├─ skeleton run ─┐ per concurrency:
+//!  span receiver that counts (this process)     ─┘  checkout runs ─┴─ warm-up, restart,
+//!                                                                   count, drive, count
+//! ```
+//!
+//! Per run: sagas/s, latency percentiles, spans received against spans expected, CPU per
+//! saga of every process (from `/proc`), peak memory, PostgreSQL commits and JetStream
+//! messages per saga. `--soak N` runs N sagas instead and reports every tenth of them.
+
+pub mod drive;
+pub mod probe;
+pub mod procstat;
+pub mod report;
+pub mod run;
+pub mod skeleton;
+mod soak;
+
+use crate::client::Client;
+use crate::load::Mix;
+use crate::stack::StackOptions;
+use clap::{Args, ValueEnum};
+use run::{Bench, Checkouts, Plan, System};
+use std::process::ExitCode;
+use std::time::Duration;
+
+/// Which tracing the product runs with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Tracing {
+    /// Every span exported (to the benchmark's receiver, which counts them).
+    On,
+    /// No span exported, no trace started by the client.
+    Off,
+    /// One run of each, side by side.
+    Both,
+}
+
+/// Options of `checkout bench`.
+#[derive(Debug, Args)]
+#[command(after_help = "\
+Each run: start the services, warm up, restart them (so PostgreSQL's commit counts are exact), \
+then keep C checkouts in flight for the duration, wait for the last of them and their spans, \
+and read CPU (utime+stime of /proc/<pid>/stat, every thread), peak memory (VmHWM), \
+PostgreSQL commits (pg_stat_database.xact_commit) and JetStream messages (stream last \
+sequences) before and after. Counts are divided by every saga of the run, rates by the window. \
+The PostgreSQL server is shared: its backends of the benchmark's database are one row, its \
+shared processes (WAL writer, checkpointer, ...) another, which may include other users' work.
+
+Examples:
+  checkout bench --duration 20 --concurrency 16,64 --tracing both
+  checkout bench --soak 1000000 --rate 300 --json")]
+pub struct BenchArgs {
+    /// Seconds measured per run.
+    #[arg(long, default_value_t = 20.0, value_parser = seconds(1.0, 3600.0))]
+    duration: f64,
+    /// Seconds of warm-up before each run (not measured).
+    #[arg(long, default_value_t = 5.0, value_parser = seconds(0.5, 600.0))]
+    warmup: f64,
+    /// Checkouts in flight at once; a list runs each.
+    #[arg(long, value_delimiter = ',', default_value = "64",
+          value_parser = clap::value_parser!(u16).range(1..=4096))]
+    concurrency: Vec<u16>,
+    /// Tracing of the product: on, off, or both side by side.
+    #[arg(long, value_enum, default_value_t = Tracing::On)]
+    tracing: Tracing,
+    /// Fraction of checkouts whose card is declined (their inventory step is compensated).
+    #[arg(long, default_value_t = 0.1, value_parser = fraction)]
+    decline_rate: f64,
+    /// Distinct SKUs bought (3 measures contention on three hot stock rows).
+    #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u16).range(1..=10_000))]
+    skus: u16,
+    /// Instances of each worker kind.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u8).range(1..=8))]
+    workers_per_kind: u8,
+    /// With tracing on, export spans before each message that names them leaves (off
+    /// measures the cost of that crash-safety guarantee).
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    flush_before_send: bool,
+    /// Also run the skeleton at each concurrency, and compare.
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    skeleton: bool,
+    /// Seconds one checkout may take before it counts as failed.
+    #[arg(long, default_value_t = 60.0, value_parser = seconds(1.0, 600.0))]
+    timeout: f64,
+    /// Instead of timed runs: this many checkouts (at most 1,000,000), reported per tenth,
+    /// at the first concurrency and tracing mode (both: on).
+    #[arg(long, value_parser = clap::value_parser!(u64).range(10..=1_000_000))]
+    soak: Option<u64>,
+    /// With --soak: checkouts started per second at most (0: as fast as they end).
+    #[arg(long, default_value_t = 0.0, value_parser = seconds(0.0, 100_000.0))]
+    rate: f64,
+    /// End with one JSON object on the last line.
+    #[arg(long)]
+    json: bool,
+}
+
+fn seconds(min: f64, max: f64) -> impl Fn(&str) -> Result<f64, String> + Clone {
+    move |text| {
+        let value: f64 = text
+            .parse()
+            .map_err(|_| format!("{text:?} is not a number"))?;
+        if value.is_finite() && (min..=max).contains(&value) {
+            Ok(value)
+        } else {
+            Err(format!("{value} is not between {min} and {max}"))
+        }
+    }
+}
+
+fn fraction(text: &str) -> Result<f64, String> {
+    seconds(0.0, 1.0)(text).map_err(|_| format!("{text:?} is not a fraction between 0 and 1"))
+}
+
+impl BenchArgs {
+    fn modes(&self) -> Vec<bool> {
+        match self.tracing {
+            Tracing::On => vec![true],
+            Tracing::Off => vec![false],
+            Tracing::Both => vec![true, false],
+        }
+    }
+
+    fn plan(&self) -> Plan {
+        let skus = usize::from(self.skus);
+        let seed_stock = (0..skus.max(3))
+            .map(|i| format!("{}=100000000", crate::load::sku_name(i, skus)))
+            .chain(["SKU-MUG=100000000".to_owned()])
+            .collect::<Vec<_>>()
+            .join(",");
+        Plan {
+            duration: Duration::from_secs_f64(self.duration),
+            warmup: Duration::from_secs_f64(self.warmup),
+            services: StackOptions {
+                workers_per_kind: usize::from(self.workers_per_kind),
+                seed_stock,
+                env: vec![],
+            },
+            flush_before_send: self.flush_before_send,
+            timeout: Duration::from_secs_f64(self.timeout),
+        }
+    }
+
+    fn checkouts(&self, client: Client, tracing: bool) -> Checkouts {
+        Checkouts {
+            client: if tracing { client } else { client.untraced() },
+            mix: Mix {
+                decline_rate: self.decline_rate,
+                skus: usize::from(self.skus),
+                ..Mix::default()
+            },
+            seed: 7,
+            timeout: Duration::from_secs_f64(self.timeout),
+            tracing,
+        }
+    }
+}
+
+/// `checkout bench`.
+pub async fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
+    let machine = procstat::Machine::read();
+    let mut bench = Bench::start().await?;
+    let result = measure_all(&args, &mut bench, &machine).await;
+    bench.stop().await;
+    let log_dir = bench.stack.log_dir.clone();
+    // Keep the database and logs of a failed invocation for a look.
+    let cleaned = bench.stack.cleanup(result.is_err()).await;
+    if result.is_err() {
+        eprintln!("logs kept in {}", log_dir.display());
+    }
+    let code = result?;
+    cleaned?;
+    Ok(code)
+}
+
+async fn measure_all(
+    args: &BenchArgs,
+    bench: &mut Bench,
+    machine: &procstat::Machine,
+) -> anyhow::Result<ExitCode> {
+    let telemetry = crate::common::client_telemetry(bench.stack.receiver.endpoint())?;
+    let flusher = if args.flush_before_send {
+        telemetry.flusher()
+    } else {
+        checkout_shared::telemetry::SpanFlusher::disabled()
+    };
+    let client = Client::connect(&bench.stack.nats.url(), flusher).await?;
+    let plan = args.plan();
+    skeleton::provision(
+        &checkout_shared::connect::jetstream(bench.nats.clone()),
+        &bench.pg,
+    )
+    .await?;
+    let result = match args.soak {
+        Some(count) => {
+            let tracing = args.modes()[0];
+            let concurrency = usize::from(args.concurrency[0]);
+            let sagas = args.checkouts(client, tracing);
+            soak::soak(
+                bench,
+                &plan,
+                &sagas,
+                count,
+                concurrency,
+                args.rate,
+                args.json,
+            )
+            .await
+        }
+        None => timed_runs(args, bench, &plan, &client, machine).await,
+    };
+    telemetry.shutdown().await;
+    result
+}
+
+async fn timed_runs(
+    args: &BenchArgs,
+    bench: &mut Bench,
+    plan: &Plan,
+    client: &Client,
+    machine: &procstat::Machine,
+) -> anyhow::Result<ExitCode> {
+    let mut runs = Vec::new();
+    let mut skeletons = Vec::new();
+    for &concurrency in &args.concurrency {
+        let concurrency = usize::from(concurrency);
+        let skeleton = if args.skeleton {
+            let sagas =
+                skeleton::SkeletonSagas::connect(&bench.stack.nats.url(), plan.timeout).await?;
+            let r = run::measure(bench, System::Skeleton, &sagas, concurrency, plan).await?;
+            skeletons.push(r.clone());
+            Some(r)
+        } else {
+            None
+        };
+        for tracing in args.modes() {
+            let sagas = args.checkouts(client.clone(), tracing);
+            let system = System::Checkout { tracing };
+            let mut r = run::measure(bench, system, &sagas, concurrency, plan).await?;
+            if let Some(skeleton) = &skeleton {
+                r.compare(skeleton);
+            }
+            runs.push(r);
+        }
+    }
+    let shown: Vec<_> = skeletons.iter().chain(&runs).cloned().collect();
+    println!(
+        "checkout bench: {} s per run after {} s warm-up, decline rate {}, {} SKUs, \
+         {} worker(s) per kind; {} cores ({}), {:.0} GiB, load {:.2} at start",
+        args.duration,
+        args.warmup,
+        args.decline_rate,
+        args.skus,
+        args.workers_per_kind,
+        machine.cores,
+        machine.cpu,
+        machine.memory_gib,
+        machine.load_at_start
+    );
+    print!("{}", report::table(&shown));
+    let failed = runs.iter().chain(&skeletons).any(|r| r.failed > 0);
+    if args.json {
+        let json = serde_json::json!({
+            "machine": machine,
+            "duration_s": args.duration,
+            "warmup_s": args.warmup,
+            "decline_rate": args.decline_rate,
+            "runs": runs,
+            "skeleton_runs": skeletons,
+        });
+        println!("{json}");
+    }
+    Ok(if failed {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    })
+}

@@ -1,0 +1,86 @@
+//! `checkout bench` as users run it, tiny: every figure the issue names is in the JSON, and
+//! every span of every saga arrived. Timings are never asserted (the machine is shared).
+
+use serde_json::Value;
+use std::process::Command;
+
+#[test]
+fn a_tiny_bench_reports_every_figure_and_loses_no_span() {
+    let output = Command::new(env!("CARGO_BIN_EXE_checkout"))
+        .args([
+            "bench",
+            "--duration",
+            "3",
+            "--warmup",
+            "1",
+            "--concurrency",
+            "4",
+            "--json",
+        ])
+        .output()
+        .expect("run checkout bench");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    let last = stdout.lines().last().unwrap_or_default();
+    let report: Value = serde_json::from_str(last)
+        .unwrap_or_else(|e| panic!("no JSON report ({e}); stdout:\n{stdout}\nstderr:\n{stderr}"));
+    assert!(
+        output.status.success(),
+        "bench failed:\n{stderr}\n{report:#}"
+    );
+    assert!(
+        stdout.contains("sagas/s"),
+        "a table before the JSON:\n{stdout}"
+    );
+    let runs = report["runs"].as_array().expect("runs");
+    assert_eq!(runs.len(), 1, "{report:#}");
+    let run = &runs[0];
+    for field in [
+        "concurrency",
+        "tracing",
+        "throughput_per_s",
+        "p50_ms",
+        "p90_ms",
+        "p99_ms",
+        "max_ms",
+        "cpu_ms_per_saga",
+        "skeleton_throughput_per_s",
+        "spans_per_s",
+        "spans_per_saga",
+        "pg_commits_per_saga",
+        "js_messages_per_saga",
+    ] {
+        assert!(
+            run[field].is_number() || run[field].is_string(),
+            "{field}: {run:#}"
+        );
+    }
+    assert_eq!(run["concurrency"], 4);
+    assert_eq!(run["tracing"], "on");
+    assert!(run["sagas"].as_u64() > Some(0), "{run:#}");
+    assert_eq!(run["failed"], 0, "{run:#}");
+    assert_eq!(run["spans_missing"], 0, "every span arrived: {run:#}");
+    assert_eq!(
+        run["spans_per_saga"], run["spans_expected_per_saga"],
+        "{run:#}"
+    );
+    let processes: Vec<&str> = run["processes"]
+        .as_array()
+        .expect("processes")
+        .iter()
+        .filter_map(|p| p["process"].as_str())
+        .collect();
+    for process in [
+        "nats-server",
+        "postgres",
+        "orchestrator",
+        "inventory",
+        "payment",
+        "order",
+    ] {
+        assert!(processes.contains(&process), "{process} in {processes:?}");
+    }
+    // The skeleton's pattern, by construction: 7 messages per saga.
+    let skeleton = &report["skeleton_runs"][0];
+    assert_eq!(skeleton["js_messages_per_saga"], 7.0, "{skeleton:#}");
+}
