@@ -71,8 +71,9 @@ async fn metrics_and_logs_go_out_over_otlp_with_units_attributes_and_trace_ids()
     let stack = Stack::start(options).await;
     let client = stack.client().await;
 
-    for amount in [4_500, 700] {
-        let ok = request("cust-1", "tok_visa", &[("SKU-MUG", 1)], amount);
+    // Priced from the test catalog: 2 x 2100 and 3 x 300.
+    for cart in [[("SKU-MUG", 2)], [("SKU-TEE", 3)]] {
+        let ok = request("cust-1", "tok_visa", &cart, 0);
         assert_eq!(stack.checkout(&client, &ok).await.0, "completed");
     }
     let declined = request("cust-2", "tok_decline", &[("SKU-MUG", 1)], 1_200);
@@ -81,8 +82,8 @@ async fn metrics_and_logs_go_out_over_otlp_with_units_attributes_and_trace_ids()
 
     let unknown = json!({
         "checkout_id": uuid::Uuid::new_v4(), "customer_id": "cust-3",
-        "items": [{"sku": "SKU-NOPE", "quantity": 1}], "payment_token": "tok_visa",
-        "amount_cents": 100
+        "items": [{"sku": "SKU-NOPE", "quantity": 1, "unit_price_cents": 100}],
+        "payment_token": "tok_visa", "amount_cents": 100, "currency": "EUR"
     });
     let body = Bytes::from(serde_json::to_vec(&unknown).unwrap());
     let rejected_trace = client.publish_raw("bad-sku".into(), body).await.unwrap();
@@ -183,12 +184,12 @@ async fn metrics_and_logs_go_out_over_otlp_with_units_attributes_and_trace_ids()
     else {
         panic!("checkout.value is a histogram: {completed:?}");
     };
-    assert_eq!(*sum, 5_200.0);
+    assert_eq!(*sum, 5_100.0);
     assert_eq!(bounds, &m::VALUE_BUCKETS.to_vec());
     assert_eq!(
         (buckets[1], buckets[3]),
         (1, 1),
-        "700 and 4500: {buckets:?}"
+        "900 and 4200: {buckets:?}"
     );
 
     // Every point: the unit, description and kind of its definition, attributes from the
