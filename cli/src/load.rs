@@ -79,6 +79,8 @@ pub struct LoadReport {
     pub completed: usize,
     /// Ended compensated.
     pub compensated: usize,
+    /// Ended failed: refused at the first step (out of stock), with nothing to undo.
+    pub refused: usize,
     /// Did not end (stuck, rejected, timed out or not published).
     pub failed: usize,
     /// Wall-clock seconds.
@@ -179,6 +181,7 @@ pub async fn drive(
         match kind {
             Some(LifecycleKind::Completed) => report.completed += 1,
             Some(LifecycleKind::Compensated) => report.compensated += 1,
+            Some(LifecycleKind::Failed) => report.refused += 1,
             _ => report.failed += 1,
         }
         if let Some(h) = histogram.as_mut() {
@@ -186,8 +189,8 @@ pub async fn drive(
         }
     }
     report.elapsed_s = started.elapsed().as_secs_f64();
-    report.throughput_per_s =
-        (report.completed + report.compensated) as f64 / report.elapsed_s.max(1e-9);
+    report.throughput_per_s = (report.completed + report.compensated + report.refused) as f64
+        / report.elapsed_s.max(1e-9);
     if let Some(h) = histogram {
         let ms = |q: f64| h.value_at_quantile(q) as f64 / 1000.0;
         report.p50_ms = ms(0.50);
@@ -235,6 +238,7 @@ pub fn print_report(r: &LoadReport, concurrency: usize) {
     println!("sagas        {:>8}   (concurrency {concurrency})", r.sagas);
     println!("completed    {:>8}", r.completed);
     println!("compensated  {:>8}", r.compensated);
+    println!("failed       {:>8}  (refused at the first step)", r.refused);
     println!(
         "failed       {:>8}   (stuck, timed out or not published)",
         r.failed

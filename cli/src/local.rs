@@ -92,12 +92,11 @@ impl LocalStack {
         let js = checkout_shared::connect::jetstream(client);
         checkout_shared::streams::provision(&js, 1).await?;
         let exe = std::env::current_exe()?;
-        let wanted = [
-            ("inventory", vec!["worker", "inventory"], "inventory"),
-            ("payment", vec!["worker", "payment"], "payment"),
-            ("order", vec!["worker", "order"], "order"),
-            ("orchestrator", vec!["orchestrator"], EVENTS_CONSUMER),
-        ];
+        // Every worker kind of the step table (its consumer is named after it), then the
+        // orchestrator.
+        let wanted = checkout_shared::steps::worker_kinds()
+            .map(|kind| (kind, vec!["worker", kind], kind))
+            .chain([("orchestrator", vec!["orchestrator"], EVENTS_CONSUMER)]);
         for (name, args, durable) in wanted {
             if pulling(&js, durable).await {
                 say(format!(
@@ -120,7 +119,7 @@ impl LocalStack {
             ));
             self.services.push(service);
         }
-        for durable in ["inventory", "payment", "order", EVENTS_CONSUMER] {
+        for durable in checkout_shared::steps::worker_kinds().chain([EVENTS_CONSUMER]) {
             let ready = wait_until(Duration::from_secs(60), || pulling(&js, durable)).await;
             anyhow::ensure!(
                 ready,

@@ -1,7 +1,7 @@
 //! `checkout`: one binary for the checkout saga.
 //!
 //! ```text
-//!  services:   checkout orchestrator | checkout worker <inventory|payment|order> | checkout gateway
+//!  services:   checkout orchestrator | checkout worker <inventory|payment|order|notification> | checkout gateway
 //!  clients:    checkout publish [--wait] | checkout load | checkout watch | checkout show <id>
 //!  operators:  checkout stuck | checkout retry <id>
 //!  the whole:  checkout demo | checkout chaos | checkout bench

@@ -1,5 +1,5 @@
-//! `checkout orchestrator`, `checkout worker <kind>` and `checkout gateway`: the long-running
-//! services.
+//! `checkout orchestrator`, `checkout worker <kind>` (a kind per row of the step table) and
+//! `checkout gateway`: the long-running services.
 
 use crate::common::{DbArgs, NatsArgs, SERVICE_FILTER, TelemetryArgs};
 use checkout_orchestrator::{OrchestratorConfig, Timing};
@@ -7,7 +7,7 @@ use checkout_shared::telemetry::SpanFlusher;
 use checkout_shared::{Step, shutdown};
 use checkout_workers::inventory::StockSeed;
 use checkout_workers::{Faults, WorkerConfig};
-use clap::{Args, ValueEnum};
+use clap::Args;
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -50,23 +50,17 @@ pub struct OrchestratorArgs {
     trace_flush_before_send: bool,
 }
 
-/// The worker kinds.
-#[derive(Debug, Clone, Copy, ValueEnum)]
-pub enum Kind {
-    /// Reserves and releases stock.
-    Inventory,
-    /// Charges and refunds.
-    Payment,
-    /// Creates and cancels orders.
-    Order,
+/// The worker kinds: one per row of the step table (`checkout_shared::steps::STEPS`).
+fn kinds() -> clap::builder::PossibleValuesParser {
+    clap::builder::PossibleValuesParser::new(checkout_shared::steps::worker_kinds())
 }
 
 /// Options of a worker.
 #[derive(Debug, Args)]
 pub struct WorkerArgs {
-    /// Which worker to run.
-    #[arg(value_enum)]
-    kind: Kind,
+    /// Which worker to run: one per step (inventory, payment, order, notification).
+    #[arg(value_parser = kinds())]
+    kind: String,
     #[command(flatten)]
     nats: NatsArgs,
     #[command(flatten)]
@@ -88,6 +82,25 @@ pub struct WorkerArgs {
     /// Milliseconds added to every action and undo.
     #[arg(long, env = "WORKER_LATENCY_MS", default_value_t = 0)]
     latency_ms: u64,
+    /// Milliseconds the simulated payment gateway takes per charge (payment).
+    #[arg(long, env = "PAYMENT_GATEWAY_LATENCY_MS", default_value_t = 0)]
+    gateway_latency_ms: u64,
+    /// The codes of the declines --decline-rate injects, with weights (payment):
+    /// `card_declined=2,insufficient_funds=1,expired_card=1`.
+    #[arg(long, env = "PAYMENT_DECLINE_MIX", default_value = "card_declined")]
+    decline_mix: String,
+    /// Fraction of confirmation attempts that fail (notification), by saga id and attempt.
+    #[arg(long, env = "NOTIFICATION_FAIL_RATE", default_value_t = 0.0)]
+    notification_fail_rate: f64,
+    /// Attempts at one confirmation before it is given up (notification).
+    #[arg(long, env = "NOTIFICATION_ATTEMPTS", default_value_t = 3)]
+    notification_attempts: u32,
+    /// Milliseconds after the first failed attempt, doubling (notification).
+    #[arg(long, env = "NOTIFICATION_BACKOFF_MS", default_value_t = 50)]
+    notification_backoff_ms: u64,
+    /// Milliseconds the simulated mail service takes per attempt (notification).
+    #[arg(long, env = "NOTIFICATION_LATENCY_MS", default_value_t = 0)]
+    notification_latency_ms: u64,
     /// Stock created at start-up for SKUs that do not exist yet (inventory), with catalog
     /// prices: `SKU=QTY[@PRICE_CENTS[:CURRENCY]],...` (price 1000, currency EUR if omitted).
     #[arg(
@@ -175,11 +188,7 @@ pub async fn orchestrator(args: OrchestratorArgs) -> anyhow::Result<ExitCode> {
 
 /// Runs a worker until SIGTERM or Ctrl-C.
 pub async fn worker(args: WorkerArgs) -> anyhow::Result<ExitCode> {
-    let kind = match args.kind {
-        Kind::Inventory => Step::Inventory,
-        Kind::Payment => Step::Payment,
-        Kind::Order => Step::Order,
-    };
+    let kind: Step = args.kind.parse()?;
     let telemetry = args.telemetry.init(kind.service(), SERVICE_FILTER)?;
     let config = WorkerConfig {
         kind,
@@ -192,6 +201,13 @@ pub async fn worker(args: WorkerArgs) -> anyhow::Result<ExitCode> {
             decline_rate: args.decline_rate,
             order_fail_rate: args.order_fail_rate,
             latency: Duration::from_millis(args.latency_ms),
+            gateway_latency: Duration::from_millis(args.gateway_latency_ms),
+            decline_mix: checkout_workers::card_gateway::parse_mix(&args.decline_mix)
+                .map_err(anyhow::Error::msg)?,
+            notification_fail_rate: args.notification_fail_rate,
+            notification_attempts: args.notification_attempts,
+            notification_backoff: Duration::from_millis(args.notification_backoff_ms),
+            notification_latency: Duration::from_millis(args.notification_latency_ms),
         },
         seed_stock: parse_stock(&args.seed_stock)?,
         consumer: None,

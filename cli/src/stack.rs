@@ -66,7 +66,7 @@ impl PrivateStack {
     pub async fn spawn_services(&mut self, options: &StackOptions) -> anyhow::Result<()> {
         let exe = std::env::current_exe()?;
         let mut plan: Vec<(String, Vec<String>, &str)> = Vec::new();
-        for kind in ["inventory", "payment", "order"] {
+        for kind in checkout_shared::steps::worker_kinds() {
             for i in 1..=options.workers_per_kind.max(1) {
                 plan.push((
                     format!("{kind}-{i}"),
@@ -100,7 +100,7 @@ impl PrivateStack {
                 self.wait_pulling("inventory").await?;
             }
         }
-        for durable in ["payment", "order", EVENTS_CONSUMER] {
+        for durable in checkout_shared::steps::worker_kinds().chain([EVENTS_CONSUMER]) {
             self.wait_pulling(durable).await?;
         }
         Ok(())

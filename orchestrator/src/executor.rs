@@ -259,7 +259,14 @@ impl<S: SagaStore, T: Transport> Executor<S, T> {
             after.step_started_at = now;
         }
         match after.state.status {
-            Status::Completed | Status::Compensated => pending.push(saga_span(&after, now)),
+            // The saga span ends when the saga does, once: a fire-and-forget step's reply
+            // that comes later changes nothing about it.
+            Status::Completed | Status::Compensated | Status::Failed
+                if before.state.status.is_active() =>
+            {
+                pending.push(saga_span(&after, now))
+            }
+            Status::Completed | Status::Compensated | Status::Failed => {}
             Status::Stuck if before.state.status != Status::Stuck => {
                 after.stuck_reason = flag_reason(t);
             }
@@ -304,9 +311,11 @@ impl<S: SagaStore, T: Transport> Executor<S, T> {
             )
             .await;
         }
+        let ends = before.state.status.is_active();
         let terminal = match after.state.status {
-            Status::Completed => Some(LifecycleKind::Completed),
-            Status::Compensated => Some(LifecycleKind::Compensated),
+            Status::Completed if ends => Some(LifecycleKind::Completed),
+            Status::Compensated if ends => Some(LifecycleKind::Compensated),
+            Status::Failed if ends => Some(LifecycleKind::Failed),
             // Flagged once, when it happens; the retries that follow are in the log.
             Status::Stuck if before.state.status != Status::Stuck => Some(LifecycleKind::Stuck),
             _ => None,
@@ -333,9 +342,15 @@ impl<S: SagaStore, T: Transport> Executor<S, T> {
     pub async fn send_current(&self, row: &SagaRow) -> Result<(), ExecError> {
         let state = &row.state;
         let def = &CHECKOUT[state.cursor];
-        let command = match state.phase {
-            Phase::Do => (def.action)(&state.data),
-            Phase::Undo => (def.undo)(&state.data),
+        let command = match (state.phase, def.undo) {
+            (Phase::Do, _) => (def.action)(&state.data),
+            (Phase::Undo, Some(undo)) => undo(&state.data),
+            (Phase::Undo, None) => {
+                // The machine never undoes a fire-and-forget step; a state that asks for it
+                // is a bug, reported rather than sent as a command no worker knows.
+                tracing::error!(saga_id = %row.saga_id, step = %def.step, "no undo to send");
+                return Ok(());
+            }
         };
         let envelope = Envelope::command(row.saga_id, def.step, state.phase);
         let msg_id = state.msg_id(row.saga_id);

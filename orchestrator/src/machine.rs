@@ -3,10 +3,13 @@
 //! tested here in memory.
 //!
 //! ```text
-//!  running(0,do) ─ok─▶ running(1,do) ─ok─▶ running(2,do) ─ok─▶ completed
-//!        │ no             │ no                  │ no / timed out: undo from the failed step
-//!        ▼                ▼                     ▼ (a timed-out step may have happened)
-//!   compensated ◀─ok─ compensating(0,undo) ◀─ok─ compensating(1,undo) ◀── ...
+//!  running(0,do) ─ok─▶ running(1,do) ─ok─▶ running(2,do) ─ok─▶ completed ─▶ notification sent,
+//!        │ no             │ no                  │ no / timed out     (follow-up: its reply is
+//!        ▼                ▼                     ▼ undo from the       recorded, never waited
+//!     failed         compensating(0,undo) ◀─ok─ compensating(1,undo) for, never compensated)
+//!   (nothing to undo)     │ ok
+//!                         ▼
+//!   compensated ◀─────────┘
 //!        ▲                 │ no reply for `stuck_after`: flagged, still retried
 //!        └──────ok──────  stuck ◀─┐ re-sent at the capped interval; an operator's retry
 //!                                 └─ sends it now
@@ -16,7 +19,7 @@
 //! reach its database), it is sent again until it succeeds. Only a business decision ends a
 //! step; a failure to act never does.
 
-use crate::saga::{CHECKOUT, SagaData, index_of};
+use crate::saga::{CHECKOUT, SagaData, blocking_steps, index_of};
 use checkout_shared::messages::Outcome;
 use checkout_shared::{Phase, Step};
 use serde::{Deserialize, Serialize};
@@ -34,6 +37,8 @@ pub enum Status {
     Completed,
     /// Every step that may have happened undone.
     Compensated,
+    /// The first step refused: nothing happened, so there was nothing to undo.
+    Failed,
     /// Compensating, but an undo has had no success for longer than the policy's
     /// `stuck_after`: flagged for an operator while its retries go on.
     Stuck,
@@ -47,6 +52,7 @@ impl Status {
             Status::Compensating => "compensating",
             Status::Completed => "completed",
             Status::Compensated => "compensated",
+            Status::Failed => "failed",
             Status::Stuck => "stuck",
         }
     }
@@ -73,6 +79,16 @@ pub struct SagaState {
     pub generation: u32,
     /// Why the saga is compensating.
     pub failure: Option<String>,
+    /// The step whose failure ended the checkout (for `checkout.failure_step`).
+    #[serde(default)]
+    pub failure_step: Option<Step>,
+    /// The stable code of that failure: a refusal's code, or `timeout`.
+    #[serde(default)]
+    pub failure_code: Option<String>,
+    /// Whether a fire-and-forget step's reply is still expected (the saga has completed; the
+    /// step in hand is the follow-up).
+    #[serde(default)]
+    pub follow_up: bool,
     /// What the steps created.
     pub data: SagaData,
 }
@@ -149,6 +165,9 @@ impl SagaState {
             attempts: 0,
             generation: 0,
             failure: None,
+            failure_step: None,
+            failure_code: None,
+            follow_up: false,
             data,
         };
         Transition {
@@ -193,11 +212,12 @@ impl SagaState {
                 phase,
                 outcome,
             } => {
-                let current = self.status.is_active()
+                let current = (self.status.is_active() || self.follow_up)
                     && index_of(*step) == self.cursor
                     && *phase == self.phase;
                 current.then(|| self.on_reply(outcome))
             }
+            Input::Timeout { .. } if self.follow_up => Some(self.on_follow_up_timeout(policy)),
             Input::Timeout { waited } => self
                 .status
                 .is_active()
@@ -209,11 +229,14 @@ impl SagaState {
     fn on_reply(&self, outcome: &Outcome) -> Transition {
         let mut next = self.clone();
         let step = self.step();
+        if self.follow_up {
+            return next.follow_up_done(outcome);
+        }
         match (self.phase, outcome) {
             (Phase::Do, Outcome::StepSucceeded { reference }) => {
                 (CHECKOUT[self.cursor].record)(&mut next.data, *reference);
                 let finished = self.finished(Ok(()));
-                if self.cursor + 1 < CHECKOUT.len() {
+                if self.cursor + 1 < blocking_steps() {
                     next.cursor += 1;
                     next.attempts = 0;
                     let log = vec![
@@ -224,11 +247,12 @@ impl SagaState {
                 } else {
                     next.status = Status::Completed;
                     let log = vec![(Some(step), "succeeded", None), (None, "completed", None)];
-                    next.end(log, finished)
+                    next.complete(log, finished)
                 }
             }
             (Phase::Do, Outcome::StepFailed { reason }) => {
                 // The step said no, so it did not happen: undo the steps before it.
+                next.failure_code = Some(reason.code.as_str().to_owned());
                 let reason = reason.to_string();
                 next.compensate_from(self.cursor, &reason, self.finished(Err(reason.clone())))
             }
@@ -271,6 +295,7 @@ impl SagaState {
             "{} {} got no reply after {} attempts",
             step, self.phase, policy.max_attempts
         );
+        next.failure_code = Some("timeout".to_owned());
         next.compensate_from(self.cursor + 1, &reason, self.finished(Err(reason.clone())))
     }
 
@@ -320,12 +345,14 @@ impl SagaState {
     fn compensate_from(mut self, upto: usize, reason: &str, finished: Finished) -> Transition {
         let step = self.step();
         self.failure = Some(reason.to_owned());
+        self.failure_step = Some(step);
         self.status = Status::Compensating;
         let log = vec![(Some(step), "failed", Some(reason.to_owned()))];
         if upto == 0 {
-            self.status = Status::Compensated;
+            // Refused at the first step: nothing happened, so nothing is compensated.
+            self.status = Status::Failed;
             let mut log = log;
-            log.push((None, "compensated", Some(reason.to_owned())));
+            log.push((None, "failed", Some(reason.to_owned())));
             return self.end(log, finished);
         }
         self.cursor = upto - 1;
@@ -381,5 +408,6 @@ impl SagaState {
     }
 }
 
+mod follow_up;
 #[cfg(test)]
 mod tests;

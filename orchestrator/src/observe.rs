@@ -48,6 +48,7 @@ fn saga_outcome(before: Status, after: Status) -> Option<SagaOutcome> {
     match after {
         Status::Completed => Some(SagaOutcome::Completed),
         Status::Compensated => Some(SagaOutcome::Compensated),
+        Status::Failed => Some(SagaOutcome::Failed),
         // Stuck is a flag on a saga whose undo is still being retried, not an end.
         Status::Running | Status::Compensating | Status::Stuck => None,
     }
@@ -74,6 +75,13 @@ pub fn committed(before: &SagaRow, after: &SagaRow, t: &Transition) {
         m.step_finished(step, finished.phase, outcome, took);
         let _cx = before.trace.context_of(before.step_span_id).attach();
         match (finished.phase, &finished.result) {
+            // A fire-and-forget step ends after its checkout: counted, never abandoning it.
+            (Phase::Do, result) if step.is_fire_and_forget() => {
+                m.notification(if result.is_ok() { "sent" } else { "failed" });
+                if let Err(reason) = result {
+                    tracing::warn!(%saga_id, step = %step.name(), %reason, "confirmation not sent; the checkout stands");
+                }
+            }
             (Phase::Do, Err(reason)) => {
                 m.abandoned(step);
                 tracing::warn!(%saga_id, step = %step.name(), %reason, "step failed; compensating");
@@ -151,6 +159,12 @@ mod tests {
             "flagged, not ended"
         );
         assert_eq!(saga_outcome(Running, Compensating), None);
+        assert_eq!(saga_outcome(Running, Failed), Some(SagaOutcome::Failed));
+        assert_eq!(
+            saga_outcome(Completed, Completed),
+            None,
+            "a follow-up's reply does not end the saga again"
+        );
         assert_eq!(saga_outcome(Completed, Completed), None);
         assert_eq!(saga_outcome(Stuck, Compensating), None);
         assert_eq!(

@@ -1,5 +1,8 @@
 //! The checkout saga, declared in one place: each step's action, its undo, and how its reply
-//! changes the saga's data, side by side and typed.
+//! changes the saga's data, side by side and typed. Read top to bottom, it is the checkout:
+//! reserve the stock, charge the card, create the order — then, once the checkout has
+//! completed, send the confirmation without waiting for it (a fire-and-forget step, as its
+//! row of `checkout_shared::steps::STEPS` says: it has no undo and cannot fail the checkout).
 
 use checkout_shared::Step;
 use checkout_shared::messages::{CheckoutRequested, Command};
@@ -39,19 +42,20 @@ pub struct StepDef {
     /// The command that performs it.
     pub action: fn(&SagaData) -> Command,
     /// The command that undoes it; it must succeed whether or not the action happened.
-    pub undo: fn(&SagaData) -> Command,
+    /// `None` for a fire-and-forget step, which is never undone.
+    pub undo: Option<fn(&SagaData) -> Command>,
     /// Records what the action created.
     pub record: fn(&mut SagaData, Option<Uuid>),
 }
 
-/// The checkout: reserve inventory, charge payment, create order.
-pub static CHECKOUT: [StepDef; 3] = [
+/// The checkout: reserve inventory, charge payment, create order, then notify.
+pub static CHECKOUT: [StepDef; 4] = [
     StepDef {
         step: Step::Inventory,
         action: |d| Command::ReserveInventory {
             items: d.request.items.clone(),
         },
-        undo: |_| Command::ReleaseInventory,
+        undo: Some(|_| Command::ReleaseInventory),
         record: |d, reference| d.reservation_id = reference,
     },
     StepDef {
@@ -61,7 +65,7 @@ pub static CHECKOUT: [StepDef; 3] = [
             payment_token: d.request.payment_token.clone(),
             amount_cents: d.request.amount_cents,
         },
-        undo: |_| Command::RefundPayment,
+        undo: Some(|_| Command::RefundPayment),
         record: |d, reference| d.charge_id = reference,
     },
     StepDef {
@@ -71,10 +75,31 @@ pub static CHECKOUT: [StepDef; 3] = [
             items: d.request.items.clone(),
             amount_cents: d.request.amount_cents,
         },
-        undo: |_| Command::CancelOrder,
+        undo: Some(|_| Command::CancelOrder),
         record: |d, reference| d.order_id = reference,
     },
+    // Fire-and-forget: sent when the checkout completes; its reply is recorded, never waited
+    // for, and a failure is counted rather than compensated.
+    StepDef {
+        step: Step::Notification,
+        action: |d| Command::SendNotification {
+            customer_id: d.request.customer_id.clone(),
+            order_id: d.order_id,
+            amount_cents: d.request.amount_cents,
+            currency: d.request.currency.clone(),
+        },
+        undo: None,
+        record: |_, _| {},
+    },
 ];
+
+/// The number of steps the checkout waits for: those before the first fire-and-forget one.
+pub fn blocking_steps() -> usize {
+    CHECKOUT
+        .iter()
+        .position(|def| def.step.is_fire_and_forget())
+        .unwrap_or(CHECKOUT.len())
+}
 
 /// The position of `step` in the saga.
 pub fn index_of(step: Step) -> usize {
@@ -101,8 +126,18 @@ mod tests {
         });
         for (i, def) in CHECKOUT.iter().enumerate() {
             assert_eq!(index_of(def.step), i);
+            assert_eq!(
+                def.step,
+                Step::ALL[i],
+                "the saga runs the table's steps in order"
+            );
             assert_eq!((def.action)(&data).step_phase(), (def.step, Phase::Do));
-            assert_eq!((def.undo)(&data).step_phase(), (def.step, Phase::Undo));
+            match def.undo {
+                Some(undo) => assert_eq!(undo(&data).step_phase(), (def.step, Phase::Undo)),
+                None => assert!(def.step.is_fire_and_forget(), "{} needs an undo", def.step),
+            }
         }
+        assert_eq!(CHECKOUT.len(), Step::ALL.len());
+        assert_eq!(blocking_steps(), 3, "the checkout waits for three steps");
     }
 }

@@ -141,6 +141,7 @@ pub fn step_span(row: &SagaRow, finished: &Finished, now: DateTime<Utc>) -> Plan
     };
     let mut attributes: Vec<(String, String)> = vec![
         ("saga.id".into(), row.saga_id.to_string()),
+        ("checkout.step".into(), step.clone()),
         ("saga.step".into(), step),
         ("saga.phase".into(), finished.phase.as_str().into()),
         ("saga.outcome".into(), outcome.into()),
@@ -162,24 +163,34 @@ pub fn step_span(row: &SagaRow, finished: &Finished, now: DateTime<Utc>) -> Plan
     }
 }
 
-/// The saga-level span, ended `now`.
+/// The saga-level span, ended `now`, with the business context a person debugging a
+/// checkout needs. The payment token is deliberately absent: it is a secret.
 pub fn saga_span(row: &SagaRow, now: DateTime<Utc>) -> PlannedSpan {
     let outcome = row.state.status.as_str();
+    let request = &row.state.data.request;
+    let item_count: i64 = request.items.iter().map(|l| i64::from(l.quantity)).sum();
     let mut attributes: Vec<(String, String)> = vec![
         ("saga.id".into(), row.saga_id.to_string()),
         ("saga.name".into(), "checkout".into()),
         ("saga.outcome".into(), outcome.into()),
-        (
-            "checkout.customer_id".into(),
-            row.state.data.request.customer_id.clone(),
-        ),
+        ("checkout.id".into(), request.checkout_id.to_string()),
+        ("user.id".into(), request.customer_id.clone()),
+        ("cart.item_count".into(), item_count.to_string()),
         (
             "checkout.amount_cents".into(),
-            row.state.data.request.amount_cents.to_string(),
+            request.amount_cents.to_string(),
         ),
+        ("checkout.currency".into(), request.currency.clone()),
+        ("checkout.outcome".into(), outcome.into()),
     ];
     if let Some(reason) = &row.state.failure {
         attributes.push(("saga.failure_reason".into(), reason.clone()));
+    }
+    if let Some(step) = row.state.failure_step {
+        attributes.push(("checkout.failure_step".into(), step.name()));
+    }
+    if let Some(code) = &row.state.failure_code {
+        attributes.push(("checkout.failure_reason".into(), code.clone()));
     }
     PlannedSpan {
         name: "saga checkout".into(),

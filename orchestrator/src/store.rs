@@ -191,11 +191,12 @@ async fn append_log(
     Ok(())
 }
 
-/// Active sagas whose deadline has passed, oldest first.
+/// Sagas whose deadline has passed, oldest first: the active ones, and completed ones still
+/// awaiting their fire-and-forget step (only those keep a deadline once ended).
 pub async fn due(pool: &PgPool, limit: i64) -> Result<Vec<Uuid>, sqlx::Error> {
     sqlx::query_scalar(
-        "SELECT saga_id FROM saga.sagas WHERE status IN ('running', 'compensating', 'stuck') \
-         AND deadline_at < now() ORDER BY deadline_at LIMIT $1",
+        "SELECT saga_id FROM saga.sagas \
+         WHERE deadline_at < now() ORDER BY deadline_at LIMIT $1",
     )
     .bind(limit)
     .fetch_all(pool)

@@ -4,6 +4,7 @@
 //! and a `Nats-Msg-Id` of `{saga_id}.{step}.{do|undo}` so that JetStream's duplicate window
 //! drops a republish after recovery.
 
+use crate::steps::{STEPS, StepRow};
 use async_nats::HeaderMap;
 use serde::{Deserialize, Serialize};
 use std::fmt;
@@ -14,7 +15,7 @@ use uuid::Uuid;
 pub const MSG_ID: &str = "Nats-Msg-Id";
 /// The saga a message belongs to.
 pub const SAGA_ID: &str = "Saga-Id";
-/// The step (`inventory`, `payment`, `order`).
+/// The step (`inventory`, `payment`, `order`, `notification`).
 pub const SAGA_STEP: &str = "Saga-Step";
 /// `do` or `undo`.
 pub const SAGA_PHASE: &str = "Saga-Phase";
@@ -25,7 +26,8 @@ pub const REASON: &str = "Saga-Reason";
 /// The subject a rejected or dead-lettered message was first published on.
 pub const ORIGIN_SUBJECT: &str = "Saga-Origin-Subject";
 
-/// One step of the checkout saga, in the order the saga runs them.
+/// One step of the checkout saga, in the order the saga runs them. Its identity (service,
+/// verbs, events, schema) is its row of [`crate::steps::STEPS`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, PartialOrd, Ord)]
 #[serde(rename_all = "snake_case")]
 pub enum Step {
@@ -35,31 +37,46 @@ pub enum Step {
     Payment,
     /// Create the order (undo: cancel it).
     Order,
+    /// Send the confirmation, fire-and-forget (never undone).
+    Notification,
 }
 
 impl Step {
     /// Every step, in execution order.
-    pub const ALL: [Step; 3] = [Step::Inventory, Step::Payment, Step::Order];
+    pub const ALL: [Step; 4] = [
+        Step::Inventory,
+        Step::Payment,
+        Step::Order,
+        Step::Notification,
+    ];
 
-    /// The service that performs the step; also the subject token.
+    /// The step's row of the table.
+    pub fn row(self) -> &'static StepRow {
+        &STEPS[self as usize]
+    }
+
+    /// The service that performs the step; also the subject token and the worker kind.
     pub fn service(self) -> &'static str {
-        match self {
-            Step::Inventory => "inventory",
-            Step::Payment => "payment",
-            Step::Order => "order",
+        self.row().service
+    }
+
+    /// The verb of the step's action or undo. A fire-and-forget step has no undo; `undo` then
+    /// names none, and no command of that phase exists to carry it.
+    pub fn action(self, phase: Phase) -> &'static str {
+        match phase {
+            Phase::Do => self.row().do_verb,
+            Phase::Undo => self.row().undo_verb.unwrap_or("none"),
         }
     }
 
-    /// The verb of the step's action or undo.
-    pub fn action(self, phase: Phase) -> &'static str {
-        match (self, phase) {
-            (Step::Inventory, Phase::Do) => "reserve",
-            (Step::Inventory, Phase::Undo) => "release",
-            (Step::Payment, Phase::Do) => "charge",
-            (Step::Payment, Phase::Undo) => "refund",
-            (Step::Order, Phase::Do) => "create",
-            (Step::Order, Phase::Undo) => "cancel",
-        }
+    /// The PostgreSQL schema the step's service owns.
+    pub fn schema(self) -> &'static str {
+        self.row().schema
+    }
+
+    /// Whether the saga ends without waiting for this step.
+    pub fn is_fire_and_forget(self) -> bool {
+        self.row().fire_and_forget
     }
 
     /// The step's name as it appears in spans and logs, e.g. `payment.charge`.

@@ -23,6 +23,7 @@ pub mod propagation;
 pub mod pull;
 pub mod shutdown;
 pub mod span_groups;
+pub mod steps;
 pub mod streams;
 pub mod subjects;
 pub mod supervise;

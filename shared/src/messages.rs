@@ -38,7 +38,8 @@ pub struct CheckoutRequested {
     pub customer_id: String,
     /// What they buy.
     pub items: Vec<LineItem>,
-    /// An opaque payment token; `tok_decline` is always declined.
+    /// An opaque payment token; `tok_decline` is always declined. A secret: it never appears
+    /// in a span, a log line, an event or a metric.
     pub payment_token: String,
     /// The total to charge, in cents; must equal the sum of the lines.
     pub amount_cents: i64,
@@ -93,6 +94,18 @@ pub enum Command {
     },
     /// Cancel the order (a no-op, remembered, if none was created).
     CancelOrder,
+    /// Send the order confirmation (fire-and-forget: never undone, and its failure never
+    /// fails the checkout).
+    SendNotification {
+        /// To whom.
+        customer_id: String,
+        /// The order it confirms.
+        order_id: Option<Uuid>,
+        /// For how much, in cents.
+        amount_cents: i64,
+        /// ISO 4217 code of the amount.
+        currency: String,
+    },
 }
 
 impl Command {
@@ -105,6 +118,7 @@ impl Command {
             Command::RefundPayment => (Step::Payment, Phase::Undo),
             Command::CreateOrder { .. } => (Step::Order, Phase::Do),
             Command::CancelOrder => (Step::Order, Phase::Undo),
+            Command::SendNotification { .. } => (Step::Notification, Phase::Do),
         }
     }
 }
@@ -138,7 +152,7 @@ pub enum Outcome {
 
 /// Why a step said no: a decision, stored and replayed to every later copy of the command.
 ///
-/// On the wire: `{"code": "card_declined", "message": "card declined (token tok_decline)"}`.
+/// On the wire: `{"code": "card_declined", "message": "card declined by the issuer"}`.
 /// A reply stored before reasons were typed carried a bare string; it still reads, as
 /// [`RefusalCode::Unspecified`], so an upgraded worker can replay what it stored.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -177,6 +191,13 @@ pub enum RefusalCode {
     UnknownSku,
     /// The card was declined.
     CardDeclined,
+    /// The card's account has too little money.
+    InsufficientFunds,
+    /// The card has expired.
+    ExpiredCard,
+    /// The confirmation could not be sent within its bound (fire-and-forget: recorded and
+    /// counted, never a reason to fail the checkout).
+    NotificationFailed,
     /// The order was refused.
     OrderRefused,
     /// The undo arrived before the action and left a tombstone: the late action is refused,
@@ -199,6 +220,9 @@ impl RefusalCode {
             RefusalCode::OutOfStock => "out_of_stock",
             RefusalCode::UnknownSku => "unknown_sku",
             RefusalCode::CardDeclined => "card_declined",
+            RefusalCode::InsufficientFunds => "insufficient_funds",
+            RefusalCode::ExpiredCard => "expired_card",
+            RefusalCode::NotificationFailed => "notification_failed",
             RefusalCode::OrderRefused => "order_refused",
             RefusalCode::CancelledBeforeDone => "cancelled_before_done",
             RefusalCode::AlreadyDone => "already_done",
@@ -246,19 +270,16 @@ pub struct Reply {
 }
 
 impl Reply {
-    /// The past-tense event name used in the reply subject: `reserved`, `declined`, ...
+    /// The past-tense event name used in the reply subject: `reserved`, `declined`, ...,
+    /// from the step's row of [`crate::steps::STEPS`].
     pub fn event_name(&self) -> &'static str {
-        let ok = matches!(self.outcome, Outcome::StepSucceeded { .. });
-        match (self.step, self.phase, ok) {
-            (Step::Inventory, Phase::Do, true) => "reserved",
-            (Step::Inventory, Phase::Do, false) => "unavailable",
-            (Step::Inventory, Phase::Undo, _) => "released",
-            (Step::Payment, Phase::Do, true) => "charged",
-            (Step::Payment, Phase::Do, false) => "declined",
-            (Step::Payment, Phase::Undo, _) => "refunded",
-            (Step::Order, Phase::Do, true) => "created",
-            (Step::Order, Phase::Do, false) => "failed",
-            (Step::Order, Phase::Undo, _) => "cancelled",
+        let row = self.step.row();
+        match (self.phase, &self.outcome) {
+            (Phase::Do, Outcome::StepSucceeded { .. }) => row.done_event,
+            (Phase::Do, Outcome::StepFailed { .. }) => row.refused_event,
+            // An undo of a step without one is never sent; should a forged one be answered,
+            // it reads as the refusal it is.
+            (Phase::Undo, _) => row.undone_event.unwrap_or(row.refused_event),
         }
     }
 }
@@ -275,6 +296,8 @@ pub enum LifecycleKind {
     Completed,
     /// A step failed and every undo ran.
     Compensated,
+    /// The first step refused: nothing happened, so nothing was undone.
+    Failed,
     /// An undo could not be completed; an operator must retry it.
     Stuck,
 }
@@ -287,13 +310,17 @@ impl LifecycleKind {
             LifecycleKind::Step => "step",
             LifecycleKind::Completed => "completed",
             LifecycleKind::Compensated => "compensated",
+            LifecycleKind::Failed => "failed",
             LifecycleKind::Stuck => "stuck",
         }
     }
 
     /// Whether the saga has ended (stuck sagas wait for an operator).
     pub fn is_terminal(self) -> bool {
-        matches!(self, LifecycleKind::Completed | LifecycleKind::Compensated)
+        matches!(
+            self,
+            LifecycleKind::Completed | LifecycleKind::Compensated | LifecycleKind::Failed
+        )
     }
 }
 
@@ -376,6 +403,9 @@ mod tests {
             RefusalCode::OutOfStock,
             RefusalCode::UnknownSku,
             RefusalCode::CardDeclined,
+            RefusalCode::InsufficientFunds,
+            RefusalCode::ExpiredCard,
+            RefusalCode::NotificationFailed,
             RefusalCode::OrderRefused,
             RefusalCode::CancelledBeforeDone,
             RefusalCode::AlreadyDone,

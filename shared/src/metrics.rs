@@ -150,6 +150,14 @@ instrument!(
     [REASON]
 );
 instrument!(
+    NOTIFICATIONS,
+    "checkout.notifications",
+    Counter,
+    "{notification}",
+    "Order confirmations that ended, by outcome (sent, failed); a failed one never fails the checkout.",
+    [STEP_OUTCOME]
+);
+instrument!(
     SENT,
     "messaging.client.sent.messages",
     Counter,
@@ -190,7 +198,7 @@ instrument!(
 );
 
 /// Every metric, for tests and documentation.
-pub const INSTRUMENTS: [Instrument; 13] = [
+pub const INSTRUMENTS: [Instrument; 14] = [
     SAGAS,
     DURATION,
     STEP_DURATION,
@@ -201,6 +209,7 @@ pub const INSTRUMENTS: [Instrument; 13] = [
     REDELIVERIES,
     DEAD_LETTERS,
     REJECTIONS,
+    NOTIFICATIONS,
     SENT,
     CONSUMED,
     PROCESS_DURATION,
@@ -223,7 +232,7 @@ pub enum SagaOutcome {
     Completed,
     /// A step failed and every undo ran.
     Compensated,
-    /// An undo could not finish: stuck, waiting for an operator.
+    /// The first step refused, with nothing to undo.
     Failed,
     /// Refused before a saga started.
     Rejected,
@@ -254,6 +263,7 @@ pub struct Metrics {
     redeliveries: Counter<u64>,
     dead_letters: Counter<u64>,
     rejections: Counter<u64>,
+    notifications: Counter<u64>,
     sent: Counter<u64>,
     consumed: Counter<u64>,
     process_duration: Histogram<f64>,
@@ -302,6 +312,7 @@ impl Metrics {
             redeliveries: counter(&meter, REDELIVERIES),
             dead_letters: counter(&meter, DEAD_LETTERS),
             rejections: counter(&meter, REJECTIONS),
+            notifications: counter(&meter, NOTIFICATIONS),
             sent: counter(&meter, SENT),
             consumed: counter(&meter, CONSUMED),
             process_duration: histogram(&meter, PROCESS_DURATION, &SECONDS_BUCKETS),
@@ -343,6 +354,11 @@ impl Metrics {
     /// A checkout will not complete because `step` failed.
     pub fn abandoned(&self, step: Step) {
         self.abandoned.add(1, &[kv(STEP, step.name())]);
+    }
+
+    /// A fire-and-forget confirmation ended: `outcome` is `sent` or `failed`.
+    pub fn notification(&self, outcome: &'static str) {
+        self.notifications.add(1, &[kv(STEP_OUTCOME, outcome)]);
     }
 
     /// A message was handed back for redelivery; `reason` is a stable code.

@@ -243,10 +243,23 @@ mod tests {
             "checkout.cmd.payment.charge"
         )));
         assert!(captured(&subjects::lifecycle(uuid::Uuid::nil(), "started")));
+        // One consumer per row of the step table, filtered to its commands: the file is the
+        // operator's copy, so it is checked against the table rather than generated.
         for step in Step::ALL {
             let def = topology.consumer(step.service()).unwrap();
             assert_eq!(def.filter_subject, subjects::commands_for(step));
+            assert_eq!(def.stream, "CHECKOUT_COMMANDS");
         }
+        let workers = topology
+            .consumers
+            .iter()
+            .filter(|c| c.stream == "CHECKOUT_COMMANDS")
+            .count();
+        assert_eq!(
+            workers,
+            Step::ALL.len(),
+            "no consumer for a step that is gone"
+        );
         assert!(topology.consumer(REQUESTS_CONSUMER).is_ok());
         assert!(topology.consumer(EVENTS_CONSUMER).is_ok());
         let lifecycle = topology.streams.iter().find(|s| s.name == LIFECYCLE_STREAM);

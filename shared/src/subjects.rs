@@ -84,6 +84,10 @@ mod tests {
         assert_eq!(command(Step::Order, Phase::Do), "checkout.cmd.order.create");
         assert_eq!(commands_for(Step::Order), "checkout.cmd.order.>");
         assert_eq!(
+            command(Step::Notification, Phase::Do),
+            "checkout.cmd.notification.send"
+        );
+        assert_eq!(
             catalog_entry("SKU-1").as_deref(),
             Some("checkout.catalog.SKU-1")
         );

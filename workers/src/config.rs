@@ -40,6 +40,19 @@ pub struct Faults {
     pub order_fail_rate: f64,
     /// Time added to every action and undo.
     pub latency: Duration,
+    /// The simulated payment gateway's latency per charge (payment).
+    pub gateway_latency: Duration,
+    /// The codes of the injected declines, with weights (payment); empty: `card_declined`.
+    pub decline_mix: Vec<(checkout_shared::messages::RefusalCode, u32)>,
+    /// Fraction of confirmation attempts that fail, chosen by saga id and attempt
+    /// (notification).
+    pub notification_fail_rate: f64,
+    /// Attempts at a confirmation before it is given up (notification).
+    pub notification_attempts: u32,
+    /// The pause after the first failed attempt, doubling (notification).
+    pub notification_backoff: Duration,
+    /// The simulated mail service's latency per attempt (notification).
+    pub notification_latency: Duration,
 }
 
 impl Faults {

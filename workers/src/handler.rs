@@ -10,7 +10,7 @@
 
 use crate::config::Faults;
 use crate::error::{ApplyError, Failure, FailureCode};
-use crate::{inventory, order, payment};
+use crate::{inventory, notification, order, payment};
 use checkout_shared::messages::{Command, Outcome, Reply};
 use checkout_shared::{Envelope, Step};
 use sqlx::{AssertSqlSafe, PgConnection, PgPool};
@@ -84,17 +84,26 @@ impl Handler {
                     .map(Some)
             }
             Command::CancelOrder => order::cancel(conn, saga_id).await,
+            Command::SendNotification {
+                customer_id,
+                order_id,
+                ..
+            } => {
+                let confirmation = notification::Confirmation {
+                    customer_id,
+                    order_id: *order_id,
+                };
+                notification::send(conn, saga_id, &confirmation, &self.faults)
+                    .await
+                    .map(Some)
+            }
         }
     }
 }
 
-/// The schema a worker kind owns.
+/// The schema a worker kind owns (its row of the step table).
 pub fn schema_of(kind: Step) -> &'static str {
-    match kind {
-        Step::Inventory => "inventory",
-        Step::Payment => "payment",
-        Step::Order => "orders",
-    }
+    kind.schema()
 }
 
 /// Performs `command` at most once for its action key and returns the reply to send.

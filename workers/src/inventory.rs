@@ -3,7 +3,9 @@
 
 use crate::error::ApplyError;
 use checkout_shared::messages::{CatalogEntry, LineItem, Refusal, RefusalCode};
+use checkout_shared::messaging::mark_error;
 use sqlx::{PgConnection, PgPool};
+use tracing::Instrument;
 use uuid::Uuid;
 
 /// Decrements stock for every line, or refuses the whole cart.
@@ -29,31 +31,15 @@ pub async fn reserve(
     let mut lines = items.to_vec();
     lines.sort_by(|a, b| a.sku.cmp(&b.sku));
     for line in &lines {
-        let updated = sqlx::query(
-            "UPDATE inventory.stock SET available = available - $2, updated_at = now() \
-             WHERE sku = $1 AND available >= $2",
-        )
-        .bind(&line.sku)
-        .bind(line.quantity)
-        .execute(&mut *conn)
-        .await?;
-        if updated.rows_affected() == 0 {
-            let known: Option<i32> =
-                sqlx::query_scalar("SELECT available FROM inventory.stock WHERE sku = $1")
-                    .bind(&line.sku)
-                    .fetch_optional(&mut *conn)
-                    .await?;
-            return Err(ApplyError::Refused(match known {
-                Some(available) => Refusal::new(
-                    RefusalCode::OutOfStock,
-                    format!(
-                        "{} wants {}, {available} available",
-                        line.sku, line.quantity
-                    ),
-                ),
-                None => Refusal::new(RefusalCode::UnknownSku, format!("unknown sku {}", line.sku)),
-            }));
-        }
+        // One span per line, so a slow or refused cart shows which line it was.
+        let span = tracing::info_span!(
+            "inventory reserve line",
+            product.id = %line.sku,
+            quantity.requested = line.quantity,
+            otel.status_code = tracing::field::Empty,
+            otel.status_message = tracing::field::Empty,
+        );
+        reserve_line(conn, line).instrument(span).await?;
     }
     let reservation_id = Uuid::new_v4();
     sqlx::query(
@@ -66,6 +52,42 @@ pub async fn reserve(
     .execute(&mut *conn)
     .await?;
     Ok(reservation_id)
+}
+
+/// Takes one line's quantity from stock, or refuses the cart; the `insufficient_stock` event
+/// (requested, available) lands on the line's span.
+async fn reserve_line(conn: &mut PgConnection, line: &LineItem) -> Result<(), ApplyError> {
+    let updated = sqlx::query(
+        "UPDATE inventory.stock SET available = available - $2, updated_at = now() \
+         WHERE sku = $1 AND available >= $2",
+    )
+    .bind(&line.sku)
+    .bind(line.quantity)
+    .execute(&mut *conn)
+    .await?;
+    if updated.rows_affected() == 0 {
+        let known: Option<i32> =
+            sqlx::query_scalar("SELECT available FROM inventory.stock WHERE sku = $1")
+                .bind(&line.sku)
+                .fetch_optional(&mut *conn)
+                .await?;
+        if let Some(available) = known {
+            // A span event (the bridge turns the message into its name) on the line's span.
+            tracing::info!(requested = line.quantity, available, "insufficient_stock");
+            mark_error(&tracing::Span::current(), "insufficient_stock");
+        }
+        return Err(ApplyError::Refused(match known {
+            Some(available) => Refusal::new(
+                RefusalCode::OutOfStock,
+                format!(
+                    "{} wants {}, {available} available",
+                    line.sku, line.quantity
+                ),
+            ),
+            None => Refusal::new(RefusalCode::UnknownSku, format!("unknown sku {}", line.sku)),
+        }));
+    }
+    Ok(())
 }
 
 /// Gives back what the saga holds. With nothing held, leaves a tombstone so that a late

@@ -1,4 +1,5 @@
-//! The worker services of the checkout saga: inventory, payment and order.
+//! The worker services of the checkout saga: inventory, payment, order and notification, one
+//! per row of `checkout_shared::steps::STEPS`.
 //!
 //! ```text
 //!  checkout.cmd.<kind>.>  ──pull──▶ consume loop ──▶ decode ──▶ dedupe ──▶ handler ──▶ commit
@@ -7,15 +8,18 @@
 //!    every instance)                              checkout.evt.<kind>.<event> ◀── reply, then ack
 //! ```
 //!
-//! Each kind owns one PostgreSQL schema (`inventory`, `payment`, `orders`) and its migrations.
+//! Each kind owns one PostgreSQL schema (its row's: `inventory`, `payment`, `orders`,
+//! `notification`) and its migrations (`migrations/<row's folder>`).
 //! Every action and undo commits its effect together with a processed-message row holding the
 //! reply, so a redelivered command re-sends the same reply instead of acting twice.
 
+pub mod card_gateway;
 pub mod config;
 pub mod consume;
 pub mod error;
 pub mod handler;
 pub mod inventory;
+pub mod notification;
 pub mod order;
 pub mod payment;
 mod service;

@@ -1,13 +1,15 @@
-//! Payment: charges a card once per saga and refunds it once. Declines are deterministic:
-//! the token `tok_decline` always, and a configured fraction of sagas by id.
+//! Payment: charges a card once per saga (through the simulated [`crate::card_gateway`]) and
+//! refunds it once. Declines are deterministic: test tokens always (`tok_decline`,
+//! `tok_insufficient_funds`, `tok_expired`), and a configured fraction of sagas by id.
 
+use crate::card_gateway::{self, Authorization};
 use crate::config::Faults;
 use crate::error::ApplyError;
 use checkout_shared::messages::{Refusal, RefusalCode};
 use sqlx::PgConnection;
 use uuid::Uuid;
 
-/// The token that is always declined, for demos and tests.
+/// The token that is always declined as `card_declined`, for demos and tests.
 pub const DECLINED_TOKEN: &str = "tok_decline";
 
 /// What to charge.
@@ -29,18 +31,17 @@ pub async fn charge(
     charge: &Charge<'_>,
     faults: &Faults,
 ) -> Result<Uuid, ApplyError> {
-    if charge.payment_token == DECLINED_TOKEN {
-        return Err(ApplyError::Refused(Refusal::new(
-            RefusalCode::CardDeclined,
-            "card declined (token tok_decline)",
-        )));
-    }
-    if Faults::hits(faults.decline_rate, saga_id, 1) {
-        return Err(ApplyError::Refused(Refusal::new(
-            RefusalCode::CardDeclined,
-            "card declined (injected decline rate)",
-        )));
-    }
+    let charge_id = match card_gateway::authorize(charge.payment_token, saga_id, faults).await {
+        Authorization::Approved(charge_id) => charge_id,
+        // The message names the code only: the token is a secret, and this text travels
+        // into spans and logs.
+        Authorization::Declined(code) => {
+            return Err(ApplyError::Refused(Refusal::new(
+                code,
+                format!("declined by the payment gateway ({code})"),
+            )));
+        }
+    };
     let refunded: Option<i64> = sqlx::query_scalar(
         "SELECT amount_cents FROM payment.ledger WHERE saga_id = $1 AND kind = 'refund'",
     )
@@ -54,7 +55,7 @@ pub async fn charge(
             "payment already voided for this saga",
         )));
     }
-    let entry_id = Uuid::new_v4();
+    let entry_id = charge_id;
     sqlx::query(
         "INSERT INTO payment.ledger (saga_id, kind, entry_id, customer_id, amount_cents) \
          VALUES ($1, 'charge', $2, $3, $4)",

@@ -11,19 +11,23 @@ use std::time::Duration;
 /// until they are updated.
 ///
 /// completed: the client's publish; the orchestrator's process span of the request, of each
-/// of the 3 replies, the 3 step spans, the 3 command publishes and the saga span; per worker
-/// its process span, its transaction span, its action span and its reply's publish.
-/// compensated (card declined): the same for the orchestrator (the release replaces the order
-/// command, its compensation span replaces the order step); inventory works twice, order never.
+/// of the 4 replies (the confirmation's included), the 4 step spans, the 4 command publishes
+/// and the saga span; per worker its process span, its transaction span, its action span and
+/// its reply's publish, plus inventory's span per cart line (bench carts have one), payment's
+/// gateway call and notification's delivery attempt.
+/// compensated (card declined): the orchestrator as for a saga of three steps (the release
+/// replaces the order command, its compensation span replaces the order step); inventory works
+/// twice, order and notification never.
 pub const EXPECTED_SPANS: [(Outcome, &[(&str, u64)]); 2] = [
     (
         Outcome::Completed,
         &[
             ("checkout-client", 1),
-            ("orchestrator", 11),
-            ("inventory", 4),
-            ("payment", 4),
+            ("orchestrator", 14),
+            ("inventory", 5),
+            ("payment", 5),
             ("order", 4),
+            ("notification", 5),
         ],
     ),
     (
@@ -31,8 +35,8 @@ pub const EXPECTED_SPANS: [(Outcome, &[(&str, u64)]); 2] = [
         &[
             ("checkout-client", 1),
             ("orchestrator", 11),
-            ("inventory", 8),
-            ("payment", 4),
+            ("inventory", 9),
+            ("payment", 5),
         ],
     ),
 ];
@@ -408,13 +412,15 @@ mod tests {
             ],
             commits: 35,
             messages: BTreeMap::from([("A".to_owned(), 50), ("B".to_owned(), 10)]),
-            // 3 completed and 1 compensated make 24 * 4 = 96; one payment span went missing.
+            // 3 completed (34 spans each) and 1 compensated (26) make 128; one payment span
+            // went missing.
             spans: Some(BTreeMap::from([
                 ("checkout-client".to_owned(), 4),
-                ("orchestrator".to_owned(), 44),
-                ("inventory".to_owned(), 20),
-                ("payment".to_owned(), 15),
+                ("orchestrator".to_owned(), 3 * 14 + 11),
+                ("inventory".to_owned(), 3 * 5 + 9),
+                ("payment".to_owned(), 4 * 5 - 1),
                 ("order".to_owned(), 12),
+                ("notification".to_owned(), 3 * 5),
             ])),
         };
         (timed, counters)

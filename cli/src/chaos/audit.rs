@@ -30,7 +30,8 @@ impl Sampler {
             while !token.is_cancelled() && samples.len() < 100_000 {
                 tick.tick().await;
                 let ended: Result<i64, _> = sqlx::query_scalar(
-                    "SELECT count(*) FROM saga.sagas WHERE status IN ('completed', 'compensated')",
+                    "SELECT count(*) FROM saga.sagas \
+                     WHERE status IN ('completed', 'compensated', 'failed')",
                 )
                 .fetch_one(&pool)
                 .await;
@@ -71,7 +72,9 @@ pub async fn settle(pool: &PgPool, published: usize, limit: Duration) -> anyhow:
     let deadline = tokio::time::Instant::now() + limit;
     while tokio::time::Instant::now() < deadline {
         let (rows, active): (i64, i64) = sqlx::query_as(
-            "SELECT count(*), count(*) FILTER (WHERE status IN ('running', 'compensating')) \
+            // A completed saga with a deadline still awaits its confirmation's reply.
+            "SELECT count(*), count(*) FILTER (WHERE status IN ('running', 'compensating') \
+             OR (status = 'completed' AND deadline_at IS NOT NULL)) \
              FROM saga.sagas",
         )
         .fetch_one(pool)
@@ -101,6 +104,7 @@ pub async fn audit(
         match status.as_str() {
             "completed" => report.completed = n,
             "compensated" => report.compensated = n,
+            "failed" => report.failed = n,
             "stuck" => report.stuck = n,
             _ => report.unfinished += n,
         }
@@ -167,7 +171,7 @@ async fn duplicate_effects(pool: &PgPool) -> anyhow::Result<i64> {
            OR EXISTS (SELECT 1 FROM payment.ledger l WHERE l.saga_id = s.saga_id AND l.kind = 'refund') \
            OR (SELECT count(*) FROM orders.orders o WHERE o.saga_id = s.saga_id AND o.status = 'created') <> 1 \
            OR (SELECT count(*) FROM inventory.reservations r WHERE r.saga_id = s.saga_id AND r.state = 'held') <> 1)",
-        "SELECT count(*) FROM saga.sagas s WHERE s.status = 'compensated' AND ( \
+        "SELECT count(*) FROM saga.sagas s WHERE s.status IN ('compensated', 'failed') AND ( \
            EXISTS (SELECT 1 FROM orders.orders o WHERE o.saga_id = s.saga_id AND o.status = 'created') \
            OR EXISTS (SELECT 1 FROM inventory.reservations r WHERE r.saga_id = s.saga_id AND r.state = 'held') \
            OR coalesce((SELECT sum(CASE kind WHEN 'charge' THEN amount_cents ELSE -amount_cents END) \
@@ -183,7 +187,7 @@ async fn duplicate_effects(pool: &PgPool) -> anyhow::Result<i64> {
 
 async fn wait_for_spans(pool: &PgPool, receiver: &OtlpReceiver) -> anyhow::Result<()> {
     let traces: HashSet<String> = sqlx::query_scalar::<_, String>(
-        "SELECT trace_id FROM saga.sagas WHERE status IN ('completed', 'compensated')",
+        "SELECT trace_id FROM saga.sagas WHERE status IN ('completed', 'compensated', 'failed')",
     )
     .fetch_all(pool)
     .await?
@@ -237,9 +241,16 @@ async fn traces(pool: &PgPool, receiver: &OtlpReceiver) -> anyhow::Result<(usize
         match spans.iter().find(|s| s.name == "saga checkout") {
             None => problems.push("no saga span".into()),
             Some(saga) => {
+                // A fire-and-forget step starts as the checkout ends and may outlast it.
+                let follow_ups: Vec<String> = checkout_shared::Step::ALL
+                    .into_iter()
+                    .filter(|s| s.is_fire_and_forget())
+                    .map(|s| format!("step {}", s.name()))
+                    .collect();
                 let uncovered = spans
                     .iter()
                     .filter(|s| s.name.starts_with("step ") || s.name.starts_with("compensate "))
+                    .filter(|s| !follow_ups.contains(&s.name))
                     .any(|s| {
                         s.start_unix_nanos < saga.start_unix_nanos
                             || s.end_unix_nanos > saga.end_unix_nanos
@@ -285,6 +296,10 @@ pub fn print(report: &ChaosReport, kills: &[Kill], say: &impl Fn(String)) {
     say(format!(
         "{:<34} {:>10}",
         "  compensated", report.compensated
+    ));
+    say(format!(
+        "{:<34} {:>10}",
+        "  failed (nothing to undo)", report.failed
     ));
     say(format!(
         "{:<34} {:>10}  {}",

@@ -50,8 +50,8 @@ pub async fn run(
 ) -> (PrivateStack, Vec<Kill>) {
     let mut rng = StdRng::seed_from_u64(schedule.seed ^ 0x9e37_79b9_7f4a_7c15);
     let names = stack.names();
-    let mut first_round: Vec<String> = ["inventory", "payment", "order", "orchestrator"]
-        .iter()
+    let mut first_round: Vec<String> = checkout_shared::steps::worker_kinds()
+        .chain(["orchestrator"])
         .filter_map(|kind| {
             let of_kind: Vec<_> = names.iter().filter(|n| n.starts_with(kind)).collect();
             of_kind

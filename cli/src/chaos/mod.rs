@@ -67,6 +67,9 @@ pub struct ChaosReport {
     pub completed: i64,
     /// Ended compensated.
     pub compensated: i64,
+    /// Ended failed: refused at the first step, nothing to undo (a good end, like the two
+    /// above).
+    pub failed: i64,
     /// Stuck in compensation.
     pub stuck: i64,
     /// Still running or compensating when the runner gave up waiting.

@@ -124,10 +124,11 @@ impl SagaStore for MemStore {
     async fn due(&self, limit: i64) -> Result<Vec<Uuid>, sqlx::Error> {
         let now = self.clock.now();
         let sagas = guard(&self.sagas);
-        let due = sagas.iter().filter(|(_, s)| {
-            let active = s.row.as_ref().is_some_and(|r| r.state.status.is_active());
-            active && s.deadline.is_some_and(|d| d < now)
-        });
+        // As the SQL: every saga with a deadline that passed. Only active sagas and completed
+        // ones awaiting their fire-and-forget step keep one.
+        let due = sagas
+            .iter()
+            .filter(|(_, s)| s.row.is_some() && s.deadline.is_some_and(|d| d < now));
         Ok(due
             .map(|(id, _)| *id)
             .take(usize::try_from(limit).unwrap_or(0))

@@ -91,8 +91,10 @@ fn a_failure_at_the_first_step_has_nothing_to_undo() {
         &SagaState::start(data()).state,
         no(RefusalCode::OutOfStock, "out of stock"),
     );
-    assert_eq!(t.state.status, Status::Compensated);
+    assert_eq!(t.state.status, Status::Failed, "nothing to compensate");
     assert!(!t.send);
+    assert_eq!(t.state.failure_step, Some(Step::Inventory));
+    assert_eq!(t.state.failure_code.as_deref(), Some("out_of_stock"));
 }
 
 #[test]
@@ -193,4 +195,63 @@ fn a_failed_undo_reply_is_not_a_decision() {
 fn an_operator_retry_only_applies_to_a_flagged_saga() {
     let state = reply(&SagaState::start(data()).state, ok()).state;
     assert_eq!(state.next(&Input::OperatorRetry, POLICY), None);
+}
+
+/// A saga whose three blocking steps succeeded: completed, its confirmation just sent.
+fn completed() -> Transition {
+    let mut state = SagaState::start(data()).state;
+    for _ in 0..2 {
+        state = reply(&state, ok()).state;
+    }
+    reply(&state, ok())
+}
+
+#[test]
+fn completing_sends_the_confirmation_without_waiting_for_it() {
+    let t = completed();
+    assert_eq!(t.state.status, Status::Completed);
+    assert!(!t.state.status.is_active(), "the checkout has ended");
+    assert!(t.state.follow_up);
+    assert_eq!(t.state.step(), Step::Notification);
+    assert!(t.send && t.started, "sent now, under a span of its own");
+    assert!(t.log.contains(&(None, "completed", None)));
+}
+
+#[test]
+fn a_failed_confirmation_is_recorded_and_never_compensated() {
+    let t = reply(
+        &completed().state,
+        no(RefusalCode::NotificationFailed, "not sent after 3 attempts"),
+    );
+    assert_eq!(t.state.status, Status::Completed);
+    assert!(!t.state.follow_up);
+    assert_eq!(t.state.phase, Phase::Do, "nothing is undone");
+    assert!(!t.send && !t.rearm);
+    assert_eq!(
+        t.finished.map(|f| f.result),
+        Some(Err("notification_failed: not sent after 3 attempts".into()))
+    );
+    // A late copy of the reply changes nothing.
+    let again = Input::Reply {
+        step: Step::Notification,
+        phase: Phase::Do,
+        outcome: ok(),
+    };
+    assert_eq!(t.state.next(&again, POLICY), None);
+}
+
+#[test]
+fn an_unanswered_confirmation_is_resent_within_its_bound_then_given_up() {
+    let mut state = completed().state;
+    for attempt in 1..POLICY.max_attempts {
+        let t = state.next(&timeout(10), POLICY).expect("re-sent");
+        assert!(t.send);
+        assert_eq!(t.state.attempts, attempt);
+        state = t.state;
+    }
+    let t = state.next(&timeout(10), POLICY).expect("given up");
+    assert_eq!(t.state.status, Status::Completed, "the checkout stands");
+    assert!(!t.send && !t.state.follow_up);
+    assert!(t.finished.is_some_and(|f| f.result.is_err()));
+    assert_eq!(t.state.next(&timeout(10), POLICY), None, "no more deadlines");
 }

@@ -59,6 +59,8 @@ fn case(kind: Step) -> Case {
             undo: Command::CancelOrder,
             effect: 1,
         },
+        // These cases are about an undo outlasting its budget; a fire-and-forget step has none.
+        Step::Notification => panic!("notification has no undo; no outage case"),
     }
 }
 
