@@ -69,7 +69,7 @@ async fn a_failed_order_refunds_the_charge_and_restores_the_stock() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn out_of_stock_fails_at_the_first_step_and_charges_nothing() {
+async fn out_of_stock_fails_at_the_first_step_with_nothing_to_undo_and_charges_nothing() {
     let stack = Stack::start(Options::default()).await;
     let client = stack.client().await;
     let checkout = request(
@@ -79,7 +79,10 @@ async fn out_of_stock_fails_at_the_first_step_and_charges_nothing() {
         5_000,
     );
     let (outcome, _) = stack.checkout(&client, &checkout).await;
-    assert_eq!(outcome, "compensated");
+    assert_eq!(
+        outcome, "failed",
+        "refused at the first step: nothing was compensated"
+    );
     assert_eq!(stack.stock("SKU-RARE").await, 3);
     assert_eq!(
         stack.stock("SKU-MUG").await,

@@ -131,15 +131,16 @@ pub struct Stack {
     pub gateway: Option<SocketAddr>,
 }
 
-const SERVICES: [(&str, &[&str]); 4] = [
-    ("inventory", &["worker", "inventory"]),
-    ("payment", &["worker", "payment"]),
-    ("order", &["worker", "order"]),
-    ("orchestrator", &["orchestrator"]),
-];
+/// Every service: a worker per row of the step table, then the orchestrator.
+fn services() -> Vec<(&'static str, Vec<&'static str>)> {
+    checkout_shared::steps::worker_kinds()
+        .map(|kind| (kind, vec!["worker", kind]))
+        .chain([("orchestrator", vec!["orchestrator"])])
+        .collect()
+}
 
 impl Stack {
-    /// Starts a broker, a database and the four services, and waits until they consume.
+    /// Starts a broker, a database and the services, and waits until they consume.
     pub async fn start(options: Options) -> Stack {
         let endpoint = shared().receiver.endpoint();
         let nats = NatsServer::start_async().await.expect("nats-server");
@@ -154,7 +155,7 @@ impl Stack {
             logs,
             gateway: None,
         };
-        for (name, args) in SERVICES {
+        for (name, args) in services() {
             let mut envs = vec![
                 ("NATS_URL".to_owned(), stack.nats.url()),
                 ("DATABASE_URL".to_owned(), stack.db_url()),
@@ -178,7 +179,7 @@ impl Stack {
                 stack.wait_pulling("inventory").await;
             }
         }
-        for durable in ["payment", "order", EVENTS_CONSUMER] {
+        for durable in checkout_shared::steps::worker_kinds().chain([EVENTS_CONSUMER]) {
             stack.wait_pulling(durable).await;
         }
         if options.gateway {

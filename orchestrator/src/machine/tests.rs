@@ -253,5 +253,9 @@ fn an_unanswered_confirmation_is_resent_within_its_bound_then_given_up() {
     assert_eq!(t.state.status, Status::Completed, "the checkout stands");
     assert!(!t.send && !t.state.follow_up);
     assert!(t.finished.is_some_and(|f| f.result.is_err()));
-    assert_eq!(t.state.next(&timeout(10), POLICY), None, "no more deadlines");
+    assert_eq!(
+        t.state.next(&timeout(10), POLICY),
+        None,
+        "no more deadlines"
+    );
 }
