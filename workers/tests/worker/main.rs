@@ -4,10 +4,12 @@
 //!   its commit and its ack, undecodable commands, races and dropped connections;
 //! - `outages`: a worker's table unusable for longer than a command's whole delivery budget,
 //!   during an undo of each kind and during an action: never refused, never stored, and
-//!   done (or refused as the tombstone says) once the table is back and the command re-sent.
+//!   done (or refused as the tombstone says) once the table is back and the command re-sent;
+//! - `notification`: one confirmation per order, however often its command comes.
 
 #![allow(clippy::unwrap_used)] // a failed unwrap is a failed test
 
 mod delivery;
+mod notification;
 mod outages;
 mod support;
