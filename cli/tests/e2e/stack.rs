@@ -341,6 +341,7 @@ fn every_dashboard_query_asks_for_a_metric_the_code_emits_by_labels_it_carries()
         m::REDELIVERIES,
         m::DEAD_LETTERS,
         m::REJECTIONS,
+        m::NOTIFICATIONS,
     ];
     for def in wanted {
         assert!(used.contains(def.name), "no panel shows {}", def.name);
