@@ -80,6 +80,11 @@ pub fn fold(saga_id: Uuid, events: &[LifecycleEvent]) -> CheckoutStatus {
                     outcome: if ok { "succeeded" } else { "failed" }.into(),
                     reason: (!ok).then(|| event.detail.clone()),
                 });
+                if step.is_fire_and_forget() {
+                    // Reported after the checkout ended (the confirmation): listed with its
+                    // outcome, and the checkout's state stands whatever it is.
+                    continue;
+                }
                 if !ok && phase == Phase::Do {
                     status.state = "compensating".into();
                     status.reason = Some(event.detail.clone());
@@ -307,5 +312,28 @@ mod tests {
         assert_eq!(done.current_step, None);
         assert_eq!(done.reason.as_deref(), Some("card declined"));
         assert_eq!(done.trace_id, "t");
+    }
+
+    #[test]
+    fn a_failed_confirmation_after_completion_leaves_the_checkout_completed() {
+        let mut events = vec![event(LifecycleKind::Started, None, "")];
+        for step in [Step::Inventory, Step::Payment, Step::Order] {
+            events.push(event(LifecycleKind::Step, Some((step, Phase::Do)), "ok"));
+        }
+        events.push(event(LifecycleKind::Completed, None, ""));
+        events.push(event(
+            LifecycleKind::Step,
+            Some((Step::Notification, Phase::Do)),
+            "notification_failed: not sent after 3 attempts",
+        ));
+        let status = fold(Uuid::nil(), &events);
+        assert_eq!(status.state, "completed");
+        assert_eq!(status.current_step, None);
+        assert_eq!(status.reason, None);
+        let last = status.steps.last().expect("the confirmation is listed");
+        assert_eq!(
+            (last.step.as_str(), last.outcome.as_str()),
+            ("notification.send", "failed")
+        );
     }
 }
