@@ -66,13 +66,10 @@ fn assert_whole(spans: &[ReceivedSpan], saga_id: &str, services: &[&str]) {
         roots[0].service_name, "checkout-client",
         "the client's publish is the root"
     );
-    for worker in ["inventory", "payment", "order"]
-        .iter()
-        .filter(|w| services.contains(w))
-    {
+    for worker in checkout_shared::steps::worker_kinds().filter(|w| services.contains(w)) {
         let process: Vec<_> = spans
             .iter()
-            .filter(|s| &s.service_name == worker && s.kind == SpanKind::Consumer)
+            .filter(|s| s.service_name == worker && s.kind == SpanKind::Consumer)
             .collect();
         let has_db_child = process.iter().any(|p| {
             spans.iter().any(|c| {
@@ -99,15 +96,33 @@ async fn whole_trace_of(
     let checkout = request(customer, "tok_visa", &[(sku, 1)], amount);
     let (outcome, trace_id) = stack.checkout(&client, &checkout).await;
     assert_eq!(outcome, expected);
-    let spans = trace_with(&trace_id, "saga checkout").await;
-    let services = [
-        "checkout-client",
-        "orchestrator",
-        "inventory",
-        "payment",
-        "order",
-    ];
-    assert_whole(&spans, &checkout.checkout_id.to_string(), &services);
+    // A completed checkout's confirmation follows it: its step span ends the trace.
+    let (last, services): (_, &[&str]) = if expected == "completed" {
+        (
+            "step notification.send",
+            &[
+                "checkout-client",
+                "orchestrator",
+                "inventory",
+                "payment",
+                "order",
+                "notification",
+            ],
+        )
+    } else {
+        (
+            "saga checkout",
+            &[
+                "checkout-client",
+                "orchestrator",
+                "inventory",
+                "payment",
+                "order",
+            ],
+        )
+    };
+    let spans = trace_with(&trace_id, last).await;
+    assert_whole(&spans, &checkout.checkout_id.to_string(), services);
     (stack, spans)
 }
 
