@@ -208,7 +208,8 @@ impl Client {
             match tokio::time::timeout_at(deadline, events.recv()).await {
                 Ok(Some(event)) => {
                     on_event(&event);
-                    if event.kind.is_terminal() || event.kind == LifecycleKind::Stuck {
+                    // Stuck is a flag on a saga whose undo is still retried, not an end.
+                    if event.kind.is_terminal() {
                         break Some(event);
                     }
                 }

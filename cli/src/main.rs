@@ -35,9 +35,10 @@ enum Command {
     Watch(client::WatchArgs),
     /// Show one saga: its state and its log.
     Show(ops::ShowArgs),
-    /// List sagas stuck in compensation, with their reasons.
+    /// List sagas flagged stuck: an undo that has not succeeded for --stuck-after-secs (it is
+    /// still being retried), with the reason.
     Stuck(ops::StuckArgs),
-    /// Resume a stuck saga's compensation.
+    /// Send a stuck saga's undo again now, instead of at its next retry.
     Retry(ops::RetryArgs),
     /// Start whatever is missing, run a handful of checkouts, print their traces, stop.
     Demo(demo::DemoArgs),

@@ -87,13 +87,17 @@ pub async fn stuck(args: StuckArgs) -> anyhow::Result<ExitCode> {
     if rows.is_empty() {
         println!("no stuck sagas");
     }
+    let flagged = rows.len();
     for row in rows {
         println!(
-            "{}  since {}  {}",
+            "{}  undo waiting since {}  {}",
             row.saga_id,
-            row.updated_at.format("%Y-%m-%d %H:%M:%S"),
+            row.step_started_at.format("%Y-%m-%d %H:%M:%S"),
             row.stuck_reason.unwrap_or_default()
         );
+    }
+    if flagged > 0 {
+        println!("their undos are still being retried; `checkout retry <saga id>` sends one now");
     }
     Ok(ExitCode::SUCCESS)
 }
