@@ -175,13 +175,11 @@ pub fn line(saga_start: DateTime<Utc>, entry: &Entry) -> String {
     let took = entry
         .millis()
         .map_or("-".to_owned(), |ms| format!("{ms:.1} ms"));
+    // The sign sticks to the number so that the line splits on whitespace field by field.
+    let offset = format!("+{:.1}", millis(saga_start, entry.start));
     let mut out = format!(
-        "+{:>9.1} ms  {:<4} {:<18} {:>10}  {:<7}",
-        millis(saga_start, entry.start),
-        entry.phase,
-        entry.step,
-        took,
-        entry.outcome
+        "{offset:>10} ms  {:<4} {:<18} {:>10}  {:<7}",
+        entry.phase, entry.step, took, entry.outcome
     );
     if entry.attempts > 1 {
         out.push_str(&format!(" ({} attempts)", entry.attempts));
