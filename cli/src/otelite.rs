@@ -1,4 +1,5 @@
-//! A client of otelite's REST API (the `otelite` crate, 0.1.x: `otelite serve` answers on
+//! A client of otelite's REST API (the `otelite` crate, 0.1.156, pinned in
+//! `scripts/ensure-deps.sh`: `otelite serve` answers on
 //! `127.0.0.1:3000` by default and takes OTLP on 4317 (gRPC) and 4318 (HTTP), on the same
 //! address as its UI; `OTELITE_OTLP_GRPC_PORT` / `OTELITE_OTLP_HTTP_PORT` move them).
 //!
@@ -17,7 +18,7 @@ use std::time::Duration;
 /// Where `otelite serve` answers unless told otherwise.
 pub const DEFAULT_URL: &str = "http://127.0.0.1:3000";
 /// The command that installs it.
-pub const INSTALL: &str = "cargo install otelite --locked";
+pub const INSTALL: &str = "cargo install otelite --locked --version 0.1.156";
 
 /// What `GET /api/health` answers.
 #[derive(Debug, Clone, Deserialize)]
