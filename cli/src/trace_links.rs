@@ -144,3 +144,67 @@ impl Links {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+
+    /// An HTTP server on a free loopback port that answers every request with `status`.
+    async fn answering(status: &'static str) -> String {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        tokio::spawn(async move {
+            while let Ok((mut socket, _)) = listener.accept().await {
+                let mut request = [0u8; 2048];
+                let _ = socket.read(&mut request).await;
+                let reply = format!("HTTP/1.1 {status}\r\ncontent-length: 2\r\n\r\n{{}}");
+                let _ = socket.write_all(reply.as_bytes()).await;
+            }
+        });
+        base
+    }
+
+    fn args(trace_ui: TraceUi, otelite_url: &str, jaeger_url: &str) -> TraceUiArgs {
+        TraceUiArgs {
+            trace_ui,
+            otelite_url: otelite_url.into(),
+            jaeger_url: jaeger_url.into(),
+        }
+    }
+
+    #[tokio::test]
+    async fn jaeger_is_linked_only_when_its_query_api_answers() {
+        let jaeger = answering("200 OK").await;
+        let dead = "http://127.0.0.1:9";
+        let links = args(TraceUi::Auto, dead, &jaeger).resolve().await;
+        let link = links.link("abc").await.unwrap();
+        assert_eq!(link.url, format!("{jaeger}/trace/abc"));
+
+        let not_jaeger = answering("404 Not Found").await;
+        let links = args(TraceUi::Jaeger, dead, &not_jaeger).resolve().await;
+        assert!(matches!(links, Links::Nowhere(_)), "{links:?}");
+    }
+
+    #[tokio::test]
+    async fn nothing_answering_or_none_asked_gives_no_link_and_says_why() {
+        let dead = "http://127.0.0.1:9";
+        let why = args(TraceUi::Auto, dead, dead)
+            .resolve()
+            .await
+            .link("abc")
+            .await;
+        assert_eq!(
+            why,
+            Err(format!(
+                "no trace UI answers (otelite at {dead}, Jaeger at {dead})"
+            ))
+        );
+        // A port that answers HTTP but is not otelite is not taken for it.
+        let other = answering("200 OK").await;
+        let links = args(TraceUi::Otelite, &other, dead).resolve().await;
+        assert!(matches!(links, Links::Nowhere(_)), "{links:?}");
+        let off = args(TraceUi::None, &other, &other).resolve().await;
+        assert!(matches!(off, Links::Nowhere(_)));
+    }
+}
