@@ -66,7 +66,9 @@ impl LocalStack {
             say("traces       no collector on :4317; the demo receives the spans itself and prints each trace".into());
             Some(receiver)
         } else {
-            say("traces       exporting over OTLP to the collector on :4317".into());
+            let endpoint = std::env::var("OTEL_EXPORTER_OTLP_ENDPOINT")
+                .unwrap_or_else(|_| format!("the collector on :{OTLP_PORT}"));
+            say(format!("traces       exporting over OTLP to {endpoint}"));
             None
         };
         let log_dir = std::env::temp_dir().join(format!("checkout-demo-{}", std::process::id()));
