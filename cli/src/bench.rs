@@ -60,6 +60,8 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
             .collect::<Vec<_>>()
             .join(","),
         env,
+        private_postgres: false,
+        proxies: false,
     };
     let mut stack = PrivateStack::start(&options).await?;
     let telemetry = crate::common::client_telemetry(stack.receiver.endpoint())?;

@@ -48,7 +48,7 @@ impl SpanKind {
 }
 
 /// One received span, flattened out of its OTLP resource and scope.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct ReceivedSpan {
     /// Trace id as 32 lowercase hex characters.
     pub trace_id: String,

@@ -198,6 +198,14 @@ fn retry_delay(delivered: i64) -> Duration {
     )
 }
 
+/// How long a command can keep failing to act before JetStream stops redelivering it: the
+/// redelivery delays of every delivery but the last (processing time comes on top). The chaos
+/// runner keeps a dependency down for longer than this, so that its outage outlives a
+/// command's every delivery.
+pub fn delivery_budget(max_deliver: i64) -> Duration {
+    (1..max_deliver.max(1)).map(retry_delay).sum()
+}
+
 async fn settle(ctx: &Context, message: jetstream::Message, settlement: Settlement) {
     match settlement {
         Settlement::Reply(reply) => {
