@@ -3,10 +3,14 @@
 
 use crate::common::{CLIENT_FILTER, NatsArgs, TelemetryArgs};
 use anyhow::Context as _;
+use async_nats::jetstream::stream::LastRawMessageErrorKind;
 use bytes::Bytes;
 use checkout_shared::envelope::{self, MSG_ID};
-use checkout_shared::messages::{CheckoutRequested, LifecycleEvent, LifecycleKind, LineItem};
+use checkout_shared::messages::{
+    CatalogEntry, CheckoutRequested, LifecycleEvent, LifecycleKind, LineItem,
+};
 use checkout_shared::messaging::{self, Outgoing};
+use checkout_shared::streams::CATALOG_STREAM;
 use checkout_shared::subjects;
 use checkout_shared::telemetry::SpanFlusher;
 use clap::Args;
@@ -30,6 +34,7 @@ pub struct Client {
     js: async_nats::jetstream::Context,
     flusher: SpanFlusher,
     waiters: Arc<Mutex<HashMap<Uuid, mpsc::UnboundedSender<LifecycleEvent>>>>,
+    prices: Arc<Mutex<HashMap<String, CatalogEntry>>>,
 }
 
 impl Client {
@@ -63,7 +68,54 @@ impl Client {
             js,
             flusher,
             waiters,
+            prices: Arc::default(),
         })
+    }
+
+    /// A SKU's catalog entry (price and currency), read once from the catalog stream;
+    /// `None` if the catalog does not list it.
+    pub async fn catalog_entry(&self, sku: &str) -> anyhow::Result<Option<CatalogEntry>> {
+        if let Some(entry) = self.prices.lock().ok().and_then(|p| p.get(sku).cloned()) {
+            return Ok(Some(entry));
+        }
+        let Some(subject) = subjects::catalog_entry(sku) else {
+            return Ok(None);
+        };
+        let stream = self.js.get_stream_no_info(CATALOG_STREAM).await?;
+        let entry = match stream.get_last_raw_message_by_subject(&subject).await {
+            Ok(message) => serde_json::from_slice::<CatalogEntry>(&message.payload).ok(),
+            Err(err) if err.kind() == LastRawMessageErrorKind::NoMessageFound => None,
+            Err(err) => return Err(err.into()),
+        };
+        if let (Some(entry), Ok(mut prices)) = (&entry, self.prices.lock()) {
+            prices.insert(sku.to_owned(), entry.clone());
+        }
+        Ok(entry)
+    }
+
+    /// Completes a cart the way a shop front end does: lines without a price get the
+    /// catalog's, and then the amount is the sum of the lines and the currency the catalog's.
+    /// A cart whose lines all carry a price is left as it is, so that a stale price or a
+    /// wrong amount reaches the door as sent. A SKU the catalog does not list keeps no price
+    /// (the door refuses it).
+    pub async fn price(&self, request: &mut CheckoutRequested) -> anyhow::Result<()> {
+        if request.items.iter().all(|i| i.unit_price_cents.is_some()) {
+            return Ok(());
+        }
+        let mut sum = 0;
+        for item in &mut request.items {
+            if item.unit_price_cents.is_none()
+                && let Some(entry) = self.catalog_entry(&item.sku).await?
+            {
+                item.unit_price_cents = Some(entry.price_cents);
+                if request.currency.is_empty() {
+                    request.currency = entry.currency;
+                }
+            }
+            sum += item.unit_price_cents.unwrap_or(0) * i64::from(item.quantity);
+        }
+        request.amount_cents = sum;
+        Ok(())
     }
 
     /// The underlying NATS connection.
@@ -87,9 +139,12 @@ impl Client {
         }
     }
 
-    /// Publishes a checkout as the root span of a new trace; returns its trace id.
+    /// Publishes a checkout as the root span of a new trace; returns its trace id. Lines
+    /// without a price are priced from the catalog first (see [`Client::price`]).
     pub async fn publish(&self, request: &CheckoutRequested) -> anyhow::Result<String> {
-        let payload = Bytes::from(serde_json::to_vec(request)?);
+        let mut request = request.clone();
+        self.price(&mut request).await?;
+        let payload = Bytes::from(serde_json::to_vec(&request)?);
         self.publish_raw(request.checkout_id.to_string(), payload)
             .await
     }
@@ -150,7 +205,8 @@ pub struct PublishArgs {
     nats: NatsArgs,
     #[command(flatten)]
     telemetry: TelemetryArgs,
-    /// A cart line, `SKU:QTY`; repeat for more lines.
+    /// A cart line, `SKU:QTY[@UNIT_PRICE_CENTS]`; repeat for more lines. Lines without a
+    /// price are priced from the catalog (and the amount is then their sum).
     #[arg(long = "item", default_value = "SKU-MUG:1")]
     items: Vec<String>,
     /// The customer (one starting with `order-fails` has its order refused).
@@ -159,9 +215,12 @@ pub struct PublishArgs {
     /// The payment token (`tok_decline` is always declined).
     #[arg(long, default_value = "tok_visa")]
     token: String,
-    /// The amount, in cents.
-    #[arg(long, default_value_t = 1999, allow_negative_numbers = true)]
-    amount_cents: i64,
+    /// The amount, in cents (default: the sum of the lines).
+    #[arg(long, allow_negative_numbers = true)]
+    amount_cents: Option<i64>,
+    /// The currency (default: the catalog's).
+    #[arg(long)]
+    currency: Option<String>,
     /// Follow the saga step by step until it ends, and print its outcome.
     #[arg(long)]
     wait: bool,
@@ -176,15 +235,27 @@ pub struct PublishArgs {
     trace_url: String,
 }
 
-/// Parses `SKU:QTY`.
+/// Parses `SKU:QTY[@UNIT_PRICE_CENTS]`.
 pub fn parse_item(spec: &str) -> anyhow::Result<LineItem> {
-    let (sku, qty) = spec.split_once(':').unwrap_or((spec, "1"));
+    let (spec_line, price) = match spec.split_once('@') {
+        Some((line, price)) => (
+            line,
+            Some(
+                price
+                    .parse()
+                    .with_context(|| format!("price in {spec:?}"))?,
+            ),
+        ),
+        None => (spec, None),
+    };
+    let (sku, qty) = spec_line.split_once(':').unwrap_or((spec_line, "1"));
     let quantity = qty
         .parse()
         .with_context(|| format!("quantity in {spec:?}"))?;
     Ok(LineItem {
         sku: sku.to_owned(),
         quantity,
+        unit_price_cents: price,
     })
 }
 
@@ -198,7 +269,7 @@ pub async fn publish(args: PublishArgs) -> anyhow::Result<ExitCode> {
 
 async fn publish_inner(args: &PublishArgs, flusher: SpanFlusher) -> anyhow::Result<ExitCode> {
     let client = Client::connect(&args.nats.nats_url, flusher).await?;
-    let request = CheckoutRequested {
+    let mut request = CheckoutRequested {
         checkout_id: Uuid::new_v4(),
         customer_id: args.customer.clone(),
         items: args
@@ -207,8 +278,13 @@ async fn publish_inner(args: &PublishArgs, flusher: SpanFlusher) -> anyhow::Resu
             .map(|s| parse_item(s))
             .collect::<anyhow::Result<_>>()?,
         payment_token: args.token.clone(),
-        amount_cents: args.amount_cents,
+        amount_cents: 0,
+        currency: args.currency.clone().unwrap_or_default(),
     };
+    client.price(&mut request).await?;
+    if let Some(amount) = args.amount_cents {
+        request.amount_cents = amount;
+    }
     let saga_id = request.checkout_id;
     let events = client.follow(saga_id);
     let trace_id = client.publish(&request).await?;

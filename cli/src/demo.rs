@@ -45,10 +45,12 @@ fn scenarios() -> Vec<Scenario> {
                 .map(|(sku, quantity)| LineItem {
                     sku: sku.to_owned(),
                     quantity,
+                    unit_price_cents: None,
                 })
                 .collect(),
             payment_token: token.to_owned(),
             amount_cents: amount,
+            currency: String::new(),
         };
     vec![
         Scenario {

@@ -118,7 +118,9 @@ pub fn checkout(rng: &mut StdRng, mix: &Mix) -> CheckoutRequested {
         customer_id: customer.to_owned(),
         items,
         payment_token: token.to_owned(),
-        amount_cents: rng.random_range(100..20_000),
+        // Priced from the catalog when published (`Client::price`).
+        amount_cents: 0,
+        currency: String::new(),
     }
 }
 
@@ -126,6 +128,7 @@ fn line(sku: &str, quantity: i32) -> LineItem {
     LineItem {
         sku: sku.to_owned(),
         quantity,
+        unit_price_cents: None,
     }
 }
 

@@ -1,7 +1,7 @@
 //! `checkout`: one binary for the checkout saga.
 //!
 //! ```text
-//!  services:   checkout orchestrator | checkout worker <inventory|payment|order>
+//!  services:   checkout orchestrator | checkout worker <inventory|payment|order> | checkout gateway
 //!  clients:    checkout publish [--wait] | checkout load | checkout watch | checkout show <id>
 //!  operators:  checkout stuck | checkout retry <id>
 //!  the whole:  checkout demo | checkout chaos
@@ -25,6 +25,8 @@ enum Command {
     Orchestrator(services::OrchestratorArgs),
     /// Run a worker service.
     Worker(services::WorkerArgs),
+    /// Run the HTTP gateway (POST /checkout, GET /checkouts/{id}[/events]).
+    Gateway(services::GatewayArgs),
     /// Publish one checkout; with --wait, follow it to its end.
     Publish(client::PublishArgs),
     /// Run many checkouts and report outcomes, throughput and latency.
@@ -61,6 +63,7 @@ fn main() -> std::process::ExitCode {
         match cli.command {
             Command::Orchestrator(args) => services::orchestrator(args).await,
             Command::Worker(args) => services::worker(args).await,
+            Command::Gateway(args) => services::gateway(args).await,
             Command::Publish(args) => client::publish(args).await,
             Command::Load(args) => load::run(args).await,
             Command::Watch(args) => client::watch(args).await,

@@ -109,40 +109,43 @@ pub struct RetryArgs {
     saga_id: Uuid,
 }
 
-/// `checkout retry <id>`: sends the stuck undo afresh and puts the saga back to compensating.
+/// `checkout retry <id>`: sends a stuck saga's undo now, afresh. The saga's own retries go on
+/// regardless; this only saves the wait for the next one.
 pub async fn retry(args: RetryArgs) -> anyhow::Result<ExitCode> {
     let pool = pool(&args.db).await?;
+    match store::get(&pool, args.saga_id).await? {
+        None => {
+            println!("no saga {}", args.saga_id);
+            return Ok(ExitCode::FAILURE);
+        }
+        Some(row) if row.state.status != Status::Stuck => {
+            println!(
+                "{} is {}, not stuck: nothing to retry",
+                args.saga_id,
+                row.state.status.as_str()
+            );
+            return Ok(ExitCode::FAILURE);
+        }
+        Some(_) => {}
+    }
     let nats =
         checkout_shared::connect::connect(&args.nats.nats_url, "checkout-retry", false).await?;
     let timing = Timing {
         step_timeout: Duration::from_secs(10),
         max_step_timeout: Duration::from_secs(60),
         max_attempts: 5,
+        stuck_after: Duration::from_secs(300),
     };
     // The undo is sent under the saga's stored step span: its trace stays the checkout's.
     checkout_shared::propagation::install_propagators();
     let (executor, _exported) = Executor::new(pool, nats.clone(), SpanFlusher::disabled(), timing);
-
-    match executor.apply(args.saga_id, Input::OperatorRetry).await? {
-        Some(Status::Compensating) => {
-            println!(
-                "{} is compensating again; follow it with `checkout watch {}`",
-                args.saga_id, args.saga_id
-            );
-            nats.flush().await?;
-            Ok(ExitCode::SUCCESS)
-        }
-        Some(status) => {
-            println!(
-                "{} is {}, not stuck: nothing to retry",
-                args.saga_id,
-                status.as_str()
-            );
-            Ok(ExitCode::FAILURE)
-        }
-        None => {
-            println!("no saga {}", args.saga_id);
-            Ok(ExitCode::FAILURE)
-        }
-    }
+    let status = executor.apply(args.saga_id, Input::OperatorRetry).await?;
+    nats.flush().await?;
+    println!(
+        "{}: undo sent again ({}); follow it with `checkout watch {}`",
+        args.saga_id,
+        status.map_or("unknown", Status::as_str),
+        args.saga_id
+    );
+    Ok(ExitCode::SUCCESS)
 }

@@ -1,9 +1,11 @@
-//! `checkout orchestrator` and `checkout worker <kind>`: the long-running services.
+//! `checkout orchestrator`, `checkout worker <kind>` and `checkout gateway`: the long-running
+//! services.
 
 use crate::common::{DbArgs, NatsArgs, SERVICE_FILTER, TelemetryArgs};
 use checkout_orchestrator::{OrchestratorConfig, Timing};
 use checkout_shared::telemetry::SpanFlusher;
 use checkout_shared::{Step, shutdown};
+use checkout_workers::inventory::StockSeed;
 use checkout_workers::{Faults, WorkerConfig};
 use clap::{Args, ValueEnum};
 use std::process::ExitCode;
@@ -30,9 +32,14 @@ pub struct OrchestratorArgs {
     /// The longest wait for one reply, in seconds, however many re-sends.
     #[arg(long, env = "MAX_STEP_TIMEOUT_SECS", default_value_t = 60.0)]
     max_step_timeout_secs: f64,
-    /// Sends of one command before the saga compensates (or, for an undo, is marked stuck).
+    /// Sends of an action before the saga undoes it. An undo is re-sent until it succeeds,
+    /// at most every --max-step-timeout-secs.
     #[arg(long, env = "STEP_MAX_ATTEMPTS", default_value_t = 5)]
     step_max_attempts: u32,
+    /// Seconds an undo may go without success before its saga is flagged stuck (listed by
+    /// `checkout stuck`); its retries go on.
+    #[arg(long, env = "STUCK_AFTER_SECS", default_value_t = 300.0)]
+    stuck_after_secs: f64,
     /// Stream replicas (3 on a three-node cluster).
     #[arg(long, env = "STREAM_REPLICAS", default_value_t = 1)]
     replicas: usize,
@@ -81,11 +88,12 @@ pub struct WorkerArgs {
     /// Milliseconds added to every action and undo.
     #[arg(long, env = "WORKER_LATENCY_MS", default_value_t = 0)]
     latency_ms: u64,
-    /// Stock created at start-up for SKUs that do not exist yet (inventory), `SKU=QTY,...`.
+    /// Stock created at start-up for SKUs that do not exist yet (inventory), with catalog
+    /// prices: `SKU=QTY[@PRICE_CENTS[:CURRENCY]],...` (price 1000, currency EUR if omitted).
     #[arg(
         long,
         env = "SEED_STOCK",
-        default_value = "SKU-MUG=100000,SKU-TEE=100000,SKU-CAP=100000,SKU-RARE=3"
+        default_value = "SKU-MUG=100000@1299,SKU-TEE=100000@2499,SKU-CAP=100000@1799,SKU-RARE=3@9999"
     )]
     seed_stock: String,
     /// Stream replicas (3 on a three-node cluster).
@@ -96,6 +104,48 @@ pub struct WorkerArgs {
     /// concurrent messages).
     #[arg(long, env = "TRACE_FLUSH_BEFORE_SEND", default_value_t = true, action = clap::ArgAction::Set)]
     trace_flush_before_send: bool,
+}
+
+/// Options of the HTTP gateway.
+#[derive(Debug, Args)]
+pub struct GatewayArgs {
+    #[command(flatten)]
+    nats: NatsArgs,
+    #[command(flatten)]
+    db: DbArgs,
+    #[command(flatten)]
+    telemetry: TelemetryArgs,
+    /// Address to serve HTTP on.
+    #[arg(long, env = "GATEWAY_LISTEN", default_value = "127.0.0.1:8080")]
+    listen: std::net::SocketAddr,
+    /// Database connections (idempotency keys).
+    #[arg(long, env = "GATEWAY_DB_CONNECTIONS", default_value_t = 8)]
+    db_connections: u32,
+    /// Stream replicas (3 on a three-node cluster).
+    #[arg(long, env = "STREAM_REPLICAS", default_value_t = 1)]
+    replicas: usize,
+    /// Export spans before each message that names them is sent (see the orchestrator).
+    #[arg(long, env = "TRACE_FLUSH_BEFORE_SEND", default_value_t = true, action = clap::ArgAction::Set)]
+    trace_flush_before_send: bool,
+}
+
+/// Runs the HTTP gateway until SIGTERM or Ctrl-C.
+pub async fn gateway(args: GatewayArgs) -> anyhow::Result<ExitCode> {
+    let telemetry = args.telemetry.init("gateway", SERVICE_FILTER)?;
+    let config = checkout_gateway::GatewayConfig {
+        listen: args.listen,
+        nats_url: args.nats.nats_url,
+        database_url: args.db.database_url,
+        max_connections: args.db_connections,
+        replicas: args.replicas,
+    };
+    let result = checkout_gateway::run(
+        config,
+        flusher(&telemetry, args.trace_flush_before_send),
+        shutdown::on_signals(),
+    )
+    .await;
+    finish(telemetry, result.map_err(anyhow::Error::from)).await
 }
 
 /// Runs the orchestrator until SIGTERM or Ctrl-C.
@@ -111,6 +161,7 @@ pub async fn orchestrator(args: OrchestratorArgs) -> anyhow::Result<ExitCode> {
             step_timeout: Duration::from_secs_f64(args.step_timeout_secs),
             max_step_timeout: Duration::from_secs_f64(args.max_step_timeout_secs),
             max_attempts: args.step_max_attempts.max(1),
+            stuck_after: Duration::from_secs_f64(args.stuck_after_secs),
         },
     };
     let result = checkout_orchestrator::run(
@@ -143,6 +194,7 @@ pub async fn worker(args: WorkerArgs) -> anyhow::Result<ExitCode> {
             latency: Duration::from_millis(args.latency_ms),
         },
         seed_stock: parse_stock(&args.seed_stock)?,
+        consumer: None,
     };
     let result = checkout_workers::run(
         config,
@@ -172,16 +224,31 @@ async fn finish(
     result.map(|()| ExitCode::SUCCESS)
 }
 
-/// Parses `SKU=QTY,SKU=QTY`.
-pub fn parse_stock(spec: &str) -> anyhow::Result<Vec<(String, i32)>> {
+/// The price of a seeded SKU whose spec names none.
+pub const DEFAULT_PRICE_CENTS: i64 = 1000;
+/// The currency of a seeded SKU whose spec names none.
+pub const DEFAULT_CURRENCY: &str = "EUR";
+
+/// Parses `SKU=QTY[@PRICE_CENTS[:CURRENCY]],...`.
+pub fn parse_stock(spec: &str) -> anyhow::Result<Vec<StockSeed>> {
     spec.split(',')
         .map(str::trim)
         .filter(|part| !part.is_empty())
         .map(|part| {
-            let (sku, qty) = part
+            let (sku, rest) = part
                 .split_once('=')
-                .ok_or_else(|| anyhow::anyhow!("stock {part:?} is not SKU=QTY"))?;
-            Ok((sku.trim().to_owned(), qty.trim().parse()?))
+                .ok_or_else(|| anyhow::anyhow!("stock {part:?} is not SKU=QTY[@PRICE[:CUR]]"))?;
+            let (qty, price) = rest.split_once('@').unwrap_or((rest, ""));
+            let (price, currency) = price.split_once(':').unwrap_or((price, DEFAULT_CURRENCY));
+            Ok(StockSeed {
+                sku: sku.trim().to_owned(),
+                quantity: qty.trim().parse()?,
+                price_cents: match price.trim() {
+                    "" => DEFAULT_PRICE_CENTS,
+                    price => price.parse()?,
+                },
+                currency: currency.trim().to_owned(),
+            })
         })
         .collect()
 }
@@ -192,10 +259,21 @@ mod tests {
 
     #[test]
     fn stock_specs_parse_and_bad_ones_are_named() {
+        let seed = |sku: &str, quantity, price_cents, currency: &str| StockSeed {
+            sku: sku.into(),
+            quantity,
+            price_cents,
+            currency: currency.into(),
+        };
         assert_eq!(
-            parse_stock("A=1, B=20,").unwrap(),
-            vec![("A".to_owned(), 1), ("B".to_owned(), 20)]
+            parse_stock("A=1, B=20@250,C=3@99:USD,").unwrap(),
+            vec![
+                seed("A", 1, DEFAULT_PRICE_CENTS, "EUR"),
+                seed("B", 20, 250, "EUR"),
+                seed("C", 3, 99, "USD")
+            ]
         );
+        assert!(parse_stock("A=1@x").is_err());
         assert!(parse_stock("A").unwrap_err().to_string().contains("\"A\""));
     }
 }

@@ -15,6 +15,7 @@ pub mod pg_cluster;
 pub mod process;
 pub mod proxy;
 mod signal;
+pub mod signals;
 pub mod span;
 pub mod trace_check;
 
@@ -26,7 +27,8 @@ pub use otlp::OtlpReceiver;
 pub use pg_cluster::PgCluster;
 pub use process::Service;
 pub use proxy::TcpProxy;
-pub use span::{ReceivedSpan, SpanKind};
+pub use signals::{PointValue, ReceivedLog, ReceivedPoint};
+pub use span::{ReceivedSpan, SpanEvent, SpanKind};
 
 /// Returns a TCP port on 127.0.0.1 that was free a moment ago.
 ///

@@ -1,7 +1,8 @@
-//! An in-process OTLP/gRPC trace receiver that keeps every span in memory.
+//! An in-process OTLP/gRPC receiver that keeps every span and log record, and the latest point
+//! of every metric series, in memory.
 //!
 //! Tests and `checkout chaos` point the services' OTLP exporters here and then assert on the
-//! complete traces; `checkout demo` listens on the standard port 4317 and renders them. A real
+//! complete traces, the logs and the metrics; `checkout demo` listens on the standard port 4317 and renders them. A real
 //! collector would add a dependency and a process for no gain.
 
 use std::net::{Ipv4Addr, SocketAddr};
@@ -9,18 +10,32 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
+use opentelemetry_proto::tonic::collector::logs::v1::logs_service_server::{
+    LogsService, LogsServiceServer,
+};
+use opentelemetry_proto::tonic::collector::logs::v1::{
+    ExportLogsServiceRequest, ExportLogsServiceResponse,
+};
+use opentelemetry_proto::tonic::collector::metrics::v1::metrics_service_server::{
+    MetricsService, MetricsServiceServer,
+};
+use opentelemetry_proto::tonic::collector::metrics::v1::{
+    ExportMetricsServiceRequest, ExportMetricsServiceResponse,
+};
 use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::{
     TraceService, TraceServiceServer,
 };
 use opentelemetry_proto::tonic::collector::trace::v1::{
     ExportTraceServiceRequest, ExportTraceServiceResponse,
 };
+use std::collections::BTreeMap;
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 use tonic::transport::server::TcpIncoming;
 use tonic::{Request, Response, Status};
 
+use crate::signals::{ReceivedLog, ReceivedPoint, SeriesKey, flatten_logs, flatten_metrics};
 use crate::span::{ReceivedSpan, flatten};
 
 /// Default cap on stored spans. Roughly a gigabyte at worst, which bounds memory on long chaos
@@ -44,6 +59,10 @@ struct Store {
     spans: Vec<ReceivedSpan>,
     capacity: usize,
     dropped: u64,
+    /// Log records, in arrival order (bounded by `capacity` too).
+    logs: Vec<ReceivedLog>,
+    /// The latest point of each metric series.
+    metrics: BTreeMap<SeriesKey, ReceivedPoint>,
 }
 
 /// The gRPC service implementation; cheap to clone into tonic.
@@ -72,7 +91,48 @@ impl TraceService for Collector {
     }
 }
 
-/// A running OTLP/gRPC trace receiver.
+#[tonic::async_trait]
+impl MetricsService for Collector {
+    async fn export(
+        &self,
+        request: Request<ExportMetricsServiceRequest>,
+    ) -> Result<Response<ExportMetricsServiceResponse>, Status> {
+        let points = flatten_metrics(request.into_inner());
+        let mut store = lock(&self.store);
+        for (key, point) in points {
+            // Batches can arrive out of order; a cumulative point never goes back in time.
+            let newer = store
+                .metrics
+                .get(&key)
+                .is_none_or(|old| old.time_unix_nano <= point.time_unix_nano);
+            if newer {
+                store.metrics.insert(key, point);
+            }
+        }
+        Ok(Response::new(ExportMetricsServiceResponse {
+            partial_success: None,
+        }))
+    }
+}
+
+#[tonic::async_trait]
+impl LogsService for Collector {
+    async fn export(
+        &self,
+        request: Request<ExportLogsServiceRequest>,
+    ) -> Result<Response<ExportLogsServiceResponse>, Status> {
+        let logs = flatten_logs(request.into_inner());
+        let mut store = lock(&self.store);
+        let room = store.capacity.saturating_sub(store.logs.len());
+        store.dropped += logs.len().saturating_sub(room) as u64;
+        store.logs.extend(logs.into_iter().take(room));
+        Ok(Response::new(ExportLogsServiceResponse {
+            partial_success: None,
+        }))
+    }
+}
+
+/// A running OTLP/gRPC receiver of traces, metrics and logs.
 ///
 /// The server runs on a task of the Tokio runtime that started it and stops when the receiver
 /// is dropped or [`OtlpReceiver::shutdown`] is called.
@@ -103,15 +163,23 @@ impl OtlpReceiver {
             spans: Vec::new(),
             capacity: DEFAULT_MAX_SPANS,
             dropped: 0,
+            logs: Vec::new(),
+            metrics: BTreeMap::new(),
         }));
-        let service = TraceServiceServer::new(Collector {
+        let collector = Collector {
             store: Arc::clone(&store),
-        })
-        .max_decoding_message_size(MAX_REQUEST_BYTES);
+        };
+        let service =
+            TraceServiceServer::new(collector.clone()).max_decoding_message_size(MAX_REQUEST_BYTES);
+        let metrics = MetricsServiceServer::new(collector.clone())
+            .max_decoding_message_size(MAX_REQUEST_BYTES);
+        let logs = LogsServiceServer::new(collector).max_decoding_message_size(MAX_REQUEST_BYTES);
         let (stop, stopped) = oneshot::channel::<()>();
         let server = tokio::spawn(async move {
             let result = tonic::transport::Server::builder()
                 .add_service(service)
+                .add_service(metrics)
+                .add_service(logs)
                 .serve_with_incoming_shutdown(TcpIncoming::from(listener), async {
                     // A dropped sender means the receiver is gone: stop as well.
                     let _ = stopped.await;
@@ -174,14 +242,56 @@ impl OtlpReceiver {
         }
     }
 
-    /// Forgets all stored spans and resets the dropped counter, e.g. between chaos rounds.
+    /// Every log record of one trace (`trace_id` in lowercase hex), in arrival order.
+    pub fn logs_of_trace(&self, trace_id: &str) -> Vec<ReceivedLog> {
+        lock(&self.store)
+            .logs
+            .iter()
+            .filter(|log| log.trace_id == trace_id)
+            .cloned()
+            .collect()
+    }
+
+    /// Every stored log record, in arrival order.
+    pub fn logs(&self) -> Vec<ReceivedLog> {
+        lock(&self.store).logs.clone()
+    }
+
+    /// The latest point of every series of the metric `name`.
+    pub fn metric(&self, name: &str) -> Vec<ReceivedPoint> {
+        lock(&self.store)
+            .metrics
+            .values()
+            .filter(|point| point.name == name)
+            .cloned()
+            .collect()
+    }
+
+    /// Polls every 50 ms until `pred` holds for this receiver or `timeout` passes; returns
+    /// whether it held. For logs and metrics, which [`OtlpReceiver::wait_for`] does not see.
+    pub async fn wait_until(&self, timeout: Duration, pred: impl Fn(&Self) -> bool) -> bool {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if pred(self) {
+                return true;
+            }
+            if Instant::now() >= deadline {
+                return false;
+            }
+            tokio::time::sleep(POLL_INTERVAL).await;
+        }
+    }
+
+    /// Forgets everything stored and resets the dropped counter, e.g. between chaos rounds.
     pub fn clear(&self) {
         let mut store = lock(&self.store);
         store.spans = Vec::new();
+        store.logs = Vec::new();
+        store.metrics = BTreeMap::new();
         store.dropped = 0;
     }
 
-    /// How many spans were discarded because the store was full.
+    /// How many spans and log records were discarded because the store was full.
     pub fn dropped(&self) -> u64 {
         lock(&self.store).dropped
     }

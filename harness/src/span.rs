@@ -75,6 +75,17 @@ pub struct ReceivedSpan {
     pub end_unix_nanos: u64,
     /// Links as `(trace_id, span_id)` hex pairs, e.g. from a consumer to the producer span.
     pub links: Vec<(String, String)>,
+    /// Events recorded on the span (e.g. `price_mismatch`), in order.
+    pub events: Vec<SpanEvent>,
+}
+
+/// One event of a span, its attributes stringified like the span's.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct SpanEvent {
+    /// The event's name.
+    pub name: String,
+    /// Its attributes.
+    pub attributes: BTreeMap<String, String>,
 }
 
 impl ReceivedSpan {
@@ -141,10 +152,18 @@ fn convert(span: proto::Span, service_name: &str) -> ReceivedSpan {
             .iter()
             .map(|link| (hex(&link.trace_id), hex(&link.span_id)))
             .collect(),
+        events: span
+            .events
+            .iter()
+            .map(|event| SpanEvent {
+                name: event.name.clone(),
+                attributes: attributes(&event.attributes),
+            })
+            .collect(),
     }
 }
 
-fn attributes(key_values: &[KeyValue]) -> BTreeMap<String, String> {
+pub(crate) fn attributes(key_values: &[KeyValue]) -> BTreeMap<String, String> {
     key_values
         .iter()
         .map(|kv| {
@@ -158,7 +177,7 @@ fn attributes(key_values: &[KeyValue]) -> BTreeMap<String, String> {
 
 /// Renders any attribute value as a string, so tests can compare attributes without caring how
 /// an exporter chose to type them.
-fn stringify(value: &AnyValue) -> String {
+pub(crate) fn stringify(value: &AnyValue) -> String {
     match &value.value {
         None => String::new(),
         Some(Value::StringValue(text)) => text.clone(),
@@ -190,7 +209,7 @@ fn stringify(value: &AnyValue) -> String {
 }
 
 /// Lowercase hex, the form trace and span ids take in every OpenTelemetry UI and log.
-fn hex(bytes: &[u8]) -> String {
+pub(crate) fn hex(bytes: &[u8]) -> String {
     let mut out = String::with_capacity(bytes.len() * 2);
     for byte in bytes {
         // Writing to a String cannot fail.

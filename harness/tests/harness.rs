@@ -424,6 +424,7 @@ fn span(id: &str, parent: Option<&str>, trace: &str) -> ReceivedSpan {
         start_unix_nanos: 0,
         end_unix_nanos: 1_000_000,
         links: Vec::new(),
+        events: Vec::new(),
     }
 }
 

@@ -81,6 +81,7 @@ async fn bury(
         &reason,
     );
     messaging::send(js, letter).await?;
+    checkout_shared::metrics::get().dead_lettered("unsettled_max_deliveries");
     stream.delete_message(dead.stream_seq).await?;
     Ok(())
 }

@@ -1,14 +1,19 @@
 //! The executor: applies inputs to stored sagas and carries out what each transition implies.
 //!
-//! A transition is written first (row and log, one transaction), then its command is sent
-//! with the deduplicating message id. A crash in between is healed by the step deadline or
-//! by recovery at start-up, which re-send what the stored state implies.
+//! A transition is written first (row and log, under the saga's lock, all or nothing), then
+//! its command is sent with the deduplicating message id. A crash in between is healed by the
+//! step deadline or by recovery at start-up, which re-send what the stored state implies.
+//!
+//! The executor is generic over its [`SagaStore`] and [`Transport`]: PostgreSQL and JetStream
+//! in production, in-memory fakes in its tests.
 
-use crate::machine::{Finished, Input, Policy, SagaState, Status, Transition};
+use crate::machine::{Input, Policy, SagaState, Status, Transition};
+use crate::ports::{Locked, Planned, SagaStore, Transport};
+use crate::postgres::PgStore;
 use crate::saga::{CHECKOUT, SagaData};
-use crate::spans::{self, PlannedSpan, SagaTrace};
-use crate::store::{self, SagaRow, Write};
-use async_nats::jetstream;
+use crate::spans::{self, SagaTrace, saga_span, step_span};
+use crate::store::{SagaRow, Write};
+use crate::transport::NatsTransport;
 use bytes::Bytes;
 use checkout_shared::envelope::Envelope;
 use checkout_shared::messages::{CommandMessage, LifecycleEvent, LifecycleKind};
@@ -31,6 +36,14 @@ pub enum ExecError {
     /// The command could not be sent (the deadline re-sends it).
     #[error(transparent)]
     Publish(#[from] messaging::PublishFailed),
+    /// A message could not be serialised: a bug, never sent as an empty body.
+    #[error("serialising {what}: {source}")]
+    Serialize {
+        /// Which message.
+        what: &'static str,
+        /// Why.
+        source: serde_json::Error,
+    },
 }
 
 /// Deadlines and bounds.
@@ -40,48 +53,68 @@ pub struct Timing {
     pub step_timeout: Duration,
     /// The longest wait, however many re-sends.
     pub max_step_timeout: Duration,
-    /// Sends of one command before the executor gives up on it.
+    /// Sends of an action before the executor undoes it (undos are never given up on).
     pub max_attempts: u32,
+    /// How long an undo may go without success before its saga is flagged stuck.
+    pub stuck_after: Duration,
+}
+
+impl Timing {
+    fn policy(&self) -> Policy {
+        Policy {
+            max_attempts: self.max_attempts,
+            stuck_after: self.stuck_after,
+        }
+    }
 }
 
 /// Drives sagas: shared by the consumers, the deadline scanner and operators' tools.
 #[derive(Clone)]
-pub struct Executor {
-    pool: PgPool,
-    js: jetstream::Context,
-    nats: async_nats::Client,
-    flusher: SpanFlusher,
+pub struct Executor<S = PgStore, T = NatsTransport> {
+    store: S,
+    transport: T,
     timing: Timing,
     exported: mpsc::Sender<(Uuid, i64)>,
 }
 
 impl Executor {
-    /// An executor, and the receiver of (saga, version) pairs whose finished spans were
-    /// emitted; [`Executor::confirm_exports`] drains it.
+    /// An executor over PostgreSQL and NATS, and the receiver of (saga, version) pairs whose
+    /// finished spans were emitted; [`Executor::confirm_exports`] drains it.
     pub fn new(
         pool: PgPool,
         nats: async_nats::Client,
         flusher: SpanFlusher,
         timing: Timing,
     ) -> (Self, mpsc::Receiver<(Uuid, i64)>) {
-        let (exported, rx) = mpsc::channel(16_384);
-        let js = checkout_shared::connect::jetstream(nats.clone());
-        (
-            Executor {
-                pool,
-                js,
-                nats,
-                flusher,
-                timing,
-                exported,
-            },
-            rx,
+        Executor::with(
+            PgStore::new(pool),
+            NatsTransport::new(nats, flusher),
+            timing,
         )
     }
 
     /// The database pool.
     pub fn pool(&self) -> &PgPool {
-        &self.pool
+        self.store.pool()
+    }
+}
+
+impl<S: SagaStore, T: Transport> Executor<S, T> {
+    /// An executor over any store and transport.
+    pub fn with(store: S, transport: T, timing: Timing) -> (Self, mpsc::Receiver<(Uuid, i64)>) {
+        let (exported, rx) = mpsc::channel(16_384);
+        let executor = Executor {
+            store,
+            transport,
+            timing,
+            exported,
+        };
+        (executor, rx)
+    }
+
+    /// The saga store.
+    pub fn store(&self) -> &S {
+        &self.store
     }
 
     /// Starts a saga for an accepted checkout: records it, then sends its first command. A
@@ -145,43 +178,67 @@ impl Executor {
             pending_spans: vec![],
             deadline_at: Some(self.deadline(now, 0)),
         };
-        let mut tx = self.pool.begin().await?;
-        if !store::insert(&mut tx, &row, &write).await? {
-            tx.rollback().await?;
-            return Ok(None);
-        }
-        tx.commit().await?;
-        Ok(Some(row))
+        Ok(self.store.insert(&row, &write).await?.then_some(row))
+    }
+
+    /// Sagas whose deadline has passed, oldest first.
+    pub async fn due(&self, limit: i64) -> Result<Vec<Uuid>, ExecError> {
+        Ok(self.store.due(limit).await?)
     }
 
     /// Applies `input` to a saga; returns its status afterwards (None if unknown).
     pub async fn apply(&self, saga_id: Uuid, input: Input) -> Result<Option<Status>, ExecError> {
-        let policy = Policy {
-            max_attempts: self.timing.max_attempts,
+        self.apply_at(saga_id, input, Utc::now()).await
+    }
+
+    /// Times out a saga whose deadline has passed (nothing happens if it is no longer due).
+    pub async fn time_out(&self, saga_id: Uuid) -> Result<Option<Status>, ExecError> {
+        let input = Input::Timeout {
+            waited: Duration::ZERO,
         };
-        let mut tx = self.pool.begin().await?;
-        let Some(before) = store::lock(&mut tx, saga_id).await? else {
-            tx.rollback().await?;
+        self.apply(saga_id, input).await
+    }
+
+    /// [`Executor::apply`] as of `now`, which the machine sees through a timeout's `waited`.
+    pub async fn apply_at(
+        &self,
+        saga_id: Uuid,
+        input: Input,
+        now: DateTime<Utc>,
+    ) -> Result<Option<Status>, ExecError> {
+        let policy = self.timing.policy();
+        let is_timeout = matches!(input, Input::Timeout { .. });
+        let locked = self
+            .store
+            .transact(saga_id, is_timeout, |before| {
+                let input = match input {
+                    // The machine judges how long the step has waited, not the scanner.
+                    Input::Timeout { .. } => Input::Timeout {
+                        waited: (now - before.step_started_at).to_std().unwrap_or_default(),
+                    },
+                    other => other,
+                };
+                let transition = before.state.next(&input, policy)?;
+                let (after, write) = self.plan(before, &transition, now);
+                Some(Planned {
+                    after,
+                    write,
+                    extra: transition,
+                })
+            })
+            .await?;
+        let Some(Locked { before, planned }) = locked else {
             tracing::warn!(%saga_id, "input for an unknown saga ignored");
             return Ok(None);
         };
-        // Checked under the lock: another orchestrator (or a reply) may have moved the saga on
-        // since the scan that found it due.
-        if input == Input::Timeout && !store::still_due(&mut tx, saga_id).await? {
-            tx.rollback().await?;
-            return Ok(Some(before.state.status));
-        }
-        let Some(transition) = before.state.next(&input, policy) else {
-            tx.rollback().await?;
-            tracing::debug!(%saga_id, ?input, "stale or duplicate input ignored");
+        let Some(planned) = planned else {
+            tracing::debug!(%saga_id, "stale, duplicate or no longer due input ignored");
             return Ok(Some(before.state.status));
         };
-        let now = Utc::now();
-        let (after, write) = self.plan(&before, &transition, now);
-        store::save(&mut tx, &after, &write).await?;
-        tx.commit().await?;
-        self.carry_out(&before, &after, &transition, &write).await?;
-        Ok(Some(after.state.status))
+        crate::observe::committed(&before, &planned.after, &planned.extra);
+        self.carry_out(&before, &planned.after, &planned.extra, &planned.write)
+            .await?;
+        Ok(Some(planned.after.state.status))
     }
 
     /// The row and writes a transition implies, with the spans it finishes.
@@ -203,10 +260,13 @@ impl Executor {
         }
         match after.state.status {
             Status::Completed | Status::Compensated => pending.push(saga_span(&after, now)),
-            Status::Stuck => after.stuck_reason = t.log.last().and_then(|(_, _, d)| d.clone()),
+            Status::Stuck if before.state.status != Status::Stuck => {
+                after.stuck_reason = flag_reason(t);
+            }
+            Status::Stuck => {}
             _ => after.stuck_reason = None,
         }
-        let deadline_at = t.send.then(|| self.deadline(now, after.state.attempts));
+        let deadline_at = (t.send || t.rearm).then(|| self.deadline(now, after.state.attempts));
         (
             after,
             Write {
@@ -247,7 +307,8 @@ impl Executor {
         let terminal = match after.state.status {
             Status::Completed => Some(LifecycleKind::Completed),
             Status::Compensated => Some(LifecycleKind::Compensated),
-            Status::Stuck => Some(LifecycleKind::Stuck),
+            // Flagged once, when it happens; the retries that follow are in the log.
+            Status::Stuck if before.state.status != Status::Stuck => Some(LifecycleKind::Stuck),
             _ => None,
         };
         if let Some(kind) = terminal {
@@ -257,6 +318,9 @@ impl Executor {
                 .clone()
                 .or(after.stuck_reason.clone())
                 .unwrap_or_default();
+            if kind == LifecycleKind::Stuck {
+                tracing::error!(saga_id = %after.saga_id, reason = %detail, "saga flagged stuck; its undo is still being retried");
+            }
             self.lifecycle(after, kind, None, detail).await;
         }
         if t.send {
@@ -283,7 +347,10 @@ impl Executor {
         };
         let payload = serde_json::to_vec(&body)
             .map(Bytes::from)
-            .unwrap_or_default();
+            .map_err(|source| ExecError::Serialize {
+                what: "a command",
+                source,
+            })?;
         let subject = subjects::command(def.step, state.phase);
         let parent = row.trace.context_of(row.step_span_id);
         let extra = saga_attributes(row.saga_id, &def.step.name(), state.phase);
@@ -293,7 +360,9 @@ impl Executor {
             headers,
             payload,
         };
-        messaging::publish(&self.js, &self.flusher, &parent, outgoing, extra).await?;
+        self.transport
+            .send_command(&parent, outgoing, extra)
+            .await?;
         Ok(())
     }
 
@@ -312,16 +381,15 @@ impl Executor {
             detail,
             trace_id: row.trace.trace_id.to_string(),
         };
-        let payload = serde_json::to_vec(&event)
-            .map(Bytes::from)
-            .unwrap_or_default();
-        // Watchers are best-effort; the saga row is the truth, so a lost event loses nothing.
-        if let Err(err) = self
-            .nats
-            .publish(subjects::lifecycle(row.saga_id, kind.as_str()), payload)
-            .await
-        {
-            tracing::debug!(error = %err, "lifecycle event not published");
+        match serde_json::to_vec(&event) {
+            Ok(payload) => {
+                let subject = subjects::lifecycle(row.saga_id, kind.as_str());
+                self.transport
+                    .lifecycle(subject, Bytes::from(payload))
+                    .await;
+            }
+            // Watchers are best-effort (the saga row is the truth), but a bug is not hidden.
+            Err(err) => tracing::error!(error = %err, "lifecycle event not serialisable"),
         }
     }
 
@@ -343,12 +411,12 @@ impl Executor {
             while let Ok(more) = rx.try_recv() {
                 batch.push(more);
             }
-            if !self.flusher.flush().await {
+            if !self.transport.flush_spans().await {
                 // Not known to be exported: keep them in the rows and try again with the next
                 // batch (recovery re-emits them if this process dies first).
                 continue;
             }
-            match store::clear_pending(&self.pool, &batch).await {
+            match self.store.clear_pending(&batch).await {
                 Ok(()) => batch.clear(),
                 Err(err) => {
                     tracing::warn!(error = %err, "could not confirm span exports; will retry")
@@ -360,11 +428,11 @@ impl Executor {
     /// Recovery after a restart: re-emits spans whose export is in doubt and re-sends the
     /// command of every active saga (JetStream drops it if the first send got through).
     pub async fn recover(&self) -> Result<usize, ExecError> {
-        for (saga_id, version, pending) in store::pending_spans(&self.pool).await? {
+        for (saga_id, version, pending) in self.store.pending_spans().await? {
             pending.iter().for_each(spans::emit);
             let _ = self.exported.try_send((saga_id, version));
         }
-        let active = store::active(&self.pool).await?;
+        let active = self.store.active().await?;
         let count = active.len();
         for row in &active {
             if let Err(err) = self.send_current(row).await {
@@ -383,71 +451,15 @@ fn saga_attributes(saga_id: Uuid, step: &str, phase: Phase) -> Vec<KeyValue> {
     ]
 }
 
-fn step_span(row: &SagaRow, finished: &Finished, now: DateTime<Utc>) -> PlannedSpan {
-    let step = CHECKOUT[finished.cursor].step.name();
-    let (name, link) = match finished.phase {
-        Phase::Do => (format!("step {step}"), None),
-        Phase::Undo => (
-            format!("compensate {step}"),
-            row.failed_span_id.map(spans::hex),
-        ),
-    };
-    let outcome = match &finished.result {
-        Ok(()) if finished.phase == Phase::Undo => "compensated",
-        Ok(()) => "succeeded",
-        Err(_) => "failed",
-    };
-    let mut attributes: Vec<(String, String)> = vec![
-        ("saga.id".into(), row.saga_id.to_string()),
-        ("saga.step".into(), step),
-        ("saga.phase".into(), finished.phase.as_str().into()),
-        ("saga.outcome".into(), outcome.into()),
-    ];
-    if let Err(reason) = &finished.result {
-        attributes.push(("saga.failure_reason".into(), reason.clone()));
-    }
-    PlannedSpan {
-        name,
-        span_id: spans::hex(row.step_span_id),
-        parent_span_id: Some(spans::hex(row.trace.saga_span_id)),
-        trace_id: row.trace.trace_id.to_string(),
-        sampled: row.trace.sampled,
-        start: row.step_started_at,
-        end: now,
-        attributes,
-        error: finished.result.clone().err(),
-        link,
-    }
+fn flag_reason(t: &Transition) -> Option<String> {
+    t.log
+        .iter()
+        .rev()
+        .find(|(_, event, _)| *event == "stuck")
+        .and_then(|(_, _, detail)| detail.clone())
 }
 
-fn saga_span(row: &SagaRow, now: DateTime<Utc>) -> PlannedSpan {
-    let outcome = row.state.status.as_str();
-    let mut attributes: Vec<(String, String)> = vec![
-        ("saga.id".into(), row.saga_id.to_string()),
-        ("saga.name".into(), "checkout".into()),
-        ("saga.outcome".into(), outcome.into()),
-        (
-            "checkout.customer_id".into(),
-            row.state.data.request.customer_id.clone(),
-        ),
-        (
-            "checkout.amount_cents".into(),
-            row.state.data.request.amount_cents.to_string(),
-        ),
-    ];
-    if let Some(reason) = &row.state.failure {
-        attributes.push(("saga.failure_reason".into(), reason.clone()));
-    }
-    PlannedSpan {
-        name: "saga checkout".into(),
-        span_id: spans::hex(row.trace.saga_span_id),
-        parent_span_id: row.trace.parent_span_id.map(spans::hex),
-        trace_id: row.trace.trace_id.to_string(),
-        sampled: row.trace.sampled,
-        start: row.started_at,
-        end: now,
-        attributes,
-        error: None,
-        link: None,
-    }
-}
+#[cfg(test)]
+mod fakes;
+#[cfg(test)]
+mod tests;

@@ -10,18 +10,26 @@
 //! ```
 //!
 //! - [`saga`] declares the steps; [`machine`] is the pure state machine;
-//! - [`executor`] applies inputs to stored sagas; [`store`] is the saga row and log;
+//! - [`executor`] applies inputs to stored sagas through [`ports`]: [`postgres`] keeps the
+//!   saga row and log ([`store`] has the queries), [`transport`] sends over NATS;
 //! - [`spans`] emits saga and step spans from stored ids, so they survive restarts;
+//! - [`validate`] and [`catalog`] are the door's rules (shared with the HTTP gateway);
 //! - [`service`] runs the consumers, the deadline scanner and recovery;
-//! - [`dead_ends`] dead-letters messages JetStream gave up on.
+//! - [`dead_ends`] dead-letters messages JetStream gave up on;
+//! - [`observe`] records the metrics and log lines of committed transitions.
 
+pub mod catalog;
 pub mod dead_ends;
 pub mod executor;
 pub mod machine;
+pub mod observe;
+pub mod ports;
+pub mod postgres;
 pub mod saga;
 pub mod service;
 pub mod spans;
 pub mod store;
+pub mod transport;
 pub mod validate;
 
 pub use executor::{Executor, Timing};

@@ -7,15 +7,20 @@
 //!        │ no             │ no                  │ no / timed out: undo from the failed step
 //!        ▼                ▼                     ▼ (a timed-out step may have happened)
 //!   compensated ◀─ok─ compensating(0,undo) ◀─ok─ compensating(1,undo) ◀── ...
-//!                          │ no reply after the bound
-//!                          ▼
-//!                        stuck ──operator retry──▶ compensating
+//!        ▲                 │ no reply for `stuck_after`: flagged, still retried
+//!        └──────ok──────  stuck ◀─┐ re-sent at the capped interval; an operator's retry
+//!                                 └─ sends it now
 //! ```
+//!
+//! An undo has no refusal: whatever happens to it (lost, unanswered, a worker that cannot
+//! reach its database), it is sent again until it succeeds. Only a business decision ends a
+//! step; a failure to act never does.
 
 use crate::saga::{CHECKOUT, SagaData, index_of};
 use checkout_shared::messages::Outcome;
 use checkout_shared::{Phase, Step};
 use serde::{Deserialize, Serialize};
+use std::time::Duration;
 
 /// Where a saga stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -29,7 +34,8 @@ pub enum Status {
     Completed,
     /// Every step that may have happened undone.
     Compensated,
-    /// An undo got no reply within its bound; waits for an operator.
+    /// Compensating, but an undo has had no success for longer than the policy's
+    /// `stuck_after`: flagged for an operator while its retries go on.
     Stuck,
 }
 
@@ -47,7 +53,7 @@ impl Status {
 
     /// Whether the saga is waiting for a reply (and so has a deadline).
     pub fn is_active(self) -> bool {
-        matches!(self, Status::Running | Status::Compensating)
+        matches!(self, Status::Running | Status::Compensating | Status::Stuck)
     }
 }
 
@@ -84,16 +90,22 @@ pub enum Input {
         outcome: Outcome,
     },
     /// The current command's deadline passed with no reply.
-    Timeout,
-    /// An operator asked a stuck saga to try again.
+    Timeout {
+        /// How long ago the current step (or undo) began, across all its sends.
+        waited: Duration,
+    },
+    /// An operator asked a stuck saga to try its undo now.
     OperatorRetry,
 }
 
 /// The bounds of the executor.
 #[derive(Debug, Clone, Copy)]
 pub struct Policy {
-    /// Sends of one command (the first included) before the executor gives up on it.
+    /// Sends of an action (the first included) before the executor gives up on it and
+    /// undoes it. Undos are never given up on.
     pub max_attempts: u32,
+    /// How long an undo may go without success before the saga is flagged stuck.
+    pub stuck_after: Duration,
 }
 
 /// A step span that ends with this transition.
@@ -123,6 +135,8 @@ pub struct Transition {
     pub started: bool,
     /// Whether to send the current command of the new state.
     pub send: bool,
+    /// Whether to wait for the next deadline without sending now (the deadline is re-armed).
+    pub rearm: bool,
 }
 
 impl SagaState {
@@ -143,6 +157,7 @@ impl SagaState {
             finished: None,
             started: true,
             send: true,
+            rearm: false,
         }
     }
 
@@ -181,14 +196,17 @@ impl SagaState {
                 let current = self.status.is_active()
                     && index_of(*step) == self.cursor
                     && *phase == self.phase;
-                current.then(|| self.on_reply(outcome, policy))
+                current.then(|| self.on_reply(outcome))
             }
-            Input::Timeout => self.status.is_active().then(|| self.on_timeout(policy)),
+            Input::Timeout { waited } => self
+                .status
+                .is_active()
+                .then(|| self.on_timeout(*waited, policy)),
             Input::OperatorRetry => (self.status == Status::Stuck).then(|| self.on_retry()),
         }
     }
 
-    fn on_reply(&self, outcome: &Outcome, policy: Policy) -> Transition {
+    fn on_reply(&self, outcome: &Outcome) -> Transition {
         let mut next = self.clone();
         let step = self.step();
         match (self.phase, outcome) {
@@ -211,7 +229,8 @@ impl SagaState {
             }
             (Phase::Do, Outcome::StepFailed { reason }) => {
                 // The step said no, so it did not happen: undo the steps before it.
-                next.compensate_from(self.cursor, reason, self.finished(Err(reason.clone())))
+                let reason = reason.to_string();
+                next.compensate_from(self.cursor, &reason, self.finished(Err(reason.clone())))
             }
             (Phase::Undo, Outcome::StepSucceeded { .. }) => {
                 let finished = self.finished(Ok(()));
@@ -219,61 +238,74 @@ impl SagaState {
                 next.undo_next(log, finished)
             }
             (Phase::Undo, Outcome::StepFailed { reason }) => {
-                // An undo must eventually succeed: send it afresh until the bound.
-                next.attempts += 1;
+                // Workers never refuse an undo; a failure reply can only come from an undo
+                // command that could not be delivered. It is not a decision: keep the undo
+                // pending, send it afresh at the next deadline, never give up on it.
                 next.generation += 1;
-                let mut log = vec![(Some(step), "undo_failed", Some(reason.clone()))];
-                if next.attempts >= policy.max_attempts {
-                    next.status = Status::Stuck;
-                    log.push((Some(step), "stuck", Some(reason.clone())));
-                    return next.end(log, self.finished(Err(reason.clone())));
-                }
+                let log = vec![(Some(step), "undo_failed", Some(reason.to_string()))];
                 Transition {
                     state: next,
                     log,
                     finished: None,
                     started: false,
-                    send: true,
+                    send: false,
+                    rearm: true,
                 }
             }
         }
     }
 
-    fn on_timeout(&self, policy: Policy) -> Transition {
+    fn on_timeout(&self, waited: Duration, policy: Policy) -> Transition {
         let mut next = self.clone();
         let step = self.step();
+        if self.phase == Phase::Undo {
+            return next.resend_undo(waited, policy);
+        }
         if self.attempts + 1 < policy.max_attempts {
             next.attempts += 1;
             let detail = format!("no reply; re-sending (attempt {})", next.attempts + 1);
-            let log = vec![(Some(step), "retried", Some(detail))];
-            return Transition {
-                state: next,
-                log,
-                finished: None,
-                started: false,
-                send: true,
-            };
+            return next.resend(vec![(Some(step), "retried", Some(detail))]);
         }
+        // The action got no decision: it may have happened, so undo it too, from itself.
         let reason = format!(
             "{} {} got no reply after {} attempts",
             step, self.phase, policy.max_attempts
         );
-        match self.phase {
-            // It may have happened: undo it too, from the step itself.
-            Phase::Do => {
-                next.compensate_from(self.cursor + 1, &reason, self.finished(Err(reason.clone())))
-            }
-            Phase::Undo => {
-                next.status = Status::Stuck;
-                let log = vec![(Some(step), "stuck", Some(reason.clone()))];
-                next.end(log, self.finished(Err(reason)))
-            }
+        next.compensate_from(self.cursor + 1, &reason, self.finished(Err(reason.clone())))
+    }
+
+    /// An undo with no success yet is sent again, however long it takes; past `stuck_after`
+    /// the saga is flagged for an operator, once.
+    fn resend_undo(mut self, waited: Duration, policy: Policy) -> Transition {
+        let step = self.step();
+        self.attempts = self.attempts.saturating_add(1);
+        let detail = format!("no reply; re-sending (attempt {})", self.attempts + 1);
+        let mut log = vec![(Some(step), "retried", Some(detail))];
+        if self.status == Status::Compensating && waited >= policy.stuck_after {
+            self.status = Status::Stuck;
+            let reason = format!(
+                "{step} undo has not succeeded for {}s; still retrying",
+                waited.as_secs()
+            );
+            log.push((Some(step), "stuck", Some(reason)));
+        }
+        self.resend(log)
+    }
+
+    fn resend(self, log: Vec<LogEntry>) -> Transition {
+        Transition {
+            state: self,
+            log,
+            finished: None,
+            started: false,
+            send: true,
+            rearm: false,
         }
     }
 
+    /// Sends a flagged saga's undo now, afresh; it stays flagged until the undo succeeds.
     fn on_retry(&self) -> Transition {
         let mut next = self.clone();
-        next.status = Status::Compensating;
         next.attempts = 0;
         next.generation += 1;
         let log = vec![(
@@ -281,13 +313,7 @@ impl SagaState {
             "retried",
             Some("operator retry".to_owned()),
         )];
-        Transition {
-            state: next,
-            log,
-            finished: None,
-            started: true,
-            send: true,
-        }
+        next.resend(log)
     }
 
     /// Starts undoing every step before `upto` (exclusive), last first.
@@ -318,6 +344,8 @@ impl SagaState {
         }
         self.cursor -= 1;
         self.attempts = 0;
+        // The flag belongs to the undo that would not finish; the next one starts afresh.
+        self.status = Status::Compensating;
         log.push((Some(self.step()), "undo_started", None));
         self.advance(log, finished)
     }
@@ -329,6 +357,7 @@ impl SagaState {
             finished: Some(finished),
             started: true,
             send: true,
+            rearm: false,
         }
     }
 
@@ -339,6 +368,7 @@ impl SagaState {
             finished: Some(finished),
             started: false,
             send: false,
+            rearm: false,
         }
     }
 

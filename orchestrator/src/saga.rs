@@ -97,6 +97,7 @@ mod tests {
             items: vec![],
             payment_token: "t".into(),
             amount_cents: 1,
+            currency: "EUR".into(),
         });
         for (i, def) in CHECKOUT.iter().enumerate() {
             assert_eq!(index_of(def.step), i);

@@ -10,12 +10,13 @@ use async_nats::jetstream::{self, AckKind};
 use bytes::Bytes;
 use checkout_shared::envelope::{self, Envelope};
 use checkout_shared::messages::Reply;
-use checkout_shared::messaging;
 use checkout_shared::pull::{pull_loop, redelivery_delay};
 use checkout_shared::shutdown::retry;
 use checkout_shared::streams::{self, EVENTS_CONSUMER, REQUESTS_CONSUMER, Topology};
 use checkout_shared::subjects;
+use checkout_shared::supervise;
 use checkout_shared::telemetry::SpanFlusher;
+use checkout_shared::{messaging, metrics};
 use sqlx::postgres::PgPoolOptions;
 use std::sync::Arc;
 use std::time::Duration;
@@ -60,6 +61,9 @@ pub enum OrchestratorError {
     /// Recovery failed.
     #[error("recovery: {0}")]
     Recover(#[from] ExecError),
+    /// One of the service's tasks panicked or stopped while it was meant to run.
+    #[error(transparent)]
+    Task(#[from] checkout_shared::supervise::TaskFailed),
 }
 
 struct Ctx {
@@ -122,13 +126,35 @@ pub async fn run(
         config.concurrency,
         shutdown.clone(),
     ));
-    let deadlines = tokio::spawn(scan_deadlines(ctx.clone(), shutdown.clone()));
-    let dead_ends = tokio::spawn(crate::dead_ends::watch(
-        client.clone(),
-        js.clone(),
-        shutdown.clone(),
-    ));
-    let _ = tokio::join!(requests, events, deadlines, dead_ends);
+    let deadlines = tokio::spawn({
+        let (ctx, shutdown) = (ctx.clone(), shutdown.clone());
+        async move {
+            scan_deadlines(ctx, shutdown).await;
+            Ok(())
+        }
+    });
+    let dead_ends = tokio::spawn({
+        let (client, js, shutdown) = (client.clone(), js.clone(), shutdown.clone());
+        async move {
+            crate::dead_ends::watch(client, js, shutdown).await;
+            Ok(())
+        }
+    });
+    let in_flight = tokio::spawn({
+        let (pool, shutdown) = (pool.clone(), shutdown.clone());
+        async move {
+            crate::observe::poll_in_flight(pool, shutdown).await;
+            Ok(())
+        }
+    });
+    let tasks = vec![
+        ("in-flight gauge", in_flight),
+        ("checkout requests", requests),
+        ("worker replies", events),
+        ("deadline scanner", deadlines),
+        ("dead-end watcher", dead_ends),
+    ];
+    let stopped = supervise::join_all(tasks, &shutdown).await;
     tracing::info!("stopped fetching; draining");
     drop(ctx);
     confirmer.abort();
@@ -136,6 +162,7 @@ pub async fn run(
         tracing::warn!(error = %err, "draining the NATS connection");
     }
     pool.close().await;
+    stopped?;
     Ok(())
 }
 
@@ -144,11 +171,12 @@ async fn consume(
     durable: &'static str,
     concurrency: usize,
     shutdown: CancellationToken,
-) {
-    let Ok(def) = ctx.topology.consumer(durable).cloned() else {
-        tracing::error!(durable, "consumer missing from the topology");
-        return;
-    };
+) -> Result<(), String> {
+    let def = ctx
+        .topology
+        .consumer(durable)
+        .cloned()
+        .map_err(|err| format!("consumer {durable}: {err}"))?;
     let js = ctx.js.clone();
     pull_loop(&js, &def, concurrency, shutdown, |message| {
         let ctx = ctx.clone();
@@ -182,24 +210,47 @@ async fn consume(
         }
     })
     .await;
+    Ok(())
 }
 
 /// A new checkout: validate, then start its saga or reject it.
 async fn on_request(ctx: &Ctx, message: &jetstream::Message) -> AckKind {
-    let request = match validate::parse(&message.payload) {
-        Ok(request) => request,
-        Err(rejection) => return reject(ctx, message, rejection).await,
-    };
-    let span = tracing::Span::current();
-    span.record("saga.id", request.checkout_id.to_string());
-    match ctx.catalog.check(&request).await {
-        Ok(Ok(())) => {}
-        Ok(Err(rejection)) => return reject(ctx, message, rejection).await,
+    // The validation has its own span, so that what it found (a `price_mismatch` event per
+    // changed line, the rejection as its error status) reads apart from the processing.
+    let validation = tracing::info_span!(
+        "validate checkout",
+        otel.status_code = tracing::field::Empty,
+        otel.status_message = tracing::field::Empty,
+        checkout.rejection = tracing::field::Empty,
+        saga.id = tracing::field::Empty,
+    );
+    let checked = async {
+        let request = match validate::parse(&message.payload) {
+            Ok(request) => request,
+            Err(rejection) => return Ok(Err(rejection)),
+        };
+        tracing::Span::current().record("saga.id", request.checkout_id.to_string());
+        Ok(ctx.catalog.check(&request).await?.map(|()| request))
+    }
+    .instrument(validation.clone())
+    .await;
+    let request = match checked {
+        Ok(Ok(request)) => request,
+        Ok(Err(rejection)) => {
+            validation.record("checkout.rejection", rejection.kind());
+            messaging::mark_error(&validation, &rejection.to_string());
+            drop(validation);
+            return reject(ctx, message, rejection).await;
+        }
         Err(err) => {
+            let err: validate::CatalogError = err;
             tracing::warn!(error = %err, "catalog unavailable; retrying the request");
+            metrics::get().redelivered("catalog_unavailable");
             return AckKind::Nak(Some(retry_delay(delivery(message))));
         }
-    }
+    };
+    drop(validation);
+    tracing::Span::current().record("saga.id", request.checkout_id.to_string());
     let saga_id = request.checkout_id;
     // The saga span hangs under the client's publish span (from the headers), not under this
     // process span: the client's span is exported before its message is sent, so it exists
@@ -221,6 +272,7 @@ async fn on_request(ctx: &Ctx, message: &jetstream::Message) -> AckKind {
         }
         Err(err) => {
             tracing::warn!(%saga_id, error = %err, "could not start the saga; retrying");
+            metrics::get().redelivered("store_unavailable");
             AckKind::Nak(Some(retry_delay(delivery(message))))
         }
     }
@@ -250,8 +302,12 @@ async fn reject(ctx: &Ctx, message: &jetstream::Message, rejection: Rejection) -
         .headers
         .insert("Saga-Reason-Kind", rejection.kind());
     match messaging::send(&ctx.js, outgoing).await {
-        Ok(()) => AckKind::Ack,
+        Ok(()) => {
+            metrics::get().rejected(rejection.kind());
+            AckKind::Ack
+        }
         Err(err) => {
+            metrics::get().redelivered("rejection_not_stored");
             tracing::warn!(error = %err, "rejection not recorded; retrying the request");
             AckKind::Nak(Some(Duration::from_secs(1)))
         }
@@ -269,14 +325,15 @@ async fn on_reply(ctx: &Ctx, message: &jetstream::Message, delivered: i64) -> Ac
         });
     let (envelope, reply) = match decoded {
         Ok(decoded) => decoded,
-        Err(reason) => return dead_letter(ctx, message, &reason).await,
+        Err(reason) => return dead_letter(ctx, message, "undecodable", &reason).await,
     };
     let span = tracing::Span::current();
     span.record("saga.id", reply.saga_id.to_string());
     span.record("saga.step", reply.step.service());
     span.record("saga.phase", reply.phase.as_str());
     if envelope.saga_id != reply.saga_id {
-        return dead_letter(ctx, message, "the body does not match the Saga-Id header").await;
+        let reason = "the body does not match the Saga-Id header";
+        return dead_letter(ctx, message, "mismatch", reason).await;
     }
     let input = Input::Reply {
         step: reply.step,
@@ -287,12 +344,19 @@ async fn on_reply(ctx: &Ctx, message: &jetstream::Message, delivered: i64) -> Ac
         Ok(_) | Err(ExecError::Publish(_)) => AckKind::Ack,
         Err(err) => {
             tracing::warn!(saga_id = %reply.saga_id, error = %err, "reply not applied; retrying");
+            metrics::get().redelivered("store_unavailable");
             AckKind::Nak(Some(retry_delay(delivered)))
         }
     }
 }
 
-async fn dead_letter(ctx: &Ctx, message: &jetstream::Message, reason: &str) -> AckKind {
+/// Dead-letters a reply; `code` is the stable reason for the metric, `reason` the detail.
+async fn dead_letter(
+    ctx: &Ctx,
+    message: &jetstream::Message,
+    code: &'static str,
+    reason: &str,
+) -> AckKind {
     messaging::mark_error(&tracing::Span::current(), reason);
     tracing::error!(subject = %message.subject, %reason, "dead-lettering message");
     let seq = message.info().map(|i| i.stream_sequence).unwrap_or(0);
@@ -306,8 +370,14 @@ async fn dead_letter(ctx: &Ctx, message: &jetstream::Message, reason: &str) -> A
         reason,
     );
     match messaging::send(&ctx.js, outgoing).await {
-        Ok(()) => AckKind::Term,
-        Err(_) => AckKind::Nak(Some(Duration::from_secs(1))),
+        Ok(()) => {
+            metrics::get().dead_lettered(code);
+            AckKind::Term
+        }
+        Err(_) => {
+            metrics::get().redelivered("dead_letter_not_stored");
+            AckKind::Nak(Some(Duration::from_secs(1)))
+        }
     }
 }
 
@@ -320,7 +390,7 @@ async fn scan_deadlines(ctx: Arc<Ctx>, shutdown: CancellationToken) {
             _ = shutdown.cancelled() => return,
             _ = tick.tick() => {}
         }
-        let due = match store::due(ctx.executor.pool(), 256).await {
+        let due = match ctx.executor.due(256).await {
             Ok(due) => due,
             Err(err) => {
                 tracing::warn!(error = %err, "deadline scan failed");
@@ -332,12 +402,7 @@ async fn scan_deadlines(ctx: Arc<Ctx>, shutdown: CancellationToken) {
                 return;
             }
             let span = tracing::info_span!("saga deadline", saga.id = %saga_id);
-            if let Err(err) = ctx
-                .executor
-                .apply(saga_id, Input::Timeout)
-                .instrument(span)
-                .await
-            {
+            if let Err(err) = ctx.executor.time_out(saga_id).instrument(span).await {
                 tracing::warn!(%saga_id, error = %err, "timeout not applied; will retry");
             }
         }

@@ -12,6 +12,11 @@ use opentelemetry::{Context, KeyValue, global};
 use serde::{Deserialize, Serialize};
 use std::time::SystemTime;
 
+use crate::machine::Finished;
+use crate::saga::CHECKOUT;
+use crate::store::SagaRow;
+use checkout_shared::Phase;
+
 /// The trace a saga belongs to and the ids of its saga-level span.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SagaTrace {
@@ -120,4 +125,72 @@ pub fn emit(planned: &PlannedSpan) {
 /// Hex form of a span id.
 pub fn hex(span_id: SpanId) -> String {
     span_id.to_string()
+}
+
+/// The span of a step (or undo) that `finished` ends.
+pub fn step_span(row: &SagaRow, finished: &Finished, now: DateTime<Utc>) -> PlannedSpan {
+    let step = CHECKOUT[finished.cursor].step.name();
+    let (name, link) = match finished.phase {
+        Phase::Do => (format!("step {step}"), None),
+        Phase::Undo => (format!("compensate {step}"), row.failed_span_id.map(hex)),
+    };
+    let outcome = match &finished.result {
+        Ok(()) if finished.phase == Phase::Undo => "compensated",
+        Ok(()) => "succeeded",
+        Err(_) => "failed",
+    };
+    let mut attributes: Vec<(String, String)> = vec![
+        ("saga.id".into(), row.saga_id.to_string()),
+        ("saga.step".into(), step),
+        ("saga.phase".into(), finished.phase.as_str().into()),
+        ("saga.outcome".into(), outcome.into()),
+    ];
+    if let Err(reason) = &finished.result {
+        attributes.push(("saga.failure_reason".into(), reason.clone()));
+    }
+    PlannedSpan {
+        name,
+        span_id: hex(row.step_span_id),
+        parent_span_id: Some(hex(row.trace.saga_span_id)),
+        trace_id: row.trace.trace_id.to_string(),
+        sampled: row.trace.sampled,
+        start: row.step_started_at,
+        end: now,
+        attributes,
+        error: finished.result.clone().err(),
+        link,
+    }
+}
+
+/// The saga-level span, ended `now`.
+pub fn saga_span(row: &SagaRow, now: DateTime<Utc>) -> PlannedSpan {
+    let outcome = row.state.status.as_str();
+    let mut attributes: Vec<(String, String)> = vec![
+        ("saga.id".into(), row.saga_id.to_string()),
+        ("saga.name".into(), "checkout".into()),
+        ("saga.outcome".into(), outcome.into()),
+        (
+            "checkout.customer_id".into(),
+            row.state.data.request.customer_id.clone(),
+        ),
+        (
+            "checkout.amount_cents".into(),
+            row.state.data.request.amount_cents.to_string(),
+        ),
+    ];
+    if let Some(reason) = &row.state.failure {
+        attributes.push(("saga.failure_reason".into(), reason.clone()));
+    }
+    PlannedSpan {
+        name: "saga checkout".into(),
+        span_id: hex(row.trace.saga_span_id),
+        parent_span_id: row.trace.parent_span_id.map(hex),
+        trace_id: row.trace.trace_id.to_string(),
+        sampled: row.trace.sampled,
+        start: row.started_at,
+        end: now,
+        attributes,
+        error: None,
+        link: None,
+    }
 }

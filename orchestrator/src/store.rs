@@ -1,7 +1,7 @@
 //! The saga store in PostgreSQL: one row per saga (its state, version and span ids) and an
 //! append-only log. A transition's writes (row and log) commit in one transaction.
 
-use crate::machine::{LogEntry, SagaState, Status};
+use crate::machine::{LogEntry, SagaState};
 use crate::spans::{PlannedSpan, SagaTrace};
 use chrono::{DateTime, Utc};
 use opentelemetry::trace::{SpanId, TraceId};
@@ -140,7 +140,7 @@ pub async fn save(
     row: &SagaRow,
     write: &Write,
 ) -> Result<(), sqlx::Error> {
-    let finished = !row.state.status.is_active() && row.state.status != Status::Stuck;
+    let finished = !row.state.status.is_active();
     sqlx::query(
         "UPDATE saga.sagas SET status = $2, state = $3, version = $4, step_span_id = $5, \
          step_started_at = $6, failed_span_id = $7, \
@@ -194,7 +194,7 @@ async fn append_log(
 /// Active sagas whose deadline has passed, oldest first.
 pub async fn due(pool: &PgPool, limit: i64) -> Result<Vec<Uuid>, sqlx::Error> {
     sqlx::query_scalar(
-        "SELECT saga_id FROM saga.sagas WHERE status IN ('running', 'compensating') \
+        "SELECT saga_id FROM saga.sagas WHERE status IN ('running', 'compensating', 'stuck') \
          AND deadline_at < now() ORDER BY deadline_at LIMIT $1",
     )
     .bind(limit)
@@ -219,7 +219,7 @@ pub async fn active(pool: &PgPool) -> Result<Vec<SagaRow>, sqlx::Error> {
     let rows = sqlx::query(concat!(
         "SELECT ",
         columns!(),
-        " FROM saga.sagas WHERE status IN ('running', 'compensating')"
+        " FROM saga.sagas WHERE status IN ('running', 'compensating', 'stuck')"
     ))
     .fetch_all(pool)
     .await?;
@@ -270,7 +270,7 @@ pub async fn get(pool: &PgPool, saga_id: Uuid) -> Result<Option<SagaRow>, sqlx::
     row.as_ref().map(from_row).transpose()
 }
 
-/// Stuck sagas, oldest first.
+/// Sagas flagged stuck (their undo is still being retried), oldest first.
 pub async fn stuck(pool: &PgPool) -> Result<Vec<SagaRow>, sqlx::Error> {
     let rows = sqlx::query(concat!(
         "SELECT ",

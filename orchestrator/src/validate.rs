@@ -1,10 +1,15 @@
 //! The door: a checkout request is parsed and checked before it becomes a saga. A request
 //! that fails is rejected with a reason, never retried, never started.
+//!
+//! The rules live here once. The orchestrator applies them to whatever arrives on
+//! `checkout.requested`; the HTTP gateway applies the very same rules before it publishes, so
+//! that what the gateway accepts the orchestrator accepts too. Each rejection names the field
+//! (`items[1].unit_price_cents`) and a stable reason code (`price_mismatch`).
 
-use async_nats::jetstream;
 use checkout_shared::messages::{CheckoutRequested, MAX_REQUEST_BYTES};
 use std::collections::HashSet;
-use std::sync::Mutex;
+
+pub use crate::catalog::{Catalog, CatalogError};
 
 /// Longest accepted customer id, SKU or payment token.
 const MAX_FIELD_LEN: usize = 128;
@@ -23,21 +28,79 @@ pub enum Rejection {
     #[error("malformed checkout: {0}")]
     Malformed(String),
     /// A field has a value no checkout can have.
-    #[error("invalid checkout: {0}")]
-    Invalid(String),
+    #[error("invalid checkout: {reason}")]
+    Invalid {
+        /// The field, as a path into the JSON body (`items[0].quantity`).
+        field: String,
+        /// Why, for people.
+        reason: String,
+    },
+    /// The amount is not the sum of the lines.
+    #[error("amount_cents is {actual} but the lines add up to {expected}")]
+    AmountMismatch {
+        /// The sum of quantity × unit price over the lines.
+        expected: i64,
+        /// The amount sent.
+        actual: i64,
+    },
     /// A SKU the inventory service does not sell.
-    #[error("unknown sku {0:?}")]
-    UnknownSku(String),
+    #[error("unknown sku {sku:?}")]
+    UnknownSku {
+        /// The field naming it.
+        field: String,
+        /// The SKU.
+        sku: String,
+    },
+    /// A line's price is not the catalog's (it changed since the customer saw it).
+    #[error("price of {sku} changed: the catalog says {expected}, the cart {actual}")]
+    PriceMismatch {
+        /// The line's price field.
+        field: String,
+        /// The SKU.
+        sku: String,
+        /// The catalog's unit price, in cents.
+        expected: i64,
+        /// The cart's unit price, in cents.
+        actual: i64,
+    },
+    /// The cart's currency is not the one the catalog prices a SKU in.
+    #[error("{sku} is sold in {expected}, not {actual}")]
+    CurrencyMismatch {
+        /// The SKU.
+        sku: String,
+        /// The catalog's currency.
+        expected: String,
+        /// The cart's currency.
+        actual: String,
+    },
 }
 
 impl Rejection {
-    /// A short machine-readable kind, for the `Saga-Reason-Kind` header and metrics.
+    /// A short machine-readable reason code, for the `Saga-Reason-Kind` header, problem
+    /// bodies and metrics.
     pub fn kind(&self) -> &'static str {
         match self {
             Rejection::TooLarge(_) => "too_large",
             Rejection::Malformed(_) => "malformed",
-            Rejection::Invalid(_) => "invalid",
-            Rejection::UnknownSku(_) => "unknown_sku",
+            Rejection::Invalid { .. } => "invalid",
+            Rejection::AmountMismatch { .. } => "amount_mismatch",
+            Rejection::UnknownSku { .. } => "unknown_sku",
+            Rejection::PriceMismatch { .. } => "price_mismatch",
+            Rejection::CurrencyMismatch { .. } => "currency_mismatch",
+        }
+    }
+
+    /// The field at fault, as a path into the JSON body, when one is at fault.
+    pub fn field(&self) -> Option<String> {
+        match self {
+            Rejection::TooLarge(_) => None,
+            // serde names the field in backquotes (missing field `items`, unknown field `x`).
+            Rejection::Malformed(message) => message.split('`').nth(1).map(str::to_owned),
+            Rejection::Invalid { field, .. }
+            | Rejection::UnknownSku { field, .. }
+            | Rejection::PriceMismatch { field, .. } => Some(field.clone()),
+            Rejection::AmountMismatch { .. } => Some("amount_cents".into()),
+            Rejection::CurrencyMismatch { .. } => Some("currency".into()),
         }
     }
 }
@@ -53,99 +116,112 @@ pub fn parse(payload: &[u8]) -> Result<CheckoutRequested, Rejection> {
     Ok(request)
 }
 
-fn check_fields(request: &CheckoutRequested) -> Result<(), Rejection> {
-    let invalid = |why: String| Err(Rejection::Invalid(why));
+/// Checks every field of a request that needs no lookup, the sum of the lines included.
+pub fn check_fields(request: &CheckoutRequested) -> Result<(), Rejection> {
+    let invalid = |field: &str, reason: String| {
+        Err(Rejection::Invalid {
+            field: field.to_owned(),
+            reason,
+        })
+    };
     if request.checkout_id.is_nil() {
-        return invalid("checkout_id must not be the nil uuid".into());
+        return invalid("checkout_id", "checkout_id must not be the nil uuid".into());
     }
     for (name, value) in [
         ("customer_id", &request.customer_id),
         ("payment_token", &request.payment_token),
     ] {
         if value.trim().is_empty() || value.len() > MAX_FIELD_LEN {
-            return invalid(format!("{name} must be 1 to {MAX_FIELD_LEN} characters"));
+            return invalid(
+                name,
+                format!("{name} must be 1 to {MAX_FIELD_LEN} characters"),
+            );
         }
+    }
+    let currency = &request.currency;
+    if currency.len() != 3 || !currency.chars().all(|c| c.is_ascii_uppercase()) {
+        return invalid(
+            "currency",
+            format!("currency must be an ISO 4217 code such as EUR, got {currency:?}"),
+        );
     }
     if request.items.is_empty() {
-        return invalid("the cart is empty".into());
+        return invalid("items", "the cart is empty".into());
     }
     if request.items.len() > MAX_LINES {
-        return invalid(format!("the cart has more than {MAX_LINES} lines"));
+        return invalid("items", format!("the cart has more than {MAX_LINES} lines"));
     }
     let mut seen = HashSet::new();
-    for item in &request.items {
+    let mut sum: i64 = 0;
+    for (i, item) in request.items.iter().enumerate() {
+        let field = |name: &str| format!("items[{i}].{name}");
         if item.sku.trim().is_empty() || item.sku.len() > MAX_FIELD_LEN {
-            return invalid(format!("sku must be 1 to {MAX_FIELD_LEN} characters"));
+            return invalid(
+                &field("sku"),
+                format!("sku must be 1 to {MAX_FIELD_LEN} characters"),
+            );
         }
         if item.quantity <= 0 || item.quantity > MAX_QUANTITY {
-            return invalid(format!(
-                "quantity of {} must be 1 to {MAX_QUANTITY}, got {}",
-                item.sku, item.quantity
-            ));
+            return invalid(
+                &field("quantity"),
+                format!(
+                    "quantity of {} must be 1 to {MAX_QUANTITY}, got {}",
+                    item.sku, item.quantity
+                ),
+            );
         }
+        let price = match item.unit_price_cents {
+            Some(price) if price >= 0 => price,
+            Some(price) => {
+                return invalid(
+                    &field("unit_price_cents"),
+                    format!(
+                        "unit price of {} must not be negative, got {price}",
+                        item.sku
+                    ),
+                );
+            }
+            None => {
+                return invalid(
+                    &field("unit_price_cents"),
+                    format!("unit_price_cents of {} is required", item.sku),
+                );
+            }
+        };
         if !seen.insert(&item.sku) {
-            return invalid(format!("sku {} appears twice", item.sku));
+            return invalid(&field("sku"), format!("sku {} appears twice", item.sku));
         }
+        // Bounded by MAX_LINES × MAX_QUANTITY × price; saturate rather than wrap on absurd prices.
+        sum = sum.saturating_add(price.saturating_mul(i64::from(item.quantity)));
     }
     if request.amount_cents < 0 {
-        return invalid(format!(
-            "amount_cents must not be negative, got {}",
-            request.amount_cents
-        ));
+        return invalid(
+            "amount_cents",
+            format!(
+                "amount_cents must not be negative, got {}",
+                request.amount_cents
+            ),
+        );
+    }
+    if request.amount_cents != sum {
+        return Err(Rejection::AmountMismatch {
+            expected: sum,
+            actual: request.amount_cents,
+        });
     }
     Ok(())
 }
 
-/// The SKUs the inventory service sells, read from its catalog stream. Known SKUs are
-/// cached: a SKU is never withdrawn while sagas may still name it.
-pub struct Catalog {
-    stream: jetstream::stream::Stream<()>,
-    known: Mutex<HashSet<String>>,
-}
-
-/// The catalog could not be read (the checkout is retried, not refused).
-pub type CatalogError = jetstream::stream::LastRawMessageError;
-
-impl Catalog {
-    /// A catalog over the given stream.
-    pub fn new(stream: jetstream::stream::Stream<()>) -> Self {
-        Catalog {
-            stream,
-            known: Mutex::new(HashSet::new()),
-        }
+/// Checks a parsed request: its fields, then every line against the catalog. `Err` when the
+/// catalog could not be read (retry, do not refuse).
+pub async fn check(
+    catalog: &Catalog,
+    request: &CheckoutRequested,
+) -> Result<Result<(), Rejection>, CatalogError> {
+    if let Err(rejection) = check_fields(request) {
+        return Ok(Err(rejection));
     }
-
-    /// Refuses the first SKU of `request` that the catalog does not list.
-    pub async fn check(
-        &self,
-        request: &CheckoutRequested,
-    ) -> Result<Result<(), Rejection>, CatalogError> {
-        use jetstream::stream::LastRawMessageErrorKind;
-        for item in &request.items {
-            if self
-                .known
-                .lock()
-                .map(|k| k.contains(&item.sku))
-                .unwrap_or(false)
-            {
-                continue;
-            }
-            let Some(subject) = checkout_shared::subjects::catalog_entry(&item.sku) else {
-                return Ok(Err(Rejection::UnknownSku(item.sku.clone())));
-            };
-            match self.stream.get_last_raw_message_by_subject(&subject).await {
-                Ok(_) => {}
-                Err(err) if err.kind() == LastRawMessageErrorKind::NoMessageFound => {
-                    return Ok(Err(Rejection::UnknownSku(item.sku.clone())));
-                }
-                Err(err) => return Err(err),
-            }
-            if let Ok(mut known) = self.known.lock() {
-                known.insert(item.sku.clone());
-            }
-        }
-        Ok(Ok(()))
-    }
+    catalog.check(request).await
 }
 
 #[cfg(test)]
@@ -157,9 +233,10 @@ mod tests {
         let mut base = json!({
             "checkout_id": "6f1c2a4e-8a7b-4c7e-9b1d-2a3b4c5d6e7f",
             "customer_id": "cust-1",
-            "items": [{"sku": "SKU-1", "quantity": 2}],
+            "items": [{"sku": "SKU-1", "quantity": 2, "unit_price_cents": 1000}],
             "payment_token": "tok_visa",
-            "amount_cents": 1999
+            "amount_cents": 2000,
+            "currency": "EUR"
         });
         if let (Some(base), Some(over)) = (base.as_object_mut(), overrides.as_object()) {
             for (k, v) in over {
@@ -179,25 +256,48 @@ mod tests {
     }
 
     #[test]
-    fn each_bad_input_is_rejected_with_its_reason() {
+    fn each_bad_input_is_rejected_with_its_reason_and_field() {
+        let line = |q: i32, p: serde_json::Value| json!([{"sku": "SKU-1", "quantity": q, "unit_price_cents": p}]);
         let cases = [
-            (b"{not json".to_vec(), "malformed"),
-            (body(json!({"items": null})), "malformed"),
-            (body(json!({"items": []})), "invalid"),
+            (b"{not json".to_vec(), "malformed", None),
+            (body(json!({"items": null})), "malformed", Some("items")),
+            (body(json!({"items": []})), "invalid", Some("items")),
             (
-                body(json!({"items": [{"sku": "SKU-1", "quantity": 0}]})),
+                body(json!({"items": line(0, json!(1000))})),
                 "invalid",
+                Some("items[0].quantity"),
             ),
             (
-                body(json!({"items": [{"sku": "SKU-1", "quantity": -3}]})),
+                body(json!({"items": line(-3, json!(1000))})),
                 "invalid",
+                Some("items[0].quantity"),
             ),
-            (body(json!({"amount_cents": -1})), "invalid"),
-            (vec![b' '; MAX_REQUEST_BYTES + 1], "too_large"),
+            (
+                body(json!({"items": [{"sku": "SKU-1", "quantity": 2}]})),
+                "invalid",
+                Some("items[0].unit_price_cents"),
+            ),
+            (
+                body(json!({"currency": "euro"})),
+                "invalid",
+                Some("currency"),
+            ),
+            (
+                body(json!({"amount_cents": -1})),
+                "invalid",
+                Some("amount_cents"),
+            ),
+            (
+                body(json!({"amount_cents": 1999})),
+                "amount_mismatch",
+                Some("amount_cents"),
+            ),
+            (vec![b' '; MAX_REQUEST_BYTES + 1], "too_large", None),
         ];
-        for (payload, kind) in cases {
+        for (payload, kind, field) in cases {
             let err = parse(&payload).expect_err("must be rejected");
             assert_eq!(err.kind(), kind, "{err}");
+            assert_eq!(err.field().as_deref(), field, "{err}");
         }
         let missing = parse(&body(json!({"items": null})))
             .unwrap_err()

@@ -1,6 +1,7 @@
 //! The orchestrator against a real nats-server and PostgreSQL: recovery re-sends what a
 //! recorded transition implied but a crash kept from being sent; deadlines re-send and then
-//! compensate; an operator can retry a stuck saga.
+//! compensate; an undo without reply is re-sent until it succeeds, flagged stuck on the way,
+//! and an operator can make it try now.
 
 #![allow(clippy::unwrap_used)] // a failed unwrap is a failed test
 
@@ -24,6 +25,7 @@ const FAST: Timing = Timing {
     step_timeout: Duration::from_millis(300),
     max_step_timeout: Duration::from_millis(600),
     max_attempts: 3,
+    stuck_after: Duration::from_millis(1_500),
 };
 
 fn data() -> SagaData {
@@ -33,9 +35,11 @@ fn data() -> SagaData {
         items: vec![LineItem {
             sku: "SKU-A".into(),
             quantity: 1,
+            unit_price_cents: None,
         }],
         payment_token: "tok".into(),
         amount_cents: 10,
+        currency: "EUR".into(),
     })
 }
 
@@ -44,6 +48,7 @@ const SLOW: Timing = Timing {
     step_timeout: Duration::from_secs(3_600),
     max_step_timeout: Duration::from_secs(3_600),
     max_attempts: 3,
+    stuck_after: Duration::from_secs(3_600),
 };
 
 fn config(nats: &NatsServer, db: &TestDb) -> OrchestratorConfig {
@@ -137,7 +142,7 @@ async fn recovery_sends_the_command_a_recorded_transition_implied() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_step_without_reply_is_resent_then_compensated_and_an_undo_without_reply_gets_stuck() {
+async fn a_step_without_reply_is_undone_and_an_undo_without_reply_is_flagged_but_never_given_up() {
     let (nats, db, pool, js) = setup().await;
     let client = async_nats::connect(nats.url()).await.unwrap();
     let (executor, _exported) = Executor::new(pool.clone(), client, SpanFlusher::disabled(), FAST);
@@ -158,27 +163,24 @@ async fn a_step_without_reply_is_resent_then_compensated_and_an_undo_without_rep
             Input::Reply {
                 step: Step::Inventory,
                 phase: Phase::Do,
-                outcome: ok,
+                outcome: ok.clone(),
             },
         )
         .await
         .unwrap();
-    // No worker answers the charge: three sends, then the saga compensates from the charge.
+    // No worker answers the charge: three sends, then the saga undoes the charge, and no
+    // worker answers the refund either.
     let mut status = None;
-    for _ in 0..40 {
+    for _ in 0..50 {
         tokio::time::sleep(Duration::from_millis(200)).await;
-        for due in store::due(&pool, 10).await.unwrap() {
-            status = executor.apply(due, Input::Timeout).await.unwrap();
+        for due in executor.due(10).await.unwrap() {
+            status = executor.time_out(due).await.unwrap();
         }
         if status == Some(Status::Stuck) {
             break;
         }
     }
-    assert_eq!(
-        status,
-        Some(Status::Stuck),
-        "no reply to the refund either: stuck, for an operator"
-    );
+    assert_eq!(status, Some(Status::Stuck), "flagged for an operator");
     let charges = commands(&js, "checkout.cmd.payment.charge").await;
     let charge = format!("{saga_id}.payment.do");
     assert_eq!(
@@ -190,25 +192,63 @@ async fn a_step_without_reply_is_resent_then_compensated_and_an_undo_without_rep
         ],
         "each deadline re-sends the charge under a new id"
     );
-    assert_eq!(
-        commands(&js, "checkout.cmd.payment.refund").await.len(),
-        3,
-        "the charge may have happened: refund it (sent three times, no reply)"
-    );
     let row = store::get(&pool, saga_id).await.unwrap().unwrap();
+    let reason = row.stuck_reason.unwrap_or_default();
     assert!(
-        row.stuck_reason
-            .unwrap_or_default()
-            .contains("payment undo got no reply")
+        reason.contains("payment undo has not succeeded"),
+        "{reason}"
+    );
+    assert_eq!(
+        store::stuck(&pool).await.unwrap().len(),
+        1,
+        "listed as stuck"
+    );
+
+    // Flagged, yet never given up on: its deadline keeps re-sending the refund.
+    let flagged_at = commands(&js, "checkout.cmd.payment.refund").await.len();
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    for due in executor.due(10).await.unwrap() {
+        executor.time_out(due).await.unwrap();
+    }
+    let refunds = commands(&js, "checkout.cmd.payment.refund").await;
+    assert!(
+        refunds.len() > flagged_at,
+        "a stuck saga's undo is still re-sent: {refunds:?}"
     );
     let retried = executor.apply(saga_id, Input::OperatorRetry).await.unwrap();
-    assert_eq!(retried, Some(Status::Compensating));
-    let refunds = commands(&js, "checkout.cmd.payment.refund").await;
     assert_eq!(
-        refunds.len(),
-        4,
-        "an operator retry sends the refund afresh, with a new id: {refunds:?}"
+        retried,
+        Some(Status::Stuck),
+        "flagged until the undo succeeds"
     );
+    let after_retry = commands(&js, "checkout.cmd.payment.refund").await;
+    assert_eq!(after_retry.len(), refunds.len() + 1, "sent now");
+    assert_eq!(
+        after_retry
+            .iter()
+            .collect::<std::collections::BTreeSet<_>>()
+            .len(),
+        after_retry.len(),
+        "every send has its own id: {after_retry:?}"
+    );
+
+    // The refund finally succeeds: the saga moves on and ends compensated by itself.
+    let reply = |step, outcome| Input::Reply {
+        step,
+        phase: Phase::Undo,
+        outcome,
+    };
+    let status = executor
+        .apply(saga_id, reply(Step::Payment, ok.clone()))
+        .await
+        .unwrap();
+    assert_eq!(status, Some(Status::Compensating), "the flag is cleared");
+    let status = executor
+        .apply(saga_id, reply(Step::Inventory, ok))
+        .await
+        .unwrap();
+    assert_eq!(status, Some(Status::Compensated));
+    assert!(store::stuck(&pool).await.unwrap().is_empty());
     pool.close().await;
     db.drop_db().await.unwrap();
 }

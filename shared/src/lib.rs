@@ -9,19 +9,23 @@
 //! The orchestrator and the workers never depend on each other; they meet here: the message
 //! types ([`messages`]), the header conventions ([`envelope`]), the subjects ([`subjects`]),
 //! the JetStream streams and consumers ([`streams`]), trace-context propagation through NATS
-//! headers ([`propagation`], [`messaging`]) and the telemetry set-up ([`telemetry`]).
+//! headers ([`propagation`], [`messaging`]), the telemetry set-up ([`telemetry`], [`otlp`]) and
+//! every metric's definition ([`metrics`]).
 //! There is no business logic and no database schema in this crate.
 
 pub mod connect;
 pub mod envelope;
 pub mod messages;
 pub mod messaging;
+pub mod metrics;
+pub mod otlp;
 pub mod propagation;
 pub mod pull;
 pub mod shutdown;
 pub mod span_groups;
 pub mod streams;
 pub mod subjects;
+pub mod supervise;
 pub mod telemetry;
 
 pub use envelope::{Envelope, EnvelopeError, MsgType, Phase, Step};

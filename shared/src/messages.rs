@@ -18,6 +18,11 @@ pub struct LineItem {
     pub sku: String,
     /// How many; must be positive.
     pub quantity: i32,
+    /// The unit price the customer saw, in cents. Required in a checkout request (a price that
+    /// changed since is refused as `price_mismatch`); optional in the type so that lines stored
+    /// before prices existed still decode.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unit_price_cents: Option<i64>,
 }
 
 /// A customer's checkout, as published on `checkout.requested`.
@@ -35,8 +40,24 @@ pub struct CheckoutRequested {
     pub items: Vec<LineItem>,
     /// An opaque payment token; `tok_decline` is always declined.
     pub payment_token: String,
-    /// The total to charge, in cents.
+    /// The total to charge, in cents; must equal the sum of the lines.
     pub amount_cents: i64,
+    /// ISO 4217 code of the amount and the line prices, e.g. `EUR`. Required in a request;
+    /// empty only in sagas stored before currencies existed.
+    #[serde(default)]
+    pub currency: String,
+}
+
+/// One SKU of the catalog, as the inventory service publishes it on `checkout.catalog.<sku>`
+/// and the door (gateway, orchestrator) and shop clients read it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CatalogEntry {
+    /// The SKU.
+    pub sku: String,
+    /// Its unit price, in cents.
+    pub price_cents: i64,
+    /// ISO 4217 code of the price.
+    pub currency: String,
 }
 
 /// A command the orchestrator sends to a worker.
@@ -107,11 +128,107 @@ pub enum Outcome {
         /// The id of what the step created (reservation, charge, order), if anything.
         reference: Option<Uuid>,
     },
-    /// A business "no": out of stock, card declined, order refused.
+    /// A business "no": out of stock, card declined, order refused. Never a failure to act
+    /// (a database that did not answer): that is retried, not replied.
     StepFailed {
-        /// Why, for people.
-        reason: String,
+        /// Why: a stable code for programs and a message for people.
+        reason: Refusal,
     },
+}
+
+/// Why a step said no: a decision, stored and replayed to every later copy of the command.
+///
+/// On the wire: `{"code": "card_declined", "message": "card declined (token tok_decline)"}`.
+/// A reply stored before reasons were typed carried a bare string; it still reads, as
+/// [`RefusalCode::Unspecified`], so an upgraded worker can replay what it stored.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(from = "RefusalWire")]
+pub struct Refusal {
+    /// What kind of "no"; stable across releases.
+    pub code: RefusalCode,
+    /// The details, for people.
+    pub message: String,
+}
+
+impl Refusal {
+    /// A refusal with `code` and `message`.
+    pub fn new(code: RefusalCode, message: impl Into<String>) -> Self {
+        Refusal {
+            code,
+            message: message.into(),
+        }
+    }
+}
+
+impl std::fmt::Display for Refusal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.code.as_str(), self.message)
+    }
+}
+
+/// The stable codes of a refusal. Only business decisions belong here: a database or network
+/// that failed is not a reason to refuse, whatever the delivery count.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RefusalCode {
+    /// Not enough stock for a line of the cart.
+    OutOfStock,
+    /// A line names a SKU the inventory does not sell.
+    UnknownSku,
+    /// The card was declined.
+    CardDeclined,
+    /// The order was refused.
+    OrderRefused,
+    /// The undo arrived before the action and left a tombstone: the late action is refused,
+    /// so it can never take effect behind the saga's back.
+    CancelledBeforeDone,
+    /// The action's effect already exists without a stored reply (its record was cleared):
+    /// refused, so that the saga undoes it rather than counting on it twice.
+    AlreadyDone,
+    /// The command could not be read (undecodable body, body and headers disagree). Only an
+    /// action is refused so; an undo has no refusal.
+    Undeliverable,
+    /// A refusal stored before reasons had codes; its message is the old free text.
+    Unspecified,
+}
+
+impl RefusalCode {
+    /// The code as it reads on the wire.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RefusalCode::OutOfStock => "out_of_stock",
+            RefusalCode::UnknownSku => "unknown_sku",
+            RefusalCode::CardDeclined => "card_declined",
+            RefusalCode::OrderRefused => "order_refused",
+            RefusalCode::CancelledBeforeDone => "cancelled_before_done",
+            RefusalCode::AlreadyDone => "already_done",
+            RefusalCode::Undeliverable => "undeliverable",
+            RefusalCode::Unspecified => "unspecified",
+        }
+    }
+}
+
+impl std::fmt::Display for RefusalCode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// What a refusal may look like when read: typed, or a bare string stored by an older release.
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum RefusalWire {
+    Typed { code: RefusalCode, message: String },
+    Legacy(String),
+}
+
+impl From<RefusalWire> for Refusal {
+    fn from(wire: RefusalWire) -> Self {
+        match wire {
+            RefusalWire::Typed { code, message } => Refusal { code, message },
+            RefusalWire::Legacy(message) => Refusal::new(RefusalCode::Unspecified, message),
+        }
+    }
 }
 
 /// The body of a reply message.
@@ -226,9 +343,59 @@ mod tests {
             step: Step::Payment,
             phase: Phase::Do,
             outcome: Outcome::StepFailed {
-                reason: "card declined".into(),
+                reason: Refusal::new(RefusalCode::CardDeclined, "card declined"),
             },
         };
         assert_eq!(reply.event_name(), "declined");
+    }
+
+    #[test]
+    fn a_refusal_has_a_stable_code_on_the_wire_and_reads_as_code_and_message() {
+        let reply = Reply {
+            saga_id: Uuid::nil(),
+            step: Step::Inventory,
+            phase: Phase::Do,
+            outcome: Outcome::StepFailed {
+                reason: Refusal::new(RefusalCode::OutOfStock, "SKU-A wants 3, 1 available"),
+            },
+        };
+        let json = serde_json::to_value(&reply).unwrap();
+        assert_eq!(json["outcome"], "step_failed");
+        assert_eq!(json["reason"]["code"], "out_of_stock");
+        assert_eq!(json["reason"]["message"], "SKU-A wants 3, 1 available");
+        assert_eq!(serde_json::from_value::<Reply>(json).unwrap(), reply);
+        let Outcome::StepFailed { reason } = &reply.outcome else {
+            unreachable!()
+        };
+        assert_eq!(
+            reason.to_string(),
+            "out_of_stock: SKU-A wants 3, 1 available"
+        );
+        // as_str and serde agree for every code, so logs and the wire say the same thing.
+        for code in [
+            RefusalCode::OutOfStock,
+            RefusalCode::UnknownSku,
+            RefusalCode::CardDeclined,
+            RefusalCode::OrderRefused,
+            RefusalCode::CancelledBeforeDone,
+            RefusalCode::AlreadyDone,
+            RefusalCode::Undeliverable,
+            RefusalCode::Unspecified,
+        ] {
+            assert_eq!(serde_json::to_value(code).unwrap(), code.as_str());
+        }
+    }
+
+    #[test]
+    fn a_refusal_stored_as_a_bare_string_still_reads() {
+        let raw = r#"{"saga_id":"00000000-0000-0000-0000-000000000000","step":"payment",
+            "phase":"do","outcome":"step_failed","reason":"card declined"}"#;
+        let reply: Reply = serde_json::from_str(raw).unwrap();
+        assert_eq!(
+            reply.outcome,
+            Outcome::StepFailed {
+                reason: Refusal::new(RefusalCode::Unspecified, "card declined")
+            }
+        );
     }
 }

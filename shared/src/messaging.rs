@@ -141,12 +141,12 @@ pub async fn send(js: &jetstream::Context, msg: Outgoing) -> Result<(), PublishF
         .payload(msg.payload)
         .headers(msg.headers)
         .message_id(msg.msg_id);
-    let ack = js
-        .send_publish(msg.subject.clone(), publish)
-        .await
-        .map_err(err)?;
-    ack.await.map_err(err)?;
-    Ok(())
+    let result = match js.send_publish(msg.subject.clone(), publish).await {
+        Ok(ack) => ack.await.map(drop),
+        Err(e) => Err(e),
+    };
+    crate::metrics::get().sent(&subject, result.is_ok());
+    result.map_err(err)
 }
 
 /// A CONSUMER span `process <subject>` whose parent is the producer span in `headers`.
@@ -176,6 +176,8 @@ pub fn consumer_span(
         saga.id = tracing::field::Empty,
         saga.step = tracing::field::Empty,
         saga.phase = tracing::field::Empty,
+        refusal.code = tracing::field::Empty,
+        failure.code = tracing::field::Empty,
         trace_id = tracing::field::Empty,
         span_id = tracing::field::Empty,
     );

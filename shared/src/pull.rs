@@ -1,7 +1,8 @@
 //! The pull loop every consumer shares: bind the durable consumer, pull in batches no larger
 //! than the concurrency, handle messages concurrently, and stop fetching on shutdown while
-//! finishing the messages in hand. If the message stream ends (the broker went away for
-//! good), the consumer is bound again with backoff.
+//! finishing the messages in hand. A pull that fails, or a message stream that ends (the
+//! broker went away), is logged with its reason, and the consumer is bound again with
+//! backoff once the messages in hand are finished.
 
 use crate::streams::{ConsumerDef, bind_consumer};
 use async_nats::jetstream;
@@ -11,7 +12,7 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 /// Runs `handle` on every message of `def`'s consumer, `concurrency` at a time, until
-/// `shutdown` is cancelled.
+/// `shutdown` is cancelled. Returns only then.
 pub async fn pull_loop<F, Fut>(
     js: &jetstream::Context,
     def: &ConsumerDef,
@@ -25,31 +26,64 @@ pub async fn pull_loop<F, Fut>(
     let concurrency = concurrency.max(1);
     let mut backoff = Duration::from_millis(100);
     while !shutdown.is_cancelled() {
-        let messages = match open(js, def, concurrency).await {
-            Ok(messages) => messages,
+        match open(js, def, concurrency).await {
+            Ok(messages) => {
+                backoff = Duration::from_millis(100);
+                let ended = consume(messages, def, concurrency, &shutdown, &handle).await;
+                if shutdown.is_cancelled() {
+                    break;
+                }
+                tracing::warn!(consumer = %def.durable, reason = %ended, "pulling stopped; binding the consumer again");
+            }
             Err(err) => {
                 tracing::warn!(consumer = %def.durable, error = %err, "cannot pull; retrying");
-                tokio::select! {
-                    _ = tokio::time::sleep(backoff) => {}
-                    _ = shutdown.cancelled() => break,
-                }
-                backoff = (backoff * 2).min(Duration::from_secs(5));
-                continue;
             }
-        };
-        backoff = Duration::from_millis(100);
-        messages
-            .take_until(shutdown.cancelled())
-            .for_each_concurrent(concurrency, |message| async {
-                match message {
-                    Ok(message) => handle(message).await,
-                    Err(err) => {
-                        tracing::warn!(consumer = %def.durable, error = %err, "pull failed; retrying")
-                    }
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(backoff) => {}
+            _ = shutdown.cancelled() => break,
+        }
+        backoff = (backoff * 2).min(Duration::from_secs(5));
+    }
+}
+
+/// Handles the messages of one pull stream until shutdown, a failed pull or the stream's end;
+/// finishes the messages in hand either way, and says why it stopped.
+async fn consume<F, Fut>(
+    messages: jetstream::consumer::pull::Stream,
+    def: &ConsumerDef,
+    concurrency: usize,
+    shutdown: &CancellationToken,
+    handle: &F,
+) -> String
+where
+    F: Fn(jetstream::Message) -> Fut,
+    Fut: Future<Output = ()>,
+{
+    // A failed pull (a missed heartbeat, a deleted consumer) is remembered and ends this
+    // stream: some of those errors repeat forever on the same stream, and binding again
+    // recreates a consumer that went missing.
+    let mut failed = None::<String>;
+    messages
+        .take_until(shutdown.cancelled())
+        .scan((), |(), message| {
+            futures::future::ready(match message {
+                Ok(message) => Some(message),
+                Err(err) => {
+                    tracing::warn!(consumer = %def.durable, error = %err, "pull failed");
+                    failed = Some(format!("pull failed: {err}"));
+                    None
                 }
             })
-            .await;
-    }
+        })
+        .for_each_concurrent(concurrency, |message| async {
+            let subject = message.subject.clone();
+            let begun = std::time::Instant::now();
+            handle(message).await;
+            crate::metrics::get().consumed(&subject, &def.durable, begun.elapsed());
+        })
+        .await;
+    failed.unwrap_or_else(|| "the message stream ended".to_owned())
 }
 
 async fn open(

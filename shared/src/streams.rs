@@ -3,6 +3,19 @@
 //! Every service calls [`provision`] at start-up; it creates what is missing and updates what
 //! drifted, so starting any service in any order yields the same streams and consumers. The
 //! file is compiled in, so an operator who provisions by hand reads the very same definition.
+//!
+//! # A command's delivery budget
+//!
+//! A worker that cannot act on a command (its database erred or is unreachable) naks it with
+//! a delay of `nak_first_ms`, doubling with each delivery, at most `nak_max_ms`
+//! ([`ConsumerDef::nak_delay`]); it never turns the failure into a reply. After `max_deliver`
+//! deliveries JetStream gives up and announces it with its max-deliveries advisory, which the
+//! orchestrator dead-letters; the saga's deadline then sends the command afresh (an undo,
+//! until it succeeds) or undoes it (an action). So a dependency may be down for
+//! [`ConsumerDef::delivery_budget`] (42.6 s for the workers' consumers: 0.2 + 0.4 + 0.8 +
+//! 1.6 + 3.2 + 6.4 + 10 + 10 + 10 s of nak delays between ten deliveries, plus the time spent
+//! on each) before a command is handed back to the orchestrator. `ack_wait_secs` bounds a
+//! delivery whose worker died; a worker doing long work extends it with in-progress acks.
 
 use async_nats::jetstream::{self, consumer, stream};
 use serde::Deserialize;
@@ -15,6 +28,9 @@ pub const TOPOLOGY_JSON: &str = include_str!("../../nats/jetstream.json");
 pub const REQUESTS_CONSUMER: &str = "orchestrator-requests";
 /// Durable consumer of workers' replies.
 pub const EVENTS_CONSUMER: &str = "orchestrator-events";
+
+/// The stream of saga lifecycle events (`checkout.saga.<id>.*`), kept a day for watchers.
+pub const LIFECYCLE_STREAM: &str = "CHECKOUT_LIFECYCLE";
 
 /// The stream where the inventory service lists the SKUs it sells (one message per SKU on
 /// `checkout.catalog.<sku>`), so that the orchestrator can refuse an unknown SKU at the door
@@ -61,10 +77,15 @@ pub struct ConsumerDef {
     pub filter_subject: String,
     /// How long a delivery may stay unacknowledged before it is redelivered.
     pub ack_wait_secs: u64,
-    /// Deliveries before a message is given up on (and dead-lettered by its consumer); -1
-    /// retries for as long as it takes (the orchestrator's consumers: a reply or a checkout
-    /// must never be dropped because the database was down for a while).
+    /// Deliveries before JetStream gives up on a message (and announces it with its
+    /// max-deliveries advisory, which the orchestrator dead-letters); -1 retries for as long
+    /// as it takes (the orchestrator's consumers: a reply or a checkout must never be dropped
+    /// because the database was down for a while).
     pub max_deliver: i64,
+    /// The nak delay after the first failed delivery, in milliseconds.
+    pub nak_first_ms: u64,
+    /// The longest nak delay, in milliseconds.
+    pub nak_max_ms: u64,
     /// Bound on unacknowledged messages in flight.
     pub max_ack_pending: i64,
 }
@@ -134,6 +155,26 @@ impl StreamDef {
 }
 
 impl ConsumerDef {
+    /// The nak delay after a failure to act on the `delivered`-th delivery: `nak_first_ms`,
+    /// doubling with each delivery, at most `nak_max_ms`.
+    pub fn nak_delay(&self, delivered: i64) -> Duration {
+        crate::pull::redelivery_delay(
+            delivered,
+            Duration::from_millis(self.nak_first_ms),
+            Duration::from_millis(self.nak_max_ms),
+        )
+    }
+
+    /// The nak delays a message goes through before JetStream gives up on it: how long a
+    /// dependency may stay down before the command is handed back to its sender. `None` for
+    /// a consumer that never gives up.
+    pub fn delivery_budget(&self) -> Option<Duration> {
+        if self.max_deliver < 1 {
+            return None;
+        }
+        Some((1..self.max_deliver).map(|n| self.nak_delay(n)).sum())
+    }
+
     /// The async-nats configuration of this consumer.
     pub fn config(&self) -> consumer::pull::Config {
         consumer::pull::Config {
@@ -208,5 +249,26 @@ mod tests {
         }
         assert!(topology.consumer(REQUESTS_CONSUMER).is_ok());
         assert!(topology.consumer(EVENTS_CONSUMER).is_ok());
+        let lifecycle = topology.streams.iter().find(|s| s.name == LIFECYCLE_STREAM);
+        assert!(lifecycle.is_some_and(|s| s.subjects == ["checkout.saga.>"]));
+    }
+
+    #[test]
+    fn a_workers_delivery_budget_is_the_documented_one() {
+        let topology = Topology::load().unwrap();
+        for step in Step::ALL {
+            let def = topology.consumer(step.service()).unwrap();
+            assert_eq!(def.nak_delay(1), Duration::from_millis(200));
+            assert_eq!(def.nak_delay(2), Duration::from_millis(400));
+            assert_eq!(def.nak_delay(9), Duration::from_secs(10), "capped");
+            // The figure the module documentation gives.
+            assert_eq!(def.delivery_budget(), Some(Duration::from_millis(42_600)));
+        }
+        let replies = topology.consumer(EVENTS_CONSUMER).unwrap();
+        assert_eq!(
+            replies.delivery_budget(),
+            None,
+            "a reply is never given up on"
+        );
     }
 }

@@ -1,4 +1,11 @@
-//! Telemetry set-up: OTLP trace export, W3C propagation, structured logs that carry trace ids.
+//! Telemetry set-up: OTLP export of traces, metrics and logs, W3C propagation, structured logs
+//! that carry trace ids.
+//!
+//! Every `tracing` event goes to standard error (text or JSON) and, through the OpenTelemetry
+//! log bridge, out over OTLP. The bridge takes the trace and span ids from the OpenTelemetry
+//! context that is current when the event is written: tracing-opentelemetry activates a
+//! span's context when the span is entered, and code that logs about a span emitted later
+//! (the orchestrator's saga and step spans) attaches that span's context itself.
 //!
 //! Export is configured by the standard `OTEL_*` variables, which the OpenTelemetry SDK reads
 //! itself (`OTEL_EXPORTER_OTLP_ENDPOINT`, `OTEL_TRACES_SAMPLER`, `OTEL_RESOURCE_ATTRIBUTES`,
@@ -14,7 +21,10 @@
 
 use opentelemetry::trace::{SpanId, TraceId, TracerProvider as _};
 use opentelemetry::{KeyValue, global};
+use opentelemetry_appender_tracing::layer::OpenTelemetryTracingBridge;
 use opentelemetry_sdk::Resource;
+use opentelemetry_sdk::logs::SdkLoggerProvider;
+use opentelemetry_sdk::metrics::SdkMeterProvider;
 use opentelemetry_sdk::trace::{
     BatchConfigBuilder, BatchSpanProcessor, IdGenerator, RandomIdGenerator, SdkTracerProvider,
 };
@@ -23,6 +33,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
+use tracing_subscriber::filter::filter_fn;
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{EnvFilter, Layer};
@@ -41,7 +52,8 @@ pub enum LogFormat {
 pub struct TelemetryConfig {
     /// `service.name` unless `OTEL_SERVICE_NAME` or `OTEL_RESOURCE_ATTRIBUTES` say otherwise.
     pub service_name: String,
-    /// Whether to export spans over OTLP at all (`OTEL_TRACES_EXPORTER=none` turns it off).
+    /// Whether to export over OTLP at all (`OTEL_TRACES_EXPORTER=none` turns it off); metrics
+    /// and logs can also be turned off alone (`OTEL_METRICS_EXPORTER`, `OTEL_LOGS_EXPORTER`).
     pub export: bool,
     /// Log format.
     pub log_format: LogFormat,
@@ -66,6 +78,8 @@ pub enum TelemetryError {
 /// The running telemetry of one process; call [`Telemetry::shutdown`] before exiting.
 pub struct Telemetry {
     provider: SdkTracerProvider,
+    meters: Option<SdkMeterProvider>,
+    loggers: Option<SdkLoggerProvider>,
     flusher: SpanFlusher,
 }
 
@@ -73,8 +87,28 @@ pub struct Telemetry {
 /// gRPC exporter binds its connection to the runtime it is built in.
 pub fn init(config: &TelemetryConfig) -> Result<Telemetry, TelemetryError> {
     crate::propagation::install_propagators();
-    let provider = build_provider(config)?;
+    let resource = resource(config);
+    let provider = build_provider(config, &resource)?;
     global::set_tracer_provider(provider.clone());
+    let endpoint = config.endpoint.as_deref();
+    let (meters, loggers) = if config.export {
+        (
+            crate::otlp::meter_provider(&resource, endpoint)?,
+            crate::otlp::logger_provider(&resource, endpoint)?,
+        )
+    } else {
+        (None, None)
+    };
+    if let Some(meters) = &meters {
+        global::set_meter_provider(meters.clone());
+    }
+    // Bind the instruments now: built before the provider is set, they would stay no-ops.
+    crate::metrics::get();
+    let logs = loggers.as_ref().map(|loggers| {
+        OpenTelemetryTracingBridge::new(loggers).with_filter(filter_fn(|meta| {
+            !crate::otlp::is_pipeline_target(meta.target())
+        }))
+    });
     let tracer = provider.tracer("checkout-saga");
     let filter = EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| EnvFilter::new(&config.default_filter));
@@ -91,21 +125,33 @@ pub fn init(config: &TelemetryConfig) -> Result<Telemetry, TelemetryError> {
         .with(filter)
         .with(fmt)
         .with(tracing_opentelemetry::layer().with_tracer(tracer))
+        .with(logs)
         .try_init()?;
     let flusher = SpanFlusher::start(config.export.then(|| provider.clone()));
-    Ok(Telemetry { provider, flusher })
+    Ok(Telemetry {
+        provider,
+        meters,
+        loggers,
+        flusher,
+    })
 }
 
-fn build_provider(config: &TelemetryConfig) -> Result<SdkTracerProvider, TelemetryError> {
+fn resource(config: &TelemetryConfig) -> Resource {
     let mut resource = Resource::builder();
     if std::env::var_os("OTEL_SERVICE_NAME").is_none() {
         resource = resource.with_service_name(config.service_name.clone());
     }
-    let resource = resource
+    resource
         .with_attributes([KeyValue::new("service.namespace", "checkout-saga")])
-        .build();
+        .build()
+}
+
+fn build_provider(
+    config: &TelemetryConfig,
+    resource: &Resource,
+) -> Result<SdkTracerProvider, TelemetryError> {
     let mut builder = SdkTracerProvider::builder()
-        .with_resource(resource)
+        .with_resource(resource.clone())
         .with_id_generator(PresetIdGenerator::default());
     if config.export {
         use opentelemetry_otlp::WithExportConfig;
@@ -135,11 +181,28 @@ impl Telemetry {
         self.flusher.clone()
     }
 
-    /// Exports every span still buffered and stops the exporter.
+    /// Exports every span, log record and metric still buffered and stops the exporters.
+    /// Logs go last, so that whatever the other shutdowns log is not lost.
     pub async fn shutdown(self) {
-        let provider = self.provider;
-        let result = tokio::task::spawn_blocking(move || provider.shutdown()).await;
-        if let Ok(Err(err)) = result {
+        let Telemetry {
+            provider,
+            meters,
+            loggers,
+            ..
+        } = self;
+        let result = tokio::task::spawn_blocking(move || {
+            let mut errors = Vec::new();
+            errors.extend(provider.shutdown().err().map(|e| format!("spans: {e}")));
+            if let Some(meters) = meters {
+                errors.extend(meters.shutdown().err().map(|e| format!("metrics: {e}")));
+            }
+            if let Some(loggers) = loggers {
+                errors.extend(loggers.shutdown().err().map(|e| format!("logs: {e}")));
+            }
+            errors
+        })
+        .await;
+        for err in result.unwrap_or_default() {
             eprintln!("telemetry shutdown: {err}");
         }
     }

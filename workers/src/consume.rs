@@ -1,17 +1,20 @@
 //! The consume loop every worker kind shares: pull, decode, dedupe, handle, reply, ack.
 //!
-//! Each outcome settles the message exactly one way (see [`Settlement`]): a reply then an
-//! ack; a nak with a delay; or a dead letter then a terminate. Nothing loops forever: a
-//! message that keeps failing is dead-lettered on its last delivery.
+//! Each outcome settles the message exactly one way (see [`MessageError`]): a decision is
+//! replied, then acked; a failure to act is nakked with a capped exponential delay, on every
+//! delivery, and never replied; an undeliverable message is dead-lettered and terminated.
+//! Nothing loops forever: once `max_deliver` runs out, JetStream gives the command up and
+//! its advisory hands it back to the orchestrator.
 
-use crate::error::Settlement;
+use crate::error::{Failure, FailureCode, MessageError};
 use crate::handler::{self, Handler};
 use async_nats::jetstream::{self, AckKind};
 use bytes::Bytes;
-use checkout_shared::envelope::{self, Envelope, MsgType};
-use checkout_shared::messages::{CommandMessage, Outcome, Reply};
+use checkout_shared::envelope::{self, Envelope, MsgType, Phase};
+use checkout_shared::messages::{CommandMessage, Outcome, Refusal, RefusalCode, Reply};
 use checkout_shared::messaging::{self, Outgoing};
-use checkout_shared::pull::{pull_loop, redelivery_delay};
+use checkout_shared::metrics;
+use checkout_shared::pull::pull_loop;
 use checkout_shared::streams::ConsumerDef;
 use checkout_shared::subjects;
 use checkout_shared::telemetry::SpanFlusher;
@@ -30,7 +33,7 @@ pub struct Context {
     pub pool: PgPool,
     /// The business logic.
     pub handler: Handler,
-    /// The consumer definition (for its name, `ack_wait` and `max_deliver`).
+    /// The consumer definition (its name, `ack_wait` and nak delays).
     pub consumer: ConsumerDef,
     /// Exports spans before replies leave.
     pub flusher: SpanFlusher,
@@ -59,86 +62,88 @@ pub async fn process(ctx: &Context, message: jetstream::Message) {
         &msg_id,
         delivered,
     );
-    let settlement = {
-        let work = handle(ctx, &message, &msg_id, delivered).instrument(span.clone());
+    let handled = {
+        let work = handle(ctx, &message, &msg_id).instrument(span.clone());
         tokio::pin!(work);
-        // Long work (injected latency) must not outlive ack_wait and be redelivered meanwhile.
+        // Long work (injected latency, a slow database) must not outlive ack_wait and be
+        // redelivered to another instance meanwhile.
         let ack_wait = Duration::from_secs(ctx.consumer.ack_wait_secs);
         let mut progress = tokio::time::interval(ack_wait / 3);
         progress.tick().await;
         loop {
             tokio::select! {
-                settlement = &mut work => break settlement,
-                _ = progress.tick() => { let _ = message.ack_with(AckKind::Progress).await; }
+                handled = &mut work => break handled,
+                _ = progress.tick() => {
+                    if let Err(err) = message.ack_with(AckKind::Progress).await {
+                        tracing::warn!(error = %err, "in-progress ack failed; the command may be redelivered meanwhile");
+                    }
+                }
             }
         }
     };
     // End the process span (and its children) before anything that names them leaves.
     drop(span);
-    settle(ctx, message, settlement).await;
+    settle(ctx, message, delivered, handled).await;
 }
 
+/// Decides what to do with one command: `Ok` is the reply of a decision (a success or a
+/// business refusal), to send and ack.
 async fn handle(
     ctx: &Context,
     message: &jetstream::Message,
     msg_id: &str,
-    delivered: i64,
-) -> Settlement {
-    let envelope = match Envelope::read(message.headers.as_ref()) {
-        Ok(envelope) => envelope,
-        Err(err) => return dead_letter(format!("unreadable envelope: {err}"), None),
-    };
+) -> Result<Outgoing, MessageError> {
+    let envelope = Envelope::read(message.headers.as_ref())
+        .map_err(|err| undeliverable(format!("unreadable envelope: {err}"), None))?;
     let span = tracing::Span::current();
     span.record("saga.id", envelope.saga_id.to_string());
     span.record("saga.step", envelope.step.service());
     span.record("saga.phase", envelope.phase.as_str());
     if envelope.step != ctx.handler.kind() {
+        // No refusal: this worker cannot decide for another step, whose own worker may
+        // still get a valid copy; the saga's deadline looks after it.
         let reason = format!(
             "a {} command reached the {} worker",
             envelope.step,
             ctx.handler.kind()
         );
-        return dead_letter(reason, None);
+        return Err(undeliverable(reason, None));
     }
     let command = match decode(&message.payload, &envelope) {
         Ok(command) => command,
         Err(reason) => {
-            let reply = failure_reply(
-                &envelope,
-                msg_id,
-                format!("undeliverable command: {reason}"),
-            );
-            return dead_letter(reason, Some(reply));
+            // An action is refused, so the saga compensates rather than hangs. An undo has no
+            // refusal: the saga keeps sending it, and flags itself for an operator.
+            let reply = match envelope.phase {
+                Phase::Do => {
+                    let refusal = Refusal::new(RefusalCode::Undeliverable, reason.clone());
+                    Some(outgoing(&refusal_reply(&envelope, refusal), msg_id)?)
+                }
+                Phase::Undo => None,
+            };
+            return Err(undeliverable(reason, reply));
         }
     };
     match handler::apply_once(&ctx.pool, &ctx.handler, &envelope, &command.command).await {
         Ok(reply) => {
             if let Outcome::StepFailed { reason } = &reply.outcome {
-                tracing::info!(saga_id = %envelope.saga_id, %reason, "step refused");
+                span.record("refusal.code", reason.code.as_str());
+                tracing::info!(saga_id = %envelope.saga_id, refusal.code = %reason.code, reason = %reason.message, "step refused");
             }
-            Settlement::Reply(outgoing(&reply, msg_id))
+            Ok(outgoing(&reply, msg_id)?)
         }
-        Err(err) if delivered >= ctx.consumer.max_deliver => {
-            let reason = format!("gave up after {delivered} deliveries: {err}");
-            // The refusal is recorded before it is told, so no later copy can still act; if
-            // even that fails, the saga is told nothing and its deadline undoes the step.
-            match handler::settle_as_refused(&ctx.pool, &ctx.handler, &envelope, reason.clone())
-                .await
-            {
-                Ok(reply) => dead_letter(reason, Some(outgoing(&reply, msg_id))),
-                Err(_) => dead_letter(reason, None),
-            }
+        Err(failure) => {
+            span.record("failure.code", failure.code.as_str());
+            messaging::mark_error(&span, &failure.to_string());
+            Err(MessageError::Failed(failure))
         }
-        Err(err) => Settlement::Retry {
-            after: retry_delay(delivered),
-            reason: err.to_string(),
-        },
     }
 }
 
-fn dead_letter(reason: String, reply: Option<Outgoing>) -> Settlement {
+fn undeliverable(reason: String, reply: Option<Outgoing>) -> MessageError {
     messaging::mark_error(&tracing::Span::current(), &reason);
-    Settlement::DeadLetter { reason, reply }
+    tracing::error!(%reason, "cannot be handled; to the dead letters"); // in the saga's trace
+    MessageError::Undeliverable { reason, reply }
 }
 
 fn decode(payload: &Bytes, envelope: &Envelope) -> Result<CommandMessage, String> {
@@ -152,20 +157,23 @@ fn decode(payload: &Bytes, envelope: &Envelope) -> Result<CommandMessage, String
     Ok(command)
 }
 
-fn failure_reply(envelope: &Envelope, msg_id: &str, reason: String) -> Outgoing {
-    let reply = Reply {
+fn refusal_reply(envelope: &Envelope, reason: Refusal) -> Reply {
+    Reply {
         saga_id: envelope.saga_id,
         step: envelope.step,
         phase: envelope.phase,
         outcome: Outcome::StepFailed { reason },
-    };
-    outgoing(&reply, msg_id)
+    }
 }
 
 /// The reply message, stamped with a producer span under the current (process) span. Its id
 /// derives from the command's: a redelivery's reply is a duplicate JetStream drops (the first
 /// is stored), while a command sent afresh (a new id) gets its reply through.
-fn outgoing(reply: &Reply, command_msg_id: &str) -> Outgoing {
+fn outgoing(reply: &Reply, command_msg_id: &str) -> Result<Outgoing, Failure> {
+    // Serialised first: a reply that cannot be is a failure, never an empty body.
+    let payload = serde_json::to_vec(reply)
+        .map(Bytes::from)
+        .map_err(|e| Failure::new(FailureCode::Encode, format!("reply: {e}")))?;
     let event_name = reply.event_name();
     let subject = subjects::event(reply.step, event_name);
     let envelope = Envelope {
@@ -177,70 +185,78 @@ fn outgoing(reply: &Reply, command_msg_id: &str) -> Outgoing {
     let msg_id = format!("{command_msg_id}.reply");
     let mut headers = async_nats::HeaderMap::new();
     envelope.write(&mut headers, &msg_id);
-    let payload = serde_json::to_vec(reply)
-        .map(Bytes::from)
-        .unwrap_or_default();
     let parent = tracing::Span::current().context();
     messaging::stamp_producer_span(&parent, &subject, &msg_id, &mut headers, vec![]);
-    Outgoing {
+    Ok(Outgoing {
         subject,
         msg_id,
         headers,
         payload,
-    }
+    })
 }
 
-fn retry_delay(delivered: i64) -> Duration {
-    redelivery_delay(
-        delivered,
-        Duration::from_millis(200),
-        Duration::from_secs(10),
-    )
-}
-
-/// How long a command can keep failing to act before JetStream stops redelivering it: the
-/// redelivery delays of every delivery but the last (processing time comes on top). The chaos
-/// runner keeps a dependency down for longer than this, so that its outage outlives a
-/// command's every delivery.
-pub fn delivery_budget(max_deliver: i64) -> Duration {
-    (1..max_deliver.max(1)).map(retry_delay).sum()
-}
-
-async fn settle(ctx: &Context, message: jetstream::Message, settlement: Settlement) {
-    match settlement {
-        Settlement::Reply(reply) => {
+/// Settles a message as its handling decided: exactly one settlement per outcome.
+async fn settle(
+    ctx: &Context,
+    message: jetstream::Message,
+    delivered: i64,
+    handled: Result<Outgoing, MessageError>,
+) {
+    match handled {
+        Ok(reply) => {
             ctx.flusher.flush().await;
             match messaging::send(&ctx.js, reply).await {
                 Ok(()) => ack(&message, AckKind::Ack).await,
+                // The decision is stored: the redelivery re-sends it.
                 Err(err) => {
-                    tracing::warn!(error = %err, "reply not sent; the command will be redelivered");
-                    ack(&message, AckKind::Nak(Some(Duration::from_secs(1)))).await;
+                    let failure =
+                        Failure::new(FailureCode::Broker, format!("reply not sent: {err}"));
+                    retry(ctx, &message, delivered, &failure).await;
                 }
             }
         }
-        Settlement::Retry { after, reason } => {
-            tracing::warn!(subject = %message.subject, %reason, ?after, "transient failure; nak");
-            ack(&message, AckKind::Nak(Some(after))).await;
-        }
-        Settlement::DeadLetter { reason, reply } => {
+        Err(MessageError::Failed(failure)) => retry(ctx, &message, delivered, &failure).await,
+        Err(MessageError::Undeliverable { reason, reply }) => {
             tracing::error!(subject = %message.subject, %reason, "dead-lettering message");
             let letter = dead_letter_message(&message, &reason);
             if let Err(err) = messaging::send(&ctx.js, letter).await {
-                tracing::warn!(error = %err, "dead letter not stored; will retry the message");
-                ack(&message, AckKind::Nak(Some(Duration::from_secs(1)))).await;
+                let failure = Failure::new(
+                    FailureCode::Broker,
+                    format!("dead letter not stored: {err}"),
+                );
+                retry(ctx, &message, delivered, &failure).await;
                 return;
             }
             if let Some(reply) = reply {
                 ctx.flusher.flush().await;
                 if let Err(err) = messaging::send(&ctx.js, reply).await {
-                    tracing::warn!(error = %err, "failure reply not sent; will retry the message");
-                    ack(&message, AckKind::Nak(Some(Duration::from_secs(1)))).await;
+                    let failure =
+                        Failure::new(FailureCode::Broker, format!("refusal not sent: {err}"));
+                    retry(ctx, &message, delivered, &failure).await;
                     return;
                 }
             }
             ack(&message, AckKind::Term).await;
+            metrics::get().dead_lettered(crate::error::dead_letter_code(&reason));
         }
     }
+}
+
+/// A failure to act: nak with the consumer's capped exponential delay. Whatever the delivery
+/// count, nothing is stored or replied; JetStream gives up after `max_deliver`.
+async fn retry(ctx: &Context, message: &jetstream::Message, delivered: i64, failure: &Failure) {
+    let after = ctx.consumer.nak_delay(delivered);
+    tracing::warn!(
+        subject = %message.subject,
+        failure.code = %failure.code,
+        reason = %failure.detail,
+        delivered,
+        max_deliver = ctx.consumer.max_deliver,
+        ?after,
+        "could not act; nak"
+    );
+    metrics::get().redelivered(failure.code.as_str());
+    ack(message, AckKind::Nak(Some(after))).await;
 }
 
 fn dead_letter_message(message: &jetstream::Message, reason: &str) -> Outgoing {
@@ -274,17 +290,5 @@ fn header(message: &jetstream::Message, name: &str) -> Option<String> {
 async fn ack(message: &jetstream::Message, kind: AckKind) {
     if let Err(err) = message.ack_with(kind).await {
         tracing::warn!(error = %err, "settling the message failed; it will be redelivered");
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn retry_delays_grow_and_are_bounded() {
-        assert_eq!(retry_delay(1), Duration::from_millis(200));
-        assert_eq!(retry_delay(2), Duration::from_millis(400));
-        assert_eq!(retry_delay(100), Duration::from_secs(10));
     }
 }

@@ -3,9 +3,13 @@
 //! An action's effect and a processed-message row holding its reply commit in one
 //! transaction. A redelivery finds the row and gets the same reply; two deliveries racing
 //! collide on the row's primary key and the loser is retried, to find the winner's reply.
+//!
+//! Only decisions are stored: a success or a business refusal. A failure to act (the database
+//! erred or could not be reached) is returned as a [`Failure`] and stored nowhere, so a later
+//! delivery, or the same command sent afresh, still gets to decide.
 
 use crate::config::Faults;
-use crate::error::ApplyError;
+use crate::error::{ApplyError, Failure, FailureCode};
 use crate::{inventory, order, payment};
 use checkout_shared::messages::{Command, Outcome, Reply};
 use checkout_shared::{Envelope, Step};
@@ -94,13 +98,13 @@ pub fn schema_of(kind: Step) -> &'static str {
 }
 
 /// Performs `command` at most once for its action key and returns the reply to send.
-/// Only database failures come back as errors; a refusal is a reply.
+/// Only failures to act come back as errors; a refusal is a reply.
 pub async fn apply_once(
     pool: &PgPool,
     handler: &Handler,
     envelope: &Envelope,
     command: &Command,
-) -> Result<Reply, sqlx::Error> {
+) -> Result<Reply, Failure> {
     let key = envelope.action_key();
     // The schema name comes from a closed set of constants, never from input.
     let schema = handler.schema();
@@ -130,7 +134,7 @@ pub async fn apply_once(
                 lock_saga(&mut tx, envelope.saga_id).await?;
                 Outcome::StepFailed { reason }
             }
-            Err(ApplyError::Database(err)) => return Err(err),
+            Err(ApplyError::Failed(failure)) => return Err(failure),
         };
         let reply = Reply {
             saga_id: envelope.saga_id,
@@ -138,7 +142,8 @@ pub async fn apply_once(
             phase: envelope.phase,
             outcome,
         };
-        let json = serde_json::to_value(&reply).map_err(|e| sqlx::Error::Encode(Box::new(e)))?;
+        let json = serde_json::to_value(&reply)
+            .map_err(|e| Failure::new(FailureCode::Encode, format!("reply: {e}")))?;
         let inserted = sqlx::query(AssertSqlSafe(format!(
             "INSERT INTO {schema}.processed_messages (action_key, reply) VALUES ($1, $2) \
              ON CONFLICT (action_key) DO NOTHING"
@@ -150,9 +155,10 @@ pub async fn apply_once(
         if inserted.rows_affected() == 0 {
             // A concurrent delivery of the same command committed first; its reply wins.
             tx.rollback().await?;
-            return Err(sqlx::Error::Protocol(format!(
-                "{key} was processed concurrently"
-            )));
+            return Err(Failure::new(
+                FailureCode::Conflict,
+                format!("{key} was processed concurrently"),
+            ));
         }
         tx.commit().await?;
         Ok(reply)
@@ -185,39 +191,4 @@ async fn lock_saga(conn: &mut PgConnection, saga_id: uuid::Uuid) -> Result<(), s
         .execute(conn)
         .await?;
     Ok(())
-}
-
-/// Records a refusal as the action's reply, unless a reply is already stored, and returns
-/// the reply that stands. Used when a command is given up on: from then on every copy of it
-/// gets this reply, so the effect can no longer happen behind the saga's back.
-pub async fn settle_as_refused(
-    pool: &PgPool,
-    handler: &Handler,
-    envelope: &Envelope,
-    reason: String,
-) -> Result<Reply, sqlx::Error> {
-    let schema = handler.schema();
-    let key = envelope.action_key();
-    let mut tx = pool.begin().await?;
-    lock_saga(&mut tx, envelope.saga_id).await?;
-    if let Some(stored) = stored_reply(&mut tx, schema, &key).await? {
-        tx.commit().await?;
-        return Ok(stored);
-    }
-    let reply = Reply {
-        saga_id: envelope.saga_id,
-        step: envelope.step,
-        phase: envelope.phase,
-        outcome: Outcome::StepFailed { reason },
-    };
-    let json = serde_json::to_value(&reply).map_err(|e| sqlx::Error::Encode(Box::new(e)))?;
-    sqlx::query(AssertSqlSafe(format!(
-        "INSERT INTO {schema}.processed_messages (action_key, reply) VALUES ($1, $2)"
-    )))
-    .bind(&key)
-    .bind(json)
-    .execute(&mut *tx)
-    .await?;
-    tx.commit().await?;
-    Ok(reply)
 }

@@ -2,7 +2,7 @@
 //! conditional decrement, and the schema forbids negative stock.
 
 use crate::error::ApplyError;
-use checkout_shared::messages::LineItem;
+use checkout_shared::messages::{CatalogEntry, LineItem, Refusal, RefusalCode};
 use sqlx::{PgConnection, PgPool};
 use uuid::Uuid;
 
@@ -14,8 +14,15 @@ pub async fn reserve(
     items: &[LineItem],
 ) -> Result<Uuid, ApplyError> {
     if let Some(state) = reservation_state(conn, saga_id).await? {
-        return Err(ApplyError::Refused(format!(
-            "reservation already {state} for this saga"
+        // 'void' is the tombstone of a release that came first; 'released' is the same
+        // decision made after a reservation whose record was cleared.
+        let code = match state.as_str() {
+            "held" => RefusalCode::AlreadyDone,
+            _ => RefusalCode::CancelledBeforeDone,
+        };
+        return Err(ApplyError::Refused(Refusal::new(
+            code,
+            format!("reservation already {state} for this saga"),
         )));
     }
     // Lock rows in one order so that concurrent carts sharing SKUs cannot deadlock.
@@ -37,11 +44,14 @@ pub async fn reserve(
                     .fetch_optional(&mut *conn)
                     .await?;
             return Err(ApplyError::Refused(match known {
-                Some(available) => format!(
-                    "out of stock: {} wants {}, {available} available",
-                    line.sku, line.quantity
+                Some(available) => Refusal::new(
+                    RefusalCode::OutOfStock,
+                    format!(
+                        "{} wants {}, {available} available",
+                        line.sku, line.quantity
+                    ),
                 ),
-                None => format!("unknown sku {}", line.sku),
+                None => Refusal::new(RefusalCode::UnknownSku, format!("unknown sku {}", line.sku)),
             }));
         }
     }
@@ -115,15 +125,34 @@ async fn reservation_state(
         .await
 }
 
-/// Creates stock for SKUs that do not exist yet; existing stock is left alone.
-pub async fn seed(pool: &PgPool, stock: &[(String, i32)]) -> Result<(), sqlx::Error> {
-    for (sku, quantity) in stock {
+/// A SKU to create at start-up: its stock, and its catalog price and currency.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StockSeed {
+    /// The SKU.
+    pub sku: String,
+    /// Units created if the SKU is new.
+    pub quantity: i32,
+    /// Unit price in cents.
+    pub price_cents: i64,
+    /// ISO 4217 code of the price.
+    pub currency: String,
+}
+
+/// Creates stock for SKUs that do not exist yet; existing stock is left alone (it is state,
+/// not configuration), but the price and currency are set from the seed (they are the
+/// operator's catalog).
+pub async fn seed(pool: &PgPool, stock: &[StockSeed]) -> Result<(), sqlx::Error> {
+    for seed in stock {
         sqlx::query(
-            "INSERT INTO inventory.stock (sku, available) VALUES ($1, $2) \
-             ON CONFLICT (sku) DO NOTHING",
+            "INSERT INTO inventory.stock (sku, available, price_cents, currency) \
+             VALUES ($1, $2, $3, $4) \
+             ON CONFLICT (sku) DO UPDATE SET price_cents = EXCLUDED.price_cents, \
+             currency = EXCLUDED.currency",
         )
-        .bind(sku)
-        .bind(quantity)
+        .bind(&seed.sku)
+        .bind(seed.quantity)
+        .bind(seed.price_cents)
+        .bind(&seed.currency)
         .execute(pool)
         .await?;
     }
@@ -141,6 +170,22 @@ pub async fn set_stock(pool: &PgPool, sku: &str, quantity: i32) -> Result<(), sq
     .execute(pool)
     .await?;
     Ok(())
+}
+
+/// Every SKU's catalog entry (price and currency).
+pub async fn catalog(pool: &PgPool) -> Result<Vec<CatalogEntry>, sqlx::Error> {
+    let rows: Vec<(String, i64, String)> =
+        sqlx::query_as("SELECT sku, price_cents, currency FROM inventory.stock ORDER BY sku")
+            .fetch_all(pool)
+            .await?;
+    Ok(rows
+        .into_iter()
+        .map(|(sku, price_cents, currency)| CatalogEntry {
+            sku,
+            price_cents,
+            currency,
+        })
+        .collect())
 }
 
 /// Every SKU and its available stock.

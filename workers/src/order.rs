@@ -3,7 +3,7 @@
 
 use crate::config::Faults;
 use crate::error::ApplyError;
-use checkout_shared::messages::LineItem;
+use checkout_shared::messages::{LineItem, Refusal, RefusalCode};
 use sqlx::PgConnection;
 use uuid::Uuid;
 
@@ -30,14 +30,16 @@ pub async fn create(
     faults: &Faults,
 ) -> Result<Uuid, ApplyError> {
     if order.customer_id.starts_with(FAILING_CUSTOMER_PREFIX) {
-        return Err(ApplyError::Refused(
-            "order refused (failing test customer)".to_owned(),
-        ));
+        return Err(ApplyError::Refused(Refusal::new(
+            RefusalCode::OrderRefused,
+            "order refused (failing test customer)",
+        )));
     }
     if Faults::hits(faults.order_fail_rate, saga_id, 2) {
-        return Err(ApplyError::Refused(
-            "order refused (injected failure rate)".to_owned(),
-        ));
+        return Err(ApplyError::Refused(Refusal::new(
+            RefusalCode::OrderRefused,
+            "order refused (injected failure rate)",
+        )));
     }
     let existing: Option<String> =
         sqlx::query_scalar("SELECT status FROM orders.orders WHERE saga_id = $1")
@@ -45,8 +47,14 @@ pub async fn create(
             .fetch_optional(&mut *conn)
             .await?;
     if let Some(status) = existing {
-        return Err(ApplyError::Refused(format!(
-            "order already {status} for this saga"
+        // 'void' is the tombstone of a cancel that came first.
+        let code = match status.as_str() {
+            "created" => RefusalCode::AlreadyDone,
+            _ => RefusalCode::CancelledBeforeDone,
+        };
+        return Err(ApplyError::Refused(Refusal::new(
+            code,
+            format!("order already {status} for this saga"),
         )));
     }
     let order_id = Uuid::new_v4();

@@ -3,6 +3,7 @@
 
 use crate::config::Faults;
 use crate::error::ApplyError;
+use checkout_shared::messages::{Refusal, RefusalCode};
 use sqlx::PgConnection;
 use uuid::Uuid;
 
@@ -29,14 +30,16 @@ pub async fn charge(
     faults: &Faults,
 ) -> Result<Uuid, ApplyError> {
     if charge.payment_token == DECLINED_TOKEN {
-        return Err(ApplyError::Refused(
-            "card declined (token tok_decline)".to_owned(),
-        ));
+        return Err(ApplyError::Refused(Refusal::new(
+            RefusalCode::CardDeclined,
+            "card declined (token tok_decline)",
+        )));
     }
     if Faults::hits(faults.decline_rate, saga_id, 1) {
-        return Err(ApplyError::Refused(
-            "card declined (injected decline rate)".to_owned(),
-        ));
+        return Err(ApplyError::Refused(Refusal::new(
+            RefusalCode::CardDeclined,
+            "card declined (injected decline rate)",
+        )));
     }
     let refunded: Option<i64> = sqlx::query_scalar(
         "SELECT amount_cents FROM payment.ledger WHERE saga_id = $1 AND kind = 'refund'",
@@ -45,9 +48,11 @@ pub async fn charge(
     .fetch_optional(&mut *conn)
     .await?;
     if refunded.is_some() {
-        return Err(ApplyError::Refused(
-            "payment already voided for this saga".to_owned(),
-        ));
+        // The refund came first and left its zero-amount tombstone.
+        return Err(ApplyError::Refused(Refusal::new(
+            RefusalCode::CancelledBeforeDone,
+            "payment already voided for this saga",
+        )));
     }
     let entry_id = Uuid::new_v4();
     sqlx::query(

@@ -7,7 +7,7 @@ use crate::handler::{Handler, schema_of};
 use crate::inventory;
 use checkout_shared::Step;
 use checkout_shared::shutdown::retry;
-use checkout_shared::streams::{self, Topology};
+use checkout_shared::streams::{self, ProvisionError, Topology};
 use checkout_shared::telemetry::SpanFlusher;
 use sqlx::PgPool;
 use sqlx::postgres::PgPoolOptions;
@@ -37,6 +37,13 @@ pub async fn run(
     shutdown: CancellationToken,
 ) -> Result<(), WorkerError> {
     let name = format!("checkout-{}", config.kind.service());
+    // Read before anything connects: a consumer missing from the topology is a build mistake
+    // to report at once, not something to retry.
+    let consumer = match config.consumer.clone() {
+        Some(def) if def.durable == config.kind.service() => def,
+        Some(def) => return Err(ProvisionError::UnknownConsumer(def.durable).into()),
+        None => Topology::load()?.consumer(config.kind.service())?.clone(),
+    };
     let pool = PgPoolOptions::new()
         .max_connections(config.max_connections)
         .acquire_timeout(Duration::from_secs(10))
@@ -60,16 +67,21 @@ pub async fn run(
         pool.close().await;
         return Ok(());
     }
-    let topology = Topology::load()?;
     let ctx = consume::Context {
         js,
         pool: pool.clone(),
         handler: Handler::new(config.kind, config.faults.clone()),
-        consumer: topology.consumer(config.kind.service())?.clone(),
+        consumer,
         flusher,
     };
     tracing::info!(worker = %name, concurrency = config.concurrency, "consuming");
-    consume::run(ctx, config.concurrency.max(1), shutdown).await;
+    consume::run(ctx, config.concurrency.max(1), shutdown.clone()).await;
+    if !shutdown.is_cancelled() {
+        // The loop only returns on shutdown; anything else is a bug that must not look like
+        // a clean exit.
+        pool.close().await;
+        return Err(WorkerError::EndedEarly(name));
+    }
     tracing::info!(worker = %name, "stopped fetching; draining");
     if let Err(err) = client.drain().await {
         tracing::warn!(error = %err, "draining the NATS connection");
@@ -78,18 +90,20 @@ pub async fn run(
     Ok(())
 }
 
-/// Lists every SKU in the catalog stream, so the orchestrator can refuse unknown ones.
+/// Lists every SKU with its price and currency in the catalog stream, so the door can refuse
+/// unknown SKUs and changed prices, and shop clients can price their carts.
 pub async fn publish_catalog(
     js: &async_nats::jetstream::Context,
     pool: &PgPool,
 ) -> Result<(), WorkerError> {
-    for (sku, _) in inventory::stock(pool).await? {
-        let Some(subject) = checkout_shared::subjects::catalog_entry(&sku) else {
-            tracing::warn!(%sku, "sku cannot be listed in the catalog; checkouts for it are refused");
+    for entry in inventory::catalog(pool).await? {
+        let Some(subject) = checkout_shared::subjects::catalog_entry(&entry.sku) else {
+            tracing::warn!(sku = %entry.sku, "sku cannot be listed in the catalog; checkouts for it are refused");
             continue;
         };
+        let body = serde_json::to_vec(&entry).map_err(|e| WorkerError::Catalog(e.to_string()))?;
         let ack = js
-            .publish(subject, bytes::Bytes::from_static(b"1"))
+            .publish(subject, bytes::Bytes::from(body))
             .await
             .map_err(|e| WorkerError::Catalog(e.to_string()))?;
         ack.await.map_err(|e| WorkerError::Catalog(e.to_string()))?;

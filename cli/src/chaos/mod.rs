@@ -194,23 +194,16 @@ pub async fn run(args: ChaosArgs) -> anyhow::Result<ExitCode> {
 }
 
 /// How long a worker's table stays unusable: longer than the whole delivery budget of a
-/// command (every redelivery delay of the longest-lived worker consumer), by a margin that
-/// covers the processing of the deliveries themselves.
+/// command (the nak delays of the longest-lived worker consumer), by a margin that covers the
+/// processing of the deliveries themselves.
 fn outage_length() -> anyhow::Result<Duration> {
     let topology = Topology::load()?;
-    let max_deliver = ["inventory", "payment", "order"]
-        .into_iter()
-        .map(|durable| topology.consumer(durable).map(|c| c.max_deliver))
-        .collect::<Result<Vec<_>, _>>()?
-        .into_iter()
-        .max()
-        .unwrap_or(1);
-    // -1 (redelivered for ever) has no budget to outlast; a minute still breaks the table.
-    let budget = if max_deliver < 0 {
-        Duration::from_secs(50)
-    } else {
-        checkout_workers::consume::delivery_budget(max_deliver)
-    };
+    let mut budget = Duration::ZERO;
+    for durable in ["inventory", "payment", "order"] {
+        // A consumer that never gives up has no budget to outlast; a minute still breaks it.
+        let of = topology.consumer(durable)?.delivery_budget();
+        budget = budget.max(of.unwrap_or(Duration::from_secs(50)));
+    }
     Ok(budget + Duration::from_secs(10))
 }
 

@@ -15,8 +15,8 @@ async fn each_bad_input_is_rejected_with_its_reason_and_the_next_checkout_comple
     let good = |overrides: serde_json::Value| {
         let mut base = json!({
             "checkout_id": uuid::Uuid::new_v4(), "customer_id": "cust-1",
-            "items": [{"sku": "SKU-MUG", "quantity": 1}], "payment_token": "tok_visa",
-            "amount_cents": 100
+            "items": [{"sku": "SKU-MUG", "quantity": 1, "unit_price_cents": 2100}],
+            "payment_token": "tok_visa", "amount_cents": 2100, "currency": "EUR"
         });
         for (k, v) in overrides.as_object().unwrap() {
             if v.is_null() {
@@ -34,11 +34,11 @@ async fn each_bad_input_is_rejected_with_its_reason_and_the_next_checkout_comple
             "missing field `payment_token`",
         ),
         (
-            good(json!({"items": [{"sku": "SKU-NOPE", "quantity": 1}]})),
+            good(json!({"items": [{"sku": "SKU-NOPE", "quantity": 1, "unit_price_cents": 2100}]})),
             "unknown sku \"SKU-NOPE\"",
         ),
         (
-            good(json!({"items": [{"sku": "SKU-MUG", "quantity": 0}]})),
+            good(json!({"items": [{"sku": "SKU-MUG", "quantity": 0, "unit_price_cents": 2100}]})),
             "quantity of SKU-MUG",
         ),
         (good(json!({"items": []})), "the cart is empty"),
@@ -47,6 +47,18 @@ async fn each_bad_input_is_rejected_with_its_reason_and_the_next_checkout_comple
             "amount_cents must not be negative",
         ),
         (Bytes::from(vec![b'x'; 200 * 1024]), "exceeds the limit"),
+        (
+            good(json!({"amount_cents": 2000})),
+            "the lines add up to 2100",
+        ),
+        (
+            good(json!({"items": [{"sku": "SKU-MUG", "quantity": 1}]})),
+            "unit_price_cents of SKU-MUG is required",
+        ),
+        (
+            good(json!({"currency": null})),
+            "currency must be an ISO 4217 code",
+        ),
     ];
     for (i, (payload, _)) in cases.iter().enumerate() {
         client
@@ -54,7 +66,7 @@ async fn each_bad_input_is_rejected_with_its_reason_and_the_next_checkout_comple
             .await
             .expect("publish");
     }
-    let checkout = request("cust-1", "tok_visa", &[("SKU-MUG", 1)], 100);
+    let checkout = request("cust-1", "tok_visa", &[("SKU-MUG", 1)], 2100);
     let (outcome, _) = stack.checkout(&client, &checkout).await;
     assert_eq!(outcome, "completed", "the service goes on after bad input");
 

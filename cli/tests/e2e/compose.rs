@@ -8,19 +8,20 @@ use std::path::Path;
 use std::process::Command;
 
 /// Variables the OpenTelemetry SDK reads itself, not the `checkout` command line.
-const SDK_VARIABLES: [&str; 3] = [
+const SDK_VARIABLES: [&str; 4] = [
     "OTEL_EXPORTER_OTLP_ENDPOINT",
     "OTEL_SERVICE_NAME",
     "OTEL_TRACES_SAMPLER",
+    "OTEL_METRIC_EXPORT_INTERVAL",
 ];
 
-fn root() -> &'static Path {
+pub(crate) fn root() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .parent()
         .expect("workspace root")
 }
 
-fn compose() -> BTreeMap<String, Value> {
+pub(crate) fn compose() -> BTreeMap<String, Value> {
     let text = std::fs::read_to_string(root().join("docker-compose.yml")).expect("compose file");
     let mut doc: Value = serde_yaml::from_str(&text).expect("valid YAML");
     doc.apply_merge().expect("merge keys");
@@ -39,7 +40,7 @@ fn compose() -> BTreeMap<String, Value> {
     out
 }
 
-fn strings(value: Option<&Value>) -> Vec<String> {
+pub(crate) fn strings(value: Option<&Value>) -> Vec<String> {
     value
         .and_then(Value::as_sequence)
         .map(|seq| {
@@ -50,7 +51,7 @@ fn strings(value: Option<&Value>) -> Vec<String> {
         .unwrap_or_default()
 }
 
-fn env(service: &Value) -> BTreeMap<String, String> {
+pub(crate) fn env(service: &Value) -> BTreeMap<String, String> {
     service
         .get("environment")
         .and_then(Value::as_mapping)
@@ -62,7 +63,7 @@ fn env(service: &Value) -> BTreeMap<String, String> {
         .unwrap_or_default()
 }
 
-fn published_ports(service: &Value) -> Vec<u16> {
+pub(crate) fn published_ports(service: &Value) -> Vec<u16> {
     strings(service.get("ports"))
         .iter()
         .filter_map(|p| p.rsplit(':').next()?.parse().ok())
@@ -84,7 +85,7 @@ fn help(args: &[String]) -> String {
 }
 
 /// `scheme://[user@]host:port/...` → (host, port).
-fn host_port(url: &str) -> (String, u16) {
+pub(crate) fn host_port(url: &str) -> (String, u16) {
     let rest = url.split("://").nth(1).expect("scheme");
     let authority = rest.split('/').next().expect("authority");
     let host_port = authority.rsplit('@').next().expect("host");
@@ -103,6 +104,7 @@ fn compose_services_run_real_commands_with_variables_the_code_reads() {
         "inventory",
         "payment",
         "order",
+        "gateway",
     ] {
         assert!(
             services.contains_key(name),
@@ -122,6 +124,20 @@ fn compose_services_run_real_commands_with_variables_the_code_reads() {
                 command.join(" ")
             );
         }
+        if name == "gateway" {
+            assert_eq!(command, vec!["gateway".to_owned()]);
+            assert_eq!(env(service).get("OTEL_SERVICE_NAME"), Some(name));
+            let listen = &env(service)["GATEWAY_LISTEN"];
+            let port: u16 = listen.rsplit(':').next().unwrap().parse().unwrap();
+            assert!(
+                listen.starts_with("0.0.0.0:"),
+                "reachable from outside its container"
+            );
+            assert!(
+                published_ports(service).contains(&port),
+                "the gateway publishes the port it listens on"
+            );
+        }
         if ["inventory", "payment", "order"].contains(&name.as_str()) {
             assert_eq!(command, vec!["worker".to_owned(), name.clone()]);
             assert_eq!(
@@ -139,14 +155,14 @@ fn compose_urls_point_at_services_and_ports_they_expose() {
     let expects = [
         ("NATS_URL", "nats", 4222),
         ("DATABASE_URL", "postgres", 5432),
-        ("OTEL_EXPORTER_OTLP_ENDPOINT", "jaeger", 4317),
+        ("OTEL_EXPORTER_OTLP_ENDPOINT", "otel-collector", 4317),
     ];
     for (name, service) in services.iter().filter(|(_, s)| s.get("build").is_some()) {
         let env = env(service);
         for (key, host, port) in expects {
             let Some(url) = env.get(key) else {
                 assert!(
-                    name == "client" && key == "DATABASE_URL",
+                    ["client", "load"].contains(&name.as_str()) && key == "DATABASE_URL",
                     "{name} lacks {key}"
                 );
                 continue;

@@ -9,6 +9,7 @@ use checkout_shared::messages::{CheckoutRequested, LineItem};
 use checkout_shared::streams::EVENTS_CONSUMER;
 use checkout_shared::telemetry::{self, LogFormat, SpanFlusher, Telemetry, TelemetryConfig};
 use sqlx::PgPool;
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::OnceLock;
 use std::time::Duration;
@@ -60,6 +61,11 @@ fn init_shared() -> Shared {
     }
 }
 
+/// Exports the test process's own finished spans (a caller's span, say) now.
+pub async fn flush_client_spans() {
+    assert!(shared().flusher.flush().await, "client spans exported");
+}
+
 /// Every span received so far.
 pub fn receiver() -> &'static OtlpReceiver {
     &shared().receiver
@@ -96,13 +102,18 @@ pub struct Options {
     pub seed_stock: String,
     /// Extra environment for one service: (service, name, value).
     pub env: Vec<(&'static str, &'static str, String)>,
+    /// Whether to run the HTTP gateway too.
+    pub gateway: bool,
 }
 
 impl Default for Options {
     fn default() -> Self {
         Options {
-            seed_stock: "SKU-MUG=1000,SKU-TEE=1000,SKU-RARE=3".into(),
+            // Prices chosen so that the amounts the tests state are the sums of their lines
+            // (two mugs and a tee are 4,500; four tees 1,200).
+            seed_stock: "SKU-MUG=1000@2100,SKU-TEE=1000@300,SKU-RARE=3@5000".into(),
             env: vec![],
+            gateway: false,
         }
     }
 }
@@ -116,6 +127,8 @@ pub struct Stack {
     db: Option<TestDb>,
     services: Vec<Service>,
     logs: tempfile::TempDir,
+    /// Where the gateway listens, when it runs.
+    pub gateway: Option<SocketAddr>,
 }
 
 const SERVICES: [(&str, &[&str]); 4] = [
@@ -139,6 +152,7 @@ impl Stack {
             db: Some(db),
             services: vec![],
             logs,
+            gateway: None,
         };
         for (name, args) in SERVICES {
             let mut envs = vec![
@@ -167,10 +181,52 @@ impl Stack {
         for durable in ["payment", "order", EVENTS_CONSUMER] {
             stack.wait_pulling(durable).await;
         }
+        if options.gateway {
+            stack.gateway = Some(stack.spawn_gateway("gateway").await);
+        }
         stack
     }
 
-    fn db_url(&self) -> String {
+    /// Starts a gateway process named `name` on a free port and waits until it is ready.
+    pub async fn spawn_gateway(&mut self, name: &str) -> SocketAddr {
+        let addr = SocketAddr::from(([127, 0, 0, 1], checkout_harness::free_port()));
+        let envs = vec![
+            ("NATS_URL".to_owned(), self.nats.url()),
+            ("DATABASE_URL".to_owned(), self.db_url()),
+            (
+                "OTEL_EXPORTER_OTLP_ENDPOINT".to_owned(),
+                shared().receiver.endpoint(),
+            ),
+            ("OTEL_SERVICE_NAME".to_owned(), "gateway".to_owned()),
+            ("LOG_FORMAT".to_owned(), "json".to_owned()),
+            ("GATEWAY_LISTEN".to_owned(), addr.to_string()),
+        ];
+        let exe = PathBuf::from(env!("CARGO_BIN_EXE_checkout"));
+        let args = vec!["gateway".to_owned()];
+        let service = Service::spawn(name, &exe, &args, &envs, self.logs.path()).expect("spawn");
+        self.services.push(service);
+        self.wait_ready(addr).await;
+        addr
+    }
+
+    /// Waits until the gateway at `addr` answers `GET /readyz` with 200.
+    pub async fn wait_ready(&self, addr: SocketAddr) {
+        let ready = wait_until(Duration::from_secs(60), || async move {
+            tokio::net::TcpStream::connect(addr).await.is_ok()
+                && crate::http::request(addr, "GET", "/readyz", &[], b"")
+                    .await
+                    .status
+                    == 200
+        })
+        .await;
+        assert!(
+            ready,
+            "gateway at {addr} is not ready; logs:\n{}",
+            self.logs()
+        );
+    }
+
+    pub fn db_url(&self) -> String {
         self.db.as_ref().map(TestDb::url).unwrap_or_default()
     }
 
@@ -295,9 +351,11 @@ pub fn request(
             .map(|(sku, quantity)| LineItem {
                 sku: (*sku).to_owned(),
                 quantity: *quantity,
+                unit_price_cents: None,
             })
             .collect(),
         payment_token: token.to_owned(),
         amount_cents,
+        currency: String::new(),
     }
 }

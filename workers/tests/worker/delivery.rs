@@ -1,168 +1,15 @@
-//! The workers against a real nats-server and PostgreSQL: duplicates, redeliveries, a
-//! worker that died between its commit and its ack, and undecodable commands.
+//! Delivery: duplicates, redeliveries after a committed effect, a worker that died between
+//! its commit and its ack, undecodable commands, races and dropped connections.
 
-#![allow(clippy::unwrap_used)] // a failed unwrap is a failed test
-
-use async_nats::jetstream::{self, AckKind, consumer::PullConsumer};
-use bytes::Bytes;
-use checkout_harness::{NatsServer, TestDb};
+use crate::support::{World, reserve};
+use async_nats::jetstream::AckKind;
 use checkout_shared::envelope::{Envelope, REASON};
-use checkout_shared::messages::{Command, CommandMessage, LineItem, Outcome, Reply};
-use checkout_shared::telemetry::SpanFlusher;
+use checkout_shared::messages::{Command, CommandMessage, Outcome, RefusalCode};
 use checkout_shared::{Phase, Step, subjects};
-use checkout_workers::{Faults, WorkerConfig, handler};
+use checkout_workers::{Faults, handler};
 use futures::StreamExt;
-use sqlx::PgPool;
 use std::time::Duration;
-use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
-
-struct World {
-    nats: NatsServer,
-    db: TestDb,
-    pool: PgPool,
-    js: jetstream::Context,
-    stop: CancellationToken,
-}
-
-impl World {
-    async fn new() -> World {
-        let nats = NatsServer::start_async().await.expect("nats");
-        let db = TestDb::create().await.expect("db");
-        let pool = PgPool::connect(&db.url()).await.expect("pool");
-        let js = jetstream::new(async_nats::connect(nats.url()).await.expect("connect"));
-        checkout_shared::streams::provision(&js, 1)
-            .await
-            .expect("provision");
-        World {
-            nats,
-            db,
-            pool,
-            js,
-            stop: CancellationToken::new(),
-        }
-    }
-
-    fn config(&self, kind: Step) -> WorkerConfig {
-        WorkerConfig {
-            kind,
-            nats_url: self.nats.url(),
-            database_url: self.db.url(),
-            concurrency: 4,
-            max_connections: 4,
-            replicas: 1,
-            faults: Faults::default(),
-            seed_stock: vec![("SKU-A".into(), 10)],
-        }
-    }
-
-    fn start(&self, kind: Step) -> tokio::task::JoinHandle<()> {
-        let config = self.config(kind);
-        let stop = self.stop.clone();
-        tokio::spawn(async move {
-            checkout_workers::run(config, SpanFlusher::disabled(), stop)
-                .await
-                .expect("worker");
-        })
-    }
-
-    async fn migrate(&self, kind: Step) {
-        checkout_workers::migrate(&self.pool, kind)
-            .await
-            .expect("migrate");
-        checkout_workers::inventory::seed(&self.pool, &[("SKU-A".into(), 10)])
-            .await
-            .ok();
-    }
-
-    async fn send(&self, saga_id: Uuid, command: Command, msg_id: &str) -> bool {
-        self.send_raw(
-            saga_id,
-            command.step_phase(),
-            msg_id,
-            &CommandMessage { saga_id, command },
-        )
-        .await
-    }
-
-    /// Publishes a command; returns whether JetStream called it a duplicate.
-    async fn send_raw(
-        &self,
-        saga_id: Uuid,
-        (step, phase): (Step, Phase),
-        msg_id: &str,
-        body: &impl serde::Serialize,
-    ) -> bool {
-        let envelope = Envelope::command(saga_id, step, phase);
-        let mut headers = async_nats::HeaderMap::new();
-        envelope.write(&mut headers, msg_id);
-        let payload = Bytes::from(serde_json::to_vec(body).unwrap());
-        let ack = self
-            .js
-            .publish_with_headers(subjects::command(step, phase), headers, payload)
-            .await
-            .unwrap();
-        ack.await.unwrap().duplicate
-    }
-
-    async fn consumer(&self, durable: &str) -> PullConsumer {
-        let topology = checkout_shared::streams::Topology::load().unwrap();
-        checkout_shared::streams::bind_consumer(&self.js, topology.consumer(durable).unwrap())
-            .await
-            .unwrap()
-    }
-
-    /// Replies published so far (acks them so they are read once).
-    async fn replies(&self, expected: usize) -> Vec<Reply> {
-        let consumer = self
-            .consumer(checkout_shared::streams::EVENTS_CONSUMER)
-            .await;
-        let mut replies = Vec::new();
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
-        while replies.len() < expected && tokio::time::Instant::now() < deadline {
-            let mut batch = consumer
-                .fetch()
-                .max_messages(10)
-                .expires(Duration::from_millis(500))
-                .messages()
-                .await
-                .unwrap();
-            while let Some(Ok(message)) = batch.next().await {
-                replies.push(serde_json::from_slice(&message.payload).unwrap());
-                message.ack().await.unwrap();
-            }
-        }
-        replies
-    }
-
-    async fn stock(&self) -> i32 {
-        sqlx::query_scalar("SELECT available FROM inventory.stock WHERE sku = 'SKU-A'")
-            .fetch_one(&self.pool)
-            .await
-            .unwrap()
-    }
-
-    async fn finish(self, workers: Vec<tokio::task::JoinHandle<()>>) {
-        self.stop.cancel();
-        for worker in workers {
-            tokio::time::timeout(Duration::from_secs(20), worker)
-                .await
-                .expect("graceful stop")
-                .unwrap();
-        }
-        self.pool.close().await;
-        self.db.drop_db().await.unwrap();
-    }
-}
-
-fn reserve(quantity: i32) -> Command {
-    Command::ReserveInventory {
-        items: vec![LineItem {
-            sku: "SKU-A".into(),
-            quantity,
-        }],
-    }
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_same_command_twice_has_one_effect_and_the_same_reply() {
@@ -190,21 +37,57 @@ async fn the_same_command_twice_has_one_effect_and_the_same_reply() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_command_redelivered_after_a_nak_has_one_effect() {
+async fn a_command_redelivered_after_its_effect_committed_has_one_effect() {
     let world = World::new().await;
-    world.migrate(Step::Inventory).await;
+    let worker = world.start(Step::Inventory);
+    // A first command answered: the worker has provisioned the streams and is consuming.
+    let first = Uuid::new_v4();
+    world
+        .send(first, reserve(1), &format!("{first}.inventory.do"))
+        .await;
+    assert_eq!(world.replies(1).await.len(), 1);
+    // Now replies cannot be stored: the worker commits its effect, fails to publish the reply,
+    // and naks, so the command comes back after its effect.
+    world.js.delete_stream("CHECKOUT_EVENTS").await.unwrap();
     let saga = Uuid::new_v4();
     world
         .send(saga, reserve(2), &format!("{saga}.inventory.do"))
         .await;
     let consumer = world.consumer("inventory").await;
-    let mut batch = consumer.fetch().max_messages(1).messages().await.unwrap();
-    let message = batch.next().await.unwrap().unwrap();
-    message.ack_with(AckKind::Nak(None)).await.unwrap();
-    let worker = world.start(Step::Inventory);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    loop {
+        let delivered = consumer
+            .clone()
+            .info()
+            .await
+            .unwrap()
+            .delivered
+            .consumer_sequence;
+        // One delivery for the first command, at least two for this one.
+        if world.stock().await == 7 && delivered >= 3 {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the reservation committed and the command was delivered again"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    checkout_shared::streams::provision(&world.js, 1)
+        .await
+        .unwrap();
     let replies = world.replies(1).await;
-    assert_eq!(replies.len(), 1);
-    assert_eq!(world.stock().await, 8);
+    assert_eq!(replies.len(), 1, "the redelivery sends the stored reply");
+    assert_eq!(replies[0].saga_id, saga);
+    assert!(matches!(
+        replies[0].outcome,
+        Outcome::StepSucceeded { reference: Some(_) }
+    ));
+    assert_eq!(
+        world.stock().await,
+        7,
+        "reserved once, though handled again"
+    );
     world.finish(vec![worker]).await;
 }
 
@@ -262,7 +145,10 @@ async fn an_undecodable_command_is_dead_lettered_with_its_reason_and_the_saga_to
         "the saga hears of it, rather than hanging"
     );
     match &replies[0].outcome {
-        Outcome::StepFailed { reason } => assert!(reason.contains("undeliverable"), "{reason}"),
+        Outcome::StepFailed { reason } => {
+            assert_eq!(reason.code, RefusalCode::Undeliverable, "{reason}");
+            assert!(reason.message.contains("malformed body"), "{reason}");
+        }
         other => panic!("expected a failure, got {other:?}"),
     }
     let dlq = world.js.get_stream("CHECKOUT_DLQ").await.unwrap();
@@ -296,6 +182,43 @@ async fn an_undecodable_command_is_dead_lettered_with_its_reason_and_the_saga_to
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_undecodable_undo_is_dead_lettered_and_never_refused() {
+    let world = World::new().await;
+    let saga = Uuid::new_v4();
+    let garbage = serde_json::json!({"saga_id": "not a uuid", "type": "refund_payment"});
+    world
+        .send_raw(
+            saga,
+            (Step::Payment, Phase::Undo),
+            &format!("{saga}.payment.undo"),
+            &garbage,
+        )
+        .await;
+    let worker = world.start(Step::Payment);
+    let dlq = world.js.get_stream("CHECKOUT_DLQ").await.unwrap();
+    let subject = subjects::dead_letter("checkout.cmd.payment.refund");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    let letter = loop {
+        if let Ok(letter) = dlq.get_last_raw_message_by_subject(&subject).await {
+            break letter;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "no dead letter");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let reason = letter.headers.get(REASON).map(|v| v.as_str().to_owned());
+    assert!(
+        reason
+            .as_deref()
+            .is_some_and(|r| r.contains("malformed body")),
+        "{reason:?}"
+    );
+    // An undo has no refusal: the saga keeps re-sending it and flags itself for an operator.
+    let replies = world.replies_during(Duration::from_millis(1_500)).await;
+    assert!(replies.is_empty(), "an undo is never refused: {replies:?}");
+    world.finish(vec![worker]).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_undo_that_fails_transiently_is_retried_until_it_succeeds_once() {
     let world = World::new().await;
     world.migrate(Step::Inventory).await;
@@ -307,10 +230,9 @@ async fn an_undo_that_fails_transiently_is_retried_until_it_succeeds_once() {
     assert_eq!(world.replies(1).await.len(), 1);
     assert_eq!(world.stock().await, 5);
     // The database fails the release: the table it needs is briefly gone.
-    sqlx::query("ALTER TABLE inventory.stock RENAME TO stock_away")
-        .execute(&world.pool)
-        .await
-        .unwrap();
+    world
+        .execute("ALTER TABLE inventory.stock RENAME TO stock_away")
+        .await;
     world
         .send(
             saga,
@@ -318,16 +240,32 @@ async fn an_undo_that_fails_transiently_is_retried_until_it_succeeds_once() {
             &format!("{saga}.inventory.undo"),
         )
         .await;
-    tokio::time::sleep(Duration::from_millis(1_500)).await;
-    let during = world.replies(0).await;
+    let during = world.replies_during(Duration::from_millis(1_500)).await;
     assert!(
         during.is_empty(),
         "no reply while the undo cannot be done: {during:?}"
     );
-    sqlx::query("ALTER TABLE inventory.stock_away RENAME TO stock")
-        .execute(&world.pool)
+    let delivered = world
+        .consumer("inventory")
         .await
-        .unwrap();
+        .info()
+        .await
+        .unwrap()
+        .delivered
+        .consumer_sequence;
+    assert!(
+        delivered >= 3,
+        "the release was tried, and again: {delivered}"
+    );
+    assert!(
+        !world
+            .processed("inventory", &format!("{saga}.inventory.undo"))
+            .await,
+        "a failure to act is stored nowhere"
+    );
+    world
+        .execute("ALTER TABLE inventory.stock_away RENAME TO stock")
+        .await;
     let replies = world.replies(1).await;
     assert_eq!(replies.len(), 1);
     assert!(matches!(replies[0].outcome, Outcome::StepSucceeded { .. }));

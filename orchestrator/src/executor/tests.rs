@@ -1,0 +1,265 @@
+//! The real executor (machine, plans, message ids, envelopes, the due check, recovery)
+//! against in-memory fakes of its store and transport, under any interleaving of lost,
+//! duplicated, redelivered and late messages, deadlines, crashes before a send, recoveries
+//! and operators' retries.
+
+use super::fakes::{Broker, Clock, MemStore, Workers};
+use super::{Executor, Timing};
+use crate::machine::{Input, Status};
+use crate::saga::SagaData;
+use checkout_shared::messages::{CheckoutRequested, LineItem, Outcome, Reply};
+use checkout_shared::{Phase, Step};
+use proptest::prelude::*;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+use uuid::Uuid;
+
+const TIMING: Timing = Timing {
+    step_timeout: Duration::from_secs(1),
+    max_step_timeout: Duration::from_secs(8),
+    max_attempts: 3,
+    stuck_after: Duration::from_secs(30),
+};
+
+#[derive(Debug, Clone)]
+enum Event {
+    /// The broker hands the i-th queued command to its worker and removes it.
+    Deliver(usize),
+    /// The broker hands it over but keeps it (its ack was lost): it comes again.
+    Redeliver(usize),
+    /// The i-th queued command is lost.
+    LoseCommand(usize),
+    /// The i-th reply in flight reaches the executor.
+    Reply(usize),
+    /// The i-th reply in flight is lost.
+    LoseReply(usize),
+    /// A reply seen before arrives again.
+    OldReply(usize),
+    /// Time passes (seconds), and the deadline scanner runs.
+    Tick(u8),
+    /// The process dies between its next commit and its publish; a new one recovers.
+    CrashBeforeSend,
+    /// An operator retries the saga (it applies only if flagged stuck).
+    OperatorRetry,
+}
+
+fn event() -> impl Strategy<Value = Event> {
+    prop_oneof![
+        6 => (0usize..4).prop_map(Event::Deliver),
+        1 => (0usize..4).prop_map(Event::Redeliver),
+        1 => (0usize..4).prop_map(Event::LoseCommand),
+        6 => (0usize..4).prop_map(Event::Reply),
+        1 => (0usize..4).prop_map(Event::LoseReply),
+        1 => (0usize..16).prop_map(Event::OldReply),
+        2 => (1u8..40).prop_map(Event::Tick),
+        1 => Just(Event::CrashBeforeSend),
+        1 => Just(Event::OperatorRetry),
+    ]
+}
+
+struct World {
+    executor: Executor<MemStore, Broker>,
+    store: MemStore,
+    broker: Broker,
+    clock: Clock,
+    workers: Workers,
+    replies: Vec<Reply>,
+    seen: Vec<Reply>,
+    refuse: Option<Step>,
+    saga_id: Uuid,
+}
+
+fn pick<T>(items: &mut Vec<T>, i: usize) -> Option<T> {
+    (!items.is_empty()).then(|| items.remove(i % items.len()))
+}
+
+impl World {
+    async fn new(refuse: Option<Step>) -> World {
+        let clock = Clock::new();
+        let store = MemStore::new(clock.clone());
+        let broker = Broker::default();
+        let (executor, _exported) = Executor::with(store.clone(), broker.clone(), TIMING);
+        let request = CheckoutRequested {
+            checkout_id: Uuid::new_v4(),
+            customer_id: "c".into(),
+            items: vec![LineItem {
+                sku: "A".into(),
+                quantity: 1,
+                unit_price_cents: None,
+            }],
+            payment_token: "t".into(),
+            amount_cents: 100,
+            currency: "EUR".into(),
+        };
+        let saga_id = request.checkout_id;
+        let started = executor
+            .start(SagaData::new(request), &opentelemetry::Context::new())
+            .await;
+        assert!(matches!(started, Ok(true)));
+        World {
+            executor,
+            store,
+            broker,
+            clock,
+            workers: Workers::default(),
+            replies: vec![],
+            seen: vec![],
+            refuse,
+            saga_id,
+        }
+    }
+
+    fn status(&self) -> Status {
+        self.store
+            .row(self.saga_id)
+            .map(|r| r.state.status)
+            .expect("the saga exists")
+    }
+
+    async fn apply(&mut self, input: Input) {
+        // A failed send is healed by a deadline or by recovery; the test goes on.
+        let _ = self
+            .executor
+            .apply_at(self.saga_id, input, self.clock.now())
+            .await;
+    }
+
+    async fn deliver(&mut self, i: usize, keep: bool) {
+        let command = {
+            let mut queue = self.broker.queue.lock().expect("queue");
+            if queue.is_empty() {
+                return;
+            }
+            let i = i % queue.len();
+            if keep {
+                queue[i].clone()
+            } else {
+                queue.remove(i)
+            }
+        };
+        let reply = self.workers.handle(&command, self.refuse);
+        self.replies.push(reply);
+    }
+
+    async fn step(&mut self, event: Event) {
+        match event {
+            Event::Deliver(i) => self.deliver(i, false).await,
+            Event::Redeliver(i) => self.deliver(i, true).await,
+            Event::LoseCommand(i) => {
+                pick(&mut self.broker.queue.lock().expect("queue"), i);
+            }
+            Event::Reply(i) => {
+                if let Some(reply) = pick(&mut self.replies, i) {
+                    self.seen.push(reply.clone());
+                    self.apply(input(reply)).await;
+                }
+            }
+            Event::LoseReply(i) => {
+                pick(&mut self.replies, i);
+            }
+            Event::OldReply(i) => {
+                if let Some(reply) = self.seen.get(i % self.seen.len().max(1)).cloned() {
+                    self.apply(input(reply)).await;
+                }
+            }
+            Event::Tick(secs) => {
+                self.clock
+                    .advance(chrono::Duration::seconds(i64::from(secs)));
+                for due in self.executor.due(16).await.unwrap_or_default() {
+                    let _ = self
+                        .executor
+                        .apply_at(
+                            due,
+                            Input::Timeout {
+                                waited: Duration::ZERO,
+                            },
+                            self.clock.now(),
+                        )
+                        .await;
+                }
+            }
+            Event::CrashBeforeSend => {
+                self.broker.fail_next_send.store(true, Ordering::SeqCst);
+                let _ = self.executor.recover().await;
+            }
+            Event::OperatorRetry => self.apply(Input::OperatorRetry).await,
+        }
+    }
+
+    /// After the chaos, a fair world: everything is delivered, time passes.
+    async fn settle(&mut self) {
+        self.broker.fail_next_send.store(false, Ordering::SeqCst);
+        for _ in 0..200 {
+            if !self.status().is_active() {
+                return;
+            }
+            self.step(Event::Deliver(0)).await;
+            self.step(Event::Reply(0)).await;
+            if self.broker.queue.lock().expect("queue").is_empty() && self.replies.is_empty() {
+                self.step(Event::Tick(10)).await;
+            }
+        }
+    }
+}
+
+fn input(reply: Reply) -> Input {
+    Input::Reply {
+        step: reply.step,
+        phase: reply.phase,
+        outcome: reply.outcome,
+    }
+}
+
+fn run(refuse: Option<Step>, script: Vec<Event>) -> Result<(), TestCaseError> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("a runtime");
+    runtime.block_on(async {
+        let mut world = World::new(refuse).await;
+        for event in script {
+            world.step(event).await;
+        }
+        world.settle().await;
+        let status = world.status();
+        prop_assert!(
+            matches!(status, Status::Completed | Status::Compensated),
+            "ended {status:?}"
+        );
+        prop_assert!(
+            world.workers.acted.values().all(|n| *n == 1),
+            "an action or undo acted twice: {:?}",
+            world.workers.acted
+        );
+        match status {
+            Status::Completed => prop_assert_eq!(world.workers.effects.len(), 3),
+            _ => prop_assert!(
+                world.workers.effects.is_empty(),
+                "left behind: {:?}",
+                world.workers.effects
+            ),
+        }
+        prop_assert!(refuse.is_none() || status == Status::Compensated);
+        let undo_refused = world
+            .seen
+            .iter()
+            .any(|r| r.phase == Phase::Undo && matches!(r.outcome, Outcome::StepFailed { .. }));
+        prop_assert!(!undo_refused, "an undo was refused");
+        Ok(())
+    })
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(256))]
+
+    /// For any failure point and any pattern of lost, duplicated and late messages,
+    /// deadlines, crashes and retries, the saga ends completed or fully compensated, and no
+    /// action or undo acts twice.
+    #[test]
+    fn a_saga_always_ends_whole(
+        refuse in prop::option::of(prop::sample::select(Step::ALL.to_vec())),
+        script in prop::collection::vec(event(), 0..60),
+    ) {
+        run(refuse, script)?;
+    }
+}

@@ -1,0 +1,161 @@
+//! What operators see of saga transitions besides spans: metrics and log lines, recorded
+//! once per transition, after it commits.
+//!
+//! ```text
+//!  executor::apply ─ commit ─▶ committed(before, after, transition)
+//!                                 ├─ checkout.step.duration / compensations / abandoned
+//!                                 ├─ checkout.sagas / duration / value on a terminal state
+//!                                 └─ log lines in the context of the (deferred) step or saga span
+//!  poll_in_flight ─ every few seconds: count of running + compensating rows ─▶ checkout.in_flight
+//! ```
+//!
+//! Counting after the commit means each transition is counted by exactly the one process
+//! whose commit made it (the row lock serialises orchestrators), never by one that lost a
+//! race or rolled back. `checkout.in_flight` is not a sum of +1/-1 per process at all: a
+//! process killed after counting a start loses its series with it, while the process that
+//! counts the end keeps its -1, so such a sum drifts for good. It is read from the saga table
+//! instead, which every orchestrator reports identically (dashboards take the `max`).
+
+use crate::machine::{Finished, Status, Transition};
+use crate::saga::CHECKOUT;
+use crate::store::SagaRow;
+use checkout_shared::Phase;
+use checkout_shared::metrics::{self, SagaOutcome};
+use chrono::{DateTime, Utc};
+use sqlx::PgPool;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+
+/// How often the saga table is counted for `checkout.in_flight`.
+pub const IN_FLIGHT_POLL: Duration = Duration::from_secs(2);
+
+/// How a step span ends: the `saga.outcome` of step spans and of `checkout.step.duration`.
+pub fn step_outcome(finished: &Finished) -> &'static str {
+    match &finished.result {
+        Ok(()) if finished.phase == Phase::Undo => "compensated",
+        Ok(()) => "succeeded",
+        Err(_) => "failed",
+    }
+}
+
+/// The outcome a transition ends a saga with, if it does.
+fn saga_outcome(before: Status, after: Status) -> Option<SagaOutcome> {
+    if !before.is_active() {
+        return None;
+    }
+    match after {
+        Status::Completed => Some(SagaOutcome::Completed),
+        Status::Compensated => Some(SagaOutcome::Compensated),
+        // Stuck is a flag on a saga whose undo is still being retried, not an end.
+        Status::Running | Status::Compensating | Status::Stuck => None,
+    }
+}
+
+fn since(start: DateTime<Utc>, end: DateTime<Utc>) -> Duration {
+    (end - start).to_std().unwrap_or_default()
+}
+
+/// Records a committed transition from `before` to `after`.
+///
+/// Log lines are written with the OpenTelemetry context of the span they are about (the step
+/// span, the compensation span, the saga span), which the log bridge stamps on the record: so
+/// a saga's logs are found by its trace id even when the transition was driven by a deadline
+/// (whose own span is not part of the saga's trace) and the span is emitted only later.
+pub fn committed(before: &SagaRow, after: &SagaRow, t: &Transition) {
+    let m = metrics::get();
+    let saga_id = after.saga_id;
+    let now = after.updated_at;
+    if let Some(finished) = &t.finished {
+        let step = CHECKOUT[finished.cursor].step;
+        let outcome = step_outcome(finished);
+        let took = since(before.step_started_at, now);
+        m.step_finished(step, finished.phase, outcome, took);
+        let _cx = before.trace.context_of(before.step_span_id).attach();
+        match (finished.phase, &finished.result) {
+            (Phase::Do, Err(reason)) => {
+                m.abandoned(step);
+                tracing::warn!(%saga_id, step = %step.name(), %reason, "step failed; compensating");
+            }
+            (Phase::Undo, Ok(())) => {
+                m.compensated(step);
+                tracing::info!(%saga_id, step = %step.name(), "compensation done");
+            }
+            (Phase::Undo, Err(reason)) => {
+                tracing::error!(%saga_id, step = %step.name(), %reason, "compensation failed");
+            }
+            (Phase::Do, Ok(())) => {}
+        }
+    }
+    if t.started && after.state.phase == Phase::Undo {
+        let _cx = after.trace.context_of(after.step_span_id).attach();
+        let step = after.state.step().name();
+        tracing::info!(%saga_id, %step, "compensation started");
+    }
+    if let Some(outcome) = saga_outcome(before.state.status, after.state.status) {
+        let amount = after.state.data.request.amount_cents;
+        m.saga_finished(outcome, since(after.started_at, now), amount);
+        let _cx = after.trace.context_of(after.trace.saga_span_id).attach();
+        let outcome = outcome.as_str();
+        if outcome == "completed" {
+            tracing::info!(%saga_id, outcome, "saga ended");
+        } else {
+            let reason = after.state.failure.as_deref().unwrap_or_default();
+            tracing::warn!(%saga_id, outcome, %reason, "saga ended");
+        }
+    }
+}
+
+/// Counts active sagas every [`IN_FLIGHT_POLL`] for `checkout.in_flight`, until `shutdown`.
+pub async fn poll_in_flight(pool: PgPool, shutdown: CancellationToken) {
+    // Negative until the first count: reporting 0 before knowing would be a lie.
+    let count = Arc::new(AtomicI64::new(-1));
+    metrics::get().observe_in_flight(count.clone());
+    let mut tick = tokio::time::interval(IN_FLIGHT_POLL);
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        let counted: Result<i64, _> = sqlx::query_scalar(
+            "SELECT count(*) FROM saga.sagas WHERE status IN ('running', 'compensating', 'stuck')",
+        )
+        .fetch_one(&pool)
+        .await;
+        match counted {
+            Ok(n) => count.store(n, Ordering::Relaxed),
+            Err(err) => tracing::debug!(error = %err, "counting sagas in flight failed"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_the_transition_out_of_an_active_state_ends_a_saga() {
+        use Status::*;
+        assert_eq!(
+            saga_outcome(Running, Completed),
+            Some(SagaOutcome::Completed)
+        );
+        assert_eq!(
+            saga_outcome(Compensating, Compensated),
+            Some(SagaOutcome::Compensated)
+        );
+        assert_eq!(
+            saga_outcome(Compensating, Stuck),
+            None,
+            "flagged, not ended"
+        );
+        assert_eq!(saga_outcome(Running, Compensating), None);
+        assert_eq!(saga_outcome(Completed, Completed), None);
+        assert_eq!(saga_outcome(Stuck, Compensating), None);
+        assert_eq!(
+            saga_outcome(Stuck, Compensated),
+            Some(SagaOutcome::Compensated)
+        );
+    }
+}

@@ -1,0 +1,13 @@
+//! The workers against a real nats-server and PostgreSQL.
+//!
+//! - `delivery`: duplicates, redeliveries after a committed effect, a worker that died between
+//!   its commit and its ack, undecodable commands, races and dropped connections;
+//! - `outages`: a worker's table unusable for longer than a command's whole delivery budget,
+//!   during an undo of each kind and during an action: never refused, never stored, and
+//!   done (or refused as the tombstone says) once the table is back and the command re-sent.
+
+#![allow(clippy::unwrap_used)] // a failed unwrap is a failed test
+
+mod delivery;
+mod outages;
+mod support;
