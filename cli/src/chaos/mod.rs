@@ -232,7 +232,7 @@ async fn publish(client: &Client, args: &ChaosArgs) -> (HashMap<Uuid, Sent>, usi
     let mut tasks = tokio::task::JoinSet::new();
     for i in 0..args.count {
         tokio::time::sleep_until(begin + pace * u32::try_from(i).unwrap_or(u32::MAX)).await;
-        let request = checkout(&mut rng, &mix);
+        let mut request = checkout(&mut rng, &mix);
         let client = client.clone();
         let progress = progress.clone();
         // Publishes overlap so that a broker outage delays the schedule, not the pace.
@@ -241,7 +241,11 @@ async fn publish(client: &Client, args: &ChaosArgs) -> (HashMap<Uuid, Sent>, usi
             // The wait starts at the first attempt: a broker outage is part of it.
             let at = SystemTime::now();
             while tokio::time::Instant::now() < deadline {
-                if client.publish(&request).await.is_ok() {
+                // Priced here (the catalog's prices) so that the amount recorded is the one
+                // published; `publish` leaves a priced request as it is.
+                if client.price(&mut request).await.is_ok()
+                    && client.publish(&request).await.is_ok()
+                {
                     progress.inc(1);
                     let sent = Sent {
                         amount_cents: request.amount_cents,

@@ -44,14 +44,27 @@ fn chaos_with_every_fault_kind_keeps_every_invariant() {
     }
     // The first round takes every worker kind, the orchestrator, the broker and the database
     // process; the table outage and both network faults come on top.
-    for process in ["inventory", "payment", "order", "orchestrator", "nats", "postgres"] {
+    for process in [
+        "inventory",
+        "payment",
+        "order",
+        "orchestrator",
+        "nats",
+        "postgres",
+    ] {
         assert!(
             report["kills_by_kind"][process].as_u64() >= Some(1),
             "{process} never killed: {report:#}"
         );
     }
-    assert!(report["faults"]["database"].as_u64() >= Some(2), "{report:#}");
-    assert!(report["faults"]["network"].as_u64() >= Some(2), "{report:#}");
+    assert!(
+        report["faults"]["database"].as_u64() >= Some(2),
+        "{report:#}"
+    );
+    assert!(
+        report["faults"]["network"].as_u64() >= Some(2),
+        "{report:#}"
+    );
     let outage = &report["outage"];
     assert_eq!(outage["restored"], true, "{report:#}");
     assert!(
