@@ -20,7 +20,7 @@ pub const EXPECTED_SPANS: [(Outcome, &[(&str, u64)]); 2] = [
         Outcome::Completed,
         &[
             ("checkout-client", 1),
-            ("orchestrator", 11),
+            ("orchestrator", 12),
             ("inventory", 4),
             ("payment", 4),
             ("order", 4),
@@ -30,7 +30,7 @@ pub const EXPECTED_SPANS: [(Outcome, &[(&str, u64)]); 2] = [
         Outcome::Compensated,
         &[
             ("checkout-client", 1),
-            ("orchestrator", 11),
+            ("orchestrator", 12),
             ("inventory", 8),
             ("payment", 4),
         ],
