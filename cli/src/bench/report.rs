@@ -408,10 +408,10 @@ mod tests {
             ],
             commits: 35,
             messages: BTreeMap::from([("A".to_owned(), 50), ("B".to_owned(), 10)]),
-            // 3 completed and 1 compensated make 24 * 4 = 96; one payment span went missing.
+            // 3 completed and 1 compensated make 25 * 4 = 100; one payment span went missing.
             spans: Some(BTreeMap::from([
                 ("checkout-client".to_owned(), 4),
-                ("orchestrator".to_owned(), 44),
+                ("orchestrator".to_owned(), 48),
                 ("inventory".to_owned(), 20),
                 ("payment".to_owned(), 15),
                 ("order".to_owned(), 12),
