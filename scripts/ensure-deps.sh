@@ -2,7 +2,8 @@
 # Makes sure this machine has what the project needs, installing or starting what it can:
 #   - a Rust toolchain (cargo);
 #   - the nats-server binary (tests and the chaos runner start their own servers);
-#   - PostgreSQL answering on 127.0.0.1:5432 (trust auth for user postgres).
+#   - PostgreSQL answering on 127.0.0.1:5432 (trust auth for user postgres);
+#   - otelite (the "without Docker" trace, log and metric UI; its end-to-end test starts one).
 # Where it cannot fix something itself, it stops with the exact command that would.
 set -euo pipefail
 
@@ -65,4 +66,13 @@ if command -v psql >/dev/null && ! can_login; then
   can_login || die "PostgreSQL answers but $admin_url cannot log in.
 Allow it (e.g. add 'host all postgres 127.0.0.1/32 trust' to pg_hba.conf and reload), or set
 DATABASE_ADMIN_URL (tests) and DATABASE_URL (demo) to a user that can create databases."
+fi
+
+# otelite builds from source: several minutes on two cores, once; cached in ~/.cargo/bin.
+# The version is pinned because the end-to-end test and `checkout show` read its REST API.
+OTELITE_VERSION=0.1.156
+otelite_install="cargo install otelite --locked --version $OTELITE_VERSION"
+if [ -z "${OTELITE_BIN:-}" ] && ! command -v otelite >/dev/null && [ ! -x "$HOME/.cargo/bin/otelite" ]; then
+  say "installing otelite: $otelite_install (several minutes the first time)"
+  $otelite_install >&2 || die "could not install otelite; install it with: $otelite_install"
 fi

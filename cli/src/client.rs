@@ -2,10 +2,11 @@
 //! their lifecycle events, and watch everything that happens.
 
 use crate::common::{CLIENT_FILTER, NatsArgs, TelemetryArgs};
+use crate::trace_links::TraceUiArgs;
 use anyhow::Context as _;
 use async_nats::jetstream::stream::LastRawMessageErrorKind;
 use bytes::Bytes;
-use checkout_shared::envelope::{self, MSG_ID};
+use checkout_shared::envelope::MSG_ID;
 use checkout_shared::messages::{
     CatalogEntry, CheckoutRequested, LifecycleEvent, LifecycleKind, LineItem,
 };
@@ -23,9 +24,6 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::mpsc;
 use uuid::Uuid;
-
-/// Where a trace can be opened; `{trace_id}` is replaced.
-pub const DEFAULT_TRACE_URL: &str = "http://localhost:16686/trace/{trace_id}";
 
 /// A connection that publishes checkouts and follows their sagas.
 #[derive(Clone)]
@@ -208,7 +206,8 @@ impl Client {
             match tokio::time::timeout_at(deadline, events.recv()).await {
                 Ok(Some(event)) => {
                     on_event(&event);
-                    if event.kind.is_terminal() || event.kind == LifecycleKind::Stuck {
+                    // Stuck is a flag on a saga whose undo is still retried, not an end.
+                    if event.kind.is_terminal() {
                         break Some(event);
                     }
                 }
@@ -252,9 +251,8 @@ pub struct PublishArgs {
     /// Print one JSON object instead of text.
     #[arg(long)]
     json: bool,
-    /// Where a trace can be opened; `{trace_id}` is replaced.
-    #[arg(long, env = "TRACE_URL", default_value = DEFAULT_TRACE_URL)]
-    trace_url: String,
+    #[command(flatten)]
+    links: TraceUiArgs,
 }
 
 /// Parses `SKU:QTY[@UNIT_PRICE_CENTS]`.
@@ -310,9 +308,8 @@ async fn publish_inner(args: &PublishArgs, flusher: SpanFlusher) -> anyhow::Resu
     let saga_id = request.checkout_id;
     let events = client.follow(saga_id);
     let trace_id = client.publish(&request).await?;
-    let link = args.trace_url.replace("{trace_id}", &trace_id);
     if !args.json {
-        println!("saga  {saga_id}\ntrace {trace_id}\nopen  {link}");
+        println!("saga  {saga_id}\ntrace {trace_id}");
     }
     if !args.wait {
         if args.json {
@@ -346,6 +343,10 @@ async fn publish_inner(args: &PublishArgs, flusher: SpanFlusher) -> anyhow::Resu
         println!("{out}");
     } else {
         println!("outcome: {outcome}");
+        // Only now: a trace UI holds the trace once the saga has ended and flushed its spans.
+        for line in args.links.resolve().await.lines(&trace_id).await {
+            println!("{line}");
+        }
         if outcome == "timed_out" {
             println!(
                 "(no lifecycle event: is the orchestrator running? was it rejected? try `checkout watch`)"
@@ -373,60 +374,4 @@ pub fn describe(event: &LifecycleEvent) -> String {
         (kind, _, _) if event.detail.is_empty() => kind.as_str().to_owned(),
         (kind, _, _) => format!("{} ({})", kind.as_str(), event.detail),
     }
-}
-
-/// Options of `checkout watch`.
-#[derive(Debug, Args)]
-pub struct WatchArgs {
-    #[command(flatten)]
-    nats: NatsArgs,
-    /// Only this saga.
-    saga_id: Option<Uuid>,
-    /// Stop after this many seconds (default: until Ctrl-C).
-    #[arg(long)]
-    timeout_secs: Option<u64>,
-    /// Print raw JSON events.
-    #[arg(long)]
-    json: bool,
-}
-
-/// `checkout watch`: lifecycle events and rejections, live.
-pub async fn watch(args: WatchArgs) -> anyhow::Result<ExitCode> {
-    let nats =
-        checkout_shared::connect::connect(&args.nats.nats_url, "checkout-watch", false).await?;
-    let subject = match args.saga_id {
-        Some(id) => subjects::lifecycle_of(id),
-        None => format!("{}.>", subjects::LIFECYCLE),
-    };
-    let lifecycle = nats.subscribe(subject).await?;
-    let rejected = nats.subscribe(subjects::REJECTED).await?;
-    let dead = nats
-        .subscribe(format!("{}.>", subjects::DEAD_LETTER))
-        .await?;
-    let mut all = futures::stream::select_all([lifecycle, rejected, dead]);
-    let stop = tokio::time::sleep(Duration::from_secs(
-        args.timeout_secs.unwrap_or(u64::MAX / 4),
-    ));
-    tokio::pin!(stop);
-    eprintln!("watching (Ctrl-C to stop)");
-    loop {
-        tokio::select! {
-            _ = &mut stop => break,
-            _ = tokio::signal::ctrl_c() => break,
-            message = all.next() => {
-                let Some(message) = message else { break };
-                if args.json {
-                    println!("{}", String::from_utf8_lossy(&message.payload));
-                    continue;
-                }
-                let reason = message.headers.as_ref().and_then(|h| h.get(envelope::REASON)).map(|v| v.as_str().to_owned());
-                match (serde_json::from_slice::<LifecycleEvent>(&message.payload), reason) {
-                    (Ok(event), _) => println!("{} {}", event.saga_id, describe(&event)),
-                    (Err(_), Some(reason)) => println!("{} {reason}", message.subject),
-                    (Err(_), None) => println!("{} (unreadable)", message.subject),
-                }
-            }
-        }
-    }
-    Ok(ExitCode::SUCCESS)
 }

@@ -1,9 +1,10 @@
 //! `checkout demo`: the whole system on one machine, a handful of checkouts that end every
 //! way a checkout can end, each with its trace, then a clean shutdown.
 
-use crate::client::{Client, DEFAULT_TRACE_URL, describe};
+use crate::client::{Client, describe};
 use crate::common::{CLIENT_FILTER, DbArgs, NatsArgs, TelemetryArgs};
 use crate::local::{self, LocalStack};
+use crate::trace_links::{Links, TraceUiArgs};
 use checkout_harness::trace_check;
 use checkout_shared::messages::{CheckoutRequested, LineItem};
 use clap::Args;
@@ -24,9 +25,8 @@ pub struct DemoArgs {
     /// Print one JSON object per saga on standard output (the narrative goes to stderr).
     #[arg(long)]
     json: bool,
-    /// Where a trace can be opened; `{trace_id}` is replaced.
-    #[arg(long, env = "TRACE_URL", default_value = DEFAULT_TRACE_URL)]
-    trace_url: String,
+    #[command(flatten)]
+    links: TraceUiArgs,
 }
 
 struct Scenario {
@@ -93,7 +93,8 @@ struct SagaLine {
     saga_id: Uuid,
     trace_id: String,
     outcome: String,
-    trace_url: String,
+    /// Where the trace opens; none when no trace UI holds it.
+    trace_url: Option<String>,
 }
 
 /// `checkout demo`.
@@ -126,6 +127,12 @@ async fn drive(
     say: &impl Fn(String),
 ) -> anyhow::Result<ExitCode> {
     let client = Client::connect(&stack.nats_url, flusher).await?;
+    let links = args.links.resolve().await;
+    say(match &links {
+        Links::Otelite(otelite) => format!("trace UI     otelite at {}", otelite.base()),
+        Links::Jaeger(base) => format!("trace UI     Jaeger at {base}"),
+        Links::Nowhere(why) => format!("trace UI     none: {why}"),
+    });
     let rejected = local::rejected_reasons(client.nats()).await?;
     let scenarios = scenarios();
     let mut followed = Vec::new();
@@ -151,7 +158,7 @@ async fn drive(
             .map(|e| e.kind.as_str().to_owned())
             .unwrap_or_else(|| "timed_out".into());
         all_as_expected &= outcome == scenario.expect;
-        let url = args.trace_url.replace("{trace_id}", &trace_id);
+        let link = links.link(&trace_id).await;
         say(format!(
             "\n{:<12} {}  saga {saga_id}",
             outcome.to_uppercase(),
@@ -160,7 +167,16 @@ async fn drive(
         for step in steps {
             say(format!("    {step}"));
         }
-        say(format!("    trace {trace_id}\n    open  {url}"));
+        say(format!("    trace {trace_id}"));
+        match &link {
+            Ok(link) => {
+                say(format!("    open  {}", link.url));
+                for note in &link.notes {
+                    say(format!("          {note}"));
+                }
+            }
+            Err(why) => say(format!("    link  none: {why}")),
+        }
         if let Some(receiver) = &stack.receiver {
             let whole = receiver
                 .wait_for(Duration::from_secs(10), |spans| {
@@ -183,7 +199,7 @@ async fn drive(
                 saga_id,
                 trace_id,
                 outcome,
-                trace_url: url,
+                trace_url: link.ok().map(|l| l.url),
             };
             println!("{}", serde_json::to_string(&line)?);
         }
@@ -192,7 +208,7 @@ async fn drive(
         say(format!("\nREJECTED     bad input (quantity -1): {reason}"));
     }
     say(String::new());
-    say(stack.trace_hint());
+    say(stack.trace_hint(matches!(links, Links::Nowhere(_))));
     Ok(if all_as_expected {
         ExitCode::SUCCESS
     } else {

@@ -66,7 +66,9 @@ impl LocalStack {
             say("traces       no collector on :4317; the demo receives the spans itself and prints each trace".into());
             Some(receiver)
         } else {
-            say("traces       exporting over OTLP to the collector on :4317".into());
+            let endpoint = std::env::var("OTEL_EXPORTER_OTLP_ENDPOINT")
+                .unwrap_or_else(|_| format!("the collector on :{OTLP_PORT}"));
+            say(format!("traces       exporting over OTLP to {endpoint}"));
             None
         };
         let log_dir = std::env::temp_dir().join(format!("checkout-demo-{}", std::process::id()));
@@ -130,15 +132,20 @@ impl LocalStack {
         Ok(())
     }
 
-    /// Where to look at the traces.
-    pub fn trace_hint(&self) -> String {
+    /// Where to look at the traces, when no trace UI was found (`no_ui`).
+    pub fn trace_hint(&self, no_ui: bool) -> String {
+        if !no_ui {
+            return String::new();
+        }
+        let ui = "To browse the traces in a UI: `cargo install otelite --locked && otelite serve` \
+             (UI and API on http://127.0.0.1:3000, OTLP on :4317/:4318), or `docker compose up` \
+             and --trace-ui jaeger; then run the demo again.";
         if self.receiver.is_some() {
-            "To browse the traces in a UI: `docker compose up jaeger` (http://localhost:16686), or \
-             `cargo install otelite && otelite serve` (http://localhost:3000), then run the demo again."
-                .to_owned()
+            ui.to_owned()
         } else {
-            "Open the links above in Jaeger (http://localhost:16686) or otelite (http://localhost:3000)."
-                .to_owned()
+            format!(
+                "The spans went to the collector on :4317, which has no UI this demo found. {ui}"
+            )
         }
     }
 

@@ -7,7 +7,7 @@
 //!  the whole:  checkout demo | checkout chaos | checkout bench
 //! ```
 
-use checkout_cli::{bench, chaos, client, demo, load, ops, services};
+use checkout_cli::{bench, chaos, client, demo, load, ops, services, show, watch};
 
 use clap::{Parser, Subcommand};
 
@@ -31,13 +31,14 @@ enum Command {
     Publish(client::PublishArgs),
     /// Run many checkouts and report outcomes, throughput and latency.
     Load(load::LoadArgs),
-    /// Follow saga lifecycle events and rejections as they happen.
-    Watch(client::WatchArgs),
-    /// Show one saga: its state and its log.
-    Show(ops::ShowArgs),
-    /// List sagas stuck in compensation, with their reasons.
+    /// Follow sagas live: full-screen on a terminal, plain lines otherwise.
+    Watch(watch::WatchArgs),
+    /// Show one saga: its timeline of steps and undos, its trace id and where to open it.
+    Show(show::ShowArgs),
+    /// List sagas flagged stuck: an undo that has not succeeded for --stuck-after-secs (it is
+    /// still being retried), with the reason.
     Stuck(ops::StuckArgs),
-    /// Resume a stuck saga's compensation.
+    /// Send a stuck saga's undo again now, instead of at its next retry.
     Retry(ops::RetryArgs),
     /// Start whatever is missing, run a handful of checkouts, print their traces, stop.
     Demo(demo::DemoArgs),
@@ -69,8 +70,8 @@ fn main() -> std::process::ExitCode {
             Command::Gateway(args) => services::gateway(args).await,
             Command::Publish(args) => client::publish(args).await,
             Command::Load(args) => load::run(args).await,
-            Command::Watch(args) => client::watch(args).await,
-            Command::Show(args) => ops::show(args).await,
+            Command::Watch(args) => watch::watch(args).await,
+            Command::Show(args) => show::show(args).await,
             Command::Stuck(args) => ops::stuck(args).await,
             Command::Retry(args) => ops::retry(args).await,
             Command::Demo(args) => demo::run(args).await,

@@ -1,4 +1,4 @@
-//! Operators' commands: `show` one saga, list `stuck` sagas, `retry` one.
+//! Operators' commands: list `stuck` sagas, `retry` one (`show` is in `show.rs`).
 
 use crate::common::{DbArgs, NatsArgs};
 use anyhow::Context as _;
@@ -17,62 +17,6 @@ async fn pool(db: &DbArgs) -> anyhow::Result<PgPool> {
         .with_context(|| format!("connecting to {}", db.database_url))
 }
 
-/// Options of `checkout show`.
-#[derive(Debug, Args)]
-pub struct ShowArgs {
-    #[command(flatten)]
-    db: DbArgs,
-    /// The saga.
-    saga_id: Uuid,
-    /// Print JSON.
-    #[arg(long)]
-    json: bool,
-}
-
-/// `checkout show <id>`.
-pub async fn show(args: ShowArgs) -> anyhow::Result<ExitCode> {
-    let pool = pool(&args.db).await?;
-    let Some(row) = store::get(&pool, args.saga_id).await? else {
-        println!("no saga {}", args.saga_id);
-        return Ok(ExitCode::FAILURE);
-    };
-    let log = store::log(&pool, args.saga_id).await?;
-    if args.json {
-        let out = serde_json::json!({
-            "saga_id": row.saga_id, "status": row.state.status.as_str(),
-            "trace_id": row.trace.trace_id.to_string(), "version": row.version,
-            "failure": row.state.failure, "stuck_reason": row.stuck_reason,
-            "data": row.state.data, "log": log,
-        });
-        println!("{out}");
-        return Ok(ExitCode::SUCCESS);
-    }
-    println!("saga     {}", row.saga_id);
-    println!(
-        "status   {}  (version {})",
-        row.state.status.as_str(),
-        row.version
-    );
-    println!("trace    {}", row.trace.trace_id);
-    if let Some(failure) = &row.state.failure {
-        println!("failure  {failure}");
-    }
-    if let Some(reason) = &row.stuck_reason {
-        println!("stuck    {reason}");
-    }
-    println!("log:");
-    for entry in log {
-        println!(
-            "  {}  {:<14} {:<18} {}",
-            entry.at.format("%H:%M:%S%.3f"),
-            entry.event,
-            entry.step.unwrap_or_default(),
-            entry.detail.unwrap_or_default()
-        );
-    }
-    Ok(ExitCode::SUCCESS)
-}
-
 /// Options of `checkout stuck`.
 #[derive(Debug, Args)]
 pub struct StuckArgs {
@@ -87,13 +31,17 @@ pub async fn stuck(args: StuckArgs) -> anyhow::Result<ExitCode> {
     if rows.is_empty() {
         println!("no stuck sagas");
     }
+    let flagged = rows.len();
     for row in rows {
         println!(
-            "{}  since {}  {}",
+            "{}  undo waiting since {}  {}",
             row.saga_id,
-            row.updated_at.format("%Y-%m-%d %H:%M:%S"),
+            row.step_started_at.format("%Y-%m-%d %H:%M:%S"),
             row.stuck_reason.unwrap_or_default()
         );
+    }
+    if flagged > 0 {
+        println!("their undos are still being retried; `checkout retry <saga id>` sends one now");
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -1,9 +1,17 @@
 //! A private stack for the chaos runner and the benchmark: its own nats-server (free port,
-//! temporary store), a fresh database, its own OTLP receiver, and the real services as
-//! separate processes, any of which can be killed and restarted.
+//! temporary store), a fresh database (on the shared server, or on a private cluster that can
+//! itself be killed), its own OTLP receiver, and the real services as separate processes, any
+//! of which can be killed and restarted. With proxies, the services reach the broker and the
+//! database through TCP proxies whose connections the caller can cut or slow down; the stack's
+//! own pool always connects directly, so the audit sees the truth whatever the network does.
+//!
+//! ```text
+//!  services ──▶ [nats proxy] ──▶ nats-server        runner pool ──▶ PostgreSQL (direct)
+//!           └─▶ [db proxy]   ──▶ PostgreSQL
+//! ```
 
 use crate::local::{pulling, wait_until};
-use checkout_harness::{NatsServer, OtlpReceiver, Service, TestDb};
+use checkout_harness::{NatsServer, OtlpReceiver, PgCluster, Service, TcpProxy, TestDb};
 use checkout_shared::streams::EVENTS_CONSUMER;
 use sqlx::PgPool;
 use std::path::PathBuf;
@@ -18,7 +26,21 @@ pub struct StackOptions {
     pub seed_stock: String,
     /// Environment for every service (on top of the connection settings).
     pub env: Vec<(String, String)>,
+    /// Run a private PostgreSQL cluster (which can be killed) instead of a database on the
+    /// shared server.
+    pub private_postgres: bool,
+    /// Put TCP proxies between the services and their broker and database.
+    pub proxies: bool,
 }
+
+/// The database the services use: a fresh one on the shared server, or a private cluster.
+enum Database {
+    Shared(TestDb),
+    Private(PgCluster),
+}
+
+/// The name of the services' database in a private cluster.
+const PRIVATE_DB: &str = "checkout";
 
 /// The running stack.
 pub struct PrivateStack {
@@ -26,9 +48,15 @@ pub struct PrivateStack {
     pub nats: NatsServer,
     /// The spans every process exported.
     pub receiver: OtlpReceiver,
-    /// The system's database.
+    /// The system's database, connected directly (never through a proxy).
     pub pool: PgPool,
-    db: Option<TestDb>,
+    /// The direct URL of the system's database, for admin connections.
+    pub db_url: String,
+    db: Option<Database>,
+    /// The proxy in front of the broker, when the stack has proxies.
+    pub nats_proxy: Option<TcpProxy>,
+    /// The proxy in front of the database, when the stack has proxies.
+    pub db_proxy: Option<TcpProxy>,
     services: Vec<Service>,
     /// Where the services' logs are.
     pub log_dir: PathBuf,
@@ -37,17 +65,49 @@ pub struct PrivateStack {
 impl PrivateStack {
     /// Starts everything and waits until every kind consumes.
     pub async fn start(options: &StackOptions) -> anyhow::Result<Self> {
-        let mut stack = Self::start_infra(OtlpReceiver::start().await?).await?;
+        let mut stack = Self::start_infra(options, OtlpReceiver::start().await?).await?;
         stack.spawn_services(options).await?;
         Ok(stack)
     }
 
-    /// Starts the broker and a fresh database, with `receiver` for spans, and no service yet:
-    /// the benchmark starts and stops the services per run on the same broker and database.
-    pub async fn start_infra(receiver: OtlpReceiver) -> anyhow::Result<Self> {
+    /// Starts the broker, the database (and the proxies), with `receiver` for spans, and no
+    /// service yet: the benchmark starts and stops the services per run on the same broker
+    /// and database.
+    pub async fn start_infra(
+        options: &StackOptions,
+        receiver: OtlpReceiver,
+    ) -> anyhow::Result<Self> {
+        // The database proxy needs a URL whose port it can replace: the private cluster's.
+        anyhow::ensure!(
+            options.private_postgres || !options.proxies,
+            "proxies need the private PostgreSQL cluster"
+        );
         let nats = NatsServer::start_async().await?;
-        let db = TestDb::create().await?;
-        let pool = PgPool::connect(&db.url()).await?;
+        let (db, db_url, db_port) = if options.private_postgres {
+            let cluster = PgCluster::start().await?;
+            let admin = PgPool::connect(&cluster.url("postgres")).await?;
+            sqlx::raw_sql(sqlx::AssertSqlSafe(format!("CREATE DATABASE {PRIVATE_DB}")))
+                .execute(&admin)
+                .await?;
+            admin.close().await;
+            let (url, port) = (cluster.url(PRIVATE_DB), cluster.port());
+            (Database::Private(cluster), url, port)
+        } else {
+            let db = TestDb::create().await?;
+            let url = db.url();
+            let port = port_of(&url);
+            (Database::Shared(db), url, port)
+        };
+        let pool = PgPool::connect(&db_url).await?;
+        let (nats_proxy, db_proxy) = if options.proxies {
+            let db_addr = std::net::SocketAddr::from(([127, 0, 0, 1], db_port));
+            (
+                Some(TcpProxy::start(nats.addr()).await?),
+                Some(TcpProxy::start(db_addr).await?),
+            )
+        } else {
+            (None, None)
+        };
         let log_dir =
             std::env::temp_dir().join(format!("checkout-stack-{}", uuid::Uuid::new_v4().simple()));
         std::fs::create_dir_all(&log_dir)?;
@@ -55,7 +115,10 @@ impl PrivateStack {
             nats,
             receiver,
             pool,
+            db_url,
             db: Some(db),
+            nats_proxy,
+            db_proxy,
             services: vec![],
             log_dir,
         })
@@ -82,8 +145,8 @@ impl PrivateStack {
         ));
         for (name, args, service_name) in plan {
             let mut envs = vec![
-                ("NATS_URL".to_owned(), self.nats.url()),
-                ("DATABASE_URL".to_owned(), self.db_url()),
+                ("NATS_URL".to_owned(), self.service_nats_url()),
+                ("DATABASE_URL".to_owned(), self.service_db_url()),
                 (
                     "OTEL_EXPORTER_OTLP_ENDPOINT".to_owned(),
                     self.receiver.endpoint(),
@@ -128,13 +191,37 @@ impl PrivateStack {
             .collect()
     }
 
-    /// The database's URL.
+    /// The database's URL, direct (never through a proxy).
     pub fn database_url(&self) -> String {
-        self.db_url()
+        self.db_url.clone()
     }
 
-    fn db_url(&self) -> String {
-        self.db.as_ref().map(TestDb::url).unwrap_or_default()
+    /// The broker as the services see it: through its proxy when there is one.
+    fn service_nats_url(&self) -> String {
+        match &self.nats_proxy {
+            Some(proxy) => format!("nats://{}", proxy.addr()),
+            None => self.nats.url(),
+        }
+    }
+
+    /// The database as the services see it: through its proxy when there is one.
+    fn service_db_url(&self) -> String {
+        match &self.db_proxy {
+            Some(proxy) => self.db_url.replacen(
+                &format!(":{}/", port_of(&self.db_url)),
+                &format!(":{}/", proxy.port()),
+                1,
+            ),
+            None => self.db_url.clone(),
+        }
+    }
+
+    /// The private PostgreSQL cluster, when the stack runs one.
+    pub fn postgres(&mut self) -> Option<&mut PgCluster> {
+        match &mut self.db {
+            Some(Database::Private(cluster)) => Some(cluster),
+            _ => None,
+        }
     }
 
     async fn wait_pulling(&self, durable: &str) -> anyhow::Result<()> {
@@ -165,17 +252,47 @@ impl PrivateStack {
         checkout_harness::process::terminate_all(services, Duration::from_secs(20)).await
     }
 
-    /// Drops the database (keeps it when `keep`, for inspection).
+    /// Drops the database (keeps it when `keep`, for inspection; a private cluster cannot be
+    /// kept, as its files live in a temporary directory, but the services' logs are).
     pub async fn cleanup(mut self, keep: bool) -> anyhow::Result<()> {
         self.pool.close().await;
-        if let Some(db) = self.db.take() {
-            if keep {
-                db.keep();
-            } else {
-                db.drop_db().await?;
-                let _ = std::fs::remove_dir_all(&self.log_dir);
-            }
+        match self.db.take() {
+            Some(Database::Shared(db)) if keep => db.keep(),
+            Some(Database::Shared(db)) => db.drop_db().await?,
+            Some(Database::Private(cluster)) => drop(cluster),
+            None => {}
+        }
+        if !keep {
+            // The logs are only worth keeping when asked to, or when a run failed.
+            let _ = std::fs::remove_dir_all(&self.log_dir);
         }
         Ok(())
+    }
+}
+
+/// The port of a `postgres://user@host:port/db` URL (5432 when none is given).
+fn port_of(url: &str) -> u16 {
+    let authority = url
+        .split("://")
+        .nth(1)
+        .unwrap_or("")
+        .split('/')
+        .next()
+        .unwrap_or("");
+    let host = authority.rsplit('@').next().unwrap_or("");
+    host.rsplit_once(':')
+        .and_then(|(_, port)| port.parse().ok())
+        .unwrap_or(5432)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::port_of;
+
+    #[test]
+    fn ports_are_read_from_urls() {
+        assert_eq!(port_of("postgres://postgres@127.0.0.1:6543/checkout"), 6543);
+        assert_eq!(port_of("postgres://u:p@h:15/db?x=1"), 15);
+        assert_eq!(port_of("postgres://postgres@127.0.0.1/checkout"), 5432);
     }
 }

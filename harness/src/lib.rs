@@ -2,7 +2,8 @@
 //!
 //! Integration tests, `checkout chaos` and `checkout demo` all need the same disposable
 //! infrastructure: a private NATS JetStream server they can crash and restart, a fresh PostgreSQL
-//! database, an OTLP receiver that keeps every span for inspection, and control over the real
+//! database (or a private cluster it can crash), TCP proxies whose connections it can cut or
+//! slow down, an OTLP receiver that keeps every span for inspection, and control over the real
 //! service binaries as child processes. Everything here returns errors instead of panicking
 //! because it also runs in production commands, and errors about missing dependencies name the
 //! exact command that installs or starts them.
@@ -10,7 +11,9 @@
 pub mod db;
 pub mod nats;
 pub mod otlp;
+pub mod pg_cluster;
 pub mod process;
+pub mod proxy;
 mod signal;
 pub mod signals;
 pub mod span;
@@ -21,7 +24,9 @@ use std::net::{Ipv4Addr, TcpListener};
 pub use db::TestDb;
 pub use nats::NatsServer;
 pub use otlp::OtlpReceiver;
+pub use pg_cluster::PgCluster;
 pub use process::Service;
+pub use proxy::TcpProxy;
 pub use signals::{PointValue, ReceivedLog, ReceivedPoint};
 pub use span::{ReceivedSpan, SpanEvent, SpanKind};
 

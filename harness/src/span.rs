@@ -48,7 +48,7 @@ impl SpanKind {
 }
 
 /// One received span, flattened out of its OTLP resource and scope.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct ReceivedSpan {
     /// Trace id as 32 lowercase hex characters.
     pub trace_id: String,
@@ -80,7 +80,7 @@ pub struct ReceivedSpan {
 }
 
 /// One event of a span, its attributes stringified like the span's.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct SpanEvent {
     /// The event's name.
     pub name: String,

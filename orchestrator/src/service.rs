@@ -10,7 +10,7 @@ use async_nats::jetstream::{self, AckKind};
 use bytes::Bytes;
 use checkout_shared::envelope::{self, Envelope};
 use checkout_shared::messages::Reply;
-use checkout_shared::pull::{pull_loop, redelivery_delay};
+use checkout_shared::pull::pull_loop;
 use checkout_shared::shutdown::retry;
 use checkout_shared::streams::{self, EVENTS_CONSUMER, REQUESTS_CONSUMER, Topology};
 use checkout_shared::subjects;
@@ -197,9 +197,11 @@ async fn consume(
                 delivered,
             );
             let ack = if durable == REQUESTS_CONSUMER {
-                on_request(&ctx, &message).instrument(span.clone()).await
+                on_request(&ctx, &message, def.nak_delay(delivered))
+                    .instrument(span.clone())
+                    .await
             } else {
-                on_reply(&ctx, &message, delivered)
+                on_reply(&ctx, &message, def.nak_delay(delivered))
                     .instrument(span.clone())
                     .await
             };
@@ -214,7 +216,10 @@ async fn consume(
 }
 
 /// A new checkout: validate, then start its saga or reject it.
-async fn on_request(ctx: &Ctx, message: &jetstream::Message) -> AckKind {
+/// `retry_after`: the consumer's redelivery delay for this delivery. The orchestrator's
+/// consumers retry without limit, so a database outage delays sagas but never drops a
+/// checkout or a reply.
+async fn on_request(ctx: &Ctx, message: &jetstream::Message, retry_after: Duration) -> AckKind {
     // The validation has its own span, so that what it found (a `price_mismatch` event per
     // changed line, the rejection as its error status) reads apart from the processing.
     let validation = tracing::info_span!(
@@ -246,7 +251,7 @@ async fn on_request(ctx: &Ctx, message: &jetstream::Message) -> AckKind {
             let err: validate::CatalogError = err;
             tracing::warn!(error = %err, "catalog unavailable; retrying the request");
             metrics::get().redelivered("catalog_unavailable");
-            return AckKind::Nak(Some(retry_delay(delivery(message))));
+            return AckKind::Nak(Some(retry_after));
         }
     };
     drop(validation);
@@ -273,7 +278,7 @@ async fn on_request(ctx: &Ctx, message: &jetstream::Message) -> AckKind {
         Err(err) => {
             tracing::warn!(%saga_id, error = %err, "could not start the saga; retrying");
             metrics::get().redelivered("store_unavailable");
-            AckKind::Nak(Some(retry_delay(delivery(message))))
+            AckKind::Nak(Some(retry_after))
         }
     }
 }
@@ -315,7 +320,7 @@ async fn reject(ctx: &Ctx, message: &jetstream::Message, rejection: Rejection) -
 }
 
 /// A worker's reply: apply it to its saga.
-async fn on_reply(ctx: &Ctx, message: &jetstream::Message, delivered: i64) -> AckKind {
+async fn on_reply(ctx: &Ctx, message: &jetstream::Message, retry_after: Duration) -> AckKind {
     let decoded = Envelope::read(message.headers.as_ref())
         .map_err(|e| e.to_string())
         .and_then(|envelope| {
@@ -345,7 +350,7 @@ async fn on_reply(ctx: &Ctx, message: &jetstream::Message, delivered: i64) -> Ac
         Err(err) => {
             tracing::warn!(saga_id = %reply.saga_id, error = %err, "reply not applied; retrying");
             metrics::get().redelivered("store_unavailable");
-            AckKind::Nak(Some(retry_delay(delivered)))
+            AckKind::Nak(Some(retry_after))
         }
     }
 }
@@ -407,19 +412,4 @@ async fn scan_deadlines(ctx: Arc<Ctx>, shutdown: CancellationToken) {
             }
         }
     }
-}
-
-fn delivery(message: &jetstream::Message) -> i64 {
-    message.info().map(|i| i.delivered).unwrap_or(1)
-}
-
-/// Redelivery delay after a transient failure: doubling from half a second, at most 30 s.
-/// The orchestrator's consumers retry without limit, so a database outage delays sagas but
-/// never drops a checkout or a reply.
-fn retry_delay(delivered: i64) -> Duration {
-    redelivery_delay(
-        delivered,
-        Duration::from_millis(500),
-        Duration::from_secs(30),
-    )
 }

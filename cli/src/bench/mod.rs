@@ -138,6 +138,8 @@ impl BenchArgs {
                 workers_per_kind: usize::from(self.workers_per_kind),
                 seed_stock,
                 env: vec![],
+                private_postgres: false,
+                proxies: false,
             },
             flush_before_send: self.flush_before_send,
             timeout: Duration::from_secs_f64(self.timeout),
@@ -162,7 +164,7 @@ impl BenchArgs {
 /// `checkout bench`.
 pub async fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
     let machine = procstat::Machine::read();
-    let mut bench = Bench::start().await?;
+    let mut bench = Bench::start(&args.plan().services).await?;
     let result = measure_all(&args, &mut bench, &machine).await;
     bench.stop().await;
     let log_dir = bench.stack.log_dir.clone();

@@ -47,9 +47,9 @@ pub struct Bench {
 
 impl Bench {
     /// Starts the stack (no service yet) with a receiver that counts spans.
-    pub async fn start() -> anyhow::Result<Bench> {
+    pub async fn start(options: &crate::stack::StackOptions) -> anyhow::Result<Bench> {
         let receiver = checkout_harness::OtlpReceiver::start_counting().await?;
-        let stack = PrivateStack::start_infra(receiver).await?;
+        let stack = PrivateStack::start_infra(options, receiver).await?;
         let nats = async_nats::connect(stack.nats.url()).await?;
         let pg = sqlx::postgres::PgPoolOptions::new()
             .max_connections(1)

@@ -1,28 +1,37 @@
-//! `checkout chaos`: a private stack under a load of checkouts while processes (workers, the
-//! orchestrator, the broker itself) are killed with SIGKILL at moments chosen from a seed;
-//! then, once quiet, an audit of every invariant. Exits non-zero when one fails.
+//! `checkout chaos`: a private stack under a load of checkouts while it is hurt at moments
+//! chosen from a seed (`--faults`: processes SIGKILLed, the database killed and one worker's
+//! table made unusable, connections cut and slowed down); then, once quiet, an audit of every
+//! invariant. Exits non-zero when one fails.
 //!
 //! ```text
-//!  publisher ──checkouts, paced over --duration──▶ private stack ◀── killer (SIGKILL, restart)
-//!  sampler   ──terminal sagas every 100 ms──▶ recovery time of each kill
+//!  publisher ──checkouts, paced over --duration──▶ private stack ◀── injector (faults, restarts)
+//!  sampler   ──ended sagas every 100 ms──▶ hold-up after each fault
 //!  audit     ──saga rows, stock, ledger, orders, spans──▶ table / JSON, exit code
 //! ```
 
 mod audit;
-mod killer;
+mod faults;
+mod inject;
+mod outage;
+mod report;
+mod sampler;
+mod traces;
 
 use crate::client::Client;
 use crate::load::{Mix, checkout};
 use crate::stack::{PrivateStack, StackOptions};
+use checkout_shared::streams::Topology;
 use clap::Args;
+use faults::FaultKind;
 use indicatif::{ProgressBar, ProgressStyle};
 use rand::SeedableRng;
 use rand::rngs::StdRng;
-use serde::Serialize;
+use report::ChaosReport;
+use std::collections::HashMap;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 use uuid::Uuid;
 
 /// Options of `checkout chaos`.
@@ -31,22 +40,26 @@ pub struct ChaosArgs {
     /// Checkouts to run.
     #[arg(long, default_value_t = 500)]
     count: usize,
-    /// Seconds over which the checkouts are published (kills happen meanwhile).
+    /// Seconds over which the checkouts are published (faults happen meanwhile).
     #[arg(long, default_value_t = 30.0)]
     duration: f64,
-    /// Mean seconds between two kills.
-    #[arg(long, default_value_t = 2.5)]
+    /// Mean seconds between two faults.
+    #[arg(long, alias = "every", default_value_t = 2.5)]
     kill_every: f64,
-    /// Seed of the failure mix and of the kill schedule.
+    /// Faults to inject, comma-separated: worker, orchestrator, broker, database, network
+    /// (or all).
+    #[arg(long, default_value = "all")]
+    faults: String,
+    /// Seed of the failure mix and of the fault schedule.
     #[arg(long, default_value_t = 1)]
     seed: u64,
     /// Instances of each worker kind.
     #[arg(long, default_value_t = 2)]
     workers_per_kind: usize,
-    /// Seconds to wait for the system to go quiet after the load.
+    /// Seconds to wait for the system to go quiet after the load (and the table outage).
     #[arg(long, default_value_t = 240)]
     settle_secs: u64,
-    /// Keep the database and the services' logs for inspection.
+    /// Keep the services' logs (and a shared-server database) for inspection.
     #[arg(long)]
     keep: bool,
     /// End with one JSON object on the last line.
@@ -54,61 +67,17 @@ pub struct ChaosArgs {
     json: bool,
 }
 
-/// The outcome of a chaos run.
-#[derive(Debug, Default, Serialize)]
-pub struct ChaosReport {
-    /// Checkouts acknowledged by JetStream.
-    pub published: usize,
-    /// Checkouts the runner could not publish at all.
-    pub publish_failures: usize,
-    /// Sagas the orchestrator started.
-    pub sagas: i64,
-    /// Ended completed.
-    pub completed: i64,
-    /// Ended compensated.
-    pub compensated: i64,
-    /// Ended failed: refused at the first step, nothing to undo (a good end, like the two
-    /// above).
-    pub failed: i64,
-    /// Stuck in compensation.
-    pub stuck: i64,
-    /// Still running or compensating when the runner gave up waiting.
-    pub unfinished: i64,
-    /// Published but never started.
-    pub lost: i64,
-    /// Processes killed with SIGKILL (the broker included).
-    pub kills: usize,
-    /// Kills of the broker.
-    pub broker_restarts: usize,
-    /// Kills per kind of process.
-    pub kills_by_kind: std::collections::BTreeMap<String, usize>,
-    /// Sagas with two charges, reservations or orders, or effects that disagree with their end.
-    pub duplicate_effects: i64,
-    /// Initial stock = available + held by completed orders, for every SKU.
-    pub stock_ok: bool,
-    /// Charges − refunds = the total of completed orders.
-    pub money_ok: bool,
-    /// Sagas whose trace is not one whole tree with its saga span and compensations.
-    pub incomplete_traces: usize,
-    /// Examples of what was wrong with incomplete traces.
-    pub trace_problems: Vec<String>,
-    /// Longest time from a kill until sagas completed again.
-    pub max_recovery_ms: u64,
-    /// Services that did not exit 0 on SIGTERM at the end.
-    pub unclean_exits: Vec<String>,
-    /// Spans received.
-    pub spans: usize,
-    /// Process spans of redelivered messages (they carry `messaging.nats.delivery_count`).
-    pub redelivered_process_spans: usize,
-    /// Wall-clock seconds of the whole run.
-    pub elapsed_s: f64,
-    /// Every invariant held.
-    pub invariants_ok: bool,
+/// A checkout the runner published: its amount (what a completed saga must have been charged)
+/// and when (where its wait starts).
+struct Sent {
+    amount_cents: i64,
+    at: SystemTime,
 }
 
 /// `checkout chaos`.
 pub async fn run(args: ChaosArgs) -> anyhow::Result<ExitCode> {
     let started = Instant::now();
+    let kinds = faults::parse_faults(&args.faults).map_err(anyhow::Error::msg)?;
     let say = |line: String| {
         if args.json {
             eprintln!("{line}")
@@ -124,8 +93,11 @@ pub async fn run(args: ChaosArgs) -> anyhow::Result<ExitCode> {
             ("MAX_STEP_TIMEOUT_SECS".into(), "8".into()),
             ("STEP_MAX_ATTEMPTS".into(), "10".into()),
         ],
+        // Always a cluster of its own: the runner may kill it, and must not load the shared one.
+        private_postgres: true,
+        proxies: kinds.contains(&FaultKind::Network),
     };
-    say("chaos: starting a private nats-server, database, OTLP receiver and services ...".into());
+    say("chaos: starting a private nats-server, PostgreSQL, OTLP receiver and services ...".into());
     let stack = PrivateStack::start(&options).await?;
     say(format!("chaos: logs in {}", stack.log_dir.display()));
     let telemetry = crate::common::client_telemetry(stack.receiver.endpoint())?;
@@ -133,44 +105,74 @@ pub async fn run(args: ChaosArgs) -> anyhow::Result<ExitCode> {
     let client = Client::connect(&stack.nats.url(), telemetry.flusher()).await?;
     let pool = stack.pool.clone();
 
-    let sampler = audit::Sampler::start(pool.clone());
+    let sampler = sampler::Sampler::start(pool.clone());
     let publishing = Arc::new(AtomicBool::new(true));
-    let schedule = killer::Schedule {
+    let plan = inject::Plan {
         every: Duration::from_secs_f64(args.kill_every),
         seed: args.seed,
+        kinds: kinds.clone(),
+        outage: outage_length()?,
     };
-    let killer = tokio::spawn(killer::run(stack, schedule, publishing.clone()));
+    let names: Vec<&str> = kinds.iter().map(|k| k.name()).collect();
     say(format!(
-        "chaos: publishing {} checkouts over {:.0} s, killing every ~{:.1} s",
-        args.count, args.duration, args.kill_every
+        "chaos: publishing {} checkouts over {:.0} s; faults ({}) every ~{:.1} s{}",
+        args.count,
+        args.duration,
+        names.join(","),
+        args.kill_every,
+        if kinds.contains(&FaultKind::Database) {
+            format!("; a table unusable for {:.0} s", plan.outage.as_secs_f64())
+        } else {
+            String::new()
+        }
     ));
+    let injector = tokio::spawn(inject::run(stack, plan, publishing.clone()));
     let (published, publish_failures) = publish(&client, &args).await;
     publishing.store(false, Ordering::SeqCst);
-    let (mut stack, kills) = killer.await?;
+    let (mut stack, faults, outage) = injector.await?;
     say(format!(
-        "chaos: {} kills; waiting for the system to go quiet ...",
-        kills.len()
+        "chaos: {} faults; waiting for the system to go quiet ...",
+        faults.len()
     ));
     audit::settle(
         &pool,
         published.len(),
         Duration::from_secs(args.settle_secs),
     )
-    .await?;
+    .await;
     let samples = sampler.stop().await;
     say("chaos: auditing ...".into());
-    let mut report = audit::audit(&pool, &stack.receiver, &published, &initial_stock).await?;
-    report.published = published.len();
-    report.publish_failures = publish_failures;
-    report.kills = kills.len();
-    report.broker_restarts = kills.iter().filter(|k| k.victim == "nats").count();
-    for kill in &kills {
-        *report
-            .kills_by_kind
-            .entry(kill.kind().to_owned())
-            .or_default() += 1;
-    }
-    report.max_recovery_ms = audit::max_recovery_ms(&kills, &samples);
+    let mut report = ChaosReport {
+        fault_kinds: names.iter().map(|n| (*n).to_owned()).collect(),
+        published: published.len(),
+        publish_failures,
+        outage,
+        ..ChaosReport::default()
+    };
+    let amounts = published
+        .iter()
+        .map(|(id, s)| (*id, s.amount_cents))
+        .collect();
+    audit::audit(&pool, &mut report, &amounts, &initial_stock).await?;
+    let sent_at = published.iter().map(|(id, s)| (*id, s.at)).collect();
+    report.saga_waits = sampler::saga_waits(&pool, &sent_at).await?;
+    traces::wait_for_spans(&pool, &stack.receiver).await?;
+    report.traces = traces::audit(&pool, &stack.receiver).await?;
+    report.incomplete_traces = report.traces.incomplete;
+    let spans = stack.receiver.spans();
+    report.spans = spans.len();
+    report.redelivered_process_spans = spans
+        .iter()
+        .filter(|s| s.attr("messaging.nats.delivery_count").is_some())
+        .count();
+    report.faults = faults::count(&kinds, &faults);
+    report.kills_by_kind = faults::kills_by_process(&faults);
+    report.kills = report.kills_by_kind.values().sum();
+    report.broker_restarts = report.kills_by_kind.get("nats").copied().unwrap_or(0);
+    (report.max_recovery_ms, report.unrecovered_faults) =
+        sampler::recovery(&faults, &samples.points);
+    report.sampler_errors = samples.errors;
+    report.sampler_failure = samples.failure;
     for (name, code) in stack.stop().await {
         if code != Some(0) {
             report.unclean_exits.push(format!("{name}: {code:?}"));
@@ -178,16 +180,8 @@ pub async fn run(args: ChaosArgs) -> anyhow::Result<ExitCode> {
     }
     telemetry.shutdown().await;
     report.elapsed_s = started.elapsed().as_secs_f64();
-    report.invariants_ok = report.lost == 0
-        && report.stuck == 0
-        && report.unfinished == 0
-        && report.publish_failures == 0
-        && report.duplicate_effects == 0
-        && report.stock_ok
-        && report.money_ok
-        && report.incomplete_traces == 0
-        && report.unclean_exits.is_empty();
-    audit::print(&report, &kills, &say);
+    report.invariants_ok = report.holds();
+    report::print(&report, &faults, &say);
     stack.cleanup(args.keep || !report.invariants_ok).await?;
     if args.json {
         println!("{}", serde_json::to_string(&report)?);
@@ -199,8 +193,22 @@ pub async fn run(args: ChaosArgs) -> anyhow::Result<ExitCode> {
     })
 }
 
+/// How long a worker's table stays unusable: longer than the whole delivery budget of a
+/// command (the nak delays of the longest-lived worker consumer), by a margin that covers the
+/// processing of the deliveries themselves.
+fn outage_length() -> anyhow::Result<Duration> {
+    let topology = Topology::load()?;
+    let mut budget = Duration::ZERO;
+    for durable in checkout_shared::steps::worker_kinds() {
+        // A consumer that never gives up has no budget to outlast; a minute still breaks it.
+        let of = topology.consumer(durable)?.delivery_budget();
+        budget = budget.max(of.unwrap_or(Duration::from_secs(50)));
+    }
+    Ok(budget + Duration::from_secs(10))
+}
+
 /// Publishes the checkouts paced over the duration, retrying through broker restarts.
-async fn publish(client: &Client, args: &ChaosArgs) -> (Vec<Uuid>, usize) {
+async fn publish(client: &Client, args: &ChaosArgs) -> (HashMap<Uuid, Sent>, usize) {
     let progress = if args.json {
         ProgressBar::hidden()
     } else {
@@ -219,21 +227,31 @@ async fn publish(client: &Client, args: &ChaosArgs) -> (Vec<Uuid>, usize) {
     let mut rng = StdRng::seed_from_u64(args.seed);
     let pace = Duration::from_secs_f64(args.duration / args.count.max(1) as f64);
     let begin = tokio::time::Instant::now();
-    let mut published = Vec::with_capacity(args.count);
+    let mut published = HashMap::with_capacity(args.count);
     let mut failures = 0;
     let mut tasks = tokio::task::JoinSet::new();
     for i in 0..args.count {
         tokio::time::sleep_until(begin + pace * u32::try_from(i).unwrap_or(u32::MAX)).await;
-        let request = checkout(&mut rng, &mix);
+        let mut request = checkout(&mut rng, &mix);
         let client = client.clone();
         let progress = progress.clone();
         // Publishes overlap so that a broker outage delays the schedule, not the pace.
         tasks.spawn(async move {
             let deadline = tokio::time::Instant::now() + Duration::from_secs(90);
+            // The wait starts at the first attempt: a broker outage is part of it.
+            let at = SystemTime::now();
             while tokio::time::Instant::now() < deadline {
-                if client.publish(&request).await.is_ok() {
+                // Priced here (the catalog's prices) so that the amount recorded is the one
+                // published; `publish` leaves a priced request as it is.
+                if client.price(&mut request).await.is_ok()
+                    && client.publish(&request).await.is_ok()
+                {
                     progress.inc(1);
-                    return Some(request.checkout_id);
+                    let sent = Sent {
+                        amount_cents: request.amount_cents,
+                        at,
+                    };
+                    return Some((request.checkout_id, sent));
                 }
                 tokio::time::sleep(Duration::from_millis(250)).await;
             }
@@ -242,7 +260,9 @@ async fn publish(client: &Client, args: &ChaosArgs) -> (Vec<Uuid>, usize) {
     }
     while let Some(joined) = tasks.join_next().await {
         match joined {
-            Ok(Some(id)) => published.push(id),
+            Ok(Some((id, sent))) => {
+                published.insert(id, sent);
+            }
             _ => failures += 1,
         }
     }

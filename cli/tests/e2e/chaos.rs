@@ -1,11 +1,13 @@
-//! The chaos runner as users run it: workers of every kind, the orchestrator and the broker
-//! killed under load; every invariant must hold.
+//! The chaos runner as users run it, with every fault kind: workers of every kind, the
+//! orchestrator, the broker and the database killed, a worker's table unusable for longer than
+//! a command's delivery budget, connections cut and slowed down, under load; every invariant
+//! must hold.
 
 use serde_json::Value;
 use std::process::Command;
 
 #[test]
-fn chaos_kills_every_kind_of_process_and_every_invariant_holds() {
+fn chaos_with_every_fault_kind_keeps_every_invariant() {
     let output = Command::new(env!("CARGO_BIN_EXE_checkout"))
         .args([
             "chaos",
@@ -15,6 +17,8 @@ fn chaos_kills_every_kind_of_process_and_every_invariant_holds() {
             "30",
             "--kill-every",
             "1.5",
+            "--faults",
+            "all",
             "--seed",
             "7",
             "--json",
@@ -32,18 +36,44 @@ fn chaos_kills_every_kind_of_process_and_every_invariant_holds() {
     );
     assert_eq!(report["invariants_ok"], true, "{report:#}");
     assert!(report["sagas"].as_i64() >= Some(500), "{report:#}");
-    assert!(
-        report["kills"].as_u64() >= Some(10),
-        "at least ten kills: {report:#}"
-    );
-    assert!(report["broker_restarts"].as_u64() >= Some(1), "{report:#}");
-    for kind in ["inventory", "payment", "order", "orchestrator"] {
+    for kind in ["worker", "orchestrator", "broker", "database", "network"] {
         assert!(
-            report["kills_by_kind"][kind].as_u64() >= Some(1),
-            "{kind} never killed: {report:#}"
+            report["faults"][kind].as_u64() >= Some(1),
+            "no {kind} fault: {report:#}"
         );
     }
-    for zero in ["lost", "stuck", "duplicate_effects", "incomplete_traces"] {
+    // The first round takes every worker kind, the orchestrator, the broker and the database
+    // process; the table outage and both network faults come on top.
+    for process in [
+        "inventory",
+        "payment",
+        "order",
+        "orchestrator",
+        "nats",
+        "postgres",
+    ] {
+        assert!(
+            report["kills_by_kind"][process].as_u64() >= Some(1),
+            "{process} never killed: {report:#}"
+        );
+    }
+    assert!(
+        report["faults"]["database"].as_u64() >= Some(2),
+        "{report:#}"
+    );
+    assert!(
+        report["faults"]["network"].as_u64() >= Some(2),
+        "{report:#}"
+    );
+    let outage = &report["outage"];
+    assert_eq!(outage["restored"], true, "{report:#}");
+    assert!(
+        outage["undos_started_during"].as_i64() >= Some(1),
+        "the table outage met no undo: {report:#}"
+    );
+    for zero in ["lost", "stuck", "bad_effects", "incomplete_traces"] {
         assert_eq!(report[zero], 0, "{zero}: {report:#}");
     }
+    assert_eq!(report["traces"]["conflicting_span_ids"], 0, "{report:#}");
+    assert!(report["sampler_failure"].is_null(), "{report:#}");
 }

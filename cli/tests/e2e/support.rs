@@ -104,6 +104,8 @@ pub struct Options {
     pub env: Vec<(&'static str, &'static str, String)>,
     /// Whether to run the HTTP gateway too.
     pub gateway: bool,
+    /// Where the services export over OTLP, instead of the shared receiver (e.g. otelite).
+    pub otlp_endpoint: Option<String>,
 }
 
 impl Default for Options {
@@ -114,6 +116,7 @@ impl Default for Options {
             seed_stock: "SKU-MUG=1000@2100,SKU-TEE=1000@300,SKU-RARE=3@5000".into(),
             env: vec![],
             gateway: false,
+            otlp_endpoint: None,
         }
     }
 }
@@ -142,7 +145,10 @@ fn services() -> Vec<(&'static str, Vec<&'static str>)> {
 impl Stack {
     /// Starts a broker, a database and the services, and waits until they consume.
     pub async fn start(options: Options) -> Stack {
-        let endpoint = shared().receiver.endpoint();
+        let endpoint = options
+            .otlp_endpoint
+            .clone()
+            .unwrap_or_else(|| shared().receiver.endpoint());
         let nats = NatsServer::start_async().await.expect("nats-server");
         let db = TestDb::create().await.expect("database");
         let pool = PgPool::connect(&db.url()).await.expect("pool");
@@ -227,6 +233,7 @@ impl Stack {
         );
     }
 
+    /// The system's database URL.
     pub fn db_url(&self) -> String {
         self.db.as_ref().map(TestDb::url).unwrap_or_default()
     }
@@ -237,6 +244,30 @@ impl Stack {
         let js = async_nats::jetstream::new(client);
         let ok = wait_until(Duration::from_secs(60), || pulling(&js, durable)).await;
         assert!(ok, "{durable} is not consuming; logs:\n{}", self.logs());
+    }
+
+    /// Runs the real `checkout` binary with `args` against this stack (its broker and database,
+    /// plus `envs`), and returns its standard output; panics with its output if it fails.
+    pub async fn run_checkout(&self, args: &[&str], envs: &[(&str, String)]) -> String {
+        let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_checkout"));
+        command
+            .args(args)
+            .env("NATS_URL", self.nats.url())
+            .env("DATABASE_URL", self.db_url())
+            .envs(envs.iter().map(|(k, v)| (*k, v.as_str())))
+            .kill_on_drop(true);
+        let output = tokio::time::timeout(Duration::from_secs(90), command.output())
+            .await
+            .expect("checkout finished within 90 s")
+            .expect("checkout ran");
+        let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+        assert!(
+            output.status.success(),
+            "checkout {args:?} failed: {}\nstdout:\n{stdout}\nstderr:\n{}",
+            output.status,
+            String::from_utf8_lossy(&output.stderr)
+        );
+        stdout
     }
 
     /// A client of this stack, exporting its spans to the shared receiver.

@@ -223,3 +223,51 @@ async fn a_charge_outlasting_its_delivery_budget_is_undone_and_its_late_copy_ref
 async fn an_order_outlasting_its_delivery_budget_is_undone_and_its_late_copy_refused() {
     an_action_outlasting_its_delivery_budget_is_undone_never_half_done(Step::Order).await;
 }
+
+/// A refund refusal that an earlier version stored after an outage is forgotten when the
+/// worker's schema is upgraded, so the orchestrator's retries refund the customer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_undo_refusal_stored_by_an_earlier_version_is_forgotten_on_upgrade() {
+    let world = World::new().await;
+    let kind = Step::Payment;
+    let case = case(kind);
+    let saga = Uuid::new_v4();
+    world.migrate(kind).await;
+    let worker = world.start(kind);
+    world
+        .send(saga, case.action.clone(), &key(saga, kind, Phase::Do))
+        .await;
+    assert_eq!(world.replies(1).await.len(), 1);
+    assert_eq!(effect(&world, kind, saga).await, case.effect);
+    // What the old version stored on an undo's last delivery while its table was missing.
+    let undo_key = key(saga, kind, Phase::Undo);
+    let old_reply = serde_json::json!({
+        "saga_id": saga, "step": "payment", "phase": "undo", "outcome": "step_failed",
+        "reason": "gave up after 10 deliveries: relation \"payment.ledger\" does not exist",
+    });
+    sqlx::query("INSERT INTO payment.processed_messages (action_key, reply) VALUES ($1, $2)")
+        .bind(&undo_key)
+        .bind(old_reply)
+        .execute(&world.pool)
+        .await
+        .unwrap();
+    // The upgrade: the migration that forgets refused undos runs against that row.
+    world
+        .execute("DELETE FROM payment._sqlx_migrations WHERE version = 9")
+        .await;
+    world.migrate(kind).await;
+    assert!(!world.processed("payment", &undo_key).await, "forgotten");
+    world
+        .send(saga, case.undo.clone(), &format!("{undo_key}.r7"))
+        .await;
+    assert!(matches!(
+        outcome(&world.replies(1).await),
+        Outcome::StepSucceeded { .. }
+    ));
+    assert_eq!(
+        effect(&world, kind, saga).await,
+        0,
+        "the customer is refunded"
+    );
+    world.finish(vec![worker]).await;
+}

@@ -1,0 +1,163 @@
+//! The kinds of fault the chaos runner can inject, chosen with `--faults`, and the record of
+//! each one injected.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+/// A kind of fault.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum FaultKind {
+    /// SIGKILL of a worker process (then restarted).
+    Worker,
+    /// SIGKILL of the orchestrator (then restarted).
+    Orchestrator,
+    /// SIGKILL of nats-server (then restarted on the same store).
+    Broker,
+    /// SIGKILL of the PostgreSQL cluster (then restarted), and one worker's tables unusable for
+    /// longer than a command's delivery budget.
+    Database,
+    /// Connections through the proxies cut (and refused for a moment), or slowed down.
+    Network,
+}
+
+impl FaultKind {
+    /// Every kind, the default of `--faults`.
+    pub const ALL: [FaultKind; 5] = [
+        FaultKind::Worker,
+        FaultKind::Orchestrator,
+        FaultKind::Broker,
+        FaultKind::Database,
+        FaultKind::Network,
+    ];
+
+    /// The name on the command line and in the report.
+    pub fn name(self) -> &'static str {
+        match self {
+            FaultKind::Worker => "worker",
+            FaultKind::Orchestrator => "orchestrator",
+            FaultKind::Broker => "broker",
+            FaultKind::Database => "database",
+            FaultKind::Network => "network",
+        }
+    }
+}
+
+/// Parses `--faults`: a comma-separated list of kinds, or `all`.
+pub fn parse_faults(list: &str) -> Result<Vec<FaultKind>, String> {
+    let mut kinds = Vec::new();
+    for word in list.split(',').map(str::trim).filter(|w| !w.is_empty()) {
+        if word == "all" {
+            kinds.extend(FaultKind::ALL);
+            continue;
+        }
+        let kind = FaultKind::ALL
+            .into_iter()
+            .find(|k| k.name() == word)
+            .ok_or_else(|| {
+                let names: Vec<&str> = FaultKind::ALL.iter().map(|k| k.name()).collect();
+                format!(
+                    "unknown fault {word:?}; the faults are {} (or all)",
+                    names.join(", ")
+                )
+            })?;
+        kinds.push(kind);
+    }
+    kinds.sort();
+    kinds.dedup();
+    if kinds.is_empty() {
+        return Err(
+            "no fault named; the faults are worker, orchestrator, broker, database, \
+                    network (or all)"
+                .to_owned(),
+        );
+    }
+    Ok(kinds)
+}
+
+/// One fault injected.
+#[derive(Debug, Clone)]
+pub struct Fault {
+    /// Its kind.
+    pub kind: FaultKind,
+    /// What was done, for the log: `kill payment-2`, `kill postgres`, `cut nats+db`,
+    /// `latency db 120 ms`, `payment.ledger unusable`.
+    pub action: String,
+    /// When the system was hurt (for a table outage: when it was restored, since that is
+    /// when progress is expected back).
+    pub at: Instant,
+    /// How long it lasted.
+    pub down: Duration,
+}
+
+impl Fault {
+    /// The process killed, if this fault was a kill (`payment-2`, `orchestrator`, `nats`,
+    /// `postgres`).
+    pub fn victim(&self) -> Option<&str> {
+        self.action.strip_prefix("kill ")
+    }
+}
+
+/// Faults injected per kind, every enabled kind listed (with 0 if it never happened).
+pub fn count(enabled: &[FaultKind], faults: &[Fault]) -> BTreeMap<String, usize> {
+    let mut counts: BTreeMap<String, usize> =
+        enabled.iter().map(|k| (k.name().to_owned(), 0)).collect();
+    for fault in faults {
+        *counts.entry(fault.kind.name().to_owned()).or_default() += 1;
+    }
+    counts
+}
+
+/// Kills per kind of process (`inventory`, `payment`, `order`, `orchestrator`, `nats`,
+/// `postgres`).
+pub fn kills_by_process(faults: &[Fault]) -> BTreeMap<String, usize> {
+    let mut counts = BTreeMap::new();
+    for victim in faults.iter().filter_map(Fault::victim) {
+        let kind = victim.split('-').next().unwrap_or(victim);
+        *counts.entry(kind.to_owned()).or_default() += 1;
+    }
+    counts
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fault_lists_parse_and_unknown_names_are_refused() {
+        assert_eq!(parse_faults("all").unwrap(), FaultKind::ALL.to_vec());
+        assert_eq!(
+            parse_faults(" network,worker,network ").unwrap(),
+            vec![FaultKind::Worker, FaultKind::Network]
+        );
+        let err = parse_faults("worker,disk").unwrap_err();
+        assert!(
+            err.contains("\"disk\"") && err.contains("database"),
+            "{err}"
+        );
+        assert!(parse_faults(",").is_err());
+    }
+
+    #[test]
+    fn counts_list_every_enabled_kind() {
+        let at = Instant::now();
+        let fault = |kind, action: &str| Fault {
+            kind,
+            action: action.to_owned(),
+            at,
+            down: Duration::ZERO,
+        };
+        let faults = [
+            fault(FaultKind::Worker, "kill payment-2"),
+            fault(FaultKind::Database, "kill postgres"),
+            fault(FaultKind::Database, "payment.ledger unusable"),
+        ];
+        let counts = count(&[FaultKind::Worker, FaultKind::Network], &faults);
+        assert_eq!(counts["worker"], 1);
+        assert_eq!(counts["network"], 0);
+        assert_eq!(counts["database"], 2);
+        let kills = kills_by_process(&faults);
+        assert_eq!(kills["payment"], 1);
+        assert_eq!(kills["postgres"], 1);
+        assert_eq!(kills.len(), 2);
+    }
+}

@@ -1,0 +1,223 @@
+//! The injector: hurts the system at moments chosen from the seed until publishing is over.
+//! The first round takes one of each enabled fault (every worker kind, the orchestrator, the
+//! broker, the database, a network cut and a slow network) in a seeded order, so each kind
+//! happens at least once; later rounds pick a kind at random. With `database`, one worker's
+//! table is also made unusable (see [`super::outage`]) from the first fault moment on, in the
+//! background, while the other faults go on.
+
+use super::faults::{Fault, FaultKind};
+use super::outage::{self, OutageReport};
+use crate::stack::PrivateStack;
+use checkout_harness::TcpProxy;
+use rand::rngs::StdRng;
+use rand::seq::SliceRandom;
+use rand::{Rng, SeedableRng};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+/// At most this many faults, whatever the duration.
+const MAX_FAULTS: usize = 1_000;
+
+/// What to inject, and when.
+#[derive(Debug, Clone)]
+pub struct Plan {
+    /// Mean time between faults (each wait is 0.5 to 1.5 times this).
+    pub every: Duration,
+    /// Seed of the choices.
+    pub seed: u64,
+    /// The kinds enabled.
+    pub kinds: Vec<FaultKind>,
+    /// How long the table outage lasts (with `database`).
+    pub outage: Duration,
+}
+
+/// One action of the injector.
+#[derive(Debug, Clone)]
+enum Action {
+    Kill(String),
+    KillBroker,
+    KillPostgres,
+    Cut,
+    Latency,
+}
+
+impl Action {
+    fn kind(&self) -> FaultKind {
+        match self {
+            Action::Kill(name) if name == "orchestrator" => FaultKind::Orchestrator,
+            Action::Kill(_) => FaultKind::Worker,
+            Action::KillBroker => FaultKind::Broker,
+            Action::KillPostgres => FaultKind::Database,
+            Action::Cut | Action::Latency => FaultKind::Network,
+        }
+    }
+}
+
+/// Injects faults until publishing is over and the table outage (if any) has ended; returns
+/// the stack, the faults and the outage's report.
+pub async fn run(
+    mut stack: PrivateStack,
+    plan: Plan,
+    publishing: Arc<AtomicBool>,
+) -> (PrivateStack, Vec<Fault>, Option<OutageReport>) {
+    let mut rng = StdRng::seed_from_u64(plan.seed ^ 0x9e37_79b9_7f4a_7c15);
+    let names = stack.names();
+    let workers: Vec<String> = names
+        .iter()
+        .filter(|n| *n != "orchestrator")
+        .cloned()
+        .collect();
+    let mut first_round = Vec::new();
+    for kind in &plan.kinds {
+        match kind {
+            FaultKind::Worker => {
+                for prefix in checkout_shared::steps::worker_kinds() {
+                    let of_kind: Vec<_> =
+                        workers.iter().filter(|n| n.starts_with(prefix)).collect();
+                    if let Some(name) = of_kind.get(rng.random_range(0..of_kind.len().max(1))) {
+                        first_round.push(Action::Kill((*name).clone()));
+                    }
+                }
+            }
+            FaultKind::Orchestrator => first_round.push(Action::Kill("orchestrator".into())),
+            FaultKind::Broker => first_round.push(Action::KillBroker),
+            FaultKind::Database => first_round.push(Action::KillPostgres),
+            FaultKind::Network => first_round.extend([Action::Cut, Action::Latency]),
+        }
+    }
+    first_round.shuffle(&mut rng);
+    let target = outage::TARGETS[rng.random_range(0..outage::TARGETS.len())];
+    let mut outage_task = None;
+    let mut faults = Vec::new();
+    while publishing.load(Ordering::SeqCst) && faults.len() < MAX_FAULTS {
+        tokio::time::sleep(plan.every.mul_f64(rng.random_range(0.5..1.5))).await;
+        if !publishing.load(Ordering::SeqCst) {
+            break;
+        }
+        if outage_task.is_none() && plan.kinds.contains(&FaultKind::Database) {
+            let url = stack.db_url.clone();
+            // Renamed for the last quarter: actions fail too, undos had sagas to undo.
+            let (length, renamed) = (plan.outage, plan.outage / 4);
+            outage_task = Some(tokio::spawn(async move {
+                outage::run(&url, target, length, renamed).await
+            }));
+        }
+        let action = match first_round.get(faults.len()) {
+            Some(action) => action.clone(),
+            None => pick(&mut rng, &plan.kinds, &workers),
+        };
+        let down = Duration::from_millis(rng.random_range(300..1_500));
+        let at = Instant::now();
+        let description = match inject(&mut stack, &action, down, &mut rng).await {
+            Ok(description) => description,
+            Err(err) => {
+                tracing::error!(?action, error = %err, "fault injection failed");
+                format!("{action:?} (failed: {err})")
+            }
+        };
+        faults.push(Fault {
+            kind: action.kind(),
+            action: description,
+            at,
+            down: at.elapsed(),
+        });
+    }
+    let outage = match outage_task {
+        Some(task) => Some(task.await.unwrap_or_else(|err| OutageReport {
+            error: Some(format!("the outage task failed: {err}")),
+            ..OutageReport::default()
+        })),
+        None => None,
+    };
+    if let Some(report) = &outage {
+        faults.push(Fault {
+            kind: FaultKind::Database,
+            action: format!("{} unusable", report.table),
+            // Progress is expected back from the restoration on.
+            at: Instant::now(),
+            down: Duration::from_secs_f64(report.seconds),
+        });
+    }
+    (stack, faults, outage)
+}
+
+fn pick(rng: &mut StdRng, kinds: &[FaultKind], workers: &[String]) -> Action {
+    match kinds[rng.random_range(0..kinds.len())] {
+        FaultKind::Worker => Action::Kill(workers[rng.random_range(0..workers.len())].clone()),
+        FaultKind::Orchestrator => Action::Kill("orchestrator".into()),
+        FaultKind::Broker => Action::KillBroker,
+        FaultKind::Database => Action::KillPostgres,
+        FaultKind::Network if rng.random_bool(0.5) => Action::Cut,
+        FaultKind::Network => Action::Latency,
+    }
+}
+
+/// Does one action (waiting out its `down` time); returns what was done, for the log.
+async fn inject(
+    stack: &mut PrivateStack,
+    action: &Action,
+    down: Duration,
+    rng: &mut StdRng,
+) -> anyhow::Result<String> {
+    match action {
+        Action::KillBroker => {
+            stack.nats.kill();
+            tokio::time::sleep(down).await;
+            stack.nats.restart_async().await?;
+            Ok("kill nats".into())
+        }
+        Action::KillPostgres => {
+            let cluster = stack
+                .postgres()
+                .ok_or_else(|| anyhow::anyhow!("the stack has no private cluster"))?;
+            cluster.kill();
+            tokio::time::sleep(down).await;
+            cluster.restart().await?;
+            Ok("kill postgres".into())
+        }
+        Action::Kill(victim) => {
+            let service = stack
+                .service(victim)
+                .ok_or_else(|| anyhow::anyhow!("no service {victim}"))?;
+            service.kill();
+            tokio::time::sleep(down).await;
+            service.restart()?;
+            Ok(format!("kill {victim}"))
+        }
+        Action::Cut => {
+            let (names, proxies) = proxies(stack, rng)?;
+            for proxy in &proxies {
+                proxy.cut();
+                proxy.refuse_for(down);
+            }
+            tokio::time::sleep(down).await;
+            Ok(format!("cut {names}"))
+        }
+        Action::Latency => {
+            let (names, proxies) = proxies(stack, rng)?;
+            let latency = Duration::from_millis(rng.random_range(20..200));
+            let period = Duration::from_millis(rng.random_range(1_000..4_000));
+            for proxy in &proxies {
+                proxy.add_latency(latency, period);
+            }
+            tokio::time::sleep(period).await;
+            Ok(format!("latency {names} {} ms", latency.as_millis()))
+        }
+    }
+}
+
+/// The proxies a network fault hits: the broker's, the database's or both (seeded).
+fn proxies<'a>(
+    stack: &'a PrivateStack,
+    rng: &mut StdRng,
+) -> anyhow::Result<(&'static str, Vec<&'a TcpProxy>)> {
+    let (Some(nats), Some(db)) = (&stack.nats_proxy, &stack.db_proxy) else {
+        anyhow::bail!("the stack has no proxies");
+    };
+    Ok(match rng.random_range(0..3) {
+        0 => ("nats", vec![nats]),
+        1 => ("db", vec![db]),
+        _ => ("nats+db", vec![nats, db]),
+    })
+}

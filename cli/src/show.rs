@@ -1,0 +1,195 @@
+//! `checkout show <saga id>`: the saga's timeline, read from its append-only log (each step and
+//! undo with its start, duration, outcome and reason), its trace id and where to open it.
+
+use crate::common::DbArgs;
+use crate::trace_links::TraceUiArgs;
+use anyhow::Context as _;
+use checkout_orchestrator::store::{self, LogRow};
+use chrono::{DateTime, Utc};
+use clap::Args;
+use serde::Serialize;
+use sqlx::PgPool;
+use std::process::ExitCode;
+use uuid::Uuid;
+
+/// Options of `checkout show`.
+#[derive(Debug, Args)]
+pub struct ShowArgs {
+    #[command(flatten)]
+    db: DbArgs,
+    #[command(flatten)]
+    links: TraceUiArgs,
+    /// The saga.
+    saga_id: Uuid,
+    /// Print JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+/// One step or undo of a saga, as its log tells it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Entry {
+    /// `do` or `undo`.
+    pub phase: &'static str,
+    /// The step (`payment.charge`).
+    pub step: String,
+    /// When it was sent.
+    pub start: DateTime<Utc>,
+    /// When it ended; none while it runs.
+    pub end: Option<DateTime<Utc>>,
+    /// `ok`, `failed`, `stuck`, or `running`.
+    pub outcome: &'static str,
+    /// Why it failed, or what went wrong on the way (re-sends, failed attempts).
+    pub reason: Option<String>,
+    /// How many times it was sent.
+    pub attempts: u32,
+}
+
+impl Entry {
+    /// Its duration in milliseconds, once it ended.
+    pub fn millis(&self) -> Option<f64> {
+        self.end
+            .map(|end| (end - self.start).num_microseconds().unwrap_or(0) as f64 / 1e3)
+    }
+}
+
+/// Folds a saga's log into its timeline: one entry per step or undo, in the order they began.
+pub fn timeline(log: &[LogRow]) -> Vec<Entry> {
+    let mut entries: Vec<Entry> = Vec::new();
+    // The entry in hand: the saga runs one step or undo at a time.
+    let mut open: Option<usize> = None;
+    for row in log {
+        let step = row.step.clone().unwrap_or_default();
+        let begin = |entries: &mut Vec<Entry>, phase| {
+            entries.push(Entry {
+                phase,
+                step: step.clone(),
+                start: row.at,
+                end: None,
+                outcome: "running",
+                reason: None,
+                attempts: 1,
+            });
+            Some(entries.len() - 1)
+        };
+        match row.event.as_str() {
+            "started" => open = begin(&mut entries, "do"),
+            "undo_started" => open = begin(&mut entries, "undo"),
+            // An operator's retry of a stuck undo sends it afresh: a new undo entry.
+            "retried" if open.is_none() => open = begin(&mut entries, "undo"),
+            "retried" | "undo_failed" => {
+                if let Some(entry) = open.map(|i| &mut entries[i]) {
+                    entry.attempts += 1;
+                    entry.reason = row.detail.clone();
+                }
+            }
+            event @ ("succeeded" | "undo_finished" | "failed" | "stuck") => {
+                if let Some(entry) = open.take().map(|i| &mut entries[i]) {
+                    entry.end = Some(row.at);
+                    entry.outcome = match event {
+                        "failed" => "failed",
+                        "stuck" => "stuck",
+                        _ => "ok",
+                    };
+                    if row.detail.is_some() {
+                        entry.reason = row.detail.clone();
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    entries
+}
+
+/// `checkout show <id>`.
+pub async fn show(args: ShowArgs) -> anyhow::Result<ExitCode> {
+    let pool = PgPool::connect(&args.db.database_url)
+        .await
+        .with_context(|| format!("connecting to {}", args.db.database_url))?;
+    let Some(row) = store::get(&pool, args.saga_id).await? else {
+        println!("no saga {}", args.saga_id);
+        return Ok(ExitCode::FAILURE);
+    };
+    let log = store::log(&pool, args.saga_id).await?;
+    let entries = timeline(&log);
+    let trace_id = row.trace.trace_id.to_string();
+    let link = args.links.resolve().await.link(&trace_id).await;
+    let ended = log
+        .iter()
+        .rev()
+        .find(|r| matches!(r.event.as_str(), "completed" | "compensated"))
+        .map(|r| r.at);
+    if args.json {
+        let out = serde_json::json!({
+            "saga_id": row.saga_id, "status": row.state.status.as_str(),
+            "trace_id": trace_id, "trace_url": link.as_ref().ok().map(|l| &l.url),
+            "version": row.version, "started_at": row.started_at, "ended_at": ended,
+            "failure": row.state.failure, "stuck_reason": row.stuck_reason,
+            "data": row.state.data, "timeline": entries, "log": log,
+        });
+        println!("{out}");
+        return Ok(ExitCode::SUCCESS);
+    }
+    println!("saga     {}", row.saga_id);
+    println!(
+        "status   {}  (version {})",
+        row.state.status.as_str(),
+        row.version
+    );
+    let took = ended.map(|end| format!("  took {:.1} ms", millis(row.started_at, end)));
+    println!(
+        "started  {}{}",
+        row.started_at.format("%Y-%m-%d %H:%M:%S%.3f UTC"),
+        took.unwrap_or_default()
+    );
+    if let Some(failure) = &row.state.failure {
+        println!("failure  {failure}");
+    }
+    if let Some(reason) = &row.stuck_reason {
+        println!("stuck    {reason}");
+    }
+    println!("trace    {trace_id}");
+    match &link {
+        Ok(link) => {
+            println!("open     {}", link.url);
+            for note in &link.notes {
+                println!("         {note}");
+            }
+        }
+        Err(why) => println!("link     none: {why}"),
+    }
+    println!("timeline:");
+    for entry in &entries {
+        println!("  {}", line(row.started_at, entry));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn millis(from: DateTime<Utc>, to: DateTime<Utc>) -> f64 {
+    (to - from).num_microseconds().unwrap_or(0) as f64 / 1e3
+}
+
+/// One timeline line: offset from the saga's start, phase, step, duration, outcome, reason.
+pub fn line(saga_start: DateTime<Utc>, entry: &Entry) -> String {
+    let took = entry
+        .millis()
+        .map_or("-".to_owned(), |ms| format!("{ms:.1} ms"));
+    // The sign sticks to the number so that the line splits on whitespace field by field.
+    let offset = format!("+{:.1}", millis(saga_start, entry.start));
+    let mut out = format!(
+        "{offset:>10} ms  {:<4} {:<18} {:>10}  {:<7}",
+        entry.phase, entry.step, took, entry.outcome
+    );
+    if entry.attempts > 1 {
+        out.push_str(&format!(" ({} attempts)", entry.attempts));
+    }
+    if let Some(reason) = &entry.reason {
+        out.push_str(&format!(" {reason}"));
+    }
+    out.trim_end().to_owned()
+}
+
+#[cfg(test)]
+#[path = "show_tests.rs"]
+mod tests;

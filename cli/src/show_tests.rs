@@ -1,0 +1,105 @@
+use super::*;
+use chrono::TimeZone as _;
+
+fn at(ms: i64) -> DateTime<Utc> {
+    Utc.timestamp_millis_opt(1_700_000_000_000 + ms)
+        .single()
+        .expect("valid time")
+}
+
+fn row(ms: i64, step: Option<&str>, event: &str, detail: Option<&str>) -> LogRow {
+    LogRow {
+        step: step.map(str::to_owned),
+        event: event.to_owned(),
+        detail: detail.map(str::to_owned),
+        at: at(ms),
+    }
+}
+
+#[test]
+fn a_compensated_saga_reads_as_its_steps_then_its_undos() {
+    let log = [
+        row(0, Some("inventory.reserve"), "started", None),
+        row(10, Some("inventory.reserve"), "succeeded", None),
+        row(10, Some("payment.charge"), "started", None),
+        row(25, Some("payment.charge"), "failed", Some("card declined")),
+        row(25, Some("inventory.reserve"), "undo_started", None),
+        row(40, Some("inventory.reserve"), "undo_finished", None),
+        row(40, None, "compensated", Some("card declined")),
+    ];
+    let entries = timeline(&log);
+    let summary: Vec<(&str, &str, &str, Option<f64>)> = entries
+        .iter()
+        .map(|e| (e.phase, e.step.as_str(), e.outcome, e.millis()))
+        .collect();
+    assert_eq!(
+        summary,
+        vec![
+            ("do", "inventory.reserve", "ok", Some(10.0)),
+            ("do", "payment.charge", "failed", Some(15.0)),
+            ("undo", "inventory.reserve", "ok", Some(15.0)),
+        ]
+    );
+    assert_eq!(entries[1].reason.as_deref(), Some("card declined"));
+    assert_eq!(entries[0].reason, None);
+    assert_eq!(
+        line(at(0), &entries[1]),
+        "     +10.0 ms  do   payment.charge        15.0 ms  failed  card declined"
+    );
+}
+
+#[test]
+fn re_sends_and_failed_undo_attempts_are_counted_with_the_last_reason() {
+    let log = [
+        row(0, Some("inventory.reserve"), "started", None),
+        row(
+            5_000,
+            Some("inventory.reserve"),
+            "retried",
+            Some("no reply; re-sending (attempt 2)"),
+        ),
+        row(5_020, Some("inventory.reserve"), "succeeded", None),
+        row(5_020, Some("payment.charge"), "started", None),
+        row(5_030, Some("payment.charge"), "failed", Some("declined")),
+        row(5_030, Some("inventory.reserve"), "undo_started", None),
+        row(
+            5_040,
+            Some("inventory.reserve"),
+            "undo_failed",
+            Some("db down"),
+        ),
+        row(5_050, Some("inventory.reserve"), "stuck", Some("db down")),
+        row(
+            9_000,
+            Some("inventory.reserve"),
+            "retried",
+            Some("operator retry"),
+        ),
+        row(9_010, Some("inventory.reserve"), "undo_finished", None),
+    ];
+    let entries = timeline(&log);
+    assert_eq!(entries.len(), 4, "{entries:#?}");
+    assert_eq!(entries[0].attempts, 2);
+    assert_eq!(entries[0].outcome, "ok");
+    assert_eq!(
+        entries[0].reason.as_deref(),
+        Some("no reply; re-sending (attempt 2)")
+    );
+    assert_eq!((entries[2].outcome, entries[2].attempts), ("stuck", 2));
+    assert_eq!(entries[2].reason.as_deref(), Some("db down"));
+    assert_eq!((entries[3].phase, entries[3].outcome), ("undo", "ok"));
+    assert_eq!(entries[3].millis(), Some(10.0));
+}
+
+#[test]
+fn a_running_step_has_no_end() {
+    let log = [row(0, Some("inventory.reserve"), "started", None)];
+    let entries = timeline(&log);
+    assert_eq!(entries[0].outcome, "running");
+    assert_eq!(entries[0].millis(), None);
+    assert!(
+        line(at(0), &entries[0]).contains(" - "),
+        "{}",
+        line(at(0), &entries[0])
+    );
+}

@@ -1,0 +1,304 @@
+//! What `checkout watch` shows, as pure state fed with events: the recent sagas with their
+//! current step and state, counts and rates by outcome, and latency percentiles of the last
+//! minute. The terminal view only reads it, so every number on screen is tested here.
+
+use checkout_shared::Phase;
+use checkout_shared::Step;
+use checkout_shared::messages::{LifecycleEvent, LifecycleKind};
+use std::collections::{HashMap, VecDeque};
+use std::time::{Duration, Instant};
+use uuid::Uuid;
+
+/// How many sagas the recent list keeps: a screen's worth and some, whatever the load.
+pub const RECENT_CAP: usize = 200;
+/// How many unfinished sagas keep their start time (for their duration). Past it, the oldest
+/// starts are forgotten: a saga that never ends must not hold memory for ever.
+pub const IN_FLIGHT_CAP: usize = 20_000;
+/// The window of rates and percentiles.
+pub const WINDOW: Duration = Duration::from_secs(60);
+/// At most this many durations per window (1,000 sagas/s for a minute fits).
+pub const WINDOW_CAP: usize = 60_000;
+
+/// One thing the watcher saw.
+#[derive(Debug, Clone)]
+pub enum WatchEvent {
+    /// A lifecycle event on `checkout.saga.<id>.*`.
+    Lifecycle(LifecycleEvent),
+    /// A request refused at the door (`checkout.rejected`), with its reason.
+    Rejected(String),
+    /// A message sent to the dead letters, with its subject and reason.
+    DeadLetter(String),
+}
+
+/// A saga's state as the watcher knows it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SagaState {
+    /// Steps are running.
+    Running,
+    /// A step failed; undos are running.
+    Compensating,
+    /// Every step succeeded.
+    Completed,
+    /// Every undo ran.
+    Compensated,
+    /// Refused at the first step: nothing to undo.
+    Failed,
+    /// An undo could not finish; an operator must retry it.
+    Stuck,
+}
+
+impl SagaState {
+    /// Its name, as the saga store spells it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SagaState::Running => "running",
+            SagaState::Compensating => "compensating",
+            SagaState::Completed => "completed",
+            SagaState::Compensated => "compensated",
+            SagaState::Failed => "failed",
+            SagaState::Stuck => "stuck",
+        }
+    }
+}
+
+/// One line of the recent list.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SagaLine {
+    /// The saga.
+    pub saga_id: Uuid,
+    /// Its state.
+    pub state: SagaState,
+    /// The step in hand (or the last one, once it ended), `undo ` prefixed for compensations.
+    pub step: String,
+    /// The last detail: `ok`, a failure reason, the outcome.
+    pub detail: String,
+    /// Its trace.
+    pub trace_id: String,
+    /// Start to end, when the watcher saw both.
+    pub took: Option<Duration>,
+}
+
+/// The outcomes counted.
+pub const OUTCOMES: [&str; 6] = [
+    "completed",
+    "compensated",
+    "failed",
+    "stuck",
+    "rejected",
+    "dead_letter",
+];
+
+/// The watcher's state.
+#[derive(Debug)]
+pub struct Model {
+    started_at: Instant,
+    recent: VecDeque<SagaLine>,
+    starts: HashMap<Uuid, Instant>,
+    start_order: VecDeque<Uuid>,
+    counts: HashMap<&'static str, u64>,
+    window: VecDeque<(Instant, &'static str)>,
+    durations: VecDeque<(Instant, Duration)>,
+}
+
+impl Model {
+    /// An empty model whose clock starts at `now`.
+    pub fn new(now: Instant) -> Self {
+        Model {
+            started_at: now,
+            recent: VecDeque::new(),
+            starts: HashMap::new(),
+            start_order: VecDeque::new(),
+            counts: HashMap::new(),
+            window: VecDeque::new(),
+            durations: VecDeque::new(),
+        }
+    }
+
+    /// Takes in one event seen at `now`.
+    pub fn apply(&mut self, event: &WatchEvent, now: Instant) {
+        match event {
+            WatchEvent::Lifecycle(event) => self.lifecycle(event, now),
+            WatchEvent::Rejected(_) => self.count("rejected", now),
+            WatchEvent::DeadLetter(_) => self.count("dead_letter", now),
+        }
+        self.prune(now);
+    }
+
+    fn lifecycle(&mut self, event: &LifecycleEvent, now: Instant) {
+        let line = self.line(event);
+        // Side effects on the counters wait until the line is updated (one borrow at a time).
+        let mut outcome = None;
+        match (event.kind, event.step, event.phase) {
+            (LifecycleKind::Started, _, _) => {
+                line.state = SagaState::Running;
+                line.step = Step::ALL[0].name();
+                line.detail = "started".into();
+            }
+            // A fire-and-forget step reports after the checkout ended: its line says how it
+            // went, and the saga's state stands.
+            (LifecycleKind::Step, Some(step), Some(Phase::Do)) if step.is_fire_and_forget() => {
+                line.detail = format!("{} {}", step.name(), event.detail);
+            }
+            (LifecycleKind::Step, Some(step), Some(Phase::Do)) if event.detail == "ok" => {
+                // A step that succeeded is followed by the next one the checkout waits for,
+                // if there is one.
+                let next = Step::ALL
+                    .iter()
+                    .skip_while(|s| **s != step)
+                    .nth(1)
+                    .filter(|s| !s.is_fire_and_forget());
+                line.step = next.copied().unwrap_or(step).name();
+                line.detail = format!("{} ok", step.name());
+            }
+            (LifecycleKind::Step, Some(step), Some(Phase::Do)) => {
+                line.state = SagaState::Compensating;
+                line.step = step.name();
+                line.detail = event.detail.clone();
+            }
+            (LifecycleKind::Step, Some(step), Some(Phase::Undo)) => {
+                line.state = SagaState::Compensating;
+                line.step = format!("undo {}", step.name());
+                line.detail = event.detail.clone();
+            }
+            (LifecycleKind::Step, _, _) => line.detail = event.detail.clone(),
+            (LifecycleKind::Completed, _, _) => {
+                line.state = SagaState::Completed;
+                line.detail = "completed".into();
+                outcome = Some("completed");
+            }
+            (LifecycleKind::Compensated, _, _) => {
+                line.state = SagaState::Compensated;
+                line.detail = event.detail.clone();
+                outcome = Some("compensated");
+            }
+            (LifecycleKind::Failed, _, _) => {
+                line.state = SagaState::Failed;
+                line.detail = event.detail.clone();
+                outcome = Some("failed");
+            }
+            (LifecycleKind::Stuck, _, _) => {
+                line.state = SagaState::Stuck;
+                line.detail = event.detail.clone();
+                // Not an end: an operator's retry resumes it, so its start time stays.
+                self.count("stuck", now);
+            }
+        }
+        if event.kind == LifecycleKind::Started {
+            self.remember_start(event.saga_id, now);
+        }
+        if let Some(outcome) = outcome {
+            self.finish(event.saga_id, outcome, now);
+        }
+    }
+
+    /// The saga's line, moved to the front (created if unseen or evicted).
+    fn line(&mut self, event: &LifecycleEvent) -> &mut SagaLine {
+        let line = match self.recent.iter().position(|l| l.saga_id == event.saga_id) {
+            Some(i) => self.recent.remove(i),
+            None => None,
+        };
+        let line = line.unwrap_or_else(|| SagaLine {
+            saga_id: event.saga_id,
+            state: SagaState::Running,
+            step: String::new(),
+            detail: String::new(),
+            trace_id: event.trace_id.clone(),
+            took: None,
+        });
+        self.recent.push_front(line);
+        self.recent.truncate(RECENT_CAP);
+        &mut self.recent[0]
+    }
+
+    fn remember_start(&mut self, saga_id: Uuid, now: Instant) {
+        if self.starts.insert(saga_id, now).is_none() {
+            self.start_order.push_back(saga_id);
+        }
+        while self.start_order.len() > IN_FLIGHT_CAP {
+            if let Some(oldest) = self.start_order.pop_front() {
+                self.starts.remove(&oldest);
+            }
+        }
+    }
+
+    fn finish(&mut self, saga_id: Uuid, outcome: &'static str, now: Instant) {
+        self.count(outcome, now);
+        // A saga that started before the watcher did has no known duration: leave it out.
+        if let Some(start) = self.starts.remove(&saga_id) {
+            let took = now.saturating_duration_since(start);
+            self.durations.push_back((now, took));
+            if self.durations.len() > WINDOW_CAP {
+                self.durations.pop_front();
+            }
+            if let Some(line) = self.recent.iter_mut().find(|l| l.saga_id == saga_id) {
+                line.took = Some(took);
+            }
+        }
+    }
+
+    fn count(&mut self, outcome: &'static str, now: Instant) {
+        *self.counts.entry(outcome).or_default() += 1;
+        self.window.push_back((now, outcome));
+        if self.window.len() > WINDOW_CAP {
+            self.window.pop_front();
+        }
+    }
+
+    /// Forgets what left the window (call on every tick, so rates fall when nothing happens).
+    pub fn prune(&mut self, now: Instant) {
+        let old = |at: Instant| now.saturating_duration_since(at) > WINDOW;
+        while self.window.front().is_some_and(|(at, _)| old(*at)) {
+            self.window.pop_front();
+        }
+        while self.durations.front().is_some_and(|(at, _)| old(*at)) {
+            self.durations.pop_front();
+        }
+        // Start order and the map agree except for sagas that finished: drop those ids too.
+        while let Some(id) = self.start_order.front() {
+            if self.starts.contains_key(id) {
+                break;
+            }
+            self.start_order.pop_front();
+        }
+    }
+
+    /// The recent sagas, most recently changed first.
+    pub fn recent(&self) -> impl Iterator<Item = &SagaLine> {
+        self.recent.iter()
+    }
+
+    /// How many of `outcome` were seen since the watcher started.
+    pub fn count_of(&self, outcome: &str) -> u64 {
+        self.counts.get(outcome).copied().unwrap_or(0)
+    }
+
+    /// `outcome` per second over the last minute (or since the start, if that is shorter).
+    pub fn rate_of(&self, outcome: &str, now: Instant) -> f64 {
+        let span = now
+            .saturating_duration_since(self.started_at)
+            .clamp(Duration::from_secs(1), WINDOW);
+        let recent = self.window.iter().filter(|(_, o)| *o == outcome).count();
+        recent as f64 / span.as_secs_f64()
+    }
+
+    /// The `q`-quantile (0..=1) of the durations of sagas that ended in the last minute.
+    pub fn percentile(&self, q: f64) -> Option<Duration> {
+        let mut sorted: Vec<Duration> = self.durations.iter().map(|(_, d)| *d).collect();
+        if sorted.is_empty() {
+            return None;
+        }
+        sorted.sort_unstable();
+        // Nearest rank: the smallest value with at least q of the samples at or below it.
+        let rank = (q * sorted.len() as f64).ceil().max(1.0) as usize;
+        sorted.get(rank.min(sorted.len()) - 1).copied()
+    }
+
+    /// How many sagas are running or compensating (among those seen start).
+    pub fn in_flight(&self) -> usize {
+        self.starts.len()
+    }
+}
+
+#[cfg(test)]
+#[path = "model_tests.rs"]
+mod tests;

@@ -1,0 +1,222 @@
+use super::*;
+
+fn event(
+    saga_id: Uuid,
+    kind: LifecycleKind,
+    step: Option<(Step, Phase)>,
+    detail: &str,
+) -> WatchEvent {
+    WatchEvent::Lifecycle(LifecycleEvent {
+        saga_id,
+        kind,
+        step: step.map(|(s, _)| s),
+        phase: step.map(|(_, p)| p),
+        detail: detail.to_owned(),
+        trace_id: format!("trace-{saga_id}"),
+    })
+}
+
+fn line(model: &Model, saga_id: Uuid) -> SagaLine {
+    model
+        .recent()
+        .find(|l| l.saga_id == saga_id)
+        .cloned()
+        .expect("saga listed")
+}
+
+#[test]
+fn a_completed_saga_walks_its_steps_and_records_its_duration() {
+    let t0 = Instant::now();
+    let mut model = Model::new(t0);
+    let id = Uuid::new_v4();
+    model.apply(&event(id, LifecycleKind::Started, None, ""), t0);
+    assert_eq!(line(&model, id).step, "inventory.reserve");
+    assert_eq!(line(&model, id).state, SagaState::Running);
+    assert_eq!(model.in_flight(), 1);
+
+    let ok = |s| Some((s, Phase::Do));
+    model.apply(
+        &event(id, LifecycleKind::Step, ok(Step::Inventory), "ok"),
+        t0,
+    );
+    assert_eq!(
+        line(&model, id).step,
+        "payment.charge",
+        "the next step is in hand"
+    );
+    model.apply(&event(id, LifecycleKind::Step, ok(Step::Payment), "ok"), t0);
+    model.apply(&event(id, LifecycleKind::Step, ok(Step::Order), "ok"), t0);
+    assert_eq!(
+        line(&model, id).step,
+        "order.create",
+        "the last step stays shown"
+    );
+    let end = t0 + Duration::from_millis(120);
+    model.apply(&event(id, LifecycleKind::Completed, None, ""), end);
+
+    let done = line(&model, id);
+    assert_eq!(done.state, SagaState::Completed);
+    assert_eq!(done.took, Some(Duration::from_millis(120)));
+    assert_eq!(done.trace_id, format!("trace-{id}"));
+    assert_eq!(model.count_of("completed"), 1);
+    assert_eq!(model.count_of("compensated"), 0);
+    assert_eq!(model.in_flight(), 0);
+    assert_eq!(model.percentile(0.5), Some(Duration::from_millis(120)));
+}
+
+#[test]
+fn a_failed_step_turns_the_saga_to_compensating_with_its_reason() {
+    let t0 = Instant::now();
+    let mut model = Model::new(t0);
+    let id = Uuid::new_v4();
+    model.apply(&event(id, LifecycleKind::Started, None, ""), t0);
+    let inventory = Some((Step::Inventory, Phase::Do));
+    model.apply(&event(id, LifecycleKind::Step, inventory, "ok"), t0);
+    let payment = Some((Step::Payment, Phase::Do));
+    model.apply(
+        &event(id, LifecycleKind::Step, payment, "card declined"),
+        t0,
+    );
+    let failed = line(&model, id);
+    assert_eq!(failed.state, SagaState::Compensating);
+    assert_eq!(failed.step, "payment.charge");
+    assert_eq!(failed.detail, "card declined");
+
+    let undo = Some((Step::Inventory, Phase::Undo));
+    model.apply(&event(id, LifecycleKind::Step, undo, "ok"), t0);
+    assert_eq!(line(&model, id).step, "undo inventory.reserve");
+    let end = t0 + Duration::from_millis(80);
+    model.apply(
+        &event(id, LifecycleKind::Compensated, None, "card declined"),
+        end,
+    );
+    let done = line(&model, id);
+    assert_eq!(done.state, SagaState::Compensated);
+    assert_eq!(done.detail, "card declined");
+    assert_eq!(model.count_of("compensated"), 1);
+    assert_eq!(model.count_of("completed"), 0);
+}
+
+#[test]
+fn the_recent_list_is_capped_and_shows_the_latest_change_first() {
+    let t0 = Instant::now();
+    let mut model = Model::new(t0);
+    let ids: Vec<Uuid> = (0..RECENT_CAP + 50).map(|_| Uuid::new_v4()).collect();
+    for id in &ids {
+        model.apply(&event(*id, LifecycleKind::Started, None, ""), t0);
+    }
+    assert_eq!(model.recent().count(), RECENT_CAP);
+    assert_eq!(
+        model.recent().next().map(|l| l.saga_id),
+        ids.last().copied()
+    );
+    // An event for a listed saga brings it to the front rather than adding a line.
+    let older = ids[ids.len() - 10];
+    model.apply(&event(older, LifecycleKind::Completed, None, ""), t0);
+    assert_eq!(model.recent().count(), RECENT_CAP);
+    assert_eq!(model.recent().next().map(|l| l.saga_id), Some(older));
+}
+
+#[test]
+fn start_times_of_sagas_that_never_end_are_bounded() {
+    let t0 = Instant::now();
+    let mut model = Model::new(t0);
+    for _ in 0..IN_FLIGHT_CAP + 100 {
+        model.apply(&event(Uuid::new_v4(), LifecycleKind::Started, None, ""), t0);
+    }
+    assert_eq!(model.in_flight(), IN_FLIGHT_CAP);
+}
+
+#[test]
+fn percentiles_cover_the_last_minute_only() {
+    let t0 = Instant::now();
+    let mut model = Model::new(t0);
+    for ms in 1..=100u64 {
+        let id = Uuid::new_v4();
+        model.apply(&event(id, LifecycleKind::Started, None, ""), t0);
+        let end = t0 + Duration::from_millis(ms);
+        model.apply(&event(id, LifecycleKind::Completed, None, ""), end);
+    }
+    assert_eq!(model.percentile(0.5), Some(Duration::from_millis(50)));
+    assert_eq!(model.percentile(0.99), Some(Duration::from_millis(99)));
+    model.prune(t0 + Duration::from_secs(61));
+    assert_eq!(model.percentile(0.5), None, "a minute later they are gone");
+    assert_eq!(
+        model.count_of("completed"),
+        100,
+        "counts are since the start"
+    );
+}
+
+#[test]
+fn rates_are_per_second_over_the_window_and_fall_when_quiet() {
+    let t0 = Instant::now();
+    let mut model = Model::new(t0);
+    for i in 0..30u64 {
+        let id = Uuid::new_v4();
+        let at = t0 + Duration::from_millis(i * 300);
+        model.apply(&event(id, LifecycleKind::Started, None, ""), at);
+        model.apply(&event(id, LifecycleKind::Compensated, None, "no"), at);
+    }
+    model.apply(&WatchEvent::Rejected("bad".into()), t0);
+    let ten = t0 + Duration::from_secs(10);
+    assert!((model.rate_of("compensated", ten) - 3.0).abs() < 1e-9);
+    assert!((model.rate_of("rejected", ten) - 0.1).abs() < 1e-9);
+    assert_eq!(model.rate_of("completed", ten), 0.0);
+    let later = t0 + Duration::from_secs(130);
+    model.prune(later);
+    assert_eq!(model.rate_of("compensated", later), 0.0);
+}
+
+#[test]
+fn rejections_dead_letters_and_stuck_sagas_are_counted() {
+    let t0 = Instant::now();
+    let mut model = Model::new(t0);
+    model.apply(&WatchEvent::Rejected("quantity".into()), t0);
+    model.apply(&WatchEvent::DeadLetter("checkout.dlq.x".into()), t0);
+    let id = Uuid::new_v4();
+    model.apply(&event(id, LifecycleKind::Started, None, ""), t0);
+    model.apply(&event(id, LifecycleKind::Stuck, None, "refund failed"), t0);
+    assert_eq!(model.count_of("rejected"), 1);
+    assert_eq!(model.count_of("dead_letter"), 1);
+    assert_eq!(model.count_of("stuck"), 1);
+    assert_eq!(line(&model, id).state, SagaState::Stuck);
+    assert_eq!(model.in_flight(), 1, "a stuck saga may still end");
+}
+
+#[test]
+fn a_confirmation_that_failed_after_completion_leaves_the_saga_completed() {
+    let t0 = Instant::now();
+    let mut model = Model::new(t0);
+    let id = Uuid::new_v4();
+    model.apply(&event(id, LifecycleKind::Started, None, ""), t0);
+    for step in [Step::Inventory, Step::Payment, Step::Order] {
+        model.apply(
+            &event(id, LifecycleKind::Step, Some((step, Phase::Do)), "ok"),
+            t0,
+        );
+    }
+    model.apply(&event(id, LifecycleKind::Completed, None, ""), t0);
+    let failed = "notification_failed: not sent after 3 attempts";
+    let confirmation = Some((Step::Notification, Phase::Do));
+    model.apply(&event(id, LifecycleKind::Step, confirmation, failed), t0);
+    let done = line(&model, id);
+    assert_eq!(done.state, SagaState::Completed, "the checkout stands");
+    assert_eq!(done.detail, format!("notification.send {failed}"));
+    assert_eq!(model.count_of("completed"), 1);
+}
+
+#[test]
+fn a_saga_refused_at_its_first_step_is_counted_failed() {
+    let t0 = Instant::now();
+    let mut model = Model::new(t0);
+    let id = Uuid::new_v4();
+    model.apply(&event(id, LifecycleKind::Started, None, ""), t0);
+    let refusal = "out_of_stock: SKU-RARE wants 4, 3 available";
+    let first = Some((Step::Inventory, Phase::Do));
+    model.apply(&event(id, LifecycleKind::Step, first, refusal), t0);
+    model.apply(&event(id, LifecycleKind::Failed, None, refusal), t0);
+    assert_eq!(line(&model, id).state, SagaState::Failed);
+    assert_eq!(model.count_of("failed"), 1);
+    assert_eq!(model.count_of("compensated"), 0);
+}

@@ -1,0 +1,286 @@
+//! The "without Docker" path, end to end: a real otelite on free loopback ports, the real
+//! services and client exporting to it over OTLP/gRPC, one completed and one compensated
+//! checkout, and everything read back through otelite's REST API.
+
+use crate::support::{Options, Stack};
+use checkout_cli::otelite::{self, Otelite, Span};
+use checkout_harness::{ReceivedSpan, Service, SpanKind, free_port, trace_check};
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// The otelite binary: `OTELITE_BIN`, else on the PATH, else in `~/.cargo/bin`.
+fn otelite_bin() -> PathBuf {
+    let candidates = std::env::var_os("OTELITE_BIN")
+        .map(PathBuf::from)
+        .into_iter()
+        .chain(std::env::var_os("PATH").into_iter().flat_map(|path| {
+            std::env::split_paths(&path)
+                .map(|dir| dir.join("otelite"))
+                .collect::<Vec<_>>()
+        }))
+        .chain(std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cargo/bin/otelite")));
+    for candidate in candidates {
+        if candidate.is_file() {
+            return candidate;
+        }
+    }
+    panic!(
+        "otelite is not installed; install it with: {} (scripts/ensure-deps.sh does it), \
+         or set OTELITE_BIN",
+        otelite::INSTALL
+    );
+}
+
+/// A private otelite: its UI/API, OTLP/gRPC and OTLP/HTTP on free ports of 127.0.0.1, its
+/// storage and home (where it writes its config on a first run) in a temporary directory.
+struct PrivateOtelite {
+    service: Service,
+    api: Otelite,
+    grpc_port: u16,
+    _dir: tempfile::TempDir,
+}
+
+impl PrivateOtelite {
+    async fn start() -> PrivateOtelite {
+        let bin = otelite_bin();
+        let dir = tempfile::tempdir().expect("temp dir");
+        let (ui_port, grpc_port, http_port) = (free_port(), free_port(), free_port());
+        let home = dir.path().to_string_lossy().into_owned();
+        let args: Vec<String> = vec![
+            "serve".into(),
+            "--addr".into(),
+            format!("127.0.0.1:{ui_port}"),
+            "--storage-path".into(),
+            format!("{home}/data"),
+        ];
+        let envs = vec![
+            ("HOME".to_owned(), home.clone()),
+            ("OTELITE_OTLP_GRPC_PORT".to_owned(), grpc_port.to_string()),
+            ("OTELITE_OTLP_HTTP_PORT".to_owned(), http_port.to_string()),
+        ];
+        let service =
+            Service::spawn("otelite", &bin, &args, &envs, dir.path()).expect("spawn otelite");
+        let api = Otelite::new(&format!("http://127.0.0.1:{ui_port}")).expect("client");
+        let mut health = None;
+        for _ in 0..150 {
+            if let Ok(h) = api.health().await {
+                health = Some(h);
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        let log = || std::fs::read_to_string(service.log_path()).unwrap_or_default();
+        let health = health.unwrap_or_else(|| panic!("otelite did not answer in 30 s:\n{}", log()));
+        assert_eq!(
+            health.otlp_grpc_port, grpc_port,
+            "otelite took its gRPC port from the env"
+        );
+        assert_eq!(health.otlp_http_port, http_port);
+        PrivateOtelite {
+            service,
+            api,
+            grpc_port,
+            _dir: dir,
+        }
+    }
+
+    fn otlp_endpoint(&self) -> String {
+        format!("http://127.0.0.1:{}", self.grpc_port)
+    }
+}
+
+/// otelite's spans as the harness's, so that the harness's whole-trace check applies.
+fn received(spans: &[Span]) -> Vec<ReceivedSpan> {
+    spans
+        .iter()
+        .map(|s| ReceivedSpan {
+            trace_id: s.trace_id.clone(),
+            span_id: s.span_id.clone(),
+            parent_span_id: s.parent().map(str::to_owned),
+            name: s.name.clone(),
+            kind: SpanKind::Unspecified,
+            service_name: String::new(),
+            attributes: s.attributes.clone().into_iter().collect::<BTreeMap<_, _>>(),
+            error: false,
+            status_message: String::new(),
+            start_unix_nanos: u64::try_from(s.start_time).unwrap_or(0),
+            end_unix_nanos: u64::try_from(s.end_time).unwrap_or(0),
+            links: vec![],
+            events: vec![],
+        })
+        .collect()
+}
+
+/// Reads a trace back from otelite once its saga span is in, and checks it is whole.
+async fn whole_trace(otelite: &Otelite, trace_id: &str) -> Vec<Span> {
+    let found = otelite
+        .wait_for_span(trace_id, "saga checkout", Duration::from_secs(30))
+        .await
+        .expect("otelite API");
+    assert!(
+        found
+            .as_ref()
+            .is_some_and(|s| s.iter().any(|s| s.name == "saga checkout")),
+        "otelite has no saga span for trace {trace_id}: {found:?}"
+    );
+    // Let the last batches of the other services land.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let spans = otelite.trace(trace_id).await.expect("API").expect("trace");
+    let problems = trace_check::check_tree(&received(&spans));
+    assert!(
+        problems.is_empty(),
+        "trace {trace_id} is not whole: {problems:#?}"
+    );
+    let root: Vec<&Span> = spans.iter().filter(|s| s.parent().is_none()).collect();
+    assert_eq!(
+        root[0].name, "publish checkout.requested",
+        "the client's span is the root"
+    );
+    spans
+}
+
+/// The log records of a compensated saga are findable by its trace id, the failing step's and
+/// the compensations' among them.
+async fn assert_logs_found_by_trace_id(otelite: &Otelite, trace_id: &str) {
+    let logs = otelite.trace_logs(trace_id).await.expect("API");
+    assert!(
+        !logs.is_empty(),
+        "no log record carries trace id {trace_id}"
+    );
+    assert!(
+        logs.iter().all(|l| l["trace_id"] == trace_id),
+        "otelite returned records of other traces: {logs:#?}"
+    );
+    let text = serde_json::to_string(&logs)
+        .unwrap_or_default()
+        .to_lowercase();
+    for needle in ["order", "compensat"] {
+        assert!(
+            text.contains(needle),
+            "no log mentions {needle:?} in trace {trace_id}: {text}"
+        );
+    }
+}
+
+/// The latest value of counter `name` for `outcome`, summed over the processes reporting it
+/// (cumulative counters: each export adds a point; the largest per process is the latest).
+async fn counter(otelite: &Otelite, name: &str, outcome: &str) -> f64 {
+    let points = otelite.metric(name).await.expect("API");
+    let mut latest: BTreeMap<String, f64> = BTreeMap::new();
+    for point in points
+        .iter()
+        .filter(|p| p["attributes"]["checkout.outcome"] == outcome)
+    {
+        let process = point["resource"]["attributes"]["service.name"].to_string();
+        let value = point["value"].as_f64().unwrap_or(0.0);
+        let entry = latest.entry(process).or_insert(value);
+        *entry = entry.max(value);
+    }
+    latest.values().sum()
+}
+
+/// The checkout metrics are received under their names and units, with one completed and one
+/// compensated saga counted.
+async fn assert_checkout_metrics_by_name(otelite: &Otelite) {
+    // The services export every 300 ms: give them a few intervals, boundedly.
+    let mut names = Vec::new();
+    for _ in 0..50 {
+        names = otelite.metric_names().await.expect("API");
+        if names.iter().any(|n| n == "checkout.sagas")
+            && counter(otelite, "checkout.sagas", "compensated").await >= 1.0
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    for name in [
+        "checkout.sagas",
+        "checkout.duration",
+        "checkout.step.duration",
+    ] {
+        assert!(
+            names.iter().any(|n| n == name),
+            "no metric {name} in {names:?}"
+        );
+    }
+    let durations = otelite.metric("checkout.duration").await.expect("API");
+    assert!(
+        durations.iter().all(|p| p["unit"] == "s"),
+        "checkout.duration is in seconds: {durations:#?}"
+    );
+    assert_eq!(counter(otelite, "checkout.sagas", "completed").await, 1.0);
+    assert_eq!(counter(otelite, "checkout.sagas", "compensated").await, 1.0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn otelite_receives_whole_traces_and_show_links_to_it() {
+    let otelite = PrivateOtelite::start().await;
+    let endpoint = otelite.otlp_endpoint();
+    let mut options = Options {
+        otlp_endpoint: Some(endpoint.clone()),
+        ..Options::default()
+    };
+    // Metrics leave every 300 ms instead of every minute, so the test need not wait.
+    for service in ["inventory", "payment", "order", "orchestrator"] {
+        let interval = (service, "OTEL_METRIC_EXPORT_INTERVAL", "300".to_owned());
+        options.env.push(interval);
+    }
+    let stack = Stack::start(options).await;
+    // The client is the real binary too, so the root span also goes to otelite.
+    let client_env = [("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint.clone())];
+    let mut traces = Vec::new();
+    for (customer, expect) in [("cust-ok", "completed"), ("order-fails-o", "compensated")] {
+        let out = stack
+            .run_checkout(
+                &["publish", "--customer", customer, "--wait", "--json"],
+                &client_env,
+            )
+            .await;
+        let value: serde_json::Value = serde_json::from_str(out.trim()).expect("JSON");
+        assert_eq!(value["outcome"], expect, "{out}");
+        let id = |k: &str| value[k].as_str().expect(k).to_owned();
+        traces.push((id("saga_id"), id("trace_id")));
+    }
+
+    let completed = whole_trace(&otelite.api, &traces[0].1).await;
+    let compensated = whole_trace(&otelite.api, &traces[1].1).await;
+    assert!(!completed.iter().any(|s| s.name.starts_with("compensate ")));
+    let undos: Vec<&str> = compensated
+        .iter()
+        .filter(|s| s.name.starts_with("compensate "))
+        .map(|s| s.name.as_str())
+        .collect();
+    assert_eq!(undos.len(), 2, "refund and release: {undos:?}");
+
+    // `show` links to otelite, which holds the trace; with no UI answering, it links nowhere.
+    let ui = otelite.api.base().to_owned();
+    let (saga_id, trace_id) = &traces[1];
+    let linked = [("TRACE_UI", "auto".to_owned()), ("OTELITE_URL", ui.clone())];
+    let out = stack.run_checkout(&["show", saga_id], &linked).await;
+    assert!(out.contains(&format!("open     {ui}/#traces")), "{out}");
+    assert!(
+        out.contains(&format!("json  {ui}/api/traces/{trace_id}")),
+        "{out}"
+    );
+    let dead = format!("http://127.0.0.1:{}", free_port());
+    let nowhere = [
+        ("TRACE_UI", "auto".to_owned()),
+        ("OTELITE_URL", dead.clone()),
+        ("JAEGER_URL", dead),
+    ];
+    let out = stack.run_checkout(&["show", saga_id], &nowhere).await;
+    assert!(out.contains("link     none: no trace UI answers"), "{out}");
+    assert!(!out.contains("open "), "{out}");
+
+    assert_logs_found_by_trace_id(&otelite.api, &traces[1].1).await;
+    assert_checkout_metrics_by_name(&otelite.api).await;
+
+    stack.stop().await;
+    let mut service = otelite.service;
+    let code = tokio::task::spawn_blocking(move || service.terminate(Duration::from_secs(10)))
+        .await
+        .expect("join")
+        .expect("terminate");
+    assert_eq!(code, Some(0), "otelite stops cleanly on SIGTERM");
+}
