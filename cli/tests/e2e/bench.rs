@@ -70,14 +70,11 @@ fn a_tiny_bench_reports_every_figure_and_loses_no_span() {
         .iter()
         .filter_map(|p| p["process"].as_str())
         .collect();
-    for process in [
-        "nats-server",
-        "postgres",
-        "orchestrator",
-        "inventory",
-        "payment",
-        "order",
-    ] {
+    let workers = checkout_shared::steps::worker_kinds();
+    for process in ["nats-server", "postgres", "orchestrator"]
+        .into_iter()
+        .chain(workers)
+    {
         assert!(processes.contains(&process), "{process} in {processes:?}");
     }
     // The skeleton's pattern, by construction: 7 messages per saga.

@@ -44,14 +44,9 @@ fn chaos_with_every_fault_kind_keeps_every_invariant() {
     }
     // The first round takes every worker kind, the orchestrator, the broker and the database
     // process; the table outage and both network faults come on top.
-    for process in [
-        "inventory",
-        "payment",
-        "order",
-        "orchestrator",
-        "nats",
-        "postgres",
-    ] {
+    for process in
+        checkout_shared::steps::worker_kinds().chain(["orchestrator", "nats", "postgres"])
+    {
         assert!(
             report["kills_by_kind"][process].as_u64() >= Some(1),
             "{process} never killed: {report:#}"
