@@ -102,9 +102,15 @@ pub async fn run(
     let pool = PgPoolOptions::new()
         .max_connections(config.max_connections)
         .acquire_timeout(Duration::from_secs(5))
-        .connect(&config.database_url)
-        .await?;
-    migrate(&pool).await?;
+        .connect_lazy(&config.database_url)?;
+    // A database that is down (or restarting) at start-up is waited for, as the broker is.
+    if retry("migrating the gateway schema", &shutdown, || migrate(&pool))
+        .await
+        .is_none()
+    {
+        pool.close().await;
+        return Ok(());
+    }
     let nats =
         checkout_shared::connect::connect(&config.nats_url, "checkout-gateway", true).await?;
     let js = checkout_shared::connect::jetstream(nats.clone());

@@ -83,9 +83,17 @@ pub async fn run(
     let pool = PgPoolOptions::new()
         .max_connections(config.max_connections)
         .acquire_timeout(Duration::from_secs(10))
-        .connect(&config.database_url)
-        .await?;
-    store::migrate(&pool).await?;
+        .connect_lazy(&config.database_url)?;
+    // A database that is down (or restarting) at start-up is waited for, as the broker is.
+    if retry("migrating the saga schema", &shutdown, || {
+        store::migrate(&pool)
+    })
+    .await
+    .is_none()
+    {
+        pool.close().await;
+        return Ok(());
+    }
     let client =
         checkout_shared::connect::connect(&config.nats_url, "checkout-orchestrator", true).await?;
     let js = checkout_shared::connect::jetstream(client.clone());

@@ -118,6 +118,11 @@ pub enum PublishFailed {
 
 /// Publishes `msg` to JetStream under a producer span and waits for the stream's ack.
 /// A duplicate (same `Nats-Msg-Id` within the window) counts as success.
+///
+/// The producer span is exported before the message leaves (so a consumer's span never
+/// outlives its parent's export), which means it cannot carry the publish's outcome: a
+/// publish that fails gets a `send failed` child span with error status instead, so that a
+/// producer span without a consumer beneath it reads as what it is.
 pub async fn publish(
     js: &jetstream::Context,
     flusher: &SpanFlusher,
@@ -125,9 +130,35 @@ pub async fn publish(
     mut msg: Outgoing,
     extra: Vec<KeyValue>,
 ) -> Result<(), PublishFailed> {
-    stamp_producer_span(parent, &msg.subject, &msg.msg_id, &mut msg.headers, extra);
+    let producer = stamp_producer_span(parent, &msg.subject, &msg.msg_id, &mut msg.headers, extra);
     flusher.flush().await;
-    send(js, msg).await
+    let (subject, msg_id) = (msg.subject.clone(), msg.msg_id.clone());
+    let sent = send(js, msg).await;
+    if let Err(err) = &sent {
+        tracing::warn!(%subject, %msg_id, error = %err, "message not sent; it will be sent again");
+        mark_unsent(&producer, &subject, &msg_id, err);
+    }
+    sent
+}
+
+/// The name of the span that marks a publish that did not reach the stream.
+pub const SEND_FAILED: &str = "send failed";
+
+fn mark_unsent(producer: &Context, subject: &str, msg_id: &str, err: &PublishFailed) {
+    let tracer = global::tracer("checkout-saga");
+    let mut span = tracer
+        .span_builder(format!("{SEND_FAILED} {subject}"))
+        .with_kind(SpanKind::Internal)
+        .with_attributes(vec![
+            KeyValue::new("messaging.system", SYSTEM),
+            KeyValue::new("messaging.destination.name", subject.to_owned()),
+            KeyValue::new("messaging.message.id", msg_id.to_owned()),
+            KeyValue::new("error.type", "publish_failed"),
+        ])
+        .start_with_context(&tracer, producer);
+    use opentelemetry::trace::Span as _;
+    span.set_status(opentelemetry::trace::Status::error(err.to_string()));
+    span.end();
 }
 
 /// Publishes an already stamped message and waits for the stream's ack.

@@ -59,14 +59,22 @@ pub async fn run(
     let pool = PgPoolOptions::new()
         .max_connections(config.max_connections)
         .acquire_timeout(Duration::from_secs(10))
-        .connect(&config.database_url)
-        .await?;
-    migrate(&pool, config.kind).await?;
+        .connect_lazy(&config.database_url)?;
+    // A database that is down (or restarting) at start-up is waited for, as the broker is.
+    let schema_ready = retry("migrating the schema", &shutdown, || async {
+        migrate(&pool, config.kind).await?;
+        if config.kind == Step::Inventory {
+            inventory::seed(&pool, &config.seed_stock).await?;
+        }
+        Ok::<(), WorkerError>(())
+    })
+    .await;
+    if schema_ready.is_none() {
+        pool.close().await;
+        return Ok(());
+    }
     let client = checkout_shared::connect::connect(&config.nats_url, &name, true).await?;
     let js = checkout_shared::connect::jetstream(client.clone());
-    if config.kind == Step::Inventory {
-        inventory::seed(&pool, &config.seed_stock).await?;
-    }
     let ready = retry("provisioning JetStream", &shutdown, || async {
         streams::provision(&js, config.replicas).await?;
         if config.kind == Step::Inventory {

@@ -170,7 +170,7 @@ pub async fn run(args: ChaosArgs) -> anyhow::Result<ExitCode> {
     report.kills = report.kills_by_kind.values().sum();
     report.broker_restarts = report.kills_by_kind.get("nats").copied().unwrap_or(0);
     (report.max_recovery_ms, report.unrecovered_faults) =
-        sampler::recovery(&faults, &samples.points);
+        sampler::recovery(&faults, &samples.points, report.sagas);
     report.sampler_errors = samples.errors;
     report.sampler_failure = samples.failure;
     for (name, code) in stack.stop().await {

@@ -153,6 +153,10 @@ pub fn print(report: &ChaosReport, faults: &[Fault], say: &impl Fn(String)) {
         t.unprocessed_commands.to_string(),
     );
     row(
+        "  sends that failed (re-sent)",
+        t.unsent_commands.to_string(),
+    );
+    row(
         "  re-emitted saga/step span copies",
         t.reemitted_copies.to_string(),
     );

@@ -99,17 +99,22 @@ impl Sampler {
 
 /// Hold-up after each fault: from the fault until the count of ended sagas grew again. The
 /// baseline is the first sample after the fault, so a saga that ended just before it does not
-/// count as progress (the figure errs long, by at most one sampling period). Returns the
-/// longest, and the faults after which progress never came back.
-pub fn recovery(faults: &[Fault], samples: &[(Instant, i64)]) -> (u64, Vec<String>) {
+/// count as progress (the figure errs long, by at most one sampling period). A fault after
+/// which all `total` sagas had already ended has nothing to hold up. Returns the longest, and
+/// the faults after which progress never came back.
+pub fn recovery(faults: &[Fault], samples: &[(Instant, i64)], total: i64) -> (u64, Vec<String>) {
     let mut longest = 0;
     let mut never = Vec::new();
     for fault in faults {
         let mut after = samples.iter().filter(|(t, _)| *t >= fault.at);
-        let again = after
-            .next()
-            .and_then(|(_, baseline)| after.find(|(_, n)| n > baseline));
-        match again {
+        let Some((_, baseline)) = after.next() else {
+            never.push(fault.action.clone());
+            continue;
+        };
+        if *baseline >= total {
+            continue;
+        }
+        match after.find(|(_, n)| n > baseline) {
             Some((t, _)) => {
                 let ms = u64::try_from(t.duration_since(fault.at).as_millis()).unwrap_or(u64::MAX);
                 longest = longest.max(ms);
@@ -194,11 +199,14 @@ mod tests {
             down: Duration::ZERO,
         };
         assert_eq!(
-            recovery(&[fault(50, "kill orchestrator")], &samples),
+            recovery(&[fault(50, "kill orchestrator")], &samples, 20),
             (350, vec![])
         );
-        let (longest, never) = recovery(&[fault(450, "kill nats")], &samples);
+        let (longest, never) = recovery(&[fault(450, "kill nats")], &samples, 20);
         assert_eq!((longest, never), (0, vec!["kill nats".to_owned()]));
+        // Every saga had ended before the fault: nothing was held up.
+        let (longest, never) = recovery(&[fault(350, "table unusable")], &samples, 12);
+        assert_eq!((longest, never), (0, vec![]));
     }
 
     #[test]

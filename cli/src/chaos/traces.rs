@@ -14,6 +14,7 @@
 use checkout_harness::trace_check::check_tree;
 use checkout_harness::{OtlpReceiver, ReceivedSpan, SpanKind};
 use checkout_orchestrator::saga::CHECKOUT;
+use checkout_shared::messaging;
 use sqlx::PgPool;
 use std::collections::{HashMap, HashSet};
 use std::time::Duration;
@@ -35,6 +36,9 @@ pub struct TraceAudit {
     pub conflicting_span_ids: usize,
     /// Command messages published and never processed.
     pub unprocessed_commands: usize,
+    /// Command publishes that did not reach the stream (a `send failed` span beneath them):
+    /// not a hole in the trace, as nothing was there to process; the saga re-sent them.
+    pub unsent_commands: usize,
 }
 
 fn is_deferred(span: &ReceivedSpan) -> bool {
@@ -63,7 +67,7 @@ pub async fn wait_for_spans(pool: &PgPool, receiver: &OtlpReceiver) -> anyhow::R
             .filter(|s| s.name == "saga checkout")
             .map(|s| s.trace_id.as_str())
             .collect();
-        traces.iter().all(|t| done.contains(t.as_str())) && unprocessed(spans).is_empty()
+        traces.iter().all(|t| done.contains(t.as_str())) && unprocessed(spans).0.is_empty()
     };
     // Checked once a second rather than at the receiver's 50 ms: the check is a pass over
     // every span, on cores the services share.
@@ -81,23 +85,35 @@ pub async fn wait_for_spans(pool: &PgPool, receiver: &OtlpReceiver) -> anyhow::R
 /// Message ids of commands published whose every publish span lacks a process span beneath.
 /// A command re-published under the same id (recovery) is one message, dropped by JetStream's
 /// duplicate window: it needs one process span under any of its publish spans.
-fn unprocessed(spans: &[ReceivedSpan]) -> Vec<(String, String)> {
-    let processed: HashSet<&str> = spans
-        .iter()
-        .filter(|s| s.kind == SpanKind::Consumer)
-        .filter_map(|s| s.parent_span_id.as_deref())
-        .collect();
+/// Command messages (by message id) with no process span under any of their publish spans,
+/// as `(message id, trace id)`, and how many publishes failed to reach the stream and were
+/// therefore never there to process.
+fn unprocessed(spans: &[ReceivedSpan]) -> (Vec<(String, String)>, usize) {
+    let children_of = |pred: &dyn Fn(&ReceivedSpan) -> bool| -> HashSet<&str> {
+        spans
+            .iter()
+            .filter(|s| pred(s))
+            .filter_map(|s| s.parent_span_id.as_deref())
+            .collect()
+    };
+    let processed = children_of(&|s| s.kind == SpanKind::Consumer);
+    let unsent = children_of(&|s| s.name.starts_with(messaging::SEND_FAILED));
     let mut by_message: HashMap<&str, (&str, bool)> = HashMap::new();
+    let mut unsent_publishes = 0;
     for span in spans.iter().filter(|s| is_command_publish(s)) {
         let id = span.attr("messaging.message.id").unwrap_or(&span.span_id);
         let entry = by_message.entry(id).or_insert((&span.trace_id, false));
-        entry.1 |= processed.contains(span.span_id.as_str());
+        let done = processed.contains(span.span_id.as_str());
+        let never_there = !done && unsent.contains(span.span_id.as_str());
+        unsent_publishes += usize::from(never_there);
+        entry.1 |= done || never_there;
     }
-    by_message
+    let holes = by_message
         .into_iter()
         .filter(|(_, (_, done))| !done)
         .map(|(id, (trace, _))| (id.to_owned(), trace.to_owned()))
-        .collect()
+        .collect();
+    (holes, unsent_publishes)
 }
 
 /// Audits every saga's trace.
@@ -117,7 +133,9 @@ pub async fn audit(pool: &PgPool, receiver: &OtlpReceiver) -> anyhow::Result<Tra
     let all = receiver.spans();
     let mut audit = TraceAudit::default();
     let mut unprocessed_by_trace: HashMap<String, Vec<String>> = HashMap::new();
-    for (id, trace) in unprocessed(&all) {
+    let (holes, unsent) = unprocessed(&all);
+    audit.unsent_commands = unsent;
+    for (id, trace) in holes {
         audit.unprocessed_commands += 1;
         unprocessed_by_trace.entry(trace).or_default().push(id);
     }
@@ -227,4 +245,59 @@ fn saga_problems(spans: &[ReceivedSpan], status: &str, undos: Option<&usize>) ->
         }
     }
     problems
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn span(id: &str, parent: Option<&str>, name: &str, kind: SpanKind) -> ReceivedSpan {
+        ReceivedSpan {
+            trace_id: "t".into(),
+            span_id: id.into(),
+            parent_span_id: parent.map(str::to_owned),
+            name: name.into(),
+            kind,
+            service_name: String::new(),
+            attributes: [("messaging.message.id".to_owned(), format!("msg-{id}"))].into(),
+            error: false,
+            status_message: String::new(),
+            start_unix_nanos: 0,
+            end_unix_nanos: 0,
+            links: vec![],
+            events: vec![],
+        }
+    }
+
+    #[test]
+    fn a_publish_without_its_process_span_is_a_hole_unless_it_never_reached_the_stream() {
+        let publish = |id| {
+            span(
+                id,
+                None,
+                "publish checkout.cmd.payment.charge",
+                SpanKind::Producer,
+            )
+        };
+        let spans = vec![
+            publish("a"),
+            span(
+                "a1",
+                Some("a"),
+                "process checkout.cmd.payment.charge",
+                SpanKind::Consumer,
+            ),
+            publish("b"),
+            span(
+                "b1",
+                Some("b"),
+                "send failed checkout.cmd.payment.charge",
+                SpanKind::Internal,
+            ),
+            publish("c"),
+        ];
+        let (holes, unsent) = unprocessed(&spans);
+        assert_eq!(holes, vec![("msg-c".to_owned(), "t".to_owned())]);
+        assert_eq!(unsent, 1);
+    }
 }
