@@ -1,7 +1,8 @@
 //! The orchestrator against a real nats-server and PostgreSQL: recovery re-sends what a
 //! recorded transition implied but a crash kept from being sent; deadlines re-send and then
 //! compensate; an undo without reply is re-sent until it succeeds, flagged stuck on the way,
-//! and an operator can make it try now.
+//! and an operator can make it try now; a completed saga's confirmation is re-sent by its
+//! deadline within its bound, then given up, and the checkout stands.
 
 #![allow(clippy::unwrap_used)] // a failed unwrap is a failed test
 
@@ -334,4 +335,62 @@ async fn a_message_out_of_deliveries_is_moved_to_the_dead_letters() {
         .unwrap();
     pool.close().await;
     db.drop_db().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unanswered_confirmation_is_resent_by_its_deadline_then_given_up_and_the_checkout_stands()
+ {
+    let (_nats, _db, pool, js) = setup().await;
+    let client = async_nats::connect(_nats.url()).await.unwrap();
+    let (executor, _exported) = Executor::new(pool.clone(), client, SpanFlusher::disabled(), FAST);
+    let data = data();
+    let saga_id = data.request.checkout_id;
+    let cx = opentelemetry::Context::new();
+    assert!(executor.start(data, &cx).await.unwrap());
+    let mut status = None;
+    for step in [Step::Inventory, Step::Payment, Step::Order] {
+        let outcome = Outcome::StepSucceeded {
+            reference: Some(Uuid::new_v4()),
+        };
+        let reply = Input::Reply {
+            step,
+            phase: Phase::Do,
+            outcome,
+        };
+        status = executor.apply(saga_id, reply).await.unwrap();
+    }
+    assert_eq!(
+        status,
+        Some(Status::Completed),
+        "the checkout does not wait"
+    );
+    // No notification worker answers: the completed saga stays in the deadline scan (the
+    // store's `due`) until the confirmation's bound is spent.
+    for _ in 0..30 {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        for due in executor.due(10).await.unwrap() {
+            status = executor.time_out(due).await.unwrap();
+        }
+    }
+    assert_eq!(status, Some(Status::Completed), "the checkout stands");
+    let sent = commands(&js, "checkout.cmd.notification.send").await;
+    let id = format!("{saga_id}.notification.do");
+    assert_eq!(
+        sent,
+        vec![id.clone(), format!("{id}.r1"), format!("{id}.r2")]
+    );
+    assert!(
+        executor.due(10).await.unwrap().is_empty(),
+        "given up, no deadline"
+    );
+    let log = store::log(&pool, saga_id).await.unwrap();
+    let last = log.last().unwrap();
+    assert_eq!(
+        (last.step.as_deref(), last.event.as_str()),
+        (Some("notification.send"), "failed")
+    );
+    assert!(
+        log.iter().all(|e| e.event != "undo_started"),
+        "nothing undone"
+    );
 }
