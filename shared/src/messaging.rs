@@ -137,6 +137,9 @@ pub async fn publish(
     if let Err(err) = &sent {
         tracing::warn!(%subject, %msg_id, error = %err, "message not sent; it will be sent again");
         mark_unsent(&producer, &subject, &msg_id, err);
+        // Out now: a process killed before its next flush must not leave the producer span
+        // looking like a message that was delivered and never processed.
+        flusher.flush().await;
     }
     sent
 }
