@@ -51,12 +51,12 @@ impl<P: SpanProcessor> SpanProcessor for GroupedExport<P> {
         let id = span.span_context().span_id();
         let parent = cx.span().span_context().clone();
         if let Ok(mut groups) = self.groups.lock() {
+            // A parent no longer tracked has ended (a `send failed` marker under a producer
+            // span that was exported before its message left): there is nothing left to wait
+            // for, so the span is a tree of its own. Held under the ended parent, it would
+            // wait forever.
             let root = if parent.is_valid() && !parent.is_remote() {
-                groups
-                    .root_of
-                    .get(&parent.span_id())
-                    .copied()
-                    .unwrap_or(parent.span_id())
+                groups.root_of.get(&parent.span_id()).copied().unwrap_or(id)
             } else {
                 id
             };
@@ -149,5 +149,27 @@ mod tests {
         });
         let exported = names();
         assert!(exported.contains(&"db".to_owned()) && exported.contains(&"process".to_owned()));
+    }
+
+    #[test]
+    fn a_span_started_under_an_ended_local_span_is_not_held_forever() {
+        let exporter = InMemorySpanExporter::default();
+        let processor = GroupedExport::new(SimpleSpanProcessor::new(exporter.clone()));
+        let provider = SdkTracerProvider::builder()
+            .with_span_processor(processor)
+            .build();
+        let tracer = provider.tracer("test");
+        let producer = tracer.start("publish");
+        let cx = Context::current_with_span(producer);
+        cx.span().end();
+        let mut marker = tracer.start_with_context("send failed", &cx);
+        opentelemetry::trace::Span::end(&mut marker);
+        let names: Vec<String> = exporter
+            .get_finished_spans()
+            .unwrap()
+            .iter()
+            .map(|s| s.name.to_string())
+            .collect();
+        assert_eq!(names, ["publish", "send failed"]);
     }
 }
