@@ -42,7 +42,8 @@ enum Command {
     Retry(ops::RetryArgs),
     /// Start whatever is missing, run a handful of checkouts, print their traces, stop.
     Demo(demo::DemoArgs),
-    /// Kill workers, the orchestrator and the broker under load, then audit every invariant.
+    /// Break workers, the orchestrator, the broker, the database and the network under load, then
+    /// audit every invariant.
     Chaos(chaos::ChaosArgs),
     /// Measure throughput, latency and cost per saga on a private stack, against a skeleton.
     Bench(bench::BenchArgs),
