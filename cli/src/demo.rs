@@ -141,7 +141,7 @@ async fn drive(
         let trace_id = client.publish(&scenario.request).await?;
         followed.push((scenario, trace_id, events));
     }
-    let bad = br#"{"checkout_id":"7d0c3c55-5a6f-4d59-9d1e-3f1b2c3d4e5f","customer_id":"cust-x","items":[{"sku":"SKU-MUG","quantity":-1}],"payment_token":"tok_visa","amount_cents":100}"#;
+    let bad = br#"{"checkout_id":"7d0c3c55-5a6f-4d59-9d1e-3f1b2c3d4e5f","customer_id":"cust-x","items":[{"sku":"SKU-MUG","quantity":-1,"unit_price_cents":100}],"payment_token":"tok_visa","amount_cents":-100,"currency":"EUR"}"#;
     client
         .publish_raw("demo-bad-input".into(), bytes::Bytes::from_static(bad))
         .await?;
