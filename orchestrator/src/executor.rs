@@ -211,12 +211,12 @@ impl<S: SagaStore, T: Transport> Executor<S, T> {
         let locked = self
             .store
             .transact(saga_id, is_timeout, |before| {
-                let input = match input {
+                let input = match &input {
                     // The machine judges how long the step has waited, not the scanner.
                     Input::Timeout { .. } => Input::Timeout {
                         waited: (now - before.step_started_at).to_std().unwrap_or_default(),
                     },
-                    other => other,
+                    other => other.clone(),
                 };
                 let transition = before.state.next(&input, policy)?;
                 let (after, write) = self.plan(before, &transition, now);

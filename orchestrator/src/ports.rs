@@ -32,7 +32,8 @@ pub struct Locked<X> {
     pub planned: Option<Planned<X>>,
 }
 
-/// Where sagas are kept. Every change of a saga happens under its lock, all or nothing.
+/// Where sagas are kept. Every change of a saga is written whole, over the version it was planned
+/// from.
 pub trait SagaStore: Clone + Send + Sync + 'static {
     /// Inserts a new saga and its first log entries; false (nothing written) if it exists.
     fn insert(
@@ -41,7 +42,8 @@ pub trait SagaStore: Clone + Send + Sync + 'static {
         write: &Write,
     ) -> impl Future<Output = Result<bool, sqlx::Error>> + Send;
 
-    /// Locks a saga, lets `plan` decide its change, and writes that change atomically.
+    /// Reads a saga, lets `plan` decide its change, and writes that change atomically unless
+    /// the saga changed meanwhile; then `plan` runs again on the saga as it now is.
     /// With `only_if_due`, `plan` runs only if the saga's deadline has passed: another
     /// orchestrator (or a reply) may have moved it on since the scan that found it due.
     /// `None` when the saga is unknown.
@@ -53,7 +55,7 @@ pub trait SagaStore: Clone + Send + Sync + 'static {
     ) -> impl Future<Output = Result<Option<Locked<X>>, sqlx::Error>> + Send
     where
         X: Send,
-        F: FnOnce(&SagaRow) -> Option<Planned<X>> + Send;
+        F: Fn(&SagaRow) -> Option<Planned<X>> + Send;
 
     /// Active sagas whose deadline has passed, oldest first, at most `limit`.
     fn due(&self, limit: i64) -> impl Future<Output = Result<Vec<Uuid>, sqlx::Error>> + Send;

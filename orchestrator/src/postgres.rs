@@ -6,7 +6,8 @@ use crate::store::{self, SagaRow, Write};
 use sqlx::PgPool;
 use uuid::Uuid;
 
-/// Sagas in the `saga` schema; a saga's lock is its row's `FOR UPDATE` lock.
+/// Sagas in the `saga` schema; a transition is written only over the version it was planned
+/// from, which serializes a saga's transitions without a lock held across round trips.
 #[derive(Debug, Clone)]
 pub struct PgStore {
     pool: PgPool,
@@ -26,13 +27,7 @@ impl PgStore {
 
 impl SagaStore for PgStore {
     async fn insert(&self, row: &SagaRow, write: &Write) -> Result<bool, sqlx::Error> {
-        let mut tx = self.pool.begin().await?;
-        if !store::insert(&mut tx, row, write).await? {
-            tx.rollback().await?;
-            return Ok(false);
-        }
-        tx.commit().await?;
-        Ok(true)
+        store::insert(&self.pool, row, write).await
     }
 
     async fn transact<X, F>(
@@ -43,29 +38,36 @@ impl SagaStore for PgStore {
     ) -> Result<Option<Locked<X>>, sqlx::Error>
     where
         X: Send,
-        F: FnOnce(&SagaRow) -> Option<crate::ports::Planned<X>> + Send,
+        F: Fn(&SagaRow) -> Option<crate::ports::Planned<X>> + Send,
     {
-        let mut tx = self.pool.begin().await?;
-        let Some(before) = store::lock(&mut tx, saga_id).await? else {
-            tx.rollback().await?;
-            return Ok(None);
-        };
-        if only_if_due && !store::still_due(&mut tx, saga_id).await? {
-            tx.rollback().await?;
-            return Ok(Some(Locked {
-                before,
-                planned: None,
-            }));
-        }
-        let planned = plan(&before);
-        match &planned {
-            Some(p) => {
-                store::save(&mut tx, &p.after, &p.write).await?;
-                tx.commit().await?;
+        // Read, plan, then write only if nothing committed in between (the version is
+        // unchanged): two round trips and no row lock held across them. A lost race is rare
+        // (a timeout or a duplicate meeting a reply) and plans again on the row it left.
+        loop {
+            let Some((before, due)) = store::read(&self.pool, saga_id).await? else {
+                return Ok(None);
+            };
+            // Another orchestrator (or a reply) may have moved the saga on since the scan
+            // that found it due.
+            let planned = if only_if_due && !due {
+                None
+            } else {
+                plan(&before)
+            };
+            let Some(p) = planned else {
+                return Ok(Some(Locked {
+                    before,
+                    planned: None,
+                }));
+            };
+            if store::save(&self.pool, before.version, &p.after, &p.write).await? {
+                return Ok(Some(Locked {
+                    before,
+                    planned: Some(p),
+                }));
             }
-            None => tx.rollback().await?,
+            tracing::debug!(%saga_id, "saga changed since it was read; planning again");
         }
-        Ok(Some(Locked { before, planned }))
     }
 
     async fn due(&self, limit: i64) -> Result<Vec<Uuid>, sqlx::Error> {

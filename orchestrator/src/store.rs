@@ -1,11 +1,13 @@
 //! The saga store in PostgreSQL: one row per saga (its state, version and span ids) and an
-//! append-only log. A transition's writes (row and log) commit in one transaction.
+//! append-only log. A transition's writes (row and log) are one statement, conditional on the
+//! version the transition was planned from (optimistic concurrency, no lock held between round
+//! trips).
 
 use crate::machine::{LogEntry, SagaState};
 use crate::spans::{PlannedSpan, SagaTrace};
 use chrono::{DateTime, Utc};
 use opentelemetry::trace::{SpanId, TraceId};
-use sqlx::{PgConnection, PgPool, Row};
+use sqlx::{PgPool, Row};
 use uuid::Uuid;
 
 /// Applies the orchestrator's migrations (schema `saga`, with its own migration history).
@@ -88,17 +90,35 @@ fn from_row(row: &sqlx::postgres::PgRow) -> Result<SagaRow, sqlx::Error> {
     })
 }
 
-/// Inserts a new saga; returns false (and writes nothing) if it already exists.
-pub async fn insert(
-    conn: &mut PgConnection,
-    row: &SagaRow,
-    write: &Write,
-) -> Result<bool, sqlx::Error> {
-    let inserted = sqlx::query(
-        "INSERT INTO saga.sagas (saga_id, status, state, version, trace_id, parent_span_id, \
-         saga_span_id, sampled, step_span_id, step_started_at, deadline_at, started_at, updated_at) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $12) \
-         ON CONFLICT (saga_id) DO NOTHING",
+/// The log entries of a transition as three parallel arrays (step, event, detail), for
+/// `unnest ... WITH ORDINALITY` in the statement that writes the transition.
+type LogColumns<'a> = (Vec<Option<String>>, Vec<&'a str>, Vec<Option<String>>);
+
+fn log_columns(log: &[LogEntry]) -> LogColumns<'_> {
+    (
+        log.iter().map(|(s, _, _)| s.map(|s| s.name())).collect(),
+        log.iter().map(|(_, e, _)| *e).collect(),
+        log.iter().map(|(_, _, d)| d.clone()).collect(),
+    )
+}
+
+/// Inserts a new saga and its log in one statement; returns false (and writes nothing) if it
+/// already exists.
+pub async fn insert(pool: &PgPool, row: &SagaRow, write: &Write) -> Result<bool, sqlx::Error> {
+    let (steps, events, details) = log_columns(&write.log);
+    let inserted: i64 = sqlx::query_scalar(
+        "WITH ins AS ( \
+           INSERT INTO saga.sagas (saga_id, status, state, version, trace_id, parent_span_id, \
+             saga_span_id, sampled, step_span_id, step_started_at, deadline_at, started_at, \
+             updated_at) \
+           VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $12) \
+           ON CONFLICT (saga_id) DO NOTHING RETURNING saga_id), \
+         log AS ( \
+           INSERT INTO saga.saga_log (saga_id, step, event, detail) \
+           SELECT ins.saga_id, l.step, l.event, l.detail \
+           FROM ins, unnest($13::text[], $14::text[], $15::text[]) WITH ORDINALITY \
+             AS l(step, event, detail, n) ORDER BY l.n) \
+         SELECT count(*) FROM ins",
     )
     .bind(row.saga_id)
     .bind(row.state.status.as_str())
@@ -112,43 +132,55 @@ pub async fn insert(
     .bind(row.step_started_at)
     .bind(write.deadline_at)
     .bind(row.started_at)
-    .execute(&mut *conn)
+    .bind(steps)
+    .bind(events)
+    .bind(details)
+    .fetch_one(pool)
     .await?;
-    if inserted.rows_affected() == 0 {
-        return Ok(false);
-    }
-    append_log(conn, row.saga_id, &write.log).await?;
-    Ok(true)
+    Ok(inserted == 1)
 }
 
-/// Reads a saga and locks it until the transaction ends.
-pub async fn lock(conn: &mut PgConnection, saga_id: Uuid) -> Result<Option<SagaRow>, sqlx::Error> {
+/// Reads a saga without locking it, and whether its deadline has passed.
+pub async fn read(pool: &PgPool, saga_id: Uuid) -> Result<Option<(SagaRow, bool)>, sqlx::Error> {
     let row = sqlx::query(concat!(
         "SELECT ",
         columns!(),
-        " FROM saga.sagas WHERE saga_id = $1 FOR UPDATE"
+        ", coalesce(deadline_at < now(), false) AS due FROM saga.sagas WHERE saga_id = $1"
     ))
     .bind(saga_id)
-    .fetch_optional(&mut *conn)
+    .fetch_optional(pool)
     .await?;
-    row.as_ref().map(from_row).transpose()
+    row.as_ref()
+        .map(|r| Ok((from_row(r)?, r.try_get("due")?)))
+        .transpose()
 }
 
-/// Writes a transition: the new row (version already incremented by the caller) and its log.
+/// Writes a transition in one statement: the new row (version already incremented by the
+/// caller) and its log, only if the row is still at `expected_version`, as read. Returns
+/// false (nothing written) if another transition committed since: the caller re-reads.
 pub async fn save(
-    conn: &mut PgConnection,
+    pool: &PgPool,
+    expected_version: i64,
     row: &SagaRow,
     write: &Write,
-) -> Result<(), sqlx::Error> {
+) -> Result<bool, sqlx::Error> {
     let finished = !row.state.status.is_active();
-    sqlx::query(
-        "UPDATE saga.sagas SET status = $2, state = $3, version = $4, step_span_id = $5, \
-         step_started_at = $6, failed_span_id = $7, \
-         pending_spans = CASE WHEN $8::jsonb IS NULL THEN pending_spans \
-                              ELSE coalesce(pending_spans, '[]'::jsonb) || $8::jsonb END, \
-         deadline_at = $9, \
-         updated_at = $10, finished_at = CASE WHEN $11 THEN $10 ELSE NULL END, stuck_reason = $12 \
-         WHERE saga_id = $1",
+    let (steps, events, details) = log_columns(&write.log);
+    let updated: i64 = sqlx::query_scalar(
+        "WITH upd AS ( \
+           UPDATE saga.sagas SET status = $2, state = $3, version = $4, step_span_id = $5, \
+             step_started_at = $6, failed_span_id = $7, \
+             pending_spans = CASE WHEN $8::jsonb IS NULL THEN pending_spans \
+                                  ELSE coalesce(pending_spans, '[]'::jsonb) || $8::jsonb END, \
+             deadline_at = $9, updated_at = $10, \
+             finished_at = CASE WHEN $11 THEN $10 ELSE NULL END, stuck_reason = $12 \
+           WHERE saga_id = $1 AND version = $13 RETURNING saga_id), \
+         log AS ( \
+           INSERT INTO saga.saga_log (saga_id, step, event, detail) \
+           SELECT upd.saga_id, l.step, l.event, l.detail \
+           FROM upd, unnest($14::text[], $15::text[], $16::text[]) WITH ORDINALITY \
+             AS l(step, event, detail, n) ORDER BY l.n) \
+         SELECT count(*) FROM upd",
     )
     .bind(row.saga_id)
     .bind(row.state.status.as_str())
@@ -162,33 +194,13 @@ pub async fn save(
     .bind(row.updated_at)
     .bind(finished)
     .bind(&row.stuck_reason)
-    .execute(&mut *conn)
-    .await?;
-    append_log(conn, row.saga_id, &write.log).await
-}
-
-async fn append_log(
-    conn: &mut PgConnection,
-    saga_id: Uuid,
-    log: &[LogEntry],
-) -> Result<(), sqlx::Error> {
-    if log.is_empty() {
-        return Ok(());
-    }
-    let steps: Vec<Option<String>> = log.iter().map(|(s, _, _)| s.map(|s| s.name())).collect();
-    let events: Vec<&str> = log.iter().map(|(_, e, _)| *e).collect();
-    let details: Vec<Option<String>> = log.iter().map(|(_, _, d)| d.clone()).collect();
-    sqlx::query(
-        "INSERT INTO saga.saga_log (saga_id, step, event, detail) \
-         SELECT $1, * FROM unnest($2::text[], $3::text[], $4::text[])",
-    )
-    .bind(saga_id)
+    .bind(expected_version)
     .bind(steps)
     .bind(events)
     .bind(details)
-    .execute(&mut *conn)
+    .fetch_one(pool)
     .await?;
-    Ok(())
+    Ok(updated == 1)
 }
 
 /// Sagas whose deadline has passed, oldest first: the active ones, and completed ones still
@@ -201,18 +213,6 @@ pub async fn due(pool: &PgPool, limit: i64) -> Result<Vec<Uuid>, sqlx::Error> {
     .bind(limit)
     .fetch_all(pool)
     .await
-}
-
-/// Whether a saga is still past its deadline (re-checked under the lock, because another
-/// orchestrator may have handled it meanwhile).
-pub async fn still_due(conn: &mut PgConnection, saga_id: Uuid) -> Result<bool, sqlx::Error> {
-    let due: Option<bool> =
-        sqlx::query_scalar("SELECT deadline_at < now() FROM saga.sagas WHERE saga_id = $1")
-            .bind(saga_id)
-            .fetch_optional(&mut *conn)
-            .await?
-            .flatten();
-    Ok(due.unwrap_or(false))
 }
 
 /// Every saga still waiting for a reply, for recovery after a restart.

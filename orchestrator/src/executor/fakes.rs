@@ -92,7 +92,7 @@ impl SagaStore for MemStore {
     ) -> Result<Option<Locked<X>>, sqlx::Error>
     where
         X: Send,
-        F: FnOnce(&SagaRow) -> Option<Planned<X>> + Send,
+        F: Fn(&SagaRow) -> Option<Planned<X>> + Send,
     {
         let now = self.clock.now();
         let mut sagas = guard(&self.sagas);
