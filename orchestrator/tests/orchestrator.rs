@@ -394,3 +394,56 @@ async fn an_unanswered_confirmation_is_resent_by_its_deadline_then_given_up_and_
         "nothing undone"
     );
 }
+
+/// Two orchestrators on one database, each remembering the rows it wrote: an input planned on
+/// a row another one has moved on since is never lost, and never applied twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_orchestrators_apply_each_reply_once_whatever_each_remembers() {
+    let (nats, db, pool, _js) = setup().await;
+    let connect = || async {
+        let client = async_nats::connect(nats.url()).await.unwrap();
+        Executor::new(pool.clone(), client, SpanFlusher::disabled(), SLOW).0
+    };
+    let (a, b) = (connect().await, connect().await);
+    let data = data();
+    let saga_id = data.request.checkout_id;
+    assert!(a.start(data, &opentelemetry::Context::new()).await.unwrap());
+    let reply = |step| Input::Reply {
+        step,
+        phase: Phase::Do,
+        outcome: Outcome::StepSucceeded { reference: None },
+    };
+    let running = Some(Status::Running);
+    assert_eq!(
+        b.apply(saga_id, reply(Step::Inventory)).await.unwrap(),
+        running
+    );
+    // A remembers the saga at its start, where a payment reply means nothing: it must look
+    // again rather than drop the reply.
+    assert_eq!(
+        a.apply(saga_id, reply(Step::Payment)).await.unwrap(),
+        running
+    );
+    let version = || async { store::get(&pool, saga_id).await.unwrap().unwrap().version };
+    assert_eq!(version().await, 3, "the payment reply was applied by A");
+    // B remembers it before the payment: a duplicate of that reply planned there must not
+    // be written over the row A wrote.
+    assert_eq!(
+        b.apply(saga_id, reply(Step::Payment)).await.unwrap(),
+        running
+    );
+    assert_eq!(version().await, 3, "and not again by B");
+    let log = store::log(&pool, saga_id).await.unwrap();
+    let succeeded: Vec<_> = log
+        .iter()
+        .filter(|entry| entry.event == "succeeded")
+        .map(|entry| entry.step.clone().unwrap_or_default())
+        .collect();
+    assert_eq!(
+        succeeded,
+        ["inventory.reserve", "payment.charge"],
+        "{log:?}"
+    );
+    pool.close().await;
+    db.drop_db().await.unwrap();
+}
