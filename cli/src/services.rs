@@ -23,8 +23,10 @@ pub struct OrchestratorArgs {
     /// Messages handled at once per consumer.
     #[arg(long, env = "ORCHESTRATOR_CONCURRENCY", default_value_t = 64)]
     concurrency: usize,
-    /// Database connections.
-    #[arg(long, env = "ORCHESTRATOR_DB_CONNECTIONS", default_value_t = 16)]
+    /// Database connections. A transition is one short statement, so a few connections keep
+    /// up with many sagas; more only add backends competing for the cores
+    /// (docs/performance.md).
+    #[arg(long, env = "ORCHESTRATOR_DB_CONNECTIONS", default_value_t = 8)]
     db_connections: u32,
     /// Seconds a command waits for its reply before it is re-sent (doubling each time).
     #[arg(long, env = "STEP_TIMEOUT_SECS", default_value_t = 10.0)]
@@ -70,8 +72,10 @@ pub struct WorkerArgs {
     /// Messages handled at once.
     #[arg(long, env = "WORKER_CONCURRENCY", default_value_t = 32)]
     concurrency: usize,
-    /// Database connections.
-    #[arg(long, env = "WORKER_DB_CONNECTIONS", default_value_t = 8)]
+    /// Database connections. An action is one statement, so a few connections keep up with
+    /// the messages in hand; more only add backends competing for the cores
+    /// (docs/performance.md).
+    #[arg(long, env = "WORKER_DB_CONNECTIONS", default_value_t = 4)]
     db_connections: u32,
     /// Fraction of charges declined (payment), chosen deterministically by saga id.
     #[arg(long, env = "PAYMENT_DECLINE_RATE", default_value_t = 0.0)]
