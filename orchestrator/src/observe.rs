@@ -10,7 +10,7 @@
 //! ```
 //!
 //! Counting after the commit means each transition is counted by exactly the one process
-//! whose commit made it (the row lock serialises orchestrators), never by one that lost a
+//! whose commit made it (the version check serialises orchestrators), never by one that lost a
 //! race or rolled back. `checkout.in_flight` is not a sum of +1/-1 per process at all: a
 //! process killed after counting a start loses its series with it, while the process that
 //! counts the end keeps its -1, so such a sum drifts for good. It is read from the saga table

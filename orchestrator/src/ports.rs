@@ -26,7 +26,7 @@ pub struct Planned<X> {
 
 /// The result of [`SagaStore::transact`].
 pub struct Locked<X> {
-    /// The row as it was under the lock.
+    /// The row the change was planned from (as read, or as this process last wrote it).
     pub before: SagaRow,
     /// What was written, if the plan changed anything.
     pub planned: Option<Planned<X>>,
