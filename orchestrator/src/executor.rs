@@ -11,7 +11,7 @@ use crate::machine::{Input, Policy, SagaState, Status, Transition};
 use crate::ports::{Locked, Planned, SagaStore, Transport};
 use crate::postgres::PgStore;
 use crate::saga::{CHECKOUT, SagaData};
-use crate::spans::{self, SagaTrace, saga_span, step_span};
+use crate::spans::{self, SagaTrace};
 use crate::store::{SagaRow, Write};
 use crate::transport::NatsTransport;
 use bytes::Bytes;
@@ -241,49 +241,6 @@ impl<S: SagaStore, T: Transport> Executor<S, T> {
         Ok(Some(planned.after.state.status))
     }
 
-    /// The row and writes a transition implies, with the spans it finishes.
-    fn plan(&self, before: &SagaRow, t: &Transition, now: DateTime<Utc>) -> (SagaRow, Write) {
-        let mut after = before.clone();
-        after.state = t.state.clone();
-        after.version += 1;
-        after.updated_at = now;
-        let mut pending = Vec::new();
-        if let Some(finished) = &t.finished {
-            pending.push(step_span(before, finished, now));
-            if finished.phase == Phase::Do && finished.result.is_err() {
-                after.failed_span_id = Some(before.step_span_id);
-            }
-        }
-        if t.started {
-            after.step_span_id = new_span_id();
-            after.step_started_at = now;
-        }
-        match after.state.status {
-            // The saga span ends when the saga does, once: a fire-and-forget step's reply
-            // that comes later changes nothing about it.
-            Status::Completed | Status::Compensated | Status::Failed
-                if before.state.status.is_active() =>
-            {
-                pending.push(saga_span(&after, now))
-            }
-            Status::Completed | Status::Compensated | Status::Failed => {}
-            Status::Stuck if before.state.status != Status::Stuck => {
-                after.stuck_reason = flag_reason(t);
-            }
-            Status::Stuck => {}
-            _ => after.stuck_reason = None,
-        }
-        let deadline_at = (t.send || t.rearm).then(|| self.deadline(now, after.state.attempts));
-        (
-            after,
-            Write {
-                log: t.log.clone(),
-                pending_spans: pending,
-                deadline_at,
-            },
-        )
-    }
-
     async fn carry_out(
         &self,
         before: &SagaRow,
@@ -407,55 +364,6 @@ impl<S: SagaStore, T: Transport> Executor<S, T> {
             Err(err) => tracing::error!(error = %err, "lifecycle event not serialisable"),
         }
     }
-
-    fn deadline(&self, now: DateTime<Utc>, attempts: u32) -> DateTime<Utc> {
-        let backoff = self
-            .timing
-            .step_timeout
-            .saturating_mul(2u32.saturating_pow(attempts.min(16)));
-        let wait = backoff.min(self.timing.max_step_timeout);
-        now + chrono::Duration::from_std(wait).unwrap_or(chrono::Duration::seconds(60))
-    }
-
-    /// Confirms exported spans in batches, after a flush, so recovery re-emits only spans
-    /// whose export is in doubt.
-    pub async fn confirm_exports(&self, mut rx: mpsc::Receiver<(Uuid, i64)>) {
-        let mut batch = Vec::new();
-        while rx.recv_many(&mut batch, 1_024).await > 0 {
-            tokio::time::sleep(Duration::from_millis(200)).await;
-            while let Ok(more) = rx.try_recv() {
-                batch.push(more);
-            }
-            if !self.transport.flush_spans().await {
-                // Not known to be exported: keep them in the rows and try again with the next
-                // batch (recovery re-emits them if this process dies first).
-                continue;
-            }
-            match self.store.clear_pending(&batch).await {
-                Ok(()) => batch.clear(),
-                Err(err) => {
-                    tracing::warn!(error = %err, "could not confirm span exports; will retry")
-                }
-            }
-        }
-    }
-
-    /// Recovery after a restart: re-emits spans whose export is in doubt and re-sends the
-    /// command of every active saga (JetStream drops it if the first send got through).
-    pub async fn recover(&self) -> Result<usize, ExecError> {
-        for (saga_id, version, pending) in self.store.pending_spans().await? {
-            pending.iter().for_each(spans::emit);
-            let _ = self.exported.try_send((saga_id, version));
-        }
-        let active = self.store.active().await?;
-        let count = active.len();
-        for row in &active {
-            if let Err(err) = self.send_current(row).await {
-                tracing::warn!(saga_id = %row.saga_id, error = %err, "re-send failed; its deadline will retry");
-            }
-        }
-        Ok(count)
-    }
 }
 
 fn saga_attributes(saga_id: Uuid, step: &str, phase: Phase) -> Vec<KeyValue> {
@@ -466,13 +374,8 @@ fn saga_attributes(saga_id: Uuid, step: &str, phase: Phase) -> Vec<KeyValue> {
     ]
 }
 
-fn flag_reason(t: &Transition) -> Option<String> {
-    t.log
-        .iter()
-        .rev()
-        .find(|(_, event, _)| *event == "stuck")
-        .and_then(|(_, _, detail)| detail.clone())
-}
+mod plan;
+mod recovery;
 
 #[cfg(test)]
 mod fakes;
