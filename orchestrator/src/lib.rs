@@ -20,6 +20,7 @@
 
 pub mod catalog;
 pub mod dead_ends;
+pub mod deadlines;
 pub mod executor;
 pub mod machine;
 pub mod observe;

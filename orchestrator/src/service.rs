@@ -137,7 +137,7 @@ pub async fn run(
     let deadlines = tokio::spawn({
         let (ctx, shutdown) = (ctx.clone(), shutdown.clone());
         async move {
-            scan_deadlines(ctx, shutdown).await;
+            crate::deadlines::scan(&ctx.executor, shutdown).await;
             Ok(())
         }
     });
@@ -390,34 +390,6 @@ async fn dead_letter(
         Err(_) => {
             metrics::get().redelivered("dead_letter_not_stored");
             AckKind::Nak(Some(Duration::from_secs(1)))
-        }
-    }
-}
-
-/// Times out commands whose reply is late, a batch at a time.
-async fn scan_deadlines(ctx: Arc<Ctx>, shutdown: CancellationToken) {
-    let mut tick = tokio::time::interval(Duration::from_millis(250));
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tokio::select! {
-            _ = shutdown.cancelled() => return,
-            _ = tick.tick() => {}
-        }
-        let due = match ctx.executor.due(256).await {
-            Ok(due) => due,
-            Err(err) => {
-                tracing::warn!(error = %err, "deadline scan failed");
-                continue;
-            }
-        };
-        for saga_id in due {
-            if shutdown.is_cancelled() {
-                return;
-            }
-            let span = tracing::info_span!("saga deadline", saga.id = %saga_id);
-            if let Err(err) = ctx.executor.time_out(saga_id).instrument(span).await {
-                tracing::warn!(%saga_id, error = %err, "timeout not applied; will retry");
-            }
         }
     }
 }
