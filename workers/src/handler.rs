@@ -1,8 +1,18 @@
 //! Exactly-once effects over at-least-once delivery.
 //!
 //! An action's effect and a processed-message row holding its reply commit in one
-//! transaction. A redelivery finds the row and gets the same reply; two deliveries racing
-//! collide on the row's primary key and the loser is retried, to find the winner's reply.
+//! transaction. A redelivery finds the row and gets the same reply.
+//!
+//! Inventory, payment and orders: each action and undo is one statement, a function its
+//! worker's migration installs (`*_once`): it takes the saga's lock, replays a stored reply,
+//! decides, acts and stores the reply, in one round trip and one commit, so no transaction
+//! stays open between round trips. Two deliveries of one command wait on the saga's lock and
+//! the second finds the first's reply.
+//!
+//! Notification keeps an explicit transaction (its attempts at the mail service run inside
+//! it): the saga's lock, the replay, the send, the processed-message row; two deliveries
+//! racing collide on the row's primary key and the loser is retried, to find the winner's
+//! reply.
 //!
 //! Only decisions are stored: a success or a business refusal. A failure to act (the database
 //! erred or could not be reached) is returned as a [`Failure`] and stored nowhere, so a later
@@ -16,6 +26,26 @@ use checkout_shared::{Envelope, Step};
 use sqlx::{AssertSqlSafe, PgConnection, PgPool};
 use tracing::Instrument;
 use uuid::Uuid;
+
+/// What every action's statement gets besides its own arguments.
+#[derive(Debug)]
+pub struct Once<'a> {
+    /// The action key (`{saga_id}.{step}.{phase}`) its reply is stored under.
+    pub key: &'a str,
+    /// The saga, whose lock serializes its action and undo in this service.
+    pub saga_id: Uuid,
+    /// The reply without its outcome (saga, step, phase), which the statement completes.
+    pub reply: serde_json::Value,
+}
+
+/// A decision as the statement returns it.
+#[derive(Debug, sqlx::FromRow)]
+pub struct Decided {
+    /// The reply stored for the action.
+    pub reply: sqlx::types::Json<Reply>,
+    /// Whether it was stored by an earlier delivery.
+    pub replayed: bool,
+}
 
 /// The business logic of one worker kind.
 #[derive(Debug, Clone)]
@@ -40,20 +70,16 @@ impl Handler {
         schema_of(self.kind)
     }
 
-    async fn apply(
+    /// One statement (inventory, payment, orders).
+    async fn apply_one_statement(
         &self,
-        conn: &mut PgConnection,
-        saga_id: Uuid,
+        pool: &PgPool,
+        once: &Once<'_>,
         command: &Command,
-    ) -> Result<Option<Uuid>, ApplyError> {
-        if !self.faults.latency.is_zero() {
-            tokio::time::sleep(self.faults.latency).await;
-        }
+    ) -> Result<Decided, sqlx::Error> {
         match command {
-            Command::ReserveInventory { items } => {
-                inventory::reserve(conn, saga_id, items).await.map(Some)
-            }
-            Command::ReleaseInventory => inventory::release(conn, saga_id).await,
+            Command::ReserveInventory { items } => inventory::reserve(pool, once, items).await,
+            Command::ReleaseInventory => inventory::release(pool, once).await,
             Command::ChargePayment {
                 customer_id,
                 payment_token,
@@ -64,11 +90,9 @@ impl Handler {
                     payment_token,
                     amount_cents,
                 };
-                payment::charge(conn, saga_id, &charge, &self.faults)
-                    .await
-                    .map(Some)
+                payment::charge(pool, once, &charge, &self.faults).await
             }
-            Command::RefundPayment => payment::refund(conn, saga_id).await,
+            Command::RefundPayment => payment::refund(pool, once).await,
             Command::CreateOrder {
                 customer_id,
                 items,
@@ -79,24 +103,12 @@ impl Handler {
                     items,
                     amount_cents: *amount_cents,
                 };
-                order::create(conn, saga_id, &new, &self.faults)
-                    .await
-                    .map(Some)
+                order::create(pool, once, &new, &self.faults).await
             }
-            Command::CancelOrder => order::cancel(conn, saga_id).await,
-            Command::SendNotification {
-                customer_id,
-                order_id,
-                ..
-            } => {
-                let confirmation = notification::Confirmation {
-                    customer_id,
-                    order_id: *order_id,
-                };
-                notification::send(conn, saga_id, &confirmation, &self.faults)
-                    .await
-                    .map(Some)
-            }
+            Command::CancelOrder => order::cancel(pool, once).await,
+            Command::SendNotification { .. } => Err(sqlx::Error::Protocol(
+                "a confirmation is sent in a transaction, not one statement".into(),
+            )),
         }
     }
 }
@@ -124,6 +136,40 @@ pub async fn apply_once(
         db.system.name = "postgresql",
         db.namespace = schema,
     );
+    if !handler.faults.latency.is_zero() {
+        tokio::time::sleep(handler.faults.latency).await;
+    }
+    let confirmation = match command {
+        Command::SendNotification {
+            customer_id,
+            order_id,
+            ..
+        } => notification::Confirmation {
+            customer_id,
+            order_id: *order_id,
+        },
+        _ => {
+            let once = Once {
+                key: &key,
+                saga_id: envelope.saga_id,
+                reply: serde_json::json!({
+                    "saga_id": envelope.saga_id,
+                    "step": envelope.step,
+                    "phase": envelope.phase,
+                }),
+            };
+            // Any error of the statement is a failure to act (classified by `Failure`'s
+            // `From<sqlx::Error>`), never a refusal: refusals come back as replies.
+            let decided = handler
+                .apply_one_statement(pool, &once, command)
+                .instrument(db_span)
+                .await?;
+            if decided.replayed {
+                tracing::info!(action_key = %key, "duplicate delivery: re-sending the stored reply");
+            }
+            return Ok(decided.reply.0);
+        }
+    };
     async {
         let mut tx = pool.begin().await?;
         // One saga's action and undo must not run side by side in this service: a charge and
@@ -134,7 +180,8 @@ pub async fn apply_once(
             tracing::info!(action_key = %key, "duplicate delivery: re-sending the stored reply");
             return Ok(stored);
         }
-        let outcome = match handler.apply(&mut tx, envelope.saga_id, command).await {
+        let sent = notification::send(&mut tx, envelope.saga_id, &confirmation, &handler.faults);
+        let outcome = match sent.await.map(Some) {
             Ok(reference) => Outcome::StepSucceeded { reference },
             Err(ApplyError::Refused(reason)) => {
                 // Undo whatever the refused action touched, and record only the refusal.

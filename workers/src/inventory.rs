@@ -1,149 +1,103 @@
 //! Inventory: holds stock for a saga and gives it back. Never oversells: a reservation is a
 //! conditional decrement, and the schema forbids negative stock.
 
-use crate::error::ApplyError;
-use checkout_shared::messages::{CatalogEntry, LineItem, Refusal, RefusalCode};
+use crate::handler::{Decided, Once};
+use checkout_shared::messages::{CatalogEntry, LineItem, Reply};
 use checkout_shared::messaging::mark_error;
-use sqlx::{PgConnection, PgPool};
-use tracing::Instrument;
+use sqlx::PgPool;
 use uuid::Uuid;
 
-/// Decrements stock for every line, or refuses the whole cart.
-#[tracing::instrument(name = "inventory reserve", skip_all, fields(otel.kind = "internal"))]
-pub async fn reserve(
-    conn: &mut PgConnection,
-    saga_id: Uuid,
-    items: &[LineItem],
-) -> Result<Uuid, ApplyError> {
-    if let Some(state) = reservation_state(conn, saga_id).await? {
-        // 'void' is the tombstone of a release that came first; 'released' is the same
-        // decision made after a reservation whose record was cleared.
-        let code = match state.as_str() {
-            "held" => RefusalCode::AlreadyDone,
-            _ => RefusalCode::CancelledBeforeDone,
-        };
-        return Err(ApplyError::Refused(Refusal::new(
-            code,
-            format!("reservation already {state} for this saga"),
-        )));
-    }
-    // Lock rows in one order so that concurrent carts sharing SKUs cannot deadlock.
-    let mut lines = items.to_vec();
-    lines.sort_by(|a, b| a.sku.cmp(&b.sku));
-    for line in &lines {
-        // One span per line, so a slow or refused cart shows which line it was.
-        let span = tracing::info_span!(
-            "inventory reserve line",
-            product.id = %line.sku,
-            quantity.requested = line.quantity,
-            otel.status_code = tracing::field::Empty,
-            otel.status_message = tracing::field::Empty,
-        );
-        reserve_line(conn, line).instrument(span).await?;
-    }
-    let reservation_id = Uuid::new_v4();
-    sqlx::query(
-        "INSERT INTO inventory.reservations (saga_id, reservation_id, items, state) \
-         VALUES ($1, $2, $3, 'held')",
-    )
-    .bind(saga_id)
-    .bind(reservation_id)
-    .bind(sqlx::types::Json(&lines))
-    .execute(&mut *conn)
-    .await?;
-    Ok(reservation_id)
+/// What `inventory.reserve_once` decided for one line of the cart.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize)]
+pub struct LineDecision {
+    /// The line's SKU.
+    pub sku: String,
+    /// The line's quantity.
+    pub requested: i32,
+    /// What the line could take: the SKU's stock less the cart's earlier lines of the same
+    /// SKU; `None` for an unknown SKU.
+    pub available: Option<i32>,
+    /// Whether the line fits.
+    pub ok: bool,
 }
 
-/// Takes one line's quantity from stock, or refuses the cart; the `insufficient_stock` event
-/// (requested, available) lands on the line's span.
-async fn reserve_line(conn: &mut PgConnection, line: &LineItem) -> Result<(), ApplyError> {
-    let updated = sqlx::query(
-        "UPDATE inventory.stock SET available = available - $2, updated_at = now() \
-         WHERE sku = $1 AND available >= $2",
+/// A reservation's decision, with what was decided for each line (none when the reply was
+/// replayed or a tombstone refused the reservation: no line was checked).
+#[derive(Debug, sqlx::FromRow)]
+struct DecidedLines {
+    reply: sqlx::types::Json<Reply>,
+    replayed: bool,
+    lines: Option<sqlx::types::Json<Vec<LineDecision>>>,
+}
+
+/// Decrements stock for every line, or refuses the whole cart (one statement:
+/// `inventory.reserve_once`, which checks every line before it changes any).
+#[tracing::instrument(name = "inventory reserve", skip_all, fields(otel.kind = "internal"))]
+pub async fn reserve(
+    pool: &PgPool,
+    once: &Once<'_>,
+    items: &[LineItem],
+) -> Result<Decided, sqlx::Error> {
+    // Rows are locked and lines checked in SKU order (so that concurrent carts sharing SKUs
+    // cannot deadlock); stored sorted, so a release gives back in the same order.
+    let mut lines = items.to_vec();
+    lines.sort_by(|a, b| a.sku.cmp(&b.sku));
+    let decided: DecidedLines = sqlx::query_as(
+        "SELECT reply, replayed, lines FROM inventory.reserve_once($1, $2, $3, $4, $5)",
     )
-    .bind(&line.sku)
-    .bind(line.quantity)
-    .execute(&mut *conn)
+    .bind(once.key)
+    .bind(once.saga_id)
+    .bind(&once.reply)
+    .bind(sqlx::types::Json(&lines))
+    .bind(Uuid::new_v4())
+    .fetch_one(pool)
     .await?;
-    if updated.rows_affected() == 0 {
-        let known: Option<i32> =
-            sqlx::query_scalar("SELECT available FROM inventory.stock WHERE sku = $1")
-                .bind(&line.sku)
-                .fetch_optional(&mut *conn)
-                .await?;
-        if let Some(available) = known {
-            // A span event (the bridge turns the message into its name) on the line's span.
-            tracing::info!(requested = line.quantity, available, "insufficient_stock");
-            mark_error(&tracing::Span::current(), "insufficient_stock");
-        }
-        return Err(ApplyError::Refused(match known {
-            Some(available) => Refusal::new(
-                RefusalCode::OutOfStock,
-                format!(
-                    "{} wants {}, {available} available",
-                    line.sku, line.quantity
-                ),
-            ),
-            None => Refusal::new(RefusalCode::UnknownSku, format!("unknown sku {}", line.sku)),
-        }));
+    for line in decided.lines.iter().flat_map(|l| l.0.iter()) {
+        trace_line(line);
     }
-    Ok(())
+    Ok(Decided {
+        reply: decided.reply,
+        replayed: decided.replayed,
+    })
+}
+
+/// One span per cart line, so a refused cart shows which line it was; the
+/// `insufficient_stock` event (requested, available) and error status land on a line that
+/// did not fit. The line spans record the decision the one statement made inside the
+/// database (every line checked under the stock rows' locks, before any was changed): they
+/// do not time per-line SQL, there is none. A span's duration is therefore next to nothing.
+fn trace_line(line: &LineDecision) {
+    let span = tracing::info_span!(
+        "inventory reserve line",
+        product.id = %line.sku,
+        quantity.requested = line.requested,
+        otel.status_code = tracing::field::Empty,
+        otel.status_message = tracing::field::Empty,
+    );
+    let _entered = span.enter();
+    if line.ok {
+        return;
+    }
+    match line.available {
+        Some(available) => {
+            // A span event (the bridge turns the message into its name) on the line's span.
+            tracing::info!(requested = line.requested, available, "insufficient_stock");
+            mark_error(&span, "insufficient_stock");
+        }
+        None => mark_error(&span, "unknown_sku"),
+    }
 }
 
 /// Gives back what the saga holds. With nothing held, leaves a tombstone so that a late
-/// reservation is refused.
+/// reservation is refused (one statement: `inventory.release_once`).
 #[tracing::instrument(name = "inventory release", skip_all, fields(otel.kind = "internal"))]
-pub async fn release(conn: &mut PgConnection, saga_id: Uuid) -> Result<Option<Uuid>, ApplyError> {
-    let held: Option<(Uuid, sqlx::types::Json<Vec<LineItem>>, String)> = sqlx::query_as(
-        "SELECT reservation_id, items, state FROM inventory.reservations \
-         WHERE saga_id = $1 FOR UPDATE",
-    )
-    .bind(saga_id)
-    .fetch_optional(&mut *conn)
-    .await?;
-    match held {
-        Some((reservation_id, items, state)) if state == "held" => {
-            for line in items.0.iter() {
-                sqlx::query(
-                    "UPDATE inventory.stock SET available = available + $2, updated_at = now() \
-                     WHERE sku = $1",
-                )
-                .bind(&line.sku)
-                .bind(line.quantity)
-                .execute(&mut *conn)
-                .await?;
-            }
-            sqlx::query(
-                "UPDATE inventory.reservations SET state = 'released', released_at = now() \
-                 WHERE saga_id = $1",
-            )
-            .bind(saga_id)
-            .execute(&mut *conn)
-            .await?;
-            Ok(Some(reservation_id))
-        }
-        Some(_) => Ok(None),
-        None => {
-            sqlx::query(
-                "INSERT INTO inventory.reservations (saga_id, reservation_id, items, state) \
-                 VALUES ($1, $2, '[]', 'void')",
-            )
-            .bind(saga_id)
-            .bind(Uuid::new_v4())
-            .execute(&mut *conn)
-            .await?;
-            Ok(None)
-        }
-    }
-}
-
-async fn reservation_state(
-    conn: &mut PgConnection,
-    saga_id: Uuid,
-) -> Result<Option<String>, sqlx::Error> {
-    sqlx::query_scalar("SELECT state FROM inventory.reservations WHERE saga_id = $1")
-        .bind(saga_id)
-        .fetch_optional(&mut *conn)
+pub async fn release(pool: &PgPool, once: &Once<'_>) -> Result<Decided, sqlx::Error> {
+    sqlx::query_as("SELECT reply, replayed FROM inventory.release_once($1, $2, $3, $4)")
+        .bind(once.key)
+        .bind(once.saga_id)
+        .bind(&once.reply)
+        .bind(Uuid::new_v4())
+        .fetch_one(pool)
         .await
 }
 

@@ -2,9 +2,9 @@
 //! [`FAILING_CUSTOMER_PREFIX`], or a configured fraction of sagas, is refused.
 
 use crate::config::Faults;
-use crate::error::ApplyError;
+use crate::handler::{Decided, Once};
 use checkout_shared::messages::{LineItem, Refusal, RefusalCode};
-use sqlx::PgConnection;
+use sqlx::PgPool;
 use uuid::Uuid;
 
 /// Customers whose orders are always refused, for demos and tests.
@@ -21,77 +21,49 @@ pub struct NewOrder<'a> {
     pub amount_cents: i64,
 }
 
-/// Creates the order, or refuses.
+/// Creates the order, or refuses (one statement: `orders.create_once`).
 #[tracing::instrument(name = "order create", skip_all, fields(otel.kind = "internal"))]
 pub async fn create(
-    conn: &mut PgConnection,
-    saga_id: Uuid,
+    pool: &PgPool,
+    once: &Once<'_>,
     order: &NewOrder<'_>,
     faults: &Faults,
-) -> Result<Uuid, ApplyError> {
-    if order.customer_id.starts_with(FAILING_CUSTOMER_PREFIX) {
-        return Err(ApplyError::Refused(Refusal::new(
+) -> Result<Decided, sqlx::Error> {
+    // Decided here, stored by the statement like any decision (after its replay check).
+    let refused = if order.customer_id.starts_with(FAILING_CUSTOMER_PREFIX) {
+        Some(Refusal::new(
             RefusalCode::OrderRefused,
             "order refused (failing test customer)",
-        )));
-    }
-    if Faults::hits(faults.order_fail_rate, saga_id, 2) {
-        return Err(ApplyError::Refused(Refusal::new(
+        ))
+    } else if Faults::hits(faults.order_fail_rate, once.saga_id, 2) {
+        Some(Refusal::new(
             RefusalCode::OrderRefused,
             "order refused (injected failure rate)",
-        )));
-    }
-    let existing: Option<String> =
-        sqlx::query_scalar("SELECT status FROM orders.orders WHERE saga_id = $1")
-            .bind(saga_id)
-            .fetch_optional(&mut *conn)
-            .await?;
-    if let Some(status) = existing {
-        // 'void' is the tombstone of a cancel that came first.
-        let code = match status.as_str() {
-            "created" => RefusalCode::AlreadyDone,
-            _ => RefusalCode::CancelledBeforeDone,
-        };
-        return Err(ApplyError::Refused(Refusal::new(
-            code,
-            format!("order already {status} for this saga"),
-        )));
-    }
-    let order_id = Uuid::new_v4();
-    sqlx::query(
-        "INSERT INTO orders.orders (saga_id, order_id, customer_id, items, amount_cents, status) \
-         VALUES ($1, $2, $3, $4, $5, 'created')",
-    )
-    .bind(saga_id)
-    .bind(order_id)
-    .bind(order.customer_id)
-    .bind(sqlx::types::Json(order.items))
-    .bind(order.amount_cents)
-    .execute(&mut *conn)
-    .await?;
-    Ok(order_id)
+        ))
+    } else {
+        None
+    };
+    sqlx::query_as("SELECT reply, replayed FROM orders.create_once($1, $2, $3, $4, $5, $6, $7, $8)")
+        .bind(once.key)
+        .bind(once.saga_id)
+        .bind(&once.reply)
+        .bind(refused.as_ref().map(sqlx::types::Json))
+        .bind(Uuid::new_v4())
+        .bind(order.customer_id)
+        .bind(sqlx::types::Json(order.items))
+        .bind(order.amount_cents)
+        .fetch_one(pool)
+        .await
 }
 
 /// Cancels the order; with none, leaves a tombstone so that a late create is refused.
 #[tracing::instrument(name = "order cancel", skip_all, fields(otel.kind = "internal"))]
-pub async fn cancel(conn: &mut PgConnection, saga_id: Uuid) -> Result<Option<Uuid>, ApplyError> {
-    let cancelled: Option<Uuid> = sqlx::query_scalar(
-        "UPDATE orders.orders SET status = 'cancelled', cancelled_at = now() \
-         WHERE saga_id = $1 AND status = 'created' RETURNING order_id",
-    )
-    .bind(saga_id)
-    .fetch_optional(&mut *conn)
-    .await?;
-    if cancelled.is_none() {
-        sqlx::query(
-            "INSERT INTO orders.orders \
-             (saga_id, order_id, customer_id, items, amount_cents, status) \
-             VALUES ($1, $2, '', '[]', 0, 'void') ON CONFLICT (saga_id) DO NOTHING",
-        )
-        .bind(saga_id)
+pub async fn cancel(pool: &PgPool, once: &Once<'_>) -> Result<Decided, sqlx::Error> {
+    sqlx::query_as("SELECT reply, replayed FROM orders.cancel_once($1, $2, $3, $4)")
+        .bind(once.key)
+        .bind(once.saga_id)
+        .bind(&once.reply)
         .bind(Uuid::new_v4())
-        .execute(&mut *conn)
-        .await?;
-    }
-    Ok(cancelled)
+        .fetch_one(pool)
+        .await
 }

@@ -4,9 +4,9 @@
 
 use crate::card_gateway::{self, Authorization};
 use crate::config::Faults;
-use crate::error::ApplyError;
-use checkout_shared::messages::{Refusal, RefusalCode};
-use sqlx::PgConnection;
+use crate::handler::{Decided, Once};
+use checkout_shared::messages::Refusal;
+use sqlx::PgPool;
 use uuid::Uuid;
 
 /// The token that is always declined as `card_declined`, for demos and tests.
@@ -23,73 +23,55 @@ pub struct Charge<'a> {
     pub amount_cents: &'a i64,
 }
 
-/// Charges the card, or declines.
+/// Charges the card, or declines. The gateway decides first (its own span, `payment gateway
+/// charge`); one statement, `payment.charge_once`, then replays a stored reply, or refuses a
+/// charge whose refund came first, or writes the ledger entry under the gateway's charge id,
+/// or stores the decline, and records the reply.
+///
+/// A duplicate delivery asks the (simulated, deterministic) gateway again before the
+/// statement finds the stored reply, which wins: the ledger and the reply stay those of the
+/// first delivery.
 #[tracing::instrument(name = "payment charge", skip_all, fields(otel.kind = "internal"))]
 pub async fn charge(
-    conn: &mut PgConnection,
-    saga_id: Uuid,
+    pool: &PgPool,
+    once: &Once<'_>,
     charge: &Charge<'_>,
     faults: &Faults,
-) -> Result<Uuid, ApplyError> {
-    let charge_id = match card_gateway::authorize(charge.payment_token, saga_id, faults).await {
-        Authorization::Approved(charge_id) => charge_id,
-        // The message names the code only: the token is a secret, and this text travels
-        // into spans and logs.
-        Authorization::Declined(code) => {
-            return Err(ApplyError::Refused(Refusal::new(
-                code,
-                format!("declined by the payment gateway ({code})"),
-            )));
-        }
-    };
-    let refunded: Option<i64> = sqlx::query_scalar(
-        "SELECT amount_cents FROM payment.ledger WHERE saga_id = $1 AND kind = 'refund'",
-    )
-    .bind(saga_id)
-    .fetch_optional(&mut *conn)
-    .await?;
-    if refunded.is_some() {
-        // The refund came first and left its zero-amount tombstone.
-        return Err(ApplyError::Refused(Refusal::new(
-            RefusalCode::CancelledBeforeDone,
-            "payment already voided for this saga",
-        )));
-    }
-    let entry_id = charge_id;
-    sqlx::query(
-        "INSERT INTO payment.ledger (saga_id, kind, entry_id, customer_id, amount_cents) \
-         VALUES ($1, 'charge', $2, $3, $4)",
-    )
-    .bind(saga_id)
-    .bind(entry_id)
-    .bind(charge.customer_id)
-    .bind(charge.amount_cents)
-    .execute(&mut *conn)
-    .await?;
-    Ok(entry_id)
+) -> Result<Decided, sqlx::Error> {
+    let (entry_id, declined) =
+        match card_gateway::authorize(charge.payment_token, once.saga_id, faults).await {
+            Authorization::Approved(charge_id) => (charge_id, None),
+            // The message names the code only: the token is a secret, and this text travels
+            // into spans and logs.
+            Authorization::Declined(code) => (
+                Uuid::new_v4(),
+                Some(Refusal::new(
+                    code,
+                    format!("declined by the payment gateway ({code})"),
+                )),
+            ),
+        };
+    sqlx::query_as("SELECT reply, replayed FROM payment.charge_once($1, $2, $3, $4, $5, $6, $7)")
+        .bind(once.key)
+        .bind(once.saga_id)
+        .bind(&once.reply)
+        .bind(declined.as_ref().map(sqlx::types::Json))
+        .bind(entry_id)
+        .bind(charge.customer_id)
+        .bind(charge.amount_cents)
+        .fetch_one(pool)
+        .await
 }
 
-/// Refunds the charge; with no charge, records a zero refund so a late charge is refused.
+/// Refunds the charge; with no charge, records a zero refund so a late charge is refused
+/// (one statement: `payment.refund_once`).
 #[tracing::instrument(name = "payment refund", skip_all, fields(otel.kind = "internal"))]
-pub async fn refund(conn: &mut PgConnection, saga_id: Uuid) -> Result<Option<Uuid>, ApplyError> {
-    let charged: Option<(String, i64)> = sqlx::query_as(
-        "SELECT customer_id, amount_cents FROM payment.ledger \
-         WHERE saga_id = $1 AND kind = 'charge' FOR UPDATE",
-    )
-    .bind(saga_id)
-    .fetch_optional(&mut *conn)
-    .await?;
-    let (customer_id, amount) = charged.unwrap_or_else(|| (String::new(), 0));
-    let entry_id = Uuid::new_v4();
-    let inserted = sqlx::query(
-        "INSERT INTO payment.ledger (saga_id, kind, entry_id, customer_id, amount_cents) \
-         VALUES ($1, 'refund', $2, $3, $4) ON CONFLICT (saga_id, kind) DO NOTHING",
-    )
-    .bind(saga_id)
-    .bind(entry_id)
-    .bind(customer_id)
-    .bind(amount)
-    .execute(&mut *conn)
-    .await?;
-    Ok((inserted.rows_affected() == 1 && amount > 0).then_some(entry_id))
+pub async fn refund(pool: &PgPool, once: &Once<'_>) -> Result<Decided, sqlx::Error> {
+    sqlx::query_as("SELECT reply, replayed FROM payment.refund_once($1, $2, $3, $4)")
+        .bind(once.key)
+        .bind(once.saga_id)
+        .bind(&once.reply)
+        .bind(Uuid::new_v4())
+        .fetch_one(pool)
+        .await
 }

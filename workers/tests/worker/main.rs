@@ -5,11 +5,13 @@
 //! - `outages`: a worker's table unusable for longer than a command's whole delivery budget,
 //!   during an undo of each kind and during an action: never refused, never stored, and
 //!   done (or refused as the tombstone says) once the table is back and the command re-sent;
-//! - `notification`: one confirmation per order, however often its command comes.
+//! - `notification`: one confirmation per order, however often its command comes;
+//! - `refusals`: a refused cart leaves every stock row as it was.
 
 #![allow(clippy::unwrap_used)] // a failed unwrap is a failed test
 
 mod delivery;
 mod notification;
 mod outages;
+mod refusals;
 mod support;
