@@ -1,33 +1,21 @@
 //! `checkout bench` as users run it, tiny: every figure the issue names is in the JSON, and
 //! every span of every saga arrived. Timings are never asserted (the machine is shared).
 
-use serde_json::Value;
-use std::process::Command;
+use crate::support::run_json_report;
 
 #[test]
 fn a_tiny_bench_reports_every_figure_and_loses_no_span() {
-    let output = Command::new(env!("CARGO_BIN_EXE_checkout"))
-        .args([
-            "bench",
-            "--duration",
-            "3",
-            "--warmup",
-            "1",
-            "--concurrency",
-            "4",
-            "--json",
-        ])
-        .output()
-        .expect("run checkout bench");
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    let last = stdout.lines().last().unwrap_or_default();
-    let report: Value = serde_json::from_str(last)
-        .unwrap_or_else(|e| panic!("no JSON report ({e}); stdout:\n{stdout}\nstderr:\n{stderr}"));
-    assert!(
-        output.status.success(),
-        "bench failed:\n{stderr}\n{report:#}"
-    );
+    let (succeeded, stdout, stderr, report) = run_json_report(&[
+        "bench",
+        "--duration",
+        "3",
+        "--warmup",
+        "1",
+        "--concurrency",
+        "4",
+        "--json",
+    ]);
+    assert!(succeeded, "bench failed:\n{stderr}\n{report:#}");
     assert!(
         stdout.contains("sagas/s"),
         "a table before the JSON:\n{stdout}"

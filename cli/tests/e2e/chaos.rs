@@ -3,37 +3,25 @@
 //! a command's delivery budget, connections cut and slowed down, under load; every invariant
 //! must hold.
 
-use serde_json::Value;
-use std::process::Command;
+use crate::support::run_json_report;
 
 #[test]
 fn chaos_with_every_fault_kind_keeps_every_invariant() {
-    let output = Command::new(env!("CARGO_BIN_EXE_checkout"))
-        .args([
-            "chaos",
-            "--count",
-            "500",
-            "--duration",
-            "30",
-            "--kill-every",
-            "1.5",
-            "--faults",
-            "all",
-            "--seed",
-            "7",
-            "--json",
-        ])
-        .output()
-        .expect("run checkout chaos");
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    let last = stdout.lines().last().unwrap_or_default();
-    let report: Value = serde_json::from_str(last)
-        .unwrap_or_else(|e| panic!("no JSON report ({e}); stdout:\n{stdout}\nstderr:\n{stderr}"));
-    assert!(
-        output.status.success(),
-        "chaos failed:\n{stderr}\n{report:#}"
-    );
+    let (succeeded, _stdout, stderr, report) = run_json_report(&[
+        "chaos",
+        "--count",
+        "500",
+        "--duration",
+        "30",
+        "--kill-every",
+        "1.5",
+        "--faults",
+        "all",
+        "--seed",
+        "7",
+        "--json",
+    ]);
+    assert!(succeeded, "chaos failed:\n{stderr}\n{report:#}");
     assert_eq!(report["invariants_ok"], true, "{report:#}");
     assert!(report["sagas"].as_i64() >= Some(500), "{report:#}");
     for kind in ["worker", "orchestrator", "broker", "database", "network"] {
