@@ -1,0 +1,184 @@
+//! Recovery after a crash, messages JetStream gave up on, and two orchestrators at once.
+
+use crate::support::*;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn recovery_sends_the_command_a_recorded_transition_implied() {
+    let (nats, db, pool, js) = setup().await;
+    // What an orchestrator leaves behind when killed after its commit, before its publish.
+    let client = async_nats::connect(nats.url()).await.unwrap();
+    let (recorder, _exported) = Executor::new(pool.clone(), client, SpanFlusher::disabled(), SLOW);
+    let data = data();
+    let saga_id = data.request.checkout_id;
+    let recorded = recorder
+        .record_start(data, &opentelemetry::Context::new())
+        .await
+        .unwrap();
+    assert!(recorded.is_some());
+    assert!(commands(&js, "checkout.cmd.inventory.>").await.is_empty());
+
+    let stop = CancellationToken::new();
+    let config = config(&nats, &db);
+    let orchestrator = tokio::spawn(checkout_orchestrator::run(
+        config,
+        SpanFlusher::disabled(),
+        stop.clone(),
+    ));
+    let mut sent = Vec::new();
+    for _ in 0..100 {
+        sent = commands(&js, "checkout.cmd.inventory.>").await;
+        if !sent.is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(
+        sent,
+        vec![format!("{saga_id}.inventory.do")],
+        "the reservation is sent on start-up"
+    );
+    stop.cancel();
+    tokio::time::timeout(Duration::from_secs(20), orchestrator)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    pool.close().await;
+    db.drop_db().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_out_of_deliveries_is_moved_to_the_dead_letters() {
+    let (nats, db, pool, js) = setup().await;
+    let stop = CancellationToken::new();
+    let config = config(&nats, &db);
+    let orchestrator = tokio::spawn(checkout_orchestrator::run(
+        config,
+        SpanFlusher::disabled(),
+        stop.clone(),
+    ));
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let mut headers = async_nats::HeaderMap::new();
+    headers.insert(MSG_ID, "poison.order.do");
+    js.publish_with_headers("checkout.cmd.order.create", headers, "{}".into())
+        .await
+        .unwrap()
+        .await
+        .unwrap();
+    // A worker that takes the message and dies every time, until JetStream gives up.
+    let topology = checkout_shared::streams::Topology::load().unwrap();
+    let def = topology.consumer("order").unwrap();
+    let consumer = checkout_shared::streams::bind_consumer(&js, def)
+        .await
+        .unwrap();
+    for _ in 0..def.max_deliver {
+        let mut batch = consumer
+            .fetch()
+            .max_messages(1)
+            .expires(Duration::from_secs(2))
+            .messages()
+            .await
+            .unwrap();
+        let message = futures::StreamExt::next(&mut batch).await.unwrap().unwrap();
+        message
+            .ack_with(jetstream::AckKind::Nak(None))
+            .await
+            .unwrap();
+    }
+    // The next pull is when JetStream notices the message is out of deliveries.
+    let mut batch = consumer
+        .fetch()
+        .max_messages(1)
+        .expires(Duration::from_secs(1))
+        .messages()
+        .await
+        .unwrap();
+    assert!(
+        futures::StreamExt::next(&mut batch).await.is_none(),
+        "not delivered again"
+    );
+    let dlq = js.get_stream("CHECKOUT_DLQ").await.unwrap();
+    let mut letter = None;
+    for _ in 0..50 {
+        if let Ok(found) = dlq
+            .get_last_raw_message_by_subject("checkout.dlq.checkout.cmd.order.create")
+            .await
+        {
+            letter = Some(found);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let letter = letter.expect("the message reached the dead letters");
+    let reason = letter
+        .headers
+        .get(checkout_shared::envelope::REASON)
+        .map(|v| v.as_str().to_owned())
+        .unwrap_or_default();
+    assert!(reason.contains("gave up after 10 deliveries"), "{reason}");
+    assert!(
+        commands(&js, "checkout.cmd.order.>").await.is_empty(),
+        "removed from the queue"
+    );
+    stop.cancel();
+    tokio::time::timeout(Duration::from_secs(20), orchestrator)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    pool.close().await;
+    db.drop_db().await.unwrap();
+}
+
+/// Two orchestrators on one database, each remembering the rows it wrote: an input planned on
+/// a row another one has moved on since is never lost, and never applied twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_orchestrators_apply_each_reply_once_whatever_each_remembers() {
+    let (nats, db, pool, _js) = setup().await;
+    let connect = || async {
+        let client = async_nats::connect(nats.url()).await.unwrap();
+        Executor::new(pool.clone(), client, SpanFlusher::disabled(), SLOW).0
+    };
+    let (a, b) = (connect().await, connect().await);
+    let data = data();
+    let saga_id = data.request.checkout_id;
+    assert!(a.start(data, &opentelemetry::Context::new()).await.unwrap());
+    let reply = |step| Input::Reply {
+        step,
+        phase: Phase::Do,
+        outcome: Outcome::StepSucceeded { reference: None },
+    };
+    let running = Some(Status::Running);
+    assert_eq!(
+        b.apply(saga_id, reply(Step::Inventory)).await.unwrap(),
+        running
+    );
+    // A remembers the saga at its start, where a payment reply means nothing: it must look
+    // again rather than drop the reply.
+    assert_eq!(
+        a.apply(saga_id, reply(Step::Payment)).await.unwrap(),
+        running
+    );
+    let version = || async { store::get(&pool, saga_id).await.unwrap().unwrap().version };
+    assert_eq!(version().await, 3, "the payment reply was applied by A");
+    // B remembers it before the payment: a duplicate of that reply planned there must not
+    // be written over the row A wrote.
+    assert_eq!(
+        b.apply(saga_id, reply(Step::Payment)).await.unwrap(),
+        running
+    );
+    assert_eq!(version().await, 3, "and not again by B");
+    let log = store::log(&pool, saga_id).await.unwrap();
+    let succeeded: Vec<_> = log
+        .iter()
+        .filter(|entry| entry.event == "succeeded")
+        .map(|entry| entry.step.clone().unwrap_or_default())
+        .collect();
+    assert_eq!(
+        succeeded,
+        ["inventory.reserve", "payment.charge"],
+        "{log:?}"
+    );
+    pool.close().await;
+    db.drop_db().await.unwrap();
+}

@@ -1,0 +1,92 @@
+//! What every orchestrator test needs: a broker, a database, timings and a saga.
+
+pub use async_nats::jetstream;
+pub use checkout_harness::{NatsServer, TestDb};
+pub use checkout_orchestrator::executor::{Executor, Timing};
+pub use checkout_orchestrator::machine::{Input, Status};
+pub use checkout_orchestrator::saga::SagaData;
+pub use checkout_orchestrator::store;
+pub use checkout_orchestrator::{OrchestratorConfig, store::migrate};
+pub use checkout_shared::envelope::MSG_ID;
+pub use checkout_shared::messages::{CheckoutRequested, LineItem, Outcome};
+pub use checkout_shared::telemetry::SpanFlusher;
+pub use checkout_shared::{Phase, Step};
+pub use sqlx::PgPool;
+pub use std::time::Duration;
+pub use tokio_util::sync::CancellationToken;
+pub use uuid::Uuid;
+
+pub const FAST: Timing = Timing {
+    step_timeout: Duration::from_millis(300),
+    max_step_timeout: Duration::from_millis(600),
+    max_attempts: 3,
+    stuck_after: Duration::from_millis(1_500),
+};
+
+pub fn data() -> SagaData {
+    SagaData::new(CheckoutRequested {
+        checkout_id: Uuid::new_v4(),
+        customer_id: "c".into(),
+        items: vec![LineItem {
+            sku: "SKU-A".into(),
+            quantity: 1,
+            unit_price_cents: None,
+        }],
+        payment_token: "tok".into(),
+        amount_cents: 10,
+        currency: "EUR".into(),
+    })
+}
+
+/// Deadlines far enough away that only recovery can send.
+pub const SLOW: Timing = Timing {
+    step_timeout: Duration::from_secs(3_600),
+    max_step_timeout: Duration::from_secs(3_600),
+    max_attempts: 3,
+    stuck_after: Duration::from_secs(3_600),
+};
+
+pub fn config(nats: &NatsServer, db: &TestDb) -> OrchestratorConfig {
+    OrchestratorConfig {
+        nats_url: nats.url(),
+        database_url: db.url(),
+        concurrency: 4,
+        max_connections: 4,
+        replicas: 1,
+        timing: FAST,
+    }
+}
+
+pub async fn setup() -> (NatsServer, TestDb, PgPool, jetstream::Context) {
+    let nats = NatsServer::start_async().await.unwrap();
+    let db = TestDb::create().await.unwrap();
+    let pool = PgPool::connect(&db.url()).await.unwrap();
+    migrate(&pool).await.unwrap();
+    let js = jetstream::new(async_nats::connect(nats.url()).await.unwrap());
+    checkout_shared::streams::provision(&js, 1).await.unwrap();
+    (nats, db, pool, js)
+}
+
+/// The ids of the commands in the command stream, oldest first (read without consuming:
+/// a work-queue stream admits no second consumer).
+pub async fn commands(js: &jetstream::Context, subject: &str) -> Vec<String> {
+    let mut stream = js.get_stream("CHECKOUT_COMMANDS").await.unwrap();
+    let state = stream.info().await.unwrap().state.clone();
+    let prefix = subject.trim_end_matches('>');
+    let mut ids = Vec::new();
+    for seq in state.first_sequence..=state.last_sequence {
+        let Ok(message) = stream.get_raw_message(seq).await else {
+            continue;
+        };
+        if message.subject.as_str().starts_with(prefix) {
+            ids.push(
+                message
+                    .headers
+                    .get(MSG_ID)
+                    .map(|v| v.as_str().to_owned())
+                    .unwrap_or_default(),
+            );
+        }
+    }
+    ids
+}
