@@ -4,17 +4,15 @@
 //! so parallel tests never see each other's streams, and a crash ([`NatsServer::kill`]) followed
 //! by [`NatsServer::restart`] exercises real file-store recovery on the same data.
 
-use std::env;
-use std::fs::{self, File, OpenOptions};
+use std::fs::{self, OpenOptions};
 use std::future::Future;
-use std::io::{Read as _, Seek as _, SeekFrom};
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use anyhow::{Context as _, anyhow, bail};
+use anyhow::{Context as _, anyhow};
 use bytes::Bytes;
 use tempfile::TempDir;
 
@@ -335,38 +333,6 @@ async fn probe(url: &str) -> Result<(), String> {
         .unwrap_or_else(|_| Err(format!("probe timed out after {PROBE_TIMEOUT:?}")))
 }
 
-/// Resolves the binary: `$NATS_SERVER_BIN`, then `nats-server` on PATH, then Debian's path.
-fn find_binary() -> anyhow::Result<PathBuf> {
-    if let Some(explicit) = env::var_os(NATS_SERVER_BIN_ENV) {
-        let path = PathBuf::from(explicit);
-        if path.is_file() {
-            return Ok(path);
-        }
-        bail!(
-            "{NATS_SERVER_BIN_ENV}={} does not exist; point it at a nats-server binary or unset \
-             it after installing one with `{INSTALL_HINT}`",
-            path.display()
-        );
-    }
-    let on_path: Vec<PathBuf> = env::var_os("PATH")
-        .map(|paths| {
-            env::split_paths(&paths)
-                .map(|dir| dir.join("nats-server"))
-                .collect()
-        })
-        .unwrap_or_default();
-    on_path
-        .into_iter()
-        .chain([PathBuf::from(DEBIAN_BINARY)])
-        .find(|candidate| candidate.is_file())
-        .ok_or_else(|| {
-            anyhow!(
-                "nats-server not found (checked ${NATS_SERVER_BIN_ENV}, PATH and {DEBIAN_BINARY}); \
-                 install it with `{INSTALL_HINT}`"
-            )
-        })
-}
-
 /// Runs `future` to completion on a helper thread with its own current-thread runtime.
 ///
 /// A blocking API cannot call `Runtime::block_on` on a thread that is already inside a Tokio
@@ -391,15 +357,5 @@ where
     })
 }
 
-/// The last [`LOG_TAIL_BYTES`] of the server log, for error messages.
-fn log_tail(path: &Path) -> String {
-    let read = || -> std::io::Result<String> {
-        let mut file = File::open(path)?;
-        let len = file.metadata()?.len();
-        file.seek(SeekFrom::Start(len.saturating_sub(LOG_TAIL_BYTES)))?;
-        let mut bytes = Vec::new();
-        file.read_to_end(&mut bytes)?;
-        Ok(String::from_utf8_lossy(&bytes).into_owned())
-    };
-    read().unwrap_or_else(|err| format!("<could not read {}: {err}>", path.display()))
-}
+mod locate;
+use locate::{find_binary, log_tail};
