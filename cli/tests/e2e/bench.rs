@@ -1,7 +1,7 @@
 //! `checkout bench` as users run it, tiny: every figure the issue names is in the JSON, and
 //! every span of every saga arrived. Timings are never asserted (the machine is shared).
 
-use crate::support::run_json_report;
+use crate::json_report::run_json_report;
 
 #[test]
 fn a_tiny_bench_reports_every_figure_and_loses_no_span() {

@@ -3,7 +3,7 @@
 //! a command's delivery budget, connections cut and slowed down, under load; every invariant
 //! must hold.
 
-use crate::support::run_json_report;
+use crate::json_report::run_json_report;
 
 #[test]
 fn chaos_with_every_fault_kind_keeps_every_invariant() {

@@ -12,6 +12,7 @@ mod flow;
 mod gateway;
 mod gateway_input;
 mod http;
+mod json_report;
 mod notify;
 mod otelite;
 mod outage;
