@@ -101,7 +101,16 @@ pub async fn timed<S: Sagas>(
         }
         tokio::select! {
             result = tasks.join_next() => match result {
-                Some(result) => out.window.push(joined(result, origin)),
+                Some(result) => {
+                    // `select!` may take a saga that ended just past the deadline before the
+                    // deadline branch: it belongs to the drain, not to the measured window.
+                    let ended = joined(result, origin);
+                    if ended.at <= duration {
+                        out.window.push(ended);
+                    } else {
+                        out.drained.push(ended);
+                    }
+                }
                 None => break,
             },
             () = tokio::time::sleep_until(deadline) => break,
