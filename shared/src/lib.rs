@@ -10,17 +10,20 @@
 //! types ([`messages`]), the header conventions ([`envelope`]), the subjects ([`subjects`]),
 //! the JetStream streams and consumers ([`streams`]), trace-context propagation through NATS
 //! headers ([`propagation`], [`messaging`]), the telemetry set-up ([`telemetry`], [`otlp`]) and
-//! every metric's definition ([`metrics`]).
+//! every metric's definition ([`metrics`]), and the schedule every retention pruner shares
+//! ([`retention`]).
 //! There is no business logic and no database schema in this crate.
 
 pub mod connect;
 pub mod envelope;
+pub mod group_commit;
 pub mod messages;
 pub mod messaging;
 pub mod metrics;
 pub mod otlp;
 pub mod propagation;
 pub mod pull;
+pub mod retention;
 pub mod shutdown;
 pub mod span_groups;
 pub mod steps;

@@ -4,7 +4,8 @@
 //! ```text
 //!  orchestrator ─ saga_started/saga_finished/step_finished/... ─┐
 //!  workers      ─ redelivered/dead_lettered ────────────────────┼─▶ Metrics ─▶ global meter ─▶ OTLP
-//!  shared       ─ sent/consumed/processed (messaging semconv) ──┘
+//!  shared       ─ sent/consumed/processed (messaging semconv) ──┤
+//!  every pruner ─ pruned (retention) ───────────────────────────┘
 //! ```
 //!
 //! Attribute values come from closed sets (`&'static str`, a [`Step`], a [`Phase`], a subject
@@ -62,6 +63,7 @@ pub struct Metrics {
     dead_letters: Counter<u64>,
     rejections: Counter<u64>,
     notifications: Counter<u64>,
+    pruned: Counter<u64>,
     sent: Counter<u64>,
     consumed: Counter<u64>,
     process_duration: Histogram<f64>,
@@ -111,6 +113,7 @@ impl Metrics {
             dead_letters: counter(&meter, DEAD_LETTERS),
             rejections: counter(&meter, REJECTIONS),
             notifications: counter(&meter, NOTIFICATIONS),
+            pruned: counter(&meter, PRUNED),
             sent: counter(&meter, SENT),
             consumed: counter(&meter, CONSUMED),
             process_duration: histogram(&meter, PROCESS_DURATION, &SECONDS_BUCKETS),
@@ -167,6 +170,12 @@ impl Metrics {
     /// A message was stored in the dead letters; `reason` is a stable code.
     pub fn dead_lettered(&self, reason: &'static str) {
         self.dead_letters.add(1, &[kv(REASON, reason)]);
+    }
+
+    /// The retention policy deleted `rows` of `schema`.`table`.
+    pub fn pruned(&self, schema: &'static str, table: &'static str, rows: u64) {
+        let attrs = [kv(DB_NAMESPACE, schema), kv(DB_TABLE, table)];
+        self.pruned.add(rows, &attrs);
     }
 
     /// A publish to `subject` (one of our streams' subjects) was acked or failed.

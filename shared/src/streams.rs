@@ -29,7 +29,8 @@ pub const REQUESTS_CONSUMER: &str = "orchestrator-requests";
 /// Durable consumer of workers' replies.
 pub const EVENTS_CONSUMER: &str = "orchestrator-events";
 
-/// The stream of saga lifecycle events (`checkout.saga.<id>.*`), kept a day for watchers.
+/// The stream of saga lifecycle events (`checkout.saga.<id>.*`), kept a day for watchers (and
+/// at most `max_messages` events: under a heavy load the oldest go sooner).
 pub const LIFECYCLE_STREAM: &str = "CHECKOUT_LIFECYCLE";
 
 /// The stream where the inventory service lists the SKUs it sells (one message per SKU on
@@ -62,8 +63,17 @@ pub struct StreamDef {
     pub max_age_secs: u64,
     /// Messages kept per subject; -1 for no limit.
     pub max_messages_per_subject: i64,
+    /// Messages kept in the whole stream, the oldest dropped first; -1 (the default when
+    /// the field is absent) for no limit. Bounds a limits stream by count as well as by age,
+    /// so a burst (a soak of a million sagas in a day) cannot fill the disk within `max_age`.
+    #[serde(default = "unlimited")]
+    pub max_messages: i64,
     /// For operators.
     pub description: String,
+}
+
+fn unlimited() -> i64 {
+    -1
 }
 
 /// One durable pull consumer.
@@ -148,6 +158,7 @@ impl StreamDef {
             duplicate_window: Duration::from_secs(self.duplicate_window_secs),
             max_age: Duration::from_secs(self.max_age_secs),
             max_messages_per_subject: self.max_messages_per_subject,
+            max_messages: self.max_messages,
             description: Some(self.description.clone()),
             ..Default::default()
         }
@@ -189,7 +200,9 @@ impl ConsumerDef {
     }
 }
 
-/// Creates or updates every stream and consumer. Idempotent; safe to race.
+/// Creates or updates every stream and consumer. Idempotent; safe to race. An existing
+/// stream gets the whole configuration of its definition (an update, not a create), so a
+/// changed limit such as `max_messages` applies to streams provisioned by earlier versions.
 pub async fn provision(js: &jetstream::Context, replicas: usize) -> Result<(), ProvisionError> {
     let topology = Topology::load()?;
     for def in &topology.streams {
@@ -264,6 +277,28 @@ mod tests {
         assert!(topology.consumer(EVENTS_CONSUMER).is_ok());
         let lifecycle = topology.streams.iter().find(|s| s.name == LIFECYCLE_STREAM);
         assert!(lifecycle.is_some_and(|s| s.subjects == ["checkout.saga.>"]));
+    }
+
+    #[test]
+    fn every_stream_that_keeps_messages_is_bounded_by_count_as_well_as_by_age() {
+        let topology = Topology::load().unwrap();
+        for def in topology.streams.iter().filter(|s| s.retention == "limits") {
+            let config = def.config(1);
+            assert_eq!(config.max_messages, def.max_messages, "{}", def.name);
+            // The catalog keeps one message per SKU, bounded by its SKUs instead.
+            if def.max_messages_per_subject < 0 {
+                assert!(def.max_messages > 0, "{} is unbounded by count", def.name);
+                assert!(def.max_age_secs > 0, "{} is unbounded by age", def.name);
+            }
+        }
+        // A definition without the field (an operator's older copy) keeps no count limit.
+        let old: StreamDef = serde_json::from_str(
+            r#"{"name": "S", "subjects": ["s"], "retention": "limits",
+                "duplicate_window_secs": 120, "max_age_secs": 60,
+                "max_messages_per_subject": -1, "description": "d"}"#,
+        )
+        .unwrap();
+        assert_eq!(old.config(1).max_messages, -1);
     }
 
     #[test]

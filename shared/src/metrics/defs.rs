@@ -37,6 +37,10 @@ pub const PHASE: &str = "saga.phase";
 pub const STEP_OUTCOME: &str = "saga.outcome";
 /// Attribute: a stable reason code (never free text).
 pub const REASON: &str = "checkout.reason";
+/// Attribute: the schema of a pruned table (`saga`, `payment`, `gateway`, ...).
+pub const DB_NAMESPACE: &str = "db.namespace";
+/// Attribute: the pruned table (`sagas`, `processed_messages`, `idempotency_keys`).
+pub const DB_TABLE: &str = "db.collection.name";
 
 macro_rules! instrument {
     ($id:ident, $name:literal, $kind:ident, $unit:literal, $desc:literal, [$($attr:expr),*]) => {
@@ -140,6 +144,14 @@ instrument!(
     [STEP_OUTCOME]
 );
 instrument!(
+    PRUNED,
+    "checkout.pruned",
+    Counter,
+    "{row}",
+    "Rows deleted by the retention policy, by schema and table.",
+    [DB_NAMESPACE, DB_TABLE]
+);
+instrument!(
     SENT,
     "messaging.client.sent.messages",
     Counter,
@@ -180,7 +192,7 @@ instrument!(
 );
 
 /// Every metric, for tests and documentation.
-pub const INSTRUMENTS: [Instrument; 14] = [
+pub const INSTRUMENTS: [Instrument; 15] = [
     SAGAS,
     DURATION,
     STEP_DURATION,
@@ -192,6 +204,7 @@ pub const INSTRUMENTS: [Instrument; 14] = [
     DEAD_LETTERS,
     REJECTIONS,
     NOTIFICATIONS,
+    PRUNED,
     SENT,
     CONSUMED,
     PROCESS_DURATION,
