@@ -16,16 +16,19 @@
 //! - [`validate`] and [`catalog`] are the door's rules (shared with the HTTP gateway);
 //! - [`service`] runs the consumers, the deadline scanner and recovery;
 //! - [`dead_ends`] dead-letters messages JetStream gave up on;
-//! - [`observe`] records the metrics and log lines of committed transitions.
+//! - [`observe`] records the metrics and log lines of committed transitions;
+//! - [`retention`] deletes ended sagas and their log once past the retention.
 
 pub mod catalog;
 pub mod dead_ends;
 pub mod deadlines;
 pub mod executor;
+pub mod group_writes;
 pub mod machine;
 pub mod observe;
 pub mod ports;
 pub mod postgres;
+pub mod retention;
 pub mod saga;
 pub mod service;
 pub mod spans;

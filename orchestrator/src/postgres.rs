@@ -1,5 +1,6 @@
 //! The saga store in PostgreSQL: [`SagaStore`] over the queries of [`crate::store`].
 
+use crate::group_writes::GroupWrites;
 use crate::ports::{Locked, SagaStore};
 use crate::spans::PlannedSpan;
 use crate::store::{self, SagaRow, Write};
@@ -14,7 +15,8 @@ const REMEMBERED: usize = 65_536;
 /// Sagas in the `saga` schema; a transition is written only over the version it was planned
 /// from, which serializes a saga's transitions without a lock held across round trips.
 ///
-/// The store remembers the row it last wrote for each active saga, and plans the next
+/// The store remembers the row it last wrote for each saga still awaiting a reply (an active
+/// saga, or a completed one awaiting its confirmation), and plans the next
 /// transition from it without reading: one round trip per transition. The memory is only a
 /// guess (another orchestrator may have moved the saga on): a write over a version that is no
 /// longer the row's writes nothing, and the transition is planned again from the row as read.
@@ -22,12 +24,15 @@ const REMEMBERED: usize = 65_536;
 pub struct PgStore {
     pool: PgPool,
     known: Arc<Mutex<HashMap<Uuid, SagaRow>>>,
+    writes: GroupWrites,
 }
 
 impl PgStore {
-    /// A store over `pool` (migrated by [`store::migrate`]).
+    /// A store over `pool` (migrated by [`store::migrate`]); starts its group-commit
+    /// writers, so it must be made inside the Tokio runtime.
     pub fn new(pool: PgPool) -> Self {
         PgStore {
+            writes: GroupWrites::start(pool.clone()),
             pool,
             known: Arc::default(),
         }
@@ -45,8 +50,9 @@ impl PgStore {
 
     fn remember(&self, row: &SagaRow) {
         let mut known = self.known();
-        if !row.state.status.is_active() {
-            // No input moves a finished saga on; its inputs are read from the database.
+        if !row.state.status.is_active() && !row.state.follow_up {
+            // No input moves a finished saga on; its inputs are read from the database. A
+            // completed saga awaiting its confirmation is still moved on by that reply.
             known.remove(&row.saga_id);
             return;
         }
@@ -59,7 +65,7 @@ impl PgStore {
 
 impl SagaStore for PgStore {
     async fn insert(&self, row: &SagaRow, write: &Write) -> Result<bool, sqlx::Error> {
-        let inserted = store::insert(&self.pool, row, write).await?;
+        let inserted = self.writes.insert(row, write).await?;
         if inserted {
             self.remember(row);
         }
@@ -110,7 +116,7 @@ impl SagaStore for PgStore {
                     planned: None,
                 }));
             };
-            if store::save(&self.pool, before.version, &p.after, &p.write).await? {
+            if self.writes.save(before.version, &p.after, &p.write).await? {
                 self.remember(&p.after);
                 return Ok(Some(Locked {
                     before,
@@ -134,6 +140,14 @@ impl SagaStore for PgStore {
 
     async fn pending_spans(&self) -> Result<Vec<(Uuid, i64, Vec<PlannedSpan>)>, sqlx::Error> {
         store::pending_spans(&self.pool).await
+    }
+
+    async fn stale_pending_spans(
+        &self,
+        min_age: std::time::Duration,
+        max_age: std::time::Duration,
+    ) -> Result<Vec<(Uuid, i64, Vec<PlannedSpan>)>, sqlx::Error> {
+        store::stale_pending_spans(&self.pool, min_age, max_age).await
     }
 
     async fn clear_pending(&self, exported: &[(Uuid, i64)]) -> Result<(), sqlx::Error> {

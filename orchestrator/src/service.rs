@@ -1,5 +1,6 @@
 //! `run(config, shutdown)`: the orchestrator process. Two pull consumers (incoming checkouts
-//! and workers' replies), a deadline scanner, span-export confirmation, and recovery first.
+//! and workers' replies), a deadline scanner, span-export confirmation, the retention pruner,
+//! and recovery first.
 
 use crate::executor::{ExecError, Executor, Timing};
 use crate::machine::Input;
@@ -38,6 +39,8 @@ pub struct OrchestratorConfig {
     pub replicas: usize,
     /// Deadlines and bounds of the steps.
     pub timing: Timing,
+    /// How long ended sagas and their log are kept, and how often the pruner looks.
+    pub retention: checkout_shared::retention::Retention,
 }
 
 /// Why the orchestrator could not start.
@@ -155,8 +158,10 @@ pub async fn run(
             Ok(())
         }
     });
+    let pruner = crate::retention::spawn(pool.clone(), config.retention, shutdown.clone());
     let tasks = vec![
         ("in-flight gauge", in_flight),
+        ("saga retention", pruner),
         ("checkout requests", requests),
         ("worker replies", events),
         ("deadline scanner", deadlines),

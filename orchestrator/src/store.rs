@@ -1,7 +1,7 @@
 //! The saga store in PostgreSQL: one row per saga (its state, version and span ids) and an
 //! append-only log. A transition's writes (row and log) are one statement, conditional on the
 //! version the transition was planned from (optimistic concurrency, no lock held between round
-//! trips).
+//! trips), shared with other sagas' transitions by group commit ([`crate::group_writes`]).
 
 use crate::machine::{LogEntry, SagaState};
 use crate::spans::{PlannedSpan, SagaTrace};
@@ -90,56 +90,6 @@ fn from_row(row: &sqlx::postgres::PgRow) -> Result<SagaRow, sqlx::Error> {
     })
 }
 
-/// The log entries of a transition as three parallel arrays (step, event, detail), for
-/// `unnest ... WITH ORDINALITY` in the statement that writes the transition.
-type LogColumns<'a> = (Vec<Option<String>>, Vec<&'a str>, Vec<Option<String>>);
-
-fn log_columns(log: &[LogEntry]) -> LogColumns<'_> {
-    (
-        log.iter().map(|(s, _, _)| s.map(|s| s.name())).collect(),
-        log.iter().map(|(_, e, _)| *e).collect(),
-        log.iter().map(|(_, _, d)| d.clone()).collect(),
-    )
-}
-
-/// Inserts a new saga and its log in one statement; returns false (and writes nothing) if it
-/// already exists.
-pub async fn insert(pool: &PgPool, row: &SagaRow, write: &Write) -> Result<bool, sqlx::Error> {
-    let (steps, events, details) = log_columns(&write.log);
-    let inserted: i64 = sqlx::query_scalar(
-        "WITH ins AS ( \
-           INSERT INTO saga.sagas (saga_id, status, state, version, trace_id, parent_span_id, \
-             saga_span_id, sampled, step_span_id, step_started_at, deadline_at, started_at, \
-             updated_at) \
-           VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $12) \
-           ON CONFLICT (saga_id) DO NOTHING RETURNING saga_id), \
-         log AS ( \
-           INSERT INTO saga.saga_log (saga_id, step, event, detail) \
-           SELECT ins.saga_id, l.step, l.event, l.detail \
-           FROM ins, unnest($13::text[], $14::text[], $15::text[]) WITH ORDINALITY \
-             AS l(step, event, detail, n) ORDER BY l.n) \
-         SELECT count(*) FROM ins",
-    )
-    .bind(row.saga_id)
-    .bind(row.state.status.as_str())
-    .bind(sqlx::types::Json(&row.state))
-    .bind(row.version)
-    .bind(row.trace.trace_id.to_string())
-    .bind(row.trace.parent_span_id.map(|s| s.to_string()))
-    .bind(row.trace.saga_span_id.to_string())
-    .bind(row.trace.sampled)
-    .bind(row.step_span_id.to_string())
-    .bind(row.step_started_at)
-    .bind(write.deadline_at)
-    .bind(row.started_at)
-    .bind(steps)
-    .bind(events)
-    .bind(details)
-    .fetch_one(pool)
-    .await?;
-    Ok(inserted == 1)
-}
-
 /// Reads a saga without locking it, and whether its deadline has passed.
 pub async fn read(pool: &PgPool, saga_id: Uuid) -> Result<Option<(SagaRow, bool)>, sqlx::Error> {
     let row = sqlx::query(concat!(
@@ -153,54 +103,6 @@ pub async fn read(pool: &PgPool, saga_id: Uuid) -> Result<Option<(SagaRow, bool)
     row.as_ref()
         .map(|r| Ok((from_row(r)?, r.try_get("due")?)))
         .transpose()
-}
-
-/// Writes a transition in one statement: the new row (version already incremented by the
-/// caller) and its log, only if the row is still at `expected_version`, as read. Returns
-/// false (nothing written) if another transition committed since: the caller re-reads.
-pub async fn save(
-    pool: &PgPool,
-    expected_version: i64,
-    row: &SagaRow,
-    write: &Write,
-) -> Result<bool, sqlx::Error> {
-    let finished = !row.state.status.is_active();
-    let (steps, events, details) = log_columns(&write.log);
-    let updated: i64 = sqlx::query_scalar(
-        "WITH upd AS ( \
-           UPDATE saga.sagas SET status = $2, state = $3, version = $4, step_span_id = $5, \
-             step_started_at = $6, failed_span_id = $7, \
-             pending_spans = CASE WHEN $8::jsonb IS NULL THEN pending_spans \
-                                  ELSE coalesce(pending_spans, '[]'::jsonb) || $8::jsonb END, \
-             deadline_at = $9, updated_at = $10, \
-             finished_at = CASE WHEN $11 THEN $10 ELSE NULL END, stuck_reason = $12 \
-           WHERE saga_id = $1 AND version = $13 RETURNING saga_id), \
-         log AS ( \
-           INSERT INTO saga.saga_log (saga_id, step, event, detail) \
-           SELECT upd.saga_id, l.step, l.event, l.detail \
-           FROM upd, unnest($14::text[], $15::text[], $16::text[]) WITH ORDINALITY \
-             AS l(step, event, detail, n) ORDER BY l.n) \
-         SELECT count(*) FROM upd",
-    )
-    .bind(row.saga_id)
-    .bind(row.state.status.as_str())
-    .bind(sqlx::types::Json(&row.state))
-    .bind(row.version)
-    .bind(row.step_span_id.to_string())
-    .bind(row.step_started_at)
-    .bind(row.failed_span_id.map(|s| s.to_string()))
-    .bind((!write.pending_spans.is_empty()).then_some(sqlx::types::Json(&write.pending_spans)))
-    .bind(write.deadline_at)
-    .bind(row.updated_at)
-    .bind(finished)
-    .bind(&row.stuck_reason)
-    .bind(expected_version)
-    .bind(steps)
-    .bind(events)
-    .bind(details)
-    .fetch_one(pool)
-    .await?;
-    Ok(updated == 1)
 }
 
 /// Sagas whose deadline has passed, oldest first: the active ones, and completed ones still
@@ -242,14 +144,42 @@ pub async fn pending_spans(
         .collect())
 }
 
+/// Pending spans of transitions written between `min_age` and `max_age` ago.
+pub async fn stale_pending_spans(
+    pool: &PgPool,
+    min_age: std::time::Duration,
+    max_age: std::time::Duration,
+) -> Result<Vec<(Uuid, i64, Vec<PlannedSpan>)>, sqlx::Error> {
+    let rows: Vec<(Uuid, i64, sqlx::types::Json<Vec<PlannedSpan>>)> = sqlx::query_as(
+        "SELECT saga_id, version, pending_spans FROM saga.sagas WHERE pending_spans IS NOT NULL \
+         AND updated_at < now() - make_interval(secs => $1) \
+         AND updated_at > now() - make_interval(secs => $2)",
+    )
+    .bind(min_age.as_secs_f64())
+    .bind(max_age.as_secs_f64())
+    .fetch_all(pool)
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(|(id, v, spans)| (id, v, spans.0))
+        .collect())
+}
+
 /// Forgets pending spans whose export is confirmed, unless a later transition added more
 /// (those stay, and are confirmed with that transition's version).
 pub async fn clear_pending(pool: &PgPool, exported: &[(Uuid, i64)]) -> Result<(), sqlx::Error> {
     let ids: Vec<Uuid> = exported.iter().map(|(id, _)| *id).collect();
     let versions: Vec<i64> = exported.iter().map(|(_, v)| *v).collect();
+    // Rows are locked in saga-id order, as group writes lock them: two statements that
+    // each change many sagas then never wait on each other in a cycle (a deadlock, which
+    // PostgreSQL would break only after its deadlock_timeout).
     sqlx::query(
-        "UPDATE saga.sagas s SET pending_spans = NULL FROM unnest($1::uuid[], $2::bigint[]) \
-         AS e(saga_id, version) WHERE s.saga_id = e.saga_id AND s.version = e.version",
+        "WITH locked AS ( \
+           SELECT s.saga_id FROM saga.sagas s \
+           JOIN unnest($1::uuid[], $2::bigint[]) AS e(saga_id, version) \
+             ON s.saga_id = e.saga_id AND s.version = e.version \
+           ORDER BY s.saga_id FOR UPDATE OF s) \
+         UPDATE saga.sagas s SET pending_spans = NULL FROM locked l WHERE s.saga_id = l.saga_id",
     )
     .bind(ids)
     .bind(versions)

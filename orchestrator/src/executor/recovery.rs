@@ -9,12 +9,34 @@ use std::time::Duration;
 use tokio::sync::mpsc;
 use uuid::Uuid;
 
+/// How long a transition's spans may stay pending before the sweep emits them: far longer
+/// than a confirmation takes (a flush, about 200 ms), so a span is emitted twice only when
+/// its first emission really is in doubt.
+const STALE_SWEEP: Duration = Duration::from_secs(10);
+
+/// Spans pending for longer are left to recovery at the next start: while the exporter
+/// fails, the sweep would otherwise emit the same backlog again and again.
+const STALE_GIVE_UP: Duration = Duration::from_secs(60);
+
 impl<S: SagaStore, T: Transport> Executor<S, T> {
     /// Confirms exported spans in batches, after a flush, so recovery re-emits only spans
     /// whose export is in doubt.
+    ///
+    /// Every [`STALE_SWEEP`] it also emits spans left pending for longer than that: their
+    /// transition was written but its writer was told it was not (the statement's answer was
+    /// lost with the connection, and a retry found the version moved), so nobody emitted them.
     pub async fn confirm_exports(&self, mut rx: mpsc::Receiver<(Uuid, i64)>) {
         let mut batch = Vec::new();
-        while rx.recv_many(&mut batch, 1_024).await > 0 {
+        let mut sweep = tokio::time::interval(STALE_SWEEP);
+        sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                received = rx.recv_many(&mut batch, 1_024) => if received == 0 { return },
+                _ = sweep.tick() => {
+                    self.emit_stale().await;
+                    continue;
+                }
+            }
             tokio::time::sleep(Duration::from_millis(200)).await;
             while let Ok(more) = rx.try_recv() {
                 batch.push(more);
@@ -30,6 +52,23 @@ impl<S: SagaStore, T: Transport> Executor<S, T> {
                     tracing::warn!(error = %err, "could not confirm span exports; will retry")
                 }
             }
+        }
+    }
+
+    async fn emit_stale(&self) {
+        match self
+            .store
+            .stale_pending_spans(STALE_SWEEP, STALE_GIVE_UP)
+            .await
+        {
+            Ok(stale) => {
+                for (saga_id, version, pending) in stale {
+                    tracing::info!(%saga_id, version, spans = pending.len(), "emitting spans left pending");
+                    pending.iter().for_each(spans::emit);
+                    let _ = self.exported.try_send((saga_id, version));
+                }
+            }
+            Err(err) => tracing::warn!(error = %err, "could not look for spans left pending"),
         }
     }
 

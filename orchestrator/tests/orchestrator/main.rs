@@ -2,10 +2,12 @@
 //! recorded transition implied but a crash kept from being sent; deadlines re-send and then
 //! compensate; an undo without reply is re-sent until it succeeds, flagged stuck on the way,
 //! and an operator can make it try now; a completed saga's confirmation is re-sent by its
-//! deadline within its bound, then given up, and the checkout stands.
+//! deadline within its bound, then given up, and the checkout stands; the retention deletes
+//! only sagas that ended long enough ago, with their log.
 
 #![allow(clippy::unwrap_used)] // a failed unwrap is a failed test
 
 mod deadlines;
 mod recovery;
+mod retention;
 mod support;

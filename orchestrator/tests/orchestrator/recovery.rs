@@ -182,3 +182,56 @@ async fn two_orchestrators_apply_each_reply_once_whatever_each_remembers() {
     pool.close().await;
     db.drop_db().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn spans_left_pending_past_the_sweep_age_are_found_for_emission() {
+    // What a transition whose answer was lost leaves: written, with its spans pending, and
+    // nobody to emit them until the sweep (or a restart) does.
+    let (nats, db, pool, _js) = setup().await;
+    let client = async_nats::connect(nats.url()).await.unwrap();
+    let (executor, _exported) = Executor::new(pool.clone(), client, SpanFlusher::disabled(), SLOW);
+    let data = data();
+    let saga_id = data.request.checkout_id;
+    executor
+        .start(data, &opentelemetry::Context::new())
+        .await
+        .unwrap();
+    let reply = Input::Reply {
+        step: Step::Inventory,
+        phase: Phase::Do,
+        outcome: Outcome::StepSucceeded { reference: None },
+    };
+    executor.apply(saga_id, reply).await.unwrap();
+    let stale = |age_secs: f64| {
+        let pool = pool.clone();
+        async move {
+            sqlx::query("UPDATE saga.sagas SET updated_at = now() - make_interval(secs => $1)")
+                .bind(age_secs)
+                .execute(&pool)
+                .await
+                .unwrap();
+            store::stale_pending_spans(&pool, Duration::from_secs(10), Duration::from_secs(60))
+                .await
+                .unwrap()
+                .into_iter()
+                .map(|(id, _, spans)| (id, spans.len()))
+                .collect::<Vec<_>>()
+        }
+    };
+    assert_eq!(
+        stale(2.0).await,
+        vec![],
+        "too fresh: its writer is still at it"
+    );
+    let found = stale(15.0).await;
+    assert_eq!(found.len(), 1, "pending for 15 s: {found:?}");
+    assert_eq!(found[0].0, saga_id);
+    assert!(found[0].1 > 0, "the finished step's spans");
+    assert_eq!(
+        stale(120.0).await,
+        vec![],
+        "left to recovery at the next start"
+    );
+    pool.close().await;
+    db.drop_db().await.unwrap();
+}

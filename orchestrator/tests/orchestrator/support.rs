@@ -54,6 +54,7 @@ pub fn config(nats: &NatsServer, db: &TestDb) -> OrchestratorConfig {
         max_connections: 4,
         replicas: 1,
         timing: FAST,
+        retention: checkout_shared::retention::Retention::default(),
     }
 }
 
