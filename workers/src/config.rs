@@ -28,6 +28,8 @@ pub struct WorkerConfig {
     /// The command consumer to use instead of the one in `nats/jetstream.json` (tests shorten
     /// its delivery budget); `None` in production. Its durable name must be this kind's.
     pub consumer: Option<ConsumerDef>,
+    /// How long processed-message records are kept, and how often the pruner looks.
+    pub retention: checkout_shared::retention::Retention,
 }
 
 /// Deterministic fault injection: the same saga always meets the same fault, so a

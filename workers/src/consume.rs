@@ -6,6 +6,7 @@
 //! Nothing loops forever: once `max_deliver` runs out, JetStream gives the command up and
 //! its advisory hands it back to the orchestrator.
 
+use crate::calls::Db;
 use crate::error::{Failure, FailureCode, MessageError};
 use crate::handler::{self, Handler};
 use async_nats::jetstream::{self, AckKind};
@@ -18,7 +19,6 @@ use checkout_shared::pull::pull_loop;
 use checkout_shared::streams::ConsumerDef;
 use checkout_shared::subjects;
 use checkout_shared::telemetry::SpanFlusher;
-use sqlx::PgPool;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
@@ -29,8 +29,8 @@ use tracing_opentelemetry::OpenTelemetrySpanExt;
 pub struct Context {
     /// JetStream, for replies and dead letters.
     pub js: jetstream::Context,
-    /// The worker's database.
-    pub pool: PgPool,
+    /// The worker's database (its actions' statements by group commit).
+    pub db: Db,
     /// The business logic.
     pub handler: Handler,
     /// The consumer definition (its name, `ack_wait` and nak delays).
@@ -124,7 +124,7 @@ async fn handle(
             return Err(undeliverable(reason, reply));
         }
     };
-    match handler::apply_once(&ctx.pool, &ctx.handler, &envelope, &command.command).await {
+    match handler::apply_once(&ctx.db, &ctx.handler, &envelope, &command.command).await {
         Ok(reply) => {
             if let Outcome::StepFailed { reason } = &reply.outcome {
                 span.record("refusal.code", reason.code.as_str());

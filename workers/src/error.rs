@@ -12,7 +12,6 @@
 //! JetStream's `max_deliver` runs out, its max-deliveries advisory dead-letters the command
 //! and the orchestrator's deadline sends it afresh (an undo) or undoes it (an action).
 
-use checkout_shared::messages::Refusal;
 use checkout_shared::messaging::Outgoing;
 use std::fmt;
 
@@ -37,23 +36,6 @@ pub enum WorkerError {
     /// The consume loop stopped although no shutdown was asked for.
     #[error("the consume loop of {0} ended before shutdown")]
     EndedEarly(String),
-}
-
-/// What a handler's action or undo can end in, besides success.
-#[derive(Debug, thiserror::Error)]
-pub enum ApplyError {
-    /// A business "no" (out of stock, declined): a decision, stored and replied.
-    #[error("refused: {0}")]
-    Refused(Refusal),
-    /// The worker could not decide: retried, never stored.
-    #[error(transparent)]
-    Failed(#[from] Failure),
-}
-
-impl From<sqlx::Error> for ApplyError {
-    fn from(err: sqlx::Error) -> Self {
-        ApplyError::Failed(err.into())
-    }
 }
 
 /// Why one delivered command got no decision. Each variant is settled exactly one way.
@@ -226,8 +208,8 @@ mod tests {
 
     #[test]
     fn every_database_error_is_a_failure_to_act_never_a_refusal() {
-        let err: ApplyError = sqlx::Error::PoolTimedOut.into();
-        assert!(matches!(err, ApplyError::Failed(f) if f.code == FailureCode::Timeout));
+        let err: Failure = sqlx::Error::PoolTimedOut.into();
+        assert_eq!(err.code, FailureCode::Timeout);
     }
 
     #[test]

@@ -5,25 +5,24 @@
 //!
 //! Inventory, payment and orders: each action and undo is one statement, a function its
 //! worker's migration installs (`*_once`): it takes the saga's lock, replays a stored reply,
-//! decides, acts and stores the reply, in one round trip and one commit, so no transaction
-//! stays open between round trips. Two deliveries of one command wait on the saga's lock and
-//! the second finds the first's reply.
+//! decides, acts and stores the reply, so no transaction stays open between round trips. The
+//! calls of the messages in hand share one statement and one commit ([`crate::calls`], group
+//! commit). Two deliveries of one command wait on the saga's lock (or run in order in one
+//! statement) and the second finds the first's reply.
 //!
-//! Notification keeps an explicit transaction (its attempts at the mail service run inside
-//! it): the saga's lock, the replay, the send, the processed-message row; two deliveries
-//! racing collide on the row's primary key and the loser is retried, to find the winner's
-//! reply.
+//! Notification calls its function the same way, after a read-only check and its attempts at
+//! the mail service (see [`crate::notification`]).
 //!
 //! Only decisions are stored: a success or a business refusal. A failure to act (the database
 //! erred or could not be reached) is returned as a [`Failure`] and stored nowhere, so a later
 //! delivery, or the same command sent afresh, still gets to decide.
 
+use crate::calls::Db;
 use crate::config::Faults;
-use crate::error::{ApplyError, Failure, FailureCode};
+use crate::error::Failure;
 use crate::{inventory, notification, order, payment};
-use checkout_shared::messages::{Command, Outcome, Reply};
+use checkout_shared::messages::{Command, Reply};
 use checkout_shared::{Envelope, Step};
-use sqlx::{AssertSqlSafe, PgConnection, PgPool};
 use tracing::Instrument;
 use uuid::Uuid;
 
@@ -39,13 +38,7 @@ pub struct Once<'a> {
 }
 
 /// A decision as the statement returns it.
-#[derive(Debug, sqlx::FromRow)]
-pub struct Decided {
-    /// The reply stored for the action.
-    pub reply: sqlx::types::Json<Reply>,
-    /// Whether it was stored by an earlier delivery.
-    pub replayed: bool,
-}
+pub type Decided = crate::calls::Called;
 
 /// The business logic of one worker kind.
 #[derive(Debug, Clone)]
@@ -70,16 +63,16 @@ impl Handler {
         schema_of(self.kind)
     }
 
-    /// One statement (inventory, payment, orders).
+    /// One statement (inventory, payment, orders; two for notification).
     async fn apply_one_statement(
         &self,
-        pool: &PgPool,
+        db: &Db,
         once: &Once<'_>,
         command: &Command,
     ) -> Result<Decided, sqlx::Error> {
         match command {
-            Command::ReserveInventory { items } => inventory::reserve(pool, once, items).await,
-            Command::ReleaseInventory => inventory::release(pool, once).await,
+            Command::ReserveInventory { items } => inventory::reserve(db, once, items).await,
+            Command::ReleaseInventory => inventory::release(db, once).await,
             Command::ChargePayment {
                 customer_id,
                 payment_token,
@@ -90,9 +83,9 @@ impl Handler {
                     payment_token,
                     amount_cents,
                 };
-                payment::charge(pool, once, &charge, &self.faults).await
+                payment::charge(db, once, &charge, &self.faults).await
             }
-            Command::RefundPayment => payment::refund(pool, once).await,
+            Command::RefundPayment => payment::refund(db, once).await,
             Command::CreateOrder {
                 customer_id,
                 items,
@@ -103,12 +96,20 @@ impl Handler {
                     items,
                     amount_cents: *amount_cents,
                 };
-                order::create(pool, once, &new, &self.faults).await
+                order::create(db, once, &new, &self.faults).await
             }
-            Command::CancelOrder => order::cancel(pool, once).await,
-            Command::SendNotification { .. } => Err(sqlx::Error::Protocol(
-                "a confirmation is sent in a transaction, not one statement".into(),
-            )),
+            Command::CancelOrder => order::cancel(db, once).await,
+            Command::SendNotification {
+                customer_id,
+                order_id,
+                ..
+            } => {
+                let confirmation = notification::Confirmation {
+                    customer_id,
+                    order_id: *order_id,
+                };
+                notification::send(db, once, &confirmation, &self.faults).await
+            }
         }
     }
 }
@@ -121,7 +122,7 @@ pub fn schema_of(kind: Step) -> &'static str {
 /// Performs `command` at most once for its action key and returns the reply to send.
 /// Only failures to act come back as errors; a refusal is a reply.
 pub async fn apply_once(
-    pool: &PgPool,
+    db: &Db,
     handler: &Handler,
     envelope: &Envelope,
     command: &Command,
@@ -139,112 +140,23 @@ pub async fn apply_once(
     if !handler.faults.latency.is_zero() {
         tokio::time::sleep(handler.faults.latency).await;
     }
-    let confirmation = match command {
-        Command::SendNotification {
-            customer_id,
-            order_id,
-            ..
-        } => notification::Confirmation {
-            customer_id,
-            order_id: *order_id,
-        },
-        _ => {
-            let once = Once {
-                key: &key,
-                saga_id: envelope.saga_id,
-                reply: serde_json::json!({
-                    "saga_id": envelope.saga_id,
-                    "step": envelope.step,
-                    "phase": envelope.phase,
-                }),
-            };
-            // Any error of the statement is a failure to act (classified by `Failure`'s
-            // `From<sqlx::Error>`), never a refusal: refusals come back as replies.
-            let decided = handler
-                .apply_one_statement(pool, &once, command)
-                .instrument(db_span)
-                .await?;
-            if decided.replayed {
-                tracing::info!(action_key = %key, "duplicate delivery: re-sending the stored reply");
-            }
-            return Ok(decided.reply.0);
-        }
+    let once = Once {
+        key: &key,
+        saga_id: envelope.saga_id,
+        reply: serde_json::json!({
+            "saga_id": envelope.saga_id,
+            "step": envelope.step,
+            "phase": envelope.phase,
+        }),
     };
-    async {
-        let mut tx = pool.begin().await?;
-        // One saga's action and undo must not run side by side in this service: a charge and
-        // its refund would each miss the other's uncommitted row and both commit.
-        lock_saga(&mut tx, envelope.saga_id).await?;
-        if let Some(stored) = stored_reply(&mut tx, schema, &key).await? {
-            tx.commit().await?;
-            tracing::info!(action_key = %key, "duplicate delivery: re-sending the stored reply");
-            return Ok(stored);
-        }
-        let sent = notification::send(&mut tx, envelope.saga_id, &confirmation, &handler.faults);
-        let outcome = match sent.await.map(Some) {
-            Ok(reference) => Outcome::StepSucceeded { reference },
-            Err(ApplyError::Refused(reason)) => {
-                // Undo whatever the refused action touched, and record only the refusal.
-                tx.rollback().await?;
-                tx = pool.begin().await?;
-                lock_saga(&mut tx, envelope.saga_id).await?;
-                Outcome::StepFailed { reason }
-            }
-            Err(ApplyError::Failed(failure)) => return Err(failure),
-        };
-        let reply = Reply {
-            saga_id: envelope.saga_id,
-            step: envelope.step,
-            phase: envelope.phase,
-            outcome,
-        };
-        let json = serde_json::to_value(&reply)
-            .map_err(|e| Failure::new(FailureCode::Encode, format!("reply: {e}")))?;
-        let inserted = sqlx::query(AssertSqlSafe(format!(
-            "INSERT INTO {schema}.processed_messages (action_key, reply) VALUES ($1, $2) \
-             ON CONFLICT (action_key) DO NOTHING"
-        )))
-        .bind(&key)
-        .bind(json)
-        .execute(&mut *tx)
+    // Any error of the statement is a failure to act (classified by `Failure`'s
+    // `From<sqlx::Error>`), never a refusal: refusals come back as replies.
+    let decided = handler
+        .apply_one_statement(db, &once, command)
+        .instrument(db_span)
         .await?;
-        if inserted.rows_affected() == 0 {
-            // A concurrent delivery of the same command committed first; its reply wins.
-            tx.rollback().await?;
-            return Err(Failure::new(
-                FailureCode::Conflict,
-                format!("{key} was processed concurrently"),
-            ));
-        }
-        tx.commit().await?;
-        Ok(reply)
+    if decided.replayed {
+        tracing::info!(action_key = %key, "duplicate delivery: re-sending the stored reply");
     }
-    .instrument(db_span)
-    .await
-}
-
-/// The reply already stored for an action, if it was performed (or refused) before.
-async fn stored_reply(
-    conn: &mut PgConnection,
-    schema: &'static str,
-    key: &str,
-) -> Result<Option<Reply>, sqlx::Error> {
-    let stored: Option<serde_json::Value> = sqlx::query_scalar(AssertSqlSafe(format!(
-        "SELECT reply FROM {schema}.processed_messages WHERE action_key = $1"
-    )))
-    .bind(key)
-    .fetch_optional(conn)
-    .await?;
-    stored
-        .map(|json| serde_json::from_value(json).map_err(|e| sqlx::Error::Decode(Box::new(e))))
-        .transpose()
-}
-
-/// Serializes one saga's work in this service until the transaction ends.
-async fn lock_saga(conn: &mut PgConnection, saga_id: uuid::Uuid) -> Result<(), sqlx::Error> {
-    sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))")
-        .bind(saga_id.to_string())
-        .execute(conn)
-        .await?;
-    Ok(())
+    Ok(decided.reply.0)
 }

@@ -1,9 +1,11 @@
 //! Inventory: holds stock for a saga and gives it back. Never oversells: a reservation is a
 //! conditional decrement, and the schema forbids negative stock.
 
+use crate::calls::{self, Db};
 use crate::handler::{Decided, Once};
-use checkout_shared::messages::{CatalogEntry, LineItem, Reply};
+use checkout_shared::messages::{CatalogEntry, LineItem};
 use checkout_shared::messaging::mark_error;
+use serde_json::json;
 use sqlx::PgPool;
 use uuid::Uuid;
 
@@ -21,44 +23,20 @@ pub struct LineDecision {
     pub ok: bool,
 }
 
-/// A reservation's decision, with what was decided for each line (none when the reply was
-/// replayed or a tombstone refused the reservation: no line was checked).
-#[derive(Debug, sqlx::FromRow)]
-struct DecidedLines {
-    reply: sqlx::types::Json<Reply>,
-    replayed: bool,
-    lines: Option<sqlx::types::Json<Vec<LineDecision>>>,
-}
-
 /// Decrements stock for every line, or refuses the whole cart (one statement:
 /// `inventory.reserve_once`, which checks every line before it changes any).
 #[tracing::instrument(name = "inventory reserve", skip_all, fields(otel.kind = "internal"))]
-pub async fn reserve(
-    pool: &PgPool,
-    once: &Once<'_>,
-    items: &[LineItem],
-) -> Result<Decided, sqlx::Error> {
+pub async fn reserve(db: &Db, once: &Once<'_>, items: &[LineItem]) -> Result<Decided, sqlx::Error> {
     // Rows are locked and lines checked in SKU order (so that concurrent carts sharing SKUs
     // cannot deadlock); stored sorted, so a release gives back in the same order.
     let mut lines = items.to_vec();
     lines.sort_by(|a, b| a.sku.cmp(&b.sku));
-    let decided: DecidedLines = sqlx::query_as(
-        "SELECT reply, replayed, lines FROM inventory.reserve_once($1, $2, $3, $4, $5)",
-    )
-    .bind(once.key)
-    .bind(once.saga_id)
-    .bind(&once.reply)
-    .bind(sqlx::types::Json(&lines))
-    .bind(Uuid::new_v4())
-    .fetch_one(pool)
-    .await?;
+    let args = json!([once.key, once.saga_id, once.reply, lines, Uuid::new_v4()]);
+    let decided = db.call(&calls::RESERVE, args).await?;
     for line in decided.lines.iter().flat_map(|l| l.0.iter()) {
         trace_line(line);
     }
-    Ok(Decided {
-        reply: decided.reply,
-        replayed: decided.replayed,
-    })
+    Ok(decided)
 }
 
 /// One span per cart line, so a refused cart shows which line it was; the
@@ -91,14 +69,9 @@ fn trace_line(line: &LineDecision) {
 /// Gives back what the saga holds. With nothing held, leaves a tombstone so that a late
 /// reservation is refused (one statement: `inventory.release_once`).
 #[tracing::instrument(name = "inventory release", skip_all, fields(otel.kind = "internal"))]
-pub async fn release(pool: &PgPool, once: &Once<'_>) -> Result<Decided, sqlx::Error> {
-    sqlx::query_as("SELECT reply, replayed FROM inventory.release_once($1, $2, $3, $4)")
-        .bind(once.key)
-        .bind(once.saga_id)
-        .bind(&once.reply)
-        .bind(Uuid::new_v4())
-        .fetch_one(pool)
-        .await
+pub async fn release(db: &Db, once: &Once<'_>) -> Result<Decided, sqlx::Error> {
+    let args = json!([once.key, once.saga_id, once.reply, Uuid::new_v4()]);
+    db.call(&calls::RELEASE, args).await
 }
 
 /// A SKU to create at start-up: its stock, and its catalog price and currency.

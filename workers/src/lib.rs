@@ -11,8 +11,11 @@
 //! Each kind owns one PostgreSQL schema (its row's: `inventory`, `payment`, `orders`,
 //! `notification`) and its migrations (`migrations/<row's folder>`).
 //! Every action and undo commits its effect together with a processed-message row holding the
-//! reply, so a redelivered command re-sends the same reply instead of acting twice.
+//! reply, so a redelivered command re-sends the same reply instead of acting twice. Those
+//! records are deleted after a retention ([`retention`]); the business tables keep refusing a
+//! second effect after that.
 
+pub mod calls;
 pub mod card_gateway;
 pub mod config;
 pub mod consume;
@@ -22,6 +25,7 @@ pub mod inventory;
 pub mod notification;
 pub mod order;
 pub mod payment;
+pub mod retention;
 mod service;
 
 pub use config::{Faults, WorkerConfig};

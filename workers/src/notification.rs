@@ -4,21 +4,27 @@
 //! which the orchestrator records and counts without touching the checkout.
 //!
 //! ```text
-//!  send ─▶ already confirmed? ─yes─▶ the same confirmation (one per order)
+//!  send ─▶ sent before? ─yes─▶ the same reply, or the same confirmation (one per order)
 //!            │ no
 //!            ▼
 //!  attempt 1 ─fail─▶ wait ─▶ attempt 2 ─fail─▶ ... ─▶ refused: notification_failed
 //!     │ ok                      │ ok
 //!     └──────────┬──────────────┘
 //!                ▼
-//!        confirmation row (with the processed-message row, one transaction)
+//!        confirmation row and processed-message row (one statement)
 //! ```
+//!
+//! Two statements (`notification.sent_before`, `notification.confirm_once`), with the mail
+//! service called between them and outside any transaction. The mail service takes the saga
+//! id as its idempotency key, so two deliveries racing past the first statement still send
+//! one mail; the second statement keeps the first confirmation recorded.
 
+use crate::calls::{self, Db};
 use crate::config::Faults;
-use crate::error::ApplyError;
+use crate::handler::{Decided, Once};
 use checkout_shared::messages::{Refusal, RefusalCode};
 use checkout_shared::messaging::mark_error;
-use sqlx::PgConnection;
+use serde_json::json;
 use std::time::Duration;
 use tracing::Instrument;
 use uuid::Uuid;
@@ -32,55 +38,67 @@ pub struct Confirmation<'a> {
     pub order_id: Option<Uuid>,
 }
 
-/// Sends the confirmation of `saga_id`'s order, or refuses once every attempt failed.
+/// Sends the confirmation of `once.saga_id`'s order, or refuses once every attempt failed.
 #[tracing::instrument(name = "notification send", skip_all, fields(otel.kind = "internal"))]
 pub async fn send(
-    conn: &mut PgConnection,
-    saga_id: Uuid,
+    db: &Db,
+    once: &Once<'_>,
     confirmation: &Confirmation<'_>,
     faults: &Faults,
-) -> Result<Uuid, ApplyError> {
-    let existing: Option<Uuid> = sqlx::query_scalar(
-        "SELECT confirmation_id FROM notification.confirmations WHERE saga_id = $1",
-    )
-    .bind(saga_id)
-    .fetch_optional(&mut *conn)
-    .await?;
-    if let Some(id) = existing {
-        // Sent before (its processed-message row was cleared): the customer has it already.
-        return Ok(id);
+) -> Result<Decided, sqlx::Error> {
+    let (stored, sent): (
+        Option<sqlx::types::Json<checkout_shared::messages::Reply>>,
+        Option<Uuid>,
+    ) = sqlx::query_as("SELECT reply, confirmation_id FROM notification.sent_before($1, $2)")
+        .bind(once.key)
+        .bind(once.saga_id)
+        .fetch_one(db.pool())
+        .await?;
+    if let Some(reply) = stored {
+        return Ok(Decided {
+            reply,
+            replayed: true,
+            lines: None,
+        });
     }
+    // Sent before (its processed-message row was cleared): the customer has it already, and
+    // the statement below answers with that confirmation.
+    let (attempt, refusal) = if sent.is_some() {
+        (0, None)
+    } else {
+        attempt_all(once.saga_id, faults).await
+    };
+    let args = json!([
+        once.key,
+        once.saga_id,
+        once.reply,
+        refusal,
+        Uuid::new_v4(),
+        confirmation.order_id,
+        confirmation.customer_id,
+        attempt,
+    ]);
+    db.call(&calls::CONFIRM, args).await
+}
+
+/// Tries the mail service up to `notification_attempts` times: the attempt that got through,
+/// or the refusal once none did.
+async fn attempt_all(saga_id: Uuid, faults: &Faults) -> (u32, Option<Refusal>) {
     let attempts = faults.notification_attempts.max(1);
-    let mut sent_on = None;
     for attempt in 1..=attempts {
         if deliver(saga_id, attempt, faults).await {
-            sent_on = Some(attempt);
-            break;
+            return (attempt, None);
         }
         if attempt < attempts {
             // Doubling pauses, so a mail server that is briefly down gets a chance.
             tokio::time::sleep(faults.notification_backoff * 2u32.pow(attempt - 1)).await;
         }
     }
-    let Some(attempt) = sent_on else {
-        return Err(ApplyError::Refused(Refusal::new(
-            RefusalCode::NotificationFailed,
-            format!("confirmation not sent after {attempts} attempts"),
-        )));
-    };
-    let confirmation_id = Uuid::new_v4();
-    sqlx::query(
-        "INSERT INTO notification.confirmations \
-         (saga_id, confirmation_id, order_id, customer_id, attempts) VALUES ($1, $2, $3, $4, $5)",
-    )
-    .bind(saga_id)
-    .bind(confirmation_id)
-    .bind(confirmation.order_id)
-    .bind(confirmation.customer_id)
-    .bind(attempt as i32)
-    .execute(&mut *conn)
-    .await?;
-    Ok(confirmation_id)
+    let refusal = Refusal::new(
+        RefusalCode::NotificationFailed,
+        format!("confirmation not sent after {attempts} attempts"),
+    );
+    (attempts, Some(refusal))
 }
 
 /// One attempt at the (simulated) mail service, as a client span of its own: whether it got
@@ -91,6 +109,7 @@ async fn deliver(saga_id: Uuid, attempt: u32, faults: &Faults) -> bool {
         otel.kind = "client",
         notification.attempt = attempt,
         notification.channel = "email",
+        notification.idempotency_key = %saga_id,
         otel.status_code = tracing::field::Empty,
         otel.status_message = tracing::field::Empty,
     );

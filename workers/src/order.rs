@@ -1,10 +1,11 @@
 //! Orders: records the order once per saga, and cancels it. A customer id starting with
 //! [`FAILING_CUSTOMER_PREFIX`], or a configured fraction of sagas, is refused.
 
+use crate::calls::{self, Db};
 use crate::config::Faults;
 use crate::handler::{Decided, Once};
 use checkout_shared::messages::{LineItem, Refusal, RefusalCode};
-use sqlx::PgPool;
+use serde_json::json;
 use uuid::Uuid;
 
 /// Customers whose orders are always refused, for demos and tests.
@@ -24,7 +25,7 @@ pub struct NewOrder<'a> {
 /// Creates the order, or refuses (one statement: `orders.create_once`).
 #[tracing::instrument(name = "order create", skip_all, fields(otel.kind = "internal"))]
 pub async fn create(
-    pool: &PgPool,
+    db: &Db,
     once: &Once<'_>,
     order: &NewOrder<'_>,
     faults: &Faults,
@@ -43,27 +44,22 @@ pub async fn create(
     } else {
         None
     };
-    sqlx::query_as("SELECT reply, replayed FROM orders.create_once($1, $2, $3, $4, $5, $6, $7, $8)")
-        .bind(once.key)
-        .bind(once.saga_id)
-        .bind(&once.reply)
-        .bind(refused.as_ref().map(sqlx::types::Json))
-        .bind(Uuid::new_v4())
-        .bind(order.customer_id)
-        .bind(sqlx::types::Json(order.items))
-        .bind(order.amount_cents)
-        .fetch_one(pool)
-        .await
+    let args = json!([
+        once.key,
+        once.saga_id,
+        once.reply,
+        refused,
+        Uuid::new_v4(),
+        order.customer_id,
+        order.items,
+        order.amount_cents,
+    ]);
+    db.call(&calls::CREATE_ORDER, args).await
 }
 
 /// Cancels the order; with none, leaves a tombstone so that a late create is refused.
 #[tracing::instrument(name = "order cancel", skip_all, fields(otel.kind = "internal"))]
-pub async fn cancel(pool: &PgPool, once: &Once<'_>) -> Result<Decided, sqlx::Error> {
-    sqlx::query_as("SELECT reply, replayed FROM orders.cancel_once($1, $2, $3, $4)")
-        .bind(once.key)
-        .bind(once.saga_id)
-        .bind(&once.reply)
-        .bind(Uuid::new_v4())
-        .fetch_one(pool)
-        .await
+pub async fn cancel(db: &Db, once: &Once<'_>) -> Result<Decided, sqlx::Error> {
+    let args = json!([once.key, once.saga_id, once.reply, Uuid::new_v4()]);
+    db.call(&calls::CANCEL_ORDER, args).await
 }

@@ -2,11 +2,12 @@
 //! refunds it once. Declines are deterministic: test tokens always (`tok_decline`,
 //! `tok_insufficient_funds`, `tok_expired`), and a configured fraction of sagas by id.
 
+use crate::calls::{self, Db};
 use crate::card_gateway::{self, Authorization};
 use crate::config::Faults;
 use crate::handler::{Decided, Once};
 use checkout_shared::messages::Refusal;
-use sqlx::PgPool;
+use serde_json::json;
 use uuid::Uuid;
 
 /// The token that is always declined as `card_declined`, for demos and tests.
@@ -33,7 +34,7 @@ pub struct Charge<'a> {
 /// first delivery.
 #[tracing::instrument(name = "payment charge", skip_all, fields(otel.kind = "internal"))]
 pub async fn charge(
-    pool: &PgPool,
+    db: &Db,
     once: &Once<'_>,
     charge: &Charge<'_>,
     faults: &Faults,
@@ -51,27 +52,22 @@ pub async fn charge(
                 )),
             ),
         };
-    sqlx::query_as("SELECT reply, replayed FROM payment.charge_once($1, $2, $3, $4, $5, $6, $7)")
-        .bind(once.key)
-        .bind(once.saga_id)
-        .bind(&once.reply)
-        .bind(declined.as_ref().map(sqlx::types::Json))
-        .bind(entry_id)
-        .bind(charge.customer_id)
-        .bind(charge.amount_cents)
-        .fetch_one(pool)
-        .await
+    let args = json!([
+        once.key,
+        once.saga_id,
+        once.reply,
+        declined,
+        entry_id,
+        charge.customer_id,
+        charge.amount_cents,
+    ]);
+    db.call(&calls::CHARGE, args).await
 }
 
 /// Refunds the charge; with no charge, records a zero refund so a late charge is refused
 /// (one statement: `payment.refund_once`).
 #[tracing::instrument(name = "payment refund", skip_all, fields(otel.kind = "internal"))]
-pub async fn refund(pool: &PgPool, once: &Once<'_>) -> Result<Decided, sqlx::Error> {
-    sqlx::query_as("SELECT reply, replayed FROM payment.refund_once($1, $2, $3, $4)")
-        .bind(once.key)
-        .bind(once.saga_id)
-        .bind(&once.reply)
-        .bind(Uuid::new_v4())
-        .fetch_one(pool)
-        .await
+pub async fn refund(db: &Db, once: &Once<'_>) -> Result<Decided, sqlx::Error> {
+    let args = json!([once.key, once.saga_id, once.reply, Uuid::new_v4()]);
+    db.call(&calls::REFUND, args).await
 }

@@ -89,13 +89,25 @@ pub async fn run(
     }
     let ctx = consume::Context {
         js,
-        pool: pool.clone(),
+        db: crate::calls::Db::new(pool.clone()),
         handler: Handler::new(config.kind, config.faults.clone()),
         consumer,
         flusher,
     };
+    // Its own token: the pruner also stops when the consume loop ends without a shutdown.
+    let stop_pruning = shutdown.child_token();
+    let pruner = crate::retention::spawn(
+        pool.clone(),
+        config.kind,
+        config.retention,
+        stop_pruning.clone(),
+    );
     tracing::info!(worker = %name, concurrency = config.concurrency, "consuming");
     consume::run(ctx, config.concurrency.max(1), shutdown.clone()).await;
+    stop_pruning.cancel();
+    if let Err(err) = pruner.await {
+        tracing::error!(worker = %name, error = %err, "the retention pruner panicked");
+    }
     if !shutdown.is_cancelled() {
         // The loop only returns on shutdown; anything else is a bug that must not look like
         // a clean exit.

@@ -6,6 +6,7 @@ use async_nats::jetstream::AckKind;
 use checkout_shared::envelope::{Envelope, REASON};
 use checkout_shared::messages::{Command, CommandMessage, Outcome, RefusalCode};
 use checkout_shared::{Phase, Step, subjects};
+use checkout_workers::calls::Db;
 use checkout_workers::{Faults, handler};
 use futures::StreamExt;
 use std::time::Duration;
@@ -106,7 +107,8 @@ async fn a_worker_killed_after_its_commit_and_before_its_ack_does_not_repeat_the
     let envelope = Envelope::read(message.headers.as_ref()).unwrap();
     let body: CommandMessage = serde_json::from_slice(&message.payload).unwrap();
     let handler = handler::Handler::new(Step::Inventory, Faults::default());
-    let committed = handler::apply_once(&world.pool, &handler, &envelope, &body.command)
+    let db = Db::new(world.pool.clone());
+    let committed = handler::apply_once(&db, &handler, &envelope, &body.command)
         .await
         .unwrap();
     assert_eq!(world.stock().await, 6);
@@ -278,6 +280,9 @@ async fn a_charge_racing_its_refund_never_leaves_money_taken() {
     let world = World::new().await;
     world.migrate(Step::Payment).await;
     let handler = handler::Handler::new(Step::Payment, Faults::default());
+    // Two queues, as two worker instances have: charges and refunds race on separate
+    // connections, and each queue batches its own.
+    let (charges, refunds) = (Db::new(world.pool.clone()), Db::new(world.pool.clone()));
     let sagas: Vec<Uuid> = (0..40).map(|_| Uuid::new_v4()).collect();
     let mut races = Vec::new();
     for saga in &sagas {
@@ -287,11 +292,15 @@ async fn a_charge_racing_its_refund_never_leaves_money_taken() {
             amount_cents: 500,
         };
         for command in [charge, Command::RefundPayment] {
-            let (pool, handler, saga) = (world.pool.clone(), handler.clone(), *saga);
+            let db = match command {
+                Command::RefundPayment => refunds.clone(),
+                _ => charges.clone(),
+            };
+            let (handler, saga) = (handler.clone(), *saga);
             races.push(tokio::spawn(async move {
                 let (step, phase) = command.step_phase();
                 let envelope = Envelope::command(saga, step, phase);
-                handler::apply_once(&pool, &handler, &envelope, &command)
+                handler::apply_once(&db, &handler, &envelope, &command)
                     .await
                     .unwrap()
             }));

@@ -4,6 +4,7 @@
 use crate::support::World;
 use checkout_shared::messages::{Command, LineItem, Outcome, RefusalCode};
 use checkout_shared::{Envelope, Step};
+use checkout_workers::calls::Db;
 use checkout_workers::{Faults, handler};
 use uuid::Uuid;
 
@@ -20,7 +21,7 @@ async fn reserve(world: &World, items: Vec<LineItem>) -> Outcome {
     let command = Command::ReserveInventory { items };
     let (step, phase) = command.step_phase();
     let envelope = Envelope::command(Uuid::new_v4(), step, phase);
-    handler::apply_once(&world.pool, &handler, &envelope, &command)
+    handler::apply_once(&Db::new(world.pool.clone()), &handler, &envelope, &command)
         .await
         .unwrap()
         .outcome

@@ -56,6 +56,7 @@ impl World {
             faults: Faults::default(),
             seed_stock: vec![sku_a()],
             consumer: None,
+            retention: checkout_shared::retention::Retention::default(),
         }
     }
 

@@ -1,0 +1,206 @@
+//! The workers' `*_once` statements by group commit: the actions of every message in hand
+//! that call the same function are one statement and one commit
+//! ([`checkout_shared::group_commit`]).
+//!
+//! The statement calls the function once per action, in the order the actions came, inside
+//! one transaction: a later call sees an earlier one's writes (two deliveries of one command
+//! in one batch: the second replays the first's reply), and the saga locks the functions take
+//! are held to the commit. One batch runs at a time per worker, so batches of one process
+//! never contend for stock rows. A batch that fails as a whole (one action's error, a deadlock
+//! with another instance) runs again one action at a time, so an error is only ever the error
+//! of the action that caused it.
+
+use crate::inventory::LineDecision;
+use checkout_shared::group_commit::GroupCommit;
+use checkout_shared::messages::Reply;
+use serde_json::Value;
+use sqlx::PgPool;
+use sqlx::types::Json;
+use std::collections::BTreeMap;
+
+/// Actions per batch at most.
+const MAX_BATCH: usize = 128;
+
+/// One `*_once` function: its statement over a JSON array of argument arrays.
+#[derive(Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct OnceFn {
+    sql: &'static str,
+}
+
+/// `SELECT n, reply, replayed, lines` over `$1`, a JSON array whose elements are one call's
+/// arguments as an array (`o.a`), each read with its SQL type (a JSON `null` is SQL `NULL`).
+macro_rules! once_fn {
+    ($call:literal, $lines:literal) => {
+        OnceFn {
+            sql: concat!(
+                "SELECT o.n, f.reply, f.replayed, ",
+                $lines,
+                " AS lines FROM jsonb_array_elements($1::jsonb) WITH ORDINALITY AS o(a, n) \
+                 CROSS JOIN LATERAL ",
+                $call,
+                " AS f ORDER BY o.n"
+            ),
+        }
+    };
+}
+
+/// `(key, saga, reply, items, reservation)`.
+pub static RESERVE: OnceFn = once_fn!(
+    "inventory.reserve_once(o.a->>0, (o.a->>1)::uuid, o.a->2, o.a->3, (o.a->>4)::uuid)",
+    "f.lines"
+);
+/// `(key, saga, reply, tombstone)`.
+pub static RELEASE: OnceFn = once_fn!(
+    "inventory.release_once(o.a->>0, (o.a->>1)::uuid, o.a->2, (o.a->>3)::uuid)",
+    "NULL::jsonb"
+);
+/// `(key, saga, reply, refusal, entry, customer, amount)`.
+pub static CHARGE: OnceFn = once_fn!(
+    "payment.charge_once(o.a->>0, (o.a->>1)::uuid, o.a->2, nullif(o.a->3, 'null'), \
+     (o.a->>4)::uuid, o.a->>5, (o.a->>6)::bigint)",
+    "NULL::jsonb"
+);
+/// `(key, saga, reply, entry)`.
+pub static REFUND: OnceFn = once_fn!(
+    "payment.refund_once(o.a->>0, (o.a->>1)::uuid, o.a->2, (o.a->>3)::uuid)",
+    "NULL::jsonb"
+);
+/// `(key, saga, reply, refusal, order, customer, items, amount)`.
+pub static CREATE_ORDER: OnceFn = once_fn!(
+    "orders.create_once(o.a->>0, (o.a->>1)::uuid, o.a->2, nullif(o.a->3, 'null'), \
+     (o.a->>4)::uuid, o.a->>5, o.a->6, (o.a->>7)::bigint)",
+    "NULL::jsonb"
+);
+/// `(key, saga, reply, tombstone)`.
+pub static CANCEL_ORDER: OnceFn = once_fn!(
+    "orders.cancel_once(o.a->>0, (o.a->>1)::uuid, o.a->2, (o.a->>3)::uuid)",
+    "NULL::jsonb"
+);
+/// `(key, saga, reply, refusal, confirmation, order, customer, attempts)`.
+pub static CONFIRM: OnceFn = once_fn!(
+    "notification.confirm_once(o.a->>0, (o.a->>1)::uuid, o.a->2, nullif(o.a->3, 'null'), \
+     (o.a->>4)::uuid, (o.a->>5)::uuid, o.a->>6, (o.a->>7)::integer)",
+    "NULL::jsonb"
+);
+
+/// What a `*_once` call returns.
+#[derive(Debug, sqlx::FromRow)]
+pub struct Called {
+    /// The reply stored for the action.
+    pub reply: Json<Reply>,
+    /// Whether it was stored by an earlier delivery.
+    pub replayed: bool,
+    /// Each line's decision (reservations only; none when replayed).
+    pub lines: Option<Json<Vec<LineDecision>>>,
+}
+
+#[derive(sqlx::FromRow)]
+struct Numbered {
+    n: i64,
+    #[sqlx(flatten)]
+    called: Called,
+}
+
+type Call = (&'static OnceFn, Value);
+type Answer = Result<Called, sqlx::Error>;
+
+/// A worker's database: its pool, and the queue its actions' statements share.
+#[derive(Debug, Clone)]
+pub struct Db {
+    pool: PgPool,
+    calls: GroupCommit<Call, Answer>,
+}
+
+impl Db {
+    /// Starts the queue's task (inside the Tokio runtime).
+    pub fn new(pool: PgPool) -> Self {
+        let for_calls = pool.clone();
+        Db {
+            calls: GroupCommit::start(MAX_BATCH, move |batch| run(for_calls.clone(), batch)),
+            pool,
+        }
+    }
+
+    /// The pool, for statements that are not actions.
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+
+    /// Calls `function` with `args` (a JSON array, in the function's argument order).
+    pub async fn call(&self, function: &'static OnceFn, args: Value) -> Answer {
+        self.calls
+            .submit((function, args))
+            .await
+            // Only while the runtime shuts down: the pool is closing too.
+            .unwrap_or_else(|_| Err(sqlx::Error::PoolClosed))
+    }
+}
+
+/// One statement per function in the batch, the actions of each in the order they came.
+async fn run(pool: PgPool, batch: Vec<Call>) -> Vec<Answer> {
+    let mut by_function: BTreeMap<&'static OnceFn, Vec<(usize, Value)>> = BTreeMap::new();
+    for (i, (function, args)) in batch.into_iter().enumerate() {
+        by_function.entry(function).or_default().push((i, args));
+    }
+    let total = by_function.values().map(Vec::len).sum();
+    let mut answers: Vec<Option<Answer>> = (0..total).map(|_| None).collect();
+    for (function, calls) in by_function {
+        let (positions, args): (Vec<usize>, Vec<Value>) = calls.into_iter().unzip();
+        for (i, answer) in positions
+            .into_iter()
+            .zip(each_or_alone(&pool, function, args).await)
+        {
+            answers[i] = Some(answer);
+        }
+    }
+    answers
+        .into_iter()
+        .map(|a| a.unwrap_or(Err(sqlx::Error::RowNotFound)))
+        .collect()
+}
+
+async fn each_or_alone(pool: &PgPool, function: &'static OnceFn, args: Vec<Value>) -> Vec<Answer> {
+    if args.len() > 1 {
+        match called(pool, function, &args).await {
+            Ok(rows) => return rows,
+            Err(err) => {
+                tracing::warn!(actions = args.len(), error = %err, "group statement failed; running each action alone");
+            }
+        }
+    }
+    let mut answers = Vec::with_capacity(args.len());
+    for one in args {
+        let mut rows = match called(pool, function, std::slice::from_ref(&one)).await {
+            Ok(rows) => rows,
+            Err(err) => vec![Err(err)],
+        };
+        answers.push(rows.pop().unwrap_or(Err(sqlx::Error::RowNotFound)));
+    }
+    answers
+}
+
+/// One answer per call, in order; a call the statement returned no row for is `RowNotFound`
+/// (every function returns exactly one row per call).
+async fn called(
+    pool: &PgPool,
+    function: &OnceFn,
+    args: &[Value],
+) -> Result<Vec<Answer>, sqlx::Error> {
+    let rows: Vec<Numbered> = sqlx::query_as(function.sql)
+        .bind(Value::Array(args.to_vec()))
+        .fetch_all(pool)
+        .await?;
+    let mut answers: Vec<Option<Called>> = (0..args.len()).map(|_| None).collect();
+    for row in rows {
+        if let Some(slot) = usize::try_from(row.n - 1)
+            .ok()
+            .and_then(|i| answers.get_mut(i))
+        {
+            *slot = Some(row.called);
+        }
+    }
+    Ok(answers
+        .into_iter()
+        .map(|a| a.ok_or(sqlx::Error::RowNotFound))
+        .collect())
+}
