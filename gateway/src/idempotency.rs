@@ -7,7 +7,13 @@
 //! the key was first used with is kept in PostgreSQL (`gateway.idempotency_keys`), shared by
 //! every gateway and durable across restarts. The first insert wins a race between gateways;
 //! the loser reads the winner's row.
+//!
+//! A key is remembered for a retention (a day by default, as is common for Idempotency-Key),
+//! then pruned ([`prune_pass`]). Used again after that, a key still names the same saga id,
+//! so the orchestrator ignores it as a duplicate for as long as it keeps that saga; only the
+//! 409 for another cart is lost.
 
+use checkout_shared::retention::{self, Retention};
 use sha2::{Digest, Sha256};
 use sqlx::PgPool;
 use uuid::Uuid;
@@ -109,6 +115,26 @@ pub async fn claim(
         .ok_or(sqlx::Error::RowNotFound)
 }
 
+/// One bounded pass: deletes the keys first used more than `retention.keep` ago, at most
+/// [`retention::BATCH`] per statement. `SKIP LOCKED`: gateways pruning side by side do not
+/// wait for one another. Returns how many went.
+pub async fn prune_pass(pool: &PgPool, retention: Retention) -> Result<u64, sqlx::Error> {
+    retention::pass(|batch| async move {
+        let done = sqlx::query(
+            "DELETE FROM gateway.idempotency_keys WHERE key IN ( \
+                 SELECT key FROM gateway.idempotency_keys \
+                 WHERE created_at < now() - make_interval(secs => $1) \
+                 ORDER BY created_at LIMIT $2 FOR UPDATE SKIP LOCKED)",
+        )
+        .bind(retention.keep_secs())
+        .bind(batch)
+        .execute(pool)
+        .await?;
+        Ok(done.rows_affected())
+    })
+    .await
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -124,5 +150,46 @@ mod tests {
         assert_ne!(body_hash(&a), body_hash(&c));
         assert!(valid_key("order-42"));
         assert!(!valid_key("") && !valid_key("has space") && !valid_key(&"k".repeat(256)));
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn keys_past_their_retention_go_and_recent_ones_stay() {
+        let db = checkout_harness::TestDb::create().await.unwrap();
+        let pool = PgPool::connect(&db.url()).await.unwrap();
+        crate::migrate(&pool).await.unwrap();
+        let day = Retention {
+            keep: std::time::Duration::from_secs(86_400),
+            interval: std::time::Duration::from_secs(60),
+        };
+        for (key, hours) in [("old", 25), ("older", 24 * 30), ("recent", 23), ("new", 0)] {
+            claim(&pool, key, b"hash", "trace").await.unwrap();
+            sqlx::query(
+                "UPDATE gateway.idempotency_keys \
+                 SET created_at = now() - make_interval(hours => $2) WHERE key = $1",
+            )
+            .bind(key)
+            .bind(hours)
+            .execute(&pool)
+            .await
+            .unwrap();
+        }
+        assert_eq!(prune_pass(&pool, day).await.unwrap(), 2);
+        for (key, kept) in [
+            ("old", false),
+            ("older", false),
+            ("recent", true),
+            ("new", true),
+        ] {
+            let found = lookup(&pool, key, b"hash").await.unwrap();
+            assert_eq!(found.is_some(), kept, "{key}");
+        }
+        // A pruned key used again is claimed afresh, for the same saga.
+        let again = claim(&pool, "old", b"other cart", "trace-2").await.unwrap();
+        assert!(
+            matches!(again, Claim::Same { saga_id, replay: false, .. } if saga_id == super::saga_id("old")),
+            "{again:?}"
+        );
+        pool.close().await;
+        db.drop_db().await.unwrap();
     }
 }

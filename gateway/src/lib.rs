@@ -10,7 +10,8 @@
 //!  GET /healthz, GET /readyz   (alive; broker and database reachable)
 //! ```
 //!
-//! The gateway owns the `gateway` schema (idempotency keys) and nothing else; it reads a
+//! The gateway owns the `gateway` schema (idempotency keys, pruned after their retention) and
+//! nothing else; it reads a
 //! saga's progress from the lifecycle events the orchestrator publishes for watchers, not
 //! from the orchestrator's schema. Its rules are the orchestrator's own
 //! ([`checkout_orchestrator::validate`]), so what it accepts the orchestrator accepts.
@@ -25,6 +26,7 @@ use async_nats::jetstream;
 use axum::Router;
 use axum::routing::{get, post};
 use checkout_orchestrator::validate::Catalog;
+use checkout_shared::retention::{self, Retention};
 use checkout_shared::shutdown::retry;
 use checkout_shared::streams::{self, LIFECYCLE_STREAM};
 use checkout_shared::telemetry::SpanFlusher;
@@ -48,6 +50,8 @@ pub struct GatewayConfig {
     pub max_connections: u32,
     /// Stream replicas when provisioning.
     pub replicas: usize,
+    /// How long idempotency keys are kept, and how often the pruner looks.
+    pub idempotency_retention: Retention,
 }
 
 /// Why the gateway could not start or keep serving.
@@ -147,9 +151,26 @@ pub async fn run(
         })?;
     let addr = listener.local_addr().unwrap_or(config.listen);
     tracing::info!(%addr, "gateway listening");
+    // Its own token: the pruner also stops when serving fails without a shutdown.
+    let stop_pruning = shutdown.child_token();
+    let pruner = tokio::spawn({
+        let (pool, keep) = (pool.clone(), config.idempotency_retention);
+        let keys = retention::Target {
+            schema: "gateway",
+            table: "idempotency_keys",
+        };
+        let stop = stop_pruning.clone();
+        async move {
+            retention::every(keys, keep, stop, || idempotency::prune_pass(&pool, keep)).await;
+        }
+    });
     let served = axum::serve(listener, router(state))
         .with_graceful_shutdown(shutdown.cancelled_owned())
         .await;
+    stop_pruning.cancel();
+    if let Err(err) = pruner.await {
+        tracing::error!(error = %err, "the idempotency-key pruner panicked");
+    }
     tracing::info!("stopped serving; draining");
     if let Err(err) = nats.drain().await {
         tracing::warn!(error = %err, "draining the NATS connection");
