@@ -3,6 +3,7 @@
 
 use crate::common::{DbArgs, NatsArgs, SERVICE_FILTER, TelemetryArgs};
 use checkout_orchestrator::{OrchestratorConfig, Timing};
+use checkout_shared::retention::Retention;
 use checkout_shared::telemetry::SpanFlusher;
 use checkout_shared::{Step, shutdown};
 use checkout_workers::inventory::StockSeed;
@@ -42,6 +43,14 @@ pub struct OrchestratorArgs {
     /// `checkout stuck`); its retries go on.
     #[arg(long, env = "STUCK_AFTER_SECS", default_value_t = 300.0)]
     stuck_after_secs: f64,
+    /// Seconds an ended saga (completed, compensated or failed, with nothing left to wait
+    /// for) and its log are kept before the pruner deletes them. Keep it well above how long
+    /// a client may retry a checkout (an Idempotency-Key) and above IDEMPOTENCY_RETENTION_SECS.
+    #[arg(long, env = "RETENTION_SECS", default_value_t = DEFAULT_RETENTION_SECS)]
+    retention_secs: u64,
+    /// Seconds between the pruner's passes (at most half the retention, at least 1).
+    #[arg(long, env = "RETENTION_INTERVAL_SECS", default_value_t = DEFAULT_RETENTION_INTERVAL_SECS)]
+    retention_interval_secs: u64,
     /// Stream replicas (3 on a three-node cluster).
     #[arg(long, env = "STREAM_REPLICAS", default_value_t = 1)]
     replicas: usize,
@@ -113,6 +122,14 @@ pub struct WorkerArgs {
         default_value = "SKU-MUG=100000@1299,SKU-TEE=100000@2499,SKU-CAP=100000@1799,SKU-RARE=3@9999"
     )]
     seed_stock: String,
+    /// Seconds a processed-message record (the stored reply of an action) is kept before the
+    /// pruner deletes it. A command delivered again after that still acts once: the business
+    /// tables refuse a second effect. Keep it well above how long a command may be re-sent.
+    #[arg(long, env = "RETENTION_SECS", default_value_t = DEFAULT_RETENTION_SECS)]
+    retention_secs: u64,
+    /// Seconds between the pruner's passes (at most half the retention, at least 1).
+    #[arg(long, env = "RETENTION_INTERVAL_SECS", default_value_t = DEFAULT_RETENTION_INTERVAL_SECS)]
+    retention_interval_secs: u64,
     /// Stream replicas (3 on a three-node cluster).
     #[arg(long, env = "STREAM_REPLICAS", default_value_t = 1)]
     replicas: usize,
@@ -138,6 +155,13 @@ pub struct GatewayArgs {
     /// Database connections (idempotency keys).
     #[arg(long, env = "GATEWAY_DB_CONNECTIONS", default_value_t = 8)]
     db_connections: u32,
+    /// Seconds an Idempotency-Key is remembered (its cart's hash, for the 409 on another
+    /// cart); a key used again after that is a new request for the same saga id.
+    #[arg(long, env = "IDEMPOTENCY_RETENTION_SECS", default_value_t = 86_400)]
+    idempotency_retention_secs: u64,
+    /// Seconds between the pruner's passes (at most half the retention, at least 1).
+    #[arg(long, env = "RETENTION_INTERVAL_SECS", default_value_t = DEFAULT_RETENTION_INTERVAL_SECS)]
+    retention_interval_secs: u64,
     /// Stream replicas (3 on a three-node cluster).
     #[arg(long, env = "STREAM_REPLICAS", default_value_t = 1)]
     replicas: usize,
@@ -155,6 +179,10 @@ pub async fn gateway(args: GatewayArgs) -> anyhow::Result<ExitCode> {
         database_url: args.db.database_url,
         max_connections: args.db_connections,
         replicas: args.replicas,
+        idempotency_retention: retention(
+            args.idempotency_retention_secs,
+            args.retention_interval_secs,
+        ),
     };
     let result = checkout_gateway::run(
         config,
@@ -180,6 +208,7 @@ pub async fn orchestrator(args: OrchestratorArgs) -> anyhow::Result<ExitCode> {
             max_attempts: args.step_max_attempts.max(1),
             stuck_after: Duration::from_secs_f64(args.stuck_after_secs),
         },
+        retention: retention(args.retention_secs, args.retention_interval_secs),
     };
     let result = checkout_orchestrator::run(
         config,
@@ -215,6 +244,7 @@ pub async fn worker(args: WorkerArgs) -> anyhow::Result<ExitCode> {
         },
         seed_stock: parse_stock(&args.seed_stock)?,
         consumer: None,
+        retention: retention(args.retention_secs, args.retention_interval_secs),
     };
     let result = checkout_workers::run(
         config,
@@ -223,6 +253,19 @@ pub async fn worker(args: WorkerArgs) -> anyhow::Result<ExitCode> {
     )
     .await;
     finish(telemetry, result.map_err(anyhow::Error::from)).await
+}
+
+/// The default retention of ended sagas and processed messages: a week.
+pub const DEFAULT_RETENTION_SECS: u64 = checkout_shared::retention::DEFAULT_KEEP.as_secs();
+/// The default pause between two pruning passes.
+pub const DEFAULT_RETENTION_INTERVAL_SECS: u64 =
+    checkout_shared::retention::DEFAULT_INTERVAL.as_secs();
+
+fn retention(keep_secs: u64, interval_secs: u64) -> Retention {
+    Retention {
+        keep: Duration::from_secs(keep_secs),
+        interval: Duration::from_secs(interval_secs),
+    }
 }
 
 fn flusher(telemetry: &checkout_shared::telemetry::Telemetry, enabled: bool) -> SpanFlusher {

@@ -19,6 +19,7 @@ pub mod report;
 pub mod run;
 pub mod skeleton;
 mod soak;
+mod vacuum;
 
 use crate::client::Client;
 use crate::load::Mix;
@@ -80,6 +81,11 @@ pub struct BenchArgs {
     /// measures the cost of that crash-safety guarantee).
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
     flush_before_send: bool,
+    /// Tokio worker threads of each service and skeleton process (`TOKIO_WORKER_THREADS`);
+    /// 0 for Tokio's default, one per core. One suits many processes sharing few cores: on
+    /// the 2-core build machine it cut the traced CPU per saga by a fifth (docs/performance.md).
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(0..=256))]
+    runtime_threads: u16,
     /// Also run the skeleton at each concurrency, and compare.
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
     skeleton: bool,
@@ -96,6 +102,14 @@ pub struct BenchArgs {
     /// End with one JSON object on the last line.
     #[arg(long)]
     json: bool,
+}
+
+/// The environment that sets a process's Tokio worker threads; none for Tokio's default.
+fn runtime_env(threads: u16) -> Vec<(String, String)> {
+    (threads > 0)
+        .then(|| ("TOKIO_WORKER_THREADS".to_owned(), threads.to_string()))
+        .into_iter()
+        .collect()
 }
 
 fn seconds(min: f64, max: f64) -> impl Fn(&str) -> Result<f64, String> + Clone {
@@ -137,7 +151,7 @@ impl BenchArgs {
             services: StackOptions {
                 workers_per_kind: usize::from(self.workers_per_kind),
                 seed_stock,
-                env: vec![],
+                env: runtime_env(self.runtime_threads),
                 private_postgres: false,
                 proxies: false,
             },
@@ -251,12 +265,17 @@ async fn timed_runs(
     let shown: Vec<_> = skeletons.iter().chain(&runs).cloned().collect();
     println!(
         "checkout bench: {} s per run after {} s warm-up, decline rate {}, {} SKUs, \
-         {} worker(s) per kind; {} cores ({}), {:.0} GiB, load {:.2} at start",
+         {} worker(s) per kind, runtime threads per process {}; {} cores ({}), {:.0} GiB, \
+         load {:.2} at start",
         args.duration,
         args.warmup,
         args.decline_rate,
         args.skus,
         args.workers_per_kind,
+        match args.runtime_threads {
+            0 => "Tokio's default".to_owned(),
+            n => n.to_string(),
+        },
         machine.cores,
         machine.cpu,
         machine.memory_gib,

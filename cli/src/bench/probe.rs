@@ -105,13 +105,22 @@ pub async fn waiting_pulls(nats: &async_nats::Client, durable: &str) -> bool {
     }
 }
 
-/// The database's size in bytes, for the soak (the saga log grows with every saga).
+/// The database's size in bytes, for the soak (the saga log grows with every saga until the
+/// retention pruner deletes ended ones).
 pub async fn database_bytes(pool: &PgPool) -> anyhow::Result<i64> {
     Ok(
         sqlx::query_scalar("SELECT pg_database_size(current_database())")
             .fetch_one(pool)
             .await?,
     )
+}
+
+/// Rows in the saga table (an estimate from the planner's statistics would lag the pruner;
+/// a count over a table kept small by the retention is cheap).
+pub async fn saga_rows(pool: &PgPool) -> anyhow::Result<i64> {
+    Ok(sqlx::query_scalar("SELECT count(*) FROM saga.sagas")
+        .fetch_one(pool)
+        .await?)
 }
 
 /// The last sequence number of every stream: messages ever stored, including those a

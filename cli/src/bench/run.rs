@@ -145,10 +145,12 @@ pub async fn start(bench: &mut Bench, system: System, plan: &Plan) -> anyhow::Re
             stack.spawn_services(&options).await
         }
         System::Skeleton => {
-            let envs = vec![
+            // The skeleton's processes run as the services do (runtime threads included).
+            let mut envs = plan.services.env.clone();
+            envs.extend([
                 ("NATS_URL".to_owned(), stack.nats.url()),
                 ("DATABASE_URL".to_owned(), stack.database_url()),
-            ];
+            ]);
             let command = "bench-skeleton".to_owned();
             stack.spawn_extra(
                 "skeleton-orchestrator",

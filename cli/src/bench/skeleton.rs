@@ -82,6 +82,7 @@ pub async fn provision(js: &jetstream::Context, pool: &PgPool) -> anyhow::Result
             duplicate_window_secs: 120,
             max_age_secs: 0,
             max_messages_per_subject: -1,
+            max_messages: -1,
             description: "checkout bench: the skeleton".to_owned(),
         };
         js.create_or_update_stream(def.config(1))

@@ -1,5 +1,9 @@
 //! `checkout bench --soak N`: N checkouts on one set of services, with throughput, latency and
 //! memory reported for every tenth of them, to show whether anything grows without bound.
+//!
+//! The services run with a short retention ([`RETENTION`]), so that the pruners work during
+//! the soak: the saga table's row count and the database's size per tenth then show whether
+//! pruning keeps up (flat) or not (growing with the sagas).
 
 use super::drive::{self, Ended, Outcome};
 use super::procstat::Snapshot;
@@ -10,6 +14,13 @@ use std::collections::BTreeMap;
 use std::process::ExitCode;
 use std::time::Duration;
 use tokio::time::Instant;
+
+/// The retention the soak gives the services: short enough that sagas ended in the first
+/// tenths are pruned in the later ones, long enough that no command of a saga in flight can
+/// outlive its processed-message record.
+pub const RETENTION: Duration = Duration::from_secs(30);
+/// The pause between pruning passes during a soak.
+pub const RETENTION_INTERVAL: Duration = Duration::from_secs(5);
 
 /// One tenth of a soak.
 #[derive(Debug, Clone, Serialize)]
@@ -32,6 +43,9 @@ pub struct Slice {
     pub memory_mib: BTreeMap<String, f64>,
     /// The database's size at the end of the slice, MiB.
     pub database_mib: f64,
+    /// Rows in the saga table at the end of the slice (the pruner deletes ended ones past
+    /// the retention).
+    pub saga_rows: i64,
 }
 
 /// Runs the soak and prints a row per tenth (and the JSON on the last line).
@@ -45,7 +59,16 @@ pub async fn soak(
     json: bool,
 ) -> anyhow::Result<ExitCode> {
     let tracing = sagas.tracing;
-    run::start(bench, System::Checkout { tracing }, plan).await?;
+    let mut plan = plan.clone();
+    plan.services.env.extend([
+        ("RETENTION_SECS".to_owned(), RETENTION.as_secs().to_string()),
+        (
+            "RETENTION_INTERVAL_SECS".to_owned(),
+            RETENTION_INTERVAL.as_secs().to_string(),
+        ),
+    ]);
+    run::start(bench, System::Checkout { tracing }, &plan).await?;
+    let vacuum = super::vacuum::stand_in_if_off(&bench.pg).await?;
     let bar = indicatif::ProgressBar::new(count);
     let slice_size = count.div_ceil(10).max(1);
     let mut slices: Vec<Slice> = Vec::new();
@@ -54,17 +77,26 @@ pub async fn soak(
     let mut slice_start = Instant::now();
     let mut error = None;
     println!(
-        "soak: {count} checkouts at concurrency {concurrency}, tracing {}, rate {}",
+        "soak: {count} checkouts at concurrency {concurrency}, tracing {}, rate {}, \
+         retention {} s (pruned every {} s)",
         if tracing { "on" } else { "off" },
         if rate > 0.0 {
             format!("{rate}/s")
         } else {
             "unpaced".to_owned()
-        }
+        },
+        RETENTION.as_secs(),
+        RETENTION_INTERVAL.as_secs()
     );
+    if vacuum.is_some() {
+        println!(
+            "soak: autovacuum is off on this server; the benchmark vacuums its database every {} s",
+            super::vacuum::EVERY.as_secs()
+        );
+    }
     println!(
-        "{:>5} {:>9} {:>8} {:>7} {:>7} {:>6}  memory MiB (process: resident)",
-        "slice", "sagas", "sagas/s", "p50 ms", "p99 ms", "failed"
+        "{:>5} {:>9} {:>8} {:>7} {:>7} {:>6} {:>9}  memory MiB (process: resident)",
+        "slice", "sagas", "sagas/s", "p50 ms", "p99 ms", "failed", "saga rows"
     );
     let bench_ref = &*bench;
     drive::counted(sagas, count, concurrency, rate, async |e: Ended| {
@@ -86,6 +118,9 @@ pub async fn soak(
     })
     .await;
     bar.finish_and_clear();
+    if let Some(vacuum) = vacuum {
+        vacuum.abort();
+    }
     bench.stop().await;
     if let Some(err) = error {
         return Err(err);
@@ -95,7 +130,8 @@ pub async fn soak(
         println!(
             "{}",
             serde_json::json!({ "soak": count, "concurrency": concurrency, "rate": rate,
-                                "tracing": if tracing { "on" } else { "off" }, "slices": slices })
+                                "tracing": if tracing { "on" } else { "off" },
+                                "retention_s": RETENTION.as_secs(), "slices": slices })
         );
     }
     Ok(if failed == 0 {
@@ -141,6 +177,7 @@ async fn slice(
         latency: Latency::of(ok.into_iter()),
         memory_mib: memory,
         database_mib: super::probe::database_bytes(&bench.pg).await? as f64 / 1024.0 / 1024.0,
+        saga_rows: super::probe::saga_rows(&bench.pg).await?,
     })
 }
 
@@ -151,13 +188,14 @@ fn print_slice(s: &Slice) {
         .map(|(name, mib)| format!("{name} {mib:.0}"))
         .collect();
     println!(
-        "{:>5} {:>9} {:>8.1} {:>7.1} {:>7.1} {:>6}  {}, database {:.0}",
+        "{:>5} {:>9} {:>8.1} {:>7.1} {:>7.1} {:>6} {:>9}  {}, database {:.0}",
         s.slice,
         s.sagas_so_far,
         s.throughput_per_s,
         s.latency.p50_ms,
         s.latency.p99_ms,
         s.failed,
+        s.saga_rows,
         memory.join(", "),
         s.database_mib
     );
