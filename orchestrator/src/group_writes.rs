@@ -218,7 +218,8 @@ upd AS ( \
     step_span_id = i.step_span_id, step_started_at = i.step_started_at, \
     failed_span_id = i.failed_span_id, \
     pending_spans = CASE WHEN i.pending IS NULL THEN s.pending_spans \
-                         ELSE coalesce(s.pending_spans, '[]'::jsonb) || i.pending END, \
+      ELSE coalesce(s.pending_spans, '{}'::jsonb) || jsonb_build_object(i.version::text, \
+        jsonb_build_object('at', extract(epoch FROM now()), 'spans', i.pending)) END, \
     deadline_at = i.deadline_at, updated_at = i.updated_at, \
     finished_at = CASE WHEN i.finished THEN i.updated_at ELSE NULL END, \
     stuck_reason = i.stuck_reason \

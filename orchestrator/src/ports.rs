@@ -68,19 +68,22 @@ pub trait SagaStore: Clone + Send + Sync + 'static {
         &self,
     ) -> impl Future<Output = Result<Vec<(Uuid, i64, Vec<PlannedSpan>)>, sqlx::Error>> + Send;
 
-    /// Pending spans of transitions written between `min_age` and `max_age` ago: still
-    /// pending that long, their emission is in doubt (a write whose answer was lost, so the
-    /// process that made it never emitted them). None in a store that cannot lose answers.
+    /// Pending spans of transitions written more than `min_age` ago, oldest first, at most
+    /// `limit`: still pending that long, their emission is in doubt (a write whose answer was
+    /// lost, so the process that made it never emitted them). None in a store that cannot
+    /// lose answers.
     fn stale_pending_spans(
         &self,
         min_age: std::time::Duration,
-        max_age: std::time::Duration,
+        limit: i64,
     ) -> impl Future<Output = Result<Vec<(Uuid, i64, Vec<PlannedSpan>)>, sqlx::Error>> + Send {
-        let _ = (min_age, max_age);
+        let _ = (min_age, limit);
         async { Ok(Vec::new()) }
     }
 
-    /// Forgets the pending spans of these `(saga, version)` pairs: their export is confirmed.
+    /// Forgets the pending spans of exactly these `(saga, version)` transitions: their export
+    /// is confirmed. Another transition's spans stay, even an earlier one's: its writer may
+    /// never have emitted them.
     fn clear_pending(
         &self,
         exported: &[(Uuid, i64)],

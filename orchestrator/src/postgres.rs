@@ -145,9 +145,9 @@ impl SagaStore for PgStore {
     async fn stale_pending_spans(
         &self,
         min_age: std::time::Duration,
-        max_age: std::time::Duration,
+        limit: i64,
     ) -> Result<Vec<(Uuid, i64, Vec<PlannedSpan>)>, sqlx::Error> {
-        store::stale_pending_spans(&self.pool, min_age, max_age).await
+        store::stale_pending_spans(&self.pool, min_age, limit).await
     }
 
     async fn clear_pending(&self, exported: &[(Uuid, i64)]) -> Result<(), sqlx::Error> {

@@ -4,13 +4,14 @@
 //!
 //! ```text
 //!  every period ─▶ prune_pass ─▶ DELETE ≤ 2,000 sagas ended before now() - keep, log first
-//!                                   (completed, compensated or failed, and no deadline)
+//!                          (completed, compensated or failed, no deadline, no pending span)
 //! ```
 //!
 //! Only a saga that nothing can move on any more goes: its status is an end and it has no
 //! deadline. A running or compensating saga, a stuck one (an undo still retried) and a
 //! completed one still awaiting its confirmation all have a deadline, and the status check
-//! keeps them even if one had none. A reply that arrives for a deleted saga is ignored as an
+//! keeps them even if one had none. Nor does a saga whose spans are not yet confirmed
+//! exported (the sweep still owes them to its trace). A reply that arrives for a deleted saga is ignored as an
 //! input for an unknown saga, as it would be for a saga that ended.
 //!
 //! What a deleted saga takes with it: `checkout show` and `checkout stuck` no longer find it,
@@ -39,6 +40,7 @@ const DELETE_BATCH: &str = "\
         WHERE deadline_at IS NULL AND finished_at IS NOT NULL \
           AND finished_at < now() - make_interval(secs => $1) \
           AND status IN ('completed', 'compensated', 'failed') \
+          AND pending_spans IS NULL \
         ORDER BY finished_at LIMIT $2 \
         FOR UPDATE SKIP LOCKED \
     ), log AS ( \

@@ -129,12 +129,20 @@ pub async fn active(pool: &PgPool) -> Result<Vec<SagaRow>, sqlx::Error> {
     rows.iter().map(from_row).collect()
 }
 
-/// Spans finished but not confirmed exported: `(saga_id, version, spans)`.
+/// Spans finished but not confirmed exported: `(saga_id, version, spans)`, one entry per
+/// transition that left some.
+///
+/// `pending_spans` holds them by the version that wrote them,
+/// `{"<version>": {"at": <epoch seconds>, "spans": [...]}}`, so that confirming one
+/// transition's export never forgets another's: a transition whose writer was told it failed
+/// (its answer lost with the connection) was written but never emitted, and the next
+/// transition's confirmation must leave it for the sweep.
 pub async fn pending_spans(
     pool: &PgPool,
 ) -> Result<Vec<(Uuid, i64, Vec<PlannedSpan>)>, sqlx::Error> {
     let rows: Vec<(Uuid, i64, sqlx::types::Json<Vec<PlannedSpan>>)> = sqlx::query_as(
-        "SELECT saga_id, version, pending_spans FROM saga.sagas WHERE pending_spans IS NOT NULL",
+        "SELECT s.saga_id, e.key::bigint, e.value->'spans' \
+         FROM saga.sagas s, jsonb_each(s.pending_spans) e WHERE s.pending_spans IS NOT NULL",
     )
     .fetch_all(pool)
     .await?;
@@ -144,19 +152,21 @@ pub async fn pending_spans(
         .collect())
 }
 
-/// Pending spans of transitions written between `min_age` and `max_age` ago.
+/// Pending spans of transitions written more than `min_age` ago, oldest first, at most
+/// `limit` transitions.
 pub async fn stale_pending_spans(
     pool: &PgPool,
     min_age: std::time::Duration,
-    max_age: std::time::Duration,
+    limit: i64,
 ) -> Result<Vec<(Uuid, i64, Vec<PlannedSpan>)>, sqlx::Error> {
     let rows: Vec<(Uuid, i64, sqlx::types::Json<Vec<PlannedSpan>>)> = sqlx::query_as(
-        "SELECT saga_id, version, pending_spans FROM saga.sagas WHERE pending_spans IS NOT NULL \
-         AND updated_at < now() - make_interval(secs => $1) \
-         AND updated_at > now() - make_interval(secs => $2)",
+        "SELECT s.saga_id, e.key::bigint, e.value->'spans' \
+         FROM saga.sagas s, jsonb_each(s.pending_spans) e WHERE s.pending_spans IS NOT NULL \
+           AND (e.value->>'at')::float8 < extract(epoch FROM now()) - $1 \
+         ORDER BY (e.value->>'at')::float8 LIMIT $2",
     )
     .bind(min_age.as_secs_f64())
-    .bind(max_age.as_secs_f64())
+    .bind(limit)
     .fetch_all(pool)
     .await?;
     Ok(rows
@@ -165,8 +175,8 @@ pub async fn stale_pending_spans(
         .collect())
 }
 
-/// Forgets pending spans whose export is confirmed, unless a later transition added more
-/// (those stay, and are confirmed with that transition's version).
+/// Forgets the pending spans of exactly these `(saga, version)` transitions: their export is
+/// confirmed. Other transitions' spans stay, whether written before or after.
 pub async fn clear_pending(pool: &PgPool, exported: &[(Uuid, i64)]) -> Result<(), sqlx::Error> {
     let ids: Vec<Uuid> = exported.iter().map(|(id, _)| *id).collect();
     let versions: Vec<i64> = exported.iter().map(|(_, v)| *v).collect();
@@ -174,12 +184,14 @@ pub async fn clear_pending(pool: &PgPool, exported: &[(Uuid, i64)]) -> Result<()
     // each change many sagas then never wait on each other in a cycle (a deadlock, which
     // PostgreSQL would break only after its deadlock_timeout).
     sqlx::query(
-        "WITH locked AS ( \
-           SELECT s.saga_id FROM saga.sagas s \
-           JOIN unnest($1::uuid[], $2::bigint[]) AS e(saga_id, version) \
-             ON s.saga_id = e.saga_id AND s.version = e.version \
-           ORDER BY s.saga_id FOR UPDATE OF s) \
-         UPDATE saga.sagas s SET pending_spans = NULL FROM locked l WHERE s.saga_id = l.saga_id",
+        "WITH confirmed AS ( \
+           SELECT saga_id, array_agg(version::text) AS versions \
+           FROM unnest($1::uuid[], $2::bigint[]) AS e(saga_id, version) GROUP BY saga_id), \
+         locked AS ( \
+           SELECT s.saga_id, c.versions FROM saga.sagas s JOIN confirmed c USING (saga_id) \
+           WHERE s.pending_spans IS NOT NULL ORDER BY s.saga_id FOR UPDATE OF s) \
+         UPDATE saga.sagas s SET pending_spans = nullif(s.pending_spans - l.versions, '{}'::jsonb) \
+         FROM locked l WHERE s.saga_id = l.saga_id",
     )
     .bind(ids)
     .bind(versions)

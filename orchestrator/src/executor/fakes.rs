@@ -155,7 +155,7 @@ impl SagaStore for MemStore {
         let mut sagas = guard(&self.sagas);
         for (id, version) in exported {
             if let Some(s) = sagas.get_mut(id) {
-                s.pending.retain(|(v, _)| v > version);
+                s.pending.retain(|(v, _)| v != version);
             }
         }
         Ok(())

@@ -14,9 +14,9 @@ use uuid::Uuid;
 /// its first emission really is in doubt.
 const STALE_SWEEP: Duration = Duration::from_secs(10);
 
-/// Spans pending for longer are left to recovery at the next start: while the exporter
-/// fails, the sweep would otherwise emit the same backlog again and again.
-const STALE_GIVE_UP: Duration = Duration::from_secs(60);
+/// At most this many transitions' spans per sweep, oldest first: while the exporter fails,
+/// each sweep emits the backlog again, and it must stay a bounded amount of work.
+const STALE_BATCH: i64 = 500;
 
 impl<S: SagaStore, T: Transport> Executor<S, T> {
     /// Confirms exported spans in batches, after a flush, so recovery re-emits only spans
@@ -58,7 +58,7 @@ impl<S: SagaStore, T: Transport> Executor<S, T> {
     async fn emit_stale(&self) {
         match self
             .store
-            .stale_pending_spans(STALE_SWEEP, STALE_GIVE_UP)
+            .stale_pending_spans(STALE_SWEEP, STALE_BATCH)
             .await
         {
             Ok(stale) => {

@@ -184,9 +184,10 @@ async fn two_orchestrators_apply_each_reply_once_whatever_each_remembers() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn spans_left_pending_past_the_sweep_age_are_found_for_emission() {
+async fn a_confirmation_forgets_only_its_own_transitions_spans_and_the_sweep_finds_the_rest() {
     // What a transition whose answer was lost leaves: written, with its spans pending, and
-    // nobody to emit them until the sweep (or a restart) does.
+    // nobody to emit them. The next transition's confirmation must not forget them, and the
+    // sweep must find them once they are old enough, however old.
     let (nats, db, pool, _js) = setup().await;
     let client = async_nats::connect(nats.url()).await.unwrap();
     let (executor, _exported) = Executor::new(pool.clone(), client, SpanFlusher::disabled(), SLOW);
@@ -196,25 +197,54 @@ async fn spans_left_pending_past_the_sweep_age_are_found_for_emission() {
         .start(data, &opentelemetry::Context::new())
         .await
         .unwrap();
-    let reply = Input::Reply {
-        step: Step::Inventory,
-        phase: Phase::Do,
-        outcome: Outcome::StepSucceeded { reference: None },
+    for step in [Step::Inventory, Step::Payment] {
+        let reply = Input::Reply {
+            step,
+            phase: Phase::Do,
+            outcome: Outcome::StepSucceeded { reference: None },
+        };
+        executor.apply(saga_id, reply).await.unwrap();
+    }
+    let pending = || async {
+        let mut found: Vec<(i64, usize)> = store::pending_spans(&pool)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|(_, version, spans)| (version, spans.len()))
+            .collect();
+        found.sort();
+        found
     };
-    executor.apply(saga_id, reply).await.unwrap();
+    assert_eq!(
+        pending().await,
+        vec![(2, 1), (3, 1)],
+        "each step's span, by version"
+    );
+    // Only the later transition (version 3) is confirmed exported.
+    store::clear_pending(&pool, &[(saga_id, 3)]).await.unwrap();
+    assert_eq!(
+        pending().await,
+        vec![(2, 1)],
+        "the unconfirmed earlier transition's span stays"
+    );
+
     let stale = |age_secs: f64| {
         let pool = pool.clone();
         async move {
-            sqlx::query("UPDATE saga.sagas SET updated_at = now() - make_interval(secs => $1)")
-                .bind(age_secs)
-                .execute(&pool)
-                .await
-                .unwrap();
-            store::stale_pending_spans(&pool, Duration::from_secs(10), Duration::from_secs(60))
+            sqlx::query(
+                "UPDATE saga.sagas SET pending_spans = (SELECT jsonb_object_agg(key, \
+                   jsonb_set(value, '{at}', to_jsonb(extract(epoch FROM now()) - $1))) \
+                 FROM jsonb_each(pending_spans)) WHERE pending_spans IS NOT NULL",
+            )
+            .bind(age_secs)
+            .execute(&pool)
+            .await
+            .unwrap();
+            store::stale_pending_spans(&pool, Duration::from_secs(10), 100)
                 .await
                 .unwrap()
                 .into_iter()
-                .map(|(id, _, spans)| (id, spans.len()))
+                .map(|(id, version, spans)| (id, version, spans.len()))
                 .collect::<Vec<_>>()
         }
     };
@@ -223,14 +253,22 @@ async fn spans_left_pending_past_the_sweep_age_are_found_for_emission() {
         vec![],
         "too fresh: its writer is still at it"
     );
-    let found = stale(15.0).await;
-    assert_eq!(found.len(), 1, "pending for 15 s: {found:?}");
-    assert_eq!(found[0].0, saga_id);
-    assert!(found[0].1 > 0, "the finished step's spans");
+    assert_eq!(stale(15.0).await, vec![(saga_id, 2, 1)], "pending for 15 s");
     assert_eq!(
-        stale(120.0).await,
-        vec![],
-        "left to recovery at the next start"
+        stale(3_600.0).await,
+        vec![(saga_id, 2, 1)],
+        "pending for an hour: still owed to the trace"
+    );
+    store::clear_pending(&pool, &[(saga_id, 2)]).await.unwrap();
+    let cleared: Option<serde_json::Value> =
+        sqlx::query_scalar("SELECT pending_spans FROM saga.sagas WHERE saga_id = $1")
+            .bind(saga_id)
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+    assert_eq!(
+        cleared, None,
+        "nothing left pending: the column is empty again"
     );
     pool.close().await;
     db.drop_db().await.unwrap();
