@@ -16,6 +16,7 @@
 
 pub mod connect;
 pub mod envelope;
+pub mod flusher;
 pub mod group_commit;
 pub mod messages;
 pub mod messaging;

@@ -6,7 +6,7 @@
 //! [`crate::telemetry::SpanFlusher`]): a span that a message names as its parent must exist
 //! even if the sender is killed the moment after.
 
-use crate::telemetry::SpanFlusher;
+use crate::flusher::{FLUSH_WAIT, Flushed, SpanFlusher};
 use crate::{envelope, propagation};
 use async_nats::HeaderMap;
 use async_nats::jetstream::{self, message::PublishMessage};
@@ -131,7 +131,11 @@ pub async fn publish(
     extra: Vec<KeyValue>,
 ) -> Result<(), PublishFailed> {
     let producer = stamp_producer_span(parent, &msg.subject, &msg.msg_id, &mut msg.headers, extra);
-    flusher.flush().await;
+    if flusher.flush_within(FLUSH_WAIT).await == Flushed::NotYet {
+        // Sent anyway (telemetry must not stop the business): were this process killed
+        // before the flush ends, the consumer's span would lack its parent.
+        tracing::warn!(subject = %msg.subject, "producer span not yet exported as the message leaves");
+    }
     let (subject, msg_id) = (msg.subject.clone(), msg.msg_id.clone());
     let sent = send(js, msg).await;
     if let Err(err) = &sent {

@@ -19,6 +19,7 @@
 //!   process, so that a process killed right after sending cannot leave a child whose parent
 //!   was never exported. Concurrent callers share one flush (group commit).
 
+pub use crate::flusher::{Flushed, SpanFlusher};
 use opentelemetry::trace::{SpanId, TraceId, TracerProvider as _};
 use opentelemetry::{KeyValue, global};
 use opentelemetry_appender_tracing::layer::OpenTelemetryTracingBridge;
@@ -29,10 +30,7 @@ use opentelemetry_sdk::trace::{
     BatchConfigBuilder, BatchSpanProcessor, IdGenerator, RandomIdGenerator, SdkTracerProvider,
 };
 use std::cell::Cell;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
-use tokio::sync::{mpsc, oneshot};
 use tracing_subscriber::filter::filter_fn;
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
@@ -250,74 +248,4 @@ pub fn new_span_id() -> SpanId {
 /// A fresh random trace id, for a saga that arrived without a trace.
 pub fn new_trace_id() -> TraceId {
     RandomIdGenerator::default().new_trace_id()
-}
-
-/// Longest a sender waits for its spans to be exported before it sends anyway: telemetry
-/// must never stop the business.
-const FLUSH_WAIT: Duration = Duration::from_secs(2);
-
-/// Exports finished spans before a message leaves; concurrent requests share one flush.
-#[derive(Clone, Debug)]
-pub struct SpanFlusher {
-    requests: Option<mpsc::Sender<oneshot::Sender<bool>>>,
-    /// Set while exports fail (no collector): senders then stop waiting for them, so a missing
-    /// collector costs traces, never throughput. The next successful flush clears it.
-    failing: Arc<AtomicBool>,
-}
-
-impl SpanFlusher {
-    /// A flusher that does nothing, for processes that do not export.
-    pub fn disabled() -> Self {
-        SpanFlusher {
-            requests: None,
-            failing: Arc::default(),
-        }
-    }
-
-    fn start(provider: Option<SdkTracerProvider>) -> Self {
-        let Some(provider) = provider else {
-            return Self::disabled();
-        };
-        let (tx, mut rx) = mpsc::channel::<oneshot::Sender<bool>>(4_096);
-        let failing = Arc::new(AtomicBool::new(false));
-        let flag = failing.clone();
-        tokio::spawn(async move {
-            while let Some(first) = rx.recv().await {
-                let mut waiters = vec![first];
-                while let Ok(more) = rx.try_recv() {
-                    waiters.push(more);
-                }
-                let provider = provider.clone();
-                // force_flush blocks on the batch processor's thread; keep it off the runtime.
-                let flushed = tokio::task::spawn_blocking(move || provider.force_flush()).await;
-                let ok = matches!(flushed, Ok(Ok(())));
-                flag.store(!ok, Ordering::Relaxed);
-                for waiter in waiters {
-                    let _ = waiter.send(ok);
-                }
-            }
-        });
-        SpanFlusher {
-            requests: Some(tx),
-            failing,
-        }
-    }
-
-    /// Waits (boundedly) until every span finished before this call has been exported;
-    /// returns whether the export is known to have succeeded (always true when disabled).
-    pub async fn flush(&self) -> bool {
-        let Some(requests) = &self.requests else {
-            return true;
-        };
-        let (tx, rx) = oneshot::channel();
-        if self.failing.load(Ordering::Relaxed) {
-            // Still ask, so that a collector coming back is noticed, but do not wait.
-            let _ = requests.try_send(tx);
-            return false;
-        }
-        if requests.send(tx).await.is_err() {
-            return false;
-        }
-        matches!(tokio::time::timeout(FLUSH_WAIT, rx).await, Ok(Ok(true)))
-    }
 }

@@ -1,8 +1,10 @@
 //! The consume loop every worker kind shares: pull, decode, dedupe, handle, reply, ack.
 //!
 //! Each outcome settles the message exactly one way (see [`MessageError`]): a decision is
-//! replied, then acked; a failure to act is nakked with a capped exponential delay, on every
-//! delivery, and never replied; an undeliverable message is dead-lettered and terminated.
+//! replied, then acked once its spans are known exported (or the collector known down: a
+//! missing collector costs traces, never throughput); a failure to act is nakked with a
+//! capped exponential delay, on every delivery, and never replied; an undeliverable message
+//! is dead-lettered and terminated.
 //! Nothing loops forever: once `max_deliver` runs out, JetStream gives the command up and
 //! its advisory hands it back to the orchestrator.
 
@@ -18,6 +20,7 @@ use checkout_shared::metrics;
 use checkout_shared::pull::pull_loop;
 use checkout_shared::streams::ConsumerDef;
 use checkout_shared::subjects;
+use checkout_shared::telemetry::Flushed;
 use checkout_shared::telemetry::SpanFlusher;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
@@ -204,9 +207,18 @@ async fn settle(
 ) {
     match handled {
         Ok(reply) => {
-            ctx.flusher.flush().await;
+            let flushed = ctx.flusher.flush_within(FLUSH_BEFORE_REPLY).await;
             match messaging::send(&ctx.js, reply).await {
-                Ok(()) => ack(&message, AckKind::Ack).await,
+                Ok(()) if spans_out(ctx, &message, flushed).await => {
+                    ack(&message, AckKind::Ack).await
+                }
+                Ok(()) => {
+                    let failure = Failure::new(
+                        FailureCode::Telemetry,
+                        "reply sent, spans not yet exported".to_owned(),
+                    );
+                    retry(ctx, &message, delivered, &failure).await;
+                }
                 // The decision is stored: the redelivery re-sends it.
                 Err(err) => {
                     let failure =
@@ -228,18 +240,45 @@ async fn settle(
                 return;
             }
             if let Some(reply) = reply {
-                ctx.flusher.flush().await;
+                let flushed = ctx.flusher.flush_within(FLUSH_BEFORE_REPLY).await;
                 if let Err(err) = messaging::send(&ctx.js, reply).await {
                     let failure =
                         Failure::new(FailureCode::Broker, format!("refusal not sent: {err}"));
                     retry(ctx, &message, delivered, &failure).await;
                     return;
                 }
+                // Terminated whatever the export: the dead letter is already stored.
+                spans_out(ctx, &message, flushed).await;
             }
             ack(&message, AckKind::Term).await;
             metrics::get().dead_lettered(crate::error::dead_letter_code(&reason));
         }
     }
+}
+
+/// How long the spans of a message may take to export before its reply leaves anyway:
+/// telemetry must not hold up the business.
+const FLUSH_BEFORE_REPLY: Duration = checkout_shared::flusher::FLUSH_WAIT;
+
+/// Whether the message's spans are out (or lost whatever happens, the collector failing), so
+/// that acking it cannot leave its command without a `process` span if this process dies
+/// next. A flush still under way when the reply left is waited for a while longer (half an
+/// `ack_wait`, after telling the broker the message is still in hand).
+async fn spans_out(ctx: &Context, message: &jetstream::Message, flushed: Flushed) -> bool {
+    let flushed = match flushed {
+        Flushed::NotYet => {
+            let _ = message.ack_with(AckKind::Progress).await;
+            let wait = Duration::from_secs(ctx.consumer.ack_wait_secs) / 2;
+            ctx.flusher.flush_within(wait).await
+        }
+        done => done,
+    };
+    match flushed {
+        Flushed::Failing => tracing::debug!("spans not exported: the collector is failing"),
+        Flushed::NotYet => tracing::warn!("spans still not exported after the reply; nak"),
+        Flushed::Exported => {}
+    }
+    flushed != Flushed::NotYet
 }
 
 /// A failure to act: nak with the consumer's capped exponential delay. Whatever the delivery

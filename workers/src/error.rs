@@ -98,6 +98,10 @@ pub enum FailureCode {
     Conflict,
     /// The broker did not take the reply or the dead letter.
     Broker,
+    /// The reply left but the message's spans were not yet known exported: acked now, a
+    /// process killed next would leave the command without its `process` span. The
+    /// redelivery replays the stored reply under a new one.
+    Telemetry,
     /// A reply could not be serialised (a bug). Retried like any failure, so it ends
     /// dead-lettered by JetStream's advisory with its reason, never sent as an empty body.
     Encode,
@@ -145,6 +149,7 @@ impl FailureCode {
             FailureCode::Timeout => "timeout",
             FailureCode::Conflict => "conflict",
             FailureCode::Broker => "broker",
+            FailureCode::Telemetry => "telemetry",
             FailureCode::Encode => "encode",
             FailureCode::Database => "database",
         }
