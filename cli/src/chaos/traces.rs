@@ -152,7 +152,8 @@ pub async fn audit(pool: &PgPool, receiver: &OtlpReceiver) -> anyhow::Result<Tra
         problems.extend(check_tree(&spans));
         problems.extend(saga_problems(&spans, &status, undone.get(&saga_id)));
         for id in unprocessed_by_trace.remove(&trace_id).unwrap_or_default() {
-            problems.push(format!("command {id} published, never processed"));
+            let seen = message_spans(&spans, &id);
+            problems.push(format!("command {id} published, never processed ({seen})"));
         }
         if !problems.is_empty() {
             audit.incomplete += 1;
@@ -245,6 +246,35 @@ fn saga_problems(spans: &[ReceivedSpan], status: &str, undos: Option<&usize>) ->
         }
     }
     problems
+}
+
+/// What the trace holds of one message, for a report that explains a hole: its publish spans
+/// and any consumer span that names it (with the parent it claims), times in ms of the epoch.
+fn message_spans(spans: &[ReceivedSpan], msg_id: &str) -> String {
+    let of_message = spans
+        .iter()
+        .filter(|s| s.attr("messaging.message.id") == Some(msg_id))
+        .filter(|s| matches!(s.kind, SpanKind::Producer | SpanKind::Consumer));
+    let described: Vec<String> = of_message
+        .map(|s| {
+            format!(
+                "{} {} by {} at {} under {}{}",
+                if s.kind == SpanKind::Producer {
+                    "publish"
+                } else {
+                    "process"
+                },
+                s.span_id,
+                s.service_name,
+                s.start_unix_nanos / 1_000_000,
+                s.parent_span_id.as_deref().unwrap_or("-"),
+                s.attr("messaging.nats.delivery_count")
+                    .map(|n| format!(", delivery {n}"))
+                    .unwrap_or_default(),
+            )
+        })
+        .collect();
+    described.join("; ")
 }
 
 #[cfg(test)]
