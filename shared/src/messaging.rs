@@ -214,6 +214,7 @@ pub fn consumer_span(
         saga.id = tracing::field::Empty,
         saga.step = tracing::field::Empty,
         saga.phase = tracing::field::Empty,
+        saga.replayed = tracing::field::Empty,
         refusal.code = tracing::field::Empty,
         failure.code = tracing::field::Empty,
         trace_id = tracing::field::Empty,

@@ -156,6 +156,9 @@ pub async fn apply_once(
         .instrument(db_span)
         .await?;
     if decided.replayed {
+        // On the process span: a trace then tells a command done under this message from one
+        // done earlier, under another message of the saga (a re-send) or another delivery.
+        tracing::Span::current().record("saga.replayed", true);
         tracing::info!(action_key = %key, "duplicate delivery: re-sending the stored reply");
     }
     Ok(decided.reply.0)

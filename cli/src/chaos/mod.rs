@@ -10,6 +10,7 @@
 //! ```
 
 mod audit;
+mod commands;
 mod faults;
 mod inject;
 mod outage;

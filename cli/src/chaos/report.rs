@@ -157,6 +157,10 @@ pub fn print(report: &ChaosReport, faults: &[Fault], say: &impl Fn(String)) {
         t.unsent_commands.to_string(),
     );
     row(
+        "  lost by the broker (re-sent)",
+        t.broker_lost_commands.to_string(),
+    );
+    row(
         "  re-emitted saga/step span copies",
         t.reemitted_copies.to_string(),
     );

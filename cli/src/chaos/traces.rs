@@ -11,10 +11,10 @@
 //! twice, reported as a figure of their own. Copies that differ (another name, parent, time or
 //! attribute under the same id) are two spans sharing an id: a violation.
 
+use super::commands;
 use checkout_harness::trace_check::check_tree;
-use checkout_harness::{OtlpReceiver, ReceivedSpan, SpanKind};
+use checkout_harness::{OtlpReceiver, ReceivedSpan};
 use checkout_orchestrator::saga::CHECKOUT;
-use checkout_shared::messaging;
 use sqlx::PgPool;
 use std::collections::{HashMap, HashSet};
 use std::time::Duration;
@@ -39,16 +39,15 @@ pub struct TraceAudit {
     /// Command publishes that did not reach the stream (a `send failed` span beneath them):
     /// not a hole in the trace, as nothing was there to process; the saga re-sent them.
     pub unsent_commands: usize,
+    /// Command messages the broker lost after accepting them (killed before its write reached
+    /// the disk), whose re-send did the work: not a hole either (`chaos::commands`).
+    pub broker_lost_commands: usize,
 }
 
 fn is_deferred(span: &ReceivedSpan) -> bool {
     span.name == "saga checkout"
         || span.name.starts_with("step ")
         || span.name.starts_with("compensate ")
-}
-
-fn is_command_publish(span: &ReceivedSpan) -> bool {
-    span.kind == SpanKind::Producer && span.name.starts_with("publish checkout.cmd.")
 }
 
 /// Waits (bounded) until every ended saga's span arrived and every command publish has a
@@ -67,7 +66,7 @@ pub async fn wait_for_spans(pool: &PgPool, receiver: &OtlpReceiver) -> anyhow::R
             .filter(|s| s.name == "saga checkout")
             .map(|s| s.trace_id.as_str())
             .collect();
-        traces.iter().all(|t| done.contains(t.as_str())) && unprocessed(spans).0.is_empty()
+        traces.iter().all(|t| done.contains(t.as_str())) && commands::audit(spans).holes.is_empty()
     };
     // Checked once a second rather than at the receiver's 50 ms: the check is a pass over
     // every span, on cores the services share.
@@ -80,40 +79,6 @@ pub async fn wait_for_spans(pool: &PgPool, receiver: &OtlpReceiver) -> anyhow::R
     // Let the last groups of worker spans land.
     tokio::time::sleep(Duration::from_secs(1)).await;
     Ok(())
-}
-
-/// Message ids of commands published whose every publish span lacks a process span beneath.
-/// A command re-published under the same id (recovery) is one message, dropped by JetStream's
-/// duplicate window: it needs one process span under any of its publish spans.
-/// Command messages (by message id) with no process span under any of their publish spans,
-/// as `(message id, trace id)`, and how many publishes failed to reach the stream and were
-/// therefore never there to process.
-fn unprocessed(spans: &[ReceivedSpan]) -> (Vec<(String, String)>, usize) {
-    let children_of = |pred: &dyn Fn(&ReceivedSpan) -> bool| -> HashSet<&str> {
-        spans
-            .iter()
-            .filter(|s| pred(s))
-            .filter_map(|s| s.parent_span_id.as_deref())
-            .collect()
-    };
-    let processed = children_of(&|s| s.kind == SpanKind::Consumer);
-    let unsent = children_of(&|s| s.name.starts_with(messaging::SEND_FAILED));
-    let mut by_message: HashMap<&str, (&str, bool)> = HashMap::new();
-    let mut unsent_publishes = 0;
-    for span in spans.iter().filter(|s| is_command_publish(s)) {
-        let id = span.attr("messaging.message.id").unwrap_or(&span.span_id);
-        let entry = by_message.entry(id).or_insert((&span.trace_id, false));
-        let done = processed.contains(span.span_id.as_str());
-        let never_there = !done && unsent.contains(span.span_id.as_str());
-        unsent_publishes += usize::from(never_there);
-        entry.1 |= done || never_there;
-    }
-    let holes = by_message
-        .into_iter()
-        .filter(|(_, (_, done))| !done)
-        .map(|(id, (trace, _))| (id.to_owned(), trace.to_owned()))
-        .collect();
-    (holes, unsent_publishes)
 }
 
 /// Audits every saga's trace.
@@ -133,9 +98,10 @@ pub async fn audit(pool: &PgPool, receiver: &OtlpReceiver) -> anyhow::Result<Tra
     let all = receiver.spans();
     let mut audit = TraceAudit::default();
     let mut unprocessed_by_trace: HashMap<String, Vec<String>> = HashMap::new();
-    let (holes, unsent) = unprocessed(&all);
-    audit.unsent_commands = unsent;
-    for (id, trace) in holes {
+    let commands = commands::audit(&all);
+    audit.unsent_commands = commands.unsent;
+    audit.broker_lost_commands = commands.lost_by_broker;
+    for (id, trace) in commands.holes {
         audit.unprocessed_commands += 1;
         unprocessed_by_trace.entry(trace).or_default().push(id);
     }
@@ -152,7 +118,7 @@ pub async fn audit(pool: &PgPool, receiver: &OtlpReceiver) -> anyhow::Result<Tra
         problems.extend(check_tree(&spans));
         problems.extend(saga_problems(&spans, &status, undone.get(&saga_id)));
         for id in unprocessed_by_trace.remove(&trace_id).unwrap_or_default() {
-            let seen = message_spans(&spans, &id);
+            let seen = commands::message_spans(&spans, &id);
             problems.push(format!("command {id} published, never processed ({seen})"));
         }
         if !problems.is_empty() {
@@ -246,88 +212,4 @@ fn saga_problems(spans: &[ReceivedSpan], status: &str, undos: Option<&usize>) ->
         }
     }
     problems
-}
-
-/// What the trace holds of one message, for a report that explains a hole: its publish spans
-/// and any consumer span that names it (with the parent it claims), times in ms of the epoch.
-fn message_spans(spans: &[ReceivedSpan], msg_id: &str) -> String {
-    let of_message = spans
-        .iter()
-        .filter(|s| s.attr("messaging.message.id") == Some(msg_id))
-        .filter(|s| matches!(s.kind, SpanKind::Producer | SpanKind::Consumer));
-    let described: Vec<String> = of_message
-        .map(|s| {
-            format!(
-                "{} {} by {} at {} under {}{}",
-                if s.kind == SpanKind::Producer {
-                    "publish"
-                } else {
-                    "process"
-                },
-                s.span_id,
-                s.service_name,
-                s.start_unix_nanos / 1_000_000,
-                s.parent_span_id.as_deref().unwrap_or("-"),
-                s.attr("messaging.nats.delivery_count")
-                    .map(|n| format!(", delivery {n}"))
-                    .unwrap_or_default(),
-            )
-        })
-        .collect();
-    described.join("; ")
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn span(id: &str, parent: Option<&str>, name: &str, kind: SpanKind) -> ReceivedSpan {
-        ReceivedSpan {
-            trace_id: "t".into(),
-            span_id: id.into(),
-            parent_span_id: parent.map(str::to_owned),
-            name: name.into(),
-            kind,
-            service_name: String::new(),
-            attributes: [("messaging.message.id".to_owned(), format!("msg-{id}"))].into(),
-            error: false,
-            status_message: String::new(),
-            start_unix_nanos: 0,
-            end_unix_nanos: 0,
-            links: vec![],
-            events: vec![],
-        }
-    }
-
-    #[test]
-    fn a_publish_without_its_process_span_is_a_hole_unless_it_never_reached_the_stream() {
-        let publish = |id| {
-            span(
-                id,
-                None,
-                "publish checkout.cmd.payment.charge",
-                SpanKind::Producer,
-            )
-        };
-        let spans = vec![
-            publish("a"),
-            span(
-                "a1",
-                Some("a"),
-                "process checkout.cmd.payment.charge",
-                SpanKind::Consumer,
-            ),
-            publish("b"),
-            span(
-                "b1",
-                Some("b"),
-                "send failed checkout.cmd.payment.charge",
-                SpanKind::Internal,
-            ),
-            publish("c"),
-        ];
-        let (holes, unsent) = unprocessed(&spans);
-        assert_eq!(holes, vec![("msg-c".to_owned(), "t".to_owned())]);
-        assert_eq!(unsent, 1);
-    }
 }
