@@ -39,6 +39,7 @@ impl SpanFlusher {
         let failing = Arc::new(AtomicBool::new(false));
         let flag = failing.clone();
         tokio::spawn(async move {
+            let mut timed_out_last = false;
             while let Some(first) = rx.recv().await {
                 let mut waiters = vec![first];
                 while let Ok(more) = rx.try_recv() {
@@ -51,17 +52,20 @@ impl SpanFlusher {
                     Ok(Ok(())) => Flushed::Exported,
                     // Slow, not down (the batch processor gives up waiting after 5 s on a
                     // starved machine): the spans are still on their way, and senders must go
-                    // on waiting for them rather than take the collector for gone.
-                    Ok(Err(err)) if timed_out(err) => Flushed::NotYet,
+                    // on waiting for them rather than take the collector for gone. Twice in a
+                    // row, it is gone in all but name (a collector that accepts connections
+                    // and never answers): senders must stop waiting for it.
+                    Ok(Err(err)) if timed_out(err) && !timed_out_last => Flushed::NotYet,
                     Ok(Err(_)) | Err(_) => Flushed::Failing,
                 };
+                timed_out_last = matches!(&flushed, Ok(Err(err)) if timed_out(err));
                 let was_failing = flag.swap(outcome == Flushed::Failing, Ordering::Relaxed);
-                match (was_failing, outcome, &flushed) {
-                    (false, Flushed::Failing, Ok(Err(err))) => tracing::warn!(
-                        error = %err,
+                match (was_failing, outcome) {
+                    (false, Flushed::Failing) => tracing::warn!(
+                        error = ?flushed,
                         "span export failing: messages leave without waiting for their spans"
                     ),
-                    (true, Flushed::Exported, _) => tracing::info!("span export works again"),
+                    (true, Flushed::Exported) => tracing::info!("span export works again"),
                     _ => {}
                 }
                 for waiter in waiters {
@@ -211,10 +215,14 @@ mod tests {
         let wait = Duration::from_secs(5);
         assert_eq!(timing_out.flush_within(wait).await, Flushed::NotYet);
         let asked = std::time::Instant::now();
-        assert_eq!(timing_out.flush_within(wait).await, Flushed::NotYet);
+        assert_eq!(
+            timing_out.flush_within(wait).await,
+            Flushed::Failing,
+            "a second timeout in a row: a collector that never answers is as good as gone"
+        );
         assert!(
             asked.elapsed() >= Duration::from_millis(200),
-            "not taken for a failing collector: the next call waited for its own flush"
+            "not taken for a failing collector after one timeout: the next call waited for its own flush"
         );
     }
 }

@@ -209,7 +209,10 @@ async fn settle(
         Ok(reply) => {
             let flushed = ctx.flusher.flush_within(FLUSH_BEFORE_REPLY).await;
             match messaging::send(&ctx.js, reply).await {
-                Ok(()) if spans_out(ctx, &message, flushed).await => {
+                // Nakked once at most: a redelivery is acked whatever becomes of its spans, so
+                // a collector that is slow on every flush never makes a done command run out of
+                // deliveries.
+                Ok(()) if delivered > 1 || spans_out(ctx, &message, flushed).await => {
                     ack(&message, AckKind::Ack).await
                 }
                 Ok(()) => {
@@ -240,15 +243,13 @@ async fn settle(
                 return;
             }
             if let Some(reply) = reply {
-                let flushed = ctx.flusher.flush_within(FLUSH_BEFORE_REPLY).await;
+                ctx.flusher.flush().await;
                 if let Err(err) = messaging::send(&ctx.js, reply).await {
                     let failure =
                         Failure::new(FailureCode::Broker, format!("refusal not sent: {err}"));
                     retry(ctx, &message, delivered, &failure).await;
                     return;
                 }
-                // Terminated whatever the export: the dead letter is already stored.
-                spans_out(ctx, &message, flushed).await;
             }
             ack(&message, AckKind::Term).await;
             metrics::get().dead_lettered(crate::error::dead_letter_code(&reason));

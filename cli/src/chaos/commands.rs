@@ -6,7 +6,7 @@
 //!   disk), and the saga's re-send did the work instead. A timed-out command is re-sent under
 //!   a new message id (`<saga>.<step>.<phase>[.gN].rN`), and workers do an action once per
 //!   action key whatever the message: so when the action was done fresh (not replayed) under
-//!   another message of the same series, this message was never done at all, and its
+//!   a later message of the same series, this message was never done at all, and its
 //!   `process` span is not missing but never existed. A worker that replays a stored decision
 //!   says so on its span (`saga.replayed`).
 
@@ -37,9 +37,20 @@ fn series(msg_id: &str) -> &str {
     }
 }
 
-/// A delivery that did the action itself: decided (no failure to act) and not replayed.
+/// Which send of its series a message is: 0 for the first, N for `.rN`.
+fn resend_number(msg_id: &str) -> u64 {
+    msg_id
+        .strip_prefix(series(msg_id))
+        .and_then(|rest| rest.strip_prefix(".r"))
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0)
+}
+
+/// A delivery that did the action itself: decided (no failure to act, no error) and not
+/// replayed.
 fn did_the_action(span: &ReceivedSpan) -> bool {
     span.kind == SpanKind::Consumer
+        && !span.error
         && span.attr("saga.replayed").is_none()
         && span.attr("failure.code").is_none()
 }
@@ -76,10 +87,14 @@ pub fn audit(spans: &[ReceivedSpan]) -> Commands {
         if done {
             continue;
         }
-        let done_elsewhere = done_under
-            .get(series(id))
-            .is_some_and(|under| under.iter().any(|other| *other != id));
-        if done_elsewhere {
+        // Only a later send can have done it instead: had an earlier one done the action,
+        // this message would have been replayed, and its span is missing.
+        let done_by_a_later_send = done_under.get(series(id)).is_some_and(|under| {
+            under
+                .iter()
+                .any(|other| resend_number(other) > resend_number(id))
+        });
+        if done_by_a_later_send {
             commands.lost_by_broker += 1;
         } else {
             commands.holes.push((id.to_owned(), trace.to_owned()));
@@ -209,6 +224,19 @@ mod tests {
         );
         assert_eq!(found.lost_by_broker, 0);
 
+        // Done fresh under the first message, replayed under the re-send whose span is
+        // missing: the first send's doing excuses nothing about a later message.
+        let done_first_then_replay_span_lost = vec![
+            publish("a", "s1.payment.do"),
+            process("a1", "a", "s1.payment.do"),
+            publish("b", "s1.payment.do.r1"),
+        ];
+        let found = audit(&done_first_then_replay_span_lost);
+        assert_eq!(
+            found.holes,
+            vec![("s1.payment.do.r1".to_owned(), "t".to_owned())]
+        );
+
         // Another saga's or another step's action excuses nothing.
         let elsewhere = vec![
             publish("a", "s1.payment.do"),
@@ -224,5 +252,7 @@ mod tests {
         assert_eq!(series("s.payment.undo.g1.r2"), "s.payment.undo.g1");
         assert_eq!(series("s.payment.undo.g1"), "s.payment.undo.g1");
         assert_eq!(series("s.order.do"), "s.order.do");
+        assert_eq!(resend_number("s.payment.undo.g1.r2"), 2);
+        assert_eq!(resend_number("s.payment.undo.g1"), 0);
     }
 }
