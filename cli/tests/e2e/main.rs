@@ -19,6 +19,7 @@ mod outage;
 mod outcomes;
 mod promql;
 mod race;
+mod replay;
 mod show;
 mod signals;
 mod stack;
