@@ -129,6 +129,15 @@ pub async fn active(pool: &PgPool) -> Result<Vec<SagaRow>, sqlx::Error> {
     rows.iter().map(from_row).collect()
 }
 
+/// One transition's pending spans as read: `(saga_id, version, spans)`.
+type PendingRow = (Uuid, i64, sqlx::types::Json<Vec<PlannedSpan>>);
+
+fn pending_entries(rows: Vec<PendingRow>) -> Vec<(Uuid, i64, Vec<PlannedSpan>)> {
+    rows.into_iter()
+        .map(|(id, version, spans)| (id, version, spans.0))
+        .collect()
+}
+
 /// Spans finished but not confirmed exported: `(saga_id, version, spans)`, one entry per
 /// transition that left some.
 ///
@@ -140,16 +149,13 @@ pub async fn active(pool: &PgPool) -> Result<Vec<SagaRow>, sqlx::Error> {
 pub async fn pending_spans(
     pool: &PgPool,
 ) -> Result<Vec<(Uuid, i64, Vec<PlannedSpan>)>, sqlx::Error> {
-    let rows: Vec<(Uuid, i64, sqlx::types::Json<Vec<PlannedSpan>>)> = sqlx::query_as(
+    let rows: Vec<PendingRow> = sqlx::query_as(
         "SELECT s.saga_id, e.key::bigint, e.value->'spans' \
          FROM saga.sagas s, jsonb_each(s.pending_spans) e WHERE s.pending_spans IS NOT NULL",
     )
     .fetch_all(pool)
     .await?;
-    Ok(rows
-        .into_iter()
-        .map(|(id, v, spans)| (id, v, spans.0))
-        .collect())
+    Ok(pending_entries(rows))
 }
 
 /// Pending spans of transitions written more than `min_age` ago, oldest first, at most
@@ -159,7 +165,7 @@ pub async fn stale_pending_spans(
     min_age: std::time::Duration,
     limit: i64,
 ) -> Result<Vec<(Uuid, i64, Vec<PlannedSpan>)>, sqlx::Error> {
-    let rows: Vec<(Uuid, i64, sqlx::types::Json<Vec<PlannedSpan>>)> = sqlx::query_as(
+    let rows: Vec<PendingRow> = sqlx::query_as(
         "SELECT s.saga_id, e.key::bigint, e.value->'spans' \
          FROM saga.sagas s, jsonb_each(s.pending_spans) e WHERE s.pending_spans IS NOT NULL \
            AND (e.value->>'at')::float8 < extract(epoch FROM now()) - $1 \
@@ -169,10 +175,7 @@ pub async fn stale_pending_spans(
     .bind(limit)
     .fetch_all(pool)
     .await?;
-    Ok(rows
-        .into_iter()
-        .map(|(id, v, spans)| (id, v, spans.0))
-        .collect())
+    Ok(pending_entries(rows))
 }
 
 /// Forgets the pending spans of exactly these `(saga, version)` transitions: their export is
