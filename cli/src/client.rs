@@ -369,7 +369,7 @@ pub fn describe(event: &LifecycleEvent) -> String {
             } else {
                 "step"
             };
-            format!("{verb} {:<16} {}", step.name(), event.detail)
+            format!("{verb} {:<16} {}", step.action_name(), event.detail)
         }
         (kind, _, _) if event.detail.is_empty() => kind.as_str().to_owned(),
         (kind, _, _) => format!("{} ({})", kind.as_str(), event.detail),

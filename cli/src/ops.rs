@@ -2,7 +2,7 @@
 
 use crate::common::{DbArgs, NatsArgs};
 use anyhow::Context as _;
-use checkout_orchestrator::machine::{Input, Status};
+use checkout_orchestrator::machine::{Input, SagaStatus};
 use checkout_orchestrator::{Executor, Timing, store};
 use checkout_shared::telemetry::SpanFlusher;
 use clap::Args;
@@ -66,7 +66,7 @@ pub async fn retry(args: RetryArgs) -> anyhow::Result<ExitCode> {
             println!("no saga {}", args.saga_id);
             return Ok(ExitCode::FAILURE);
         }
-        Some(row) if row.state.status != Status::Stuck => {
+        Some(row) if row.state.status != SagaStatus::Stuck => {
             println!(
                 "{} is {}, not stuck: nothing to retry",
                 args.saga_id,
@@ -92,7 +92,7 @@ pub async fn retry(args: RetryArgs) -> anyhow::Result<ExitCode> {
     println!(
         "{}: undo sent again ({}); follow it with `checkout watch {}`",
         args.saga_id,
-        status.map_or("unknown", Status::as_str),
+        status.map_or("unknown", SagaStatus::as_str),
         args.saga_id
     );
     Ok(ExitCode::SUCCESS)

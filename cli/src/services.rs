@@ -222,7 +222,7 @@ pub async fn orchestrator(args: OrchestratorArgs) -> anyhow::Result<ExitCode> {
 /// Runs a worker until SIGTERM or Ctrl-C.
 pub async fn worker(args: WorkerArgs) -> anyhow::Result<ExitCode> {
     let kind: Step = args.kind.parse()?;
-    let telemetry = args.telemetry.init(kind.service(), SERVICE_FILTER)?;
+    let telemetry = args.telemetry.init(kind.as_str(), SERVICE_FILTER)?;
     let config = WorkerConfig {
         kind,
         nats_url: args.nats.nats_url,

@@ -7,6 +7,9 @@
 //! what happened before the caller connected and then follow live, from one ordered consumer.
 //! The price: lifecycle events are best-effort (the saga row is the truth), so a status may
 //! miss an event that was lost, and a saga older than the stream's day is not found.
+//!
+//! The status is the one fold of those events that `checkout watch` shares
+//! ([`checkout_shared::saga_view`]).
 
 use crate::AppState;
 use crate::problem::Problem;
@@ -15,10 +18,10 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
-use checkout_shared::messages::{LifecycleEvent, LifecycleKind};
-use checkout_shared::{Phase, Step, subjects};
+use checkout_shared::messages::LifecycleEvent;
+use checkout_shared::saga_view::SagaView;
+use checkout_shared::subjects;
 use futures::{Stream, StreamExt};
-use serde::Serialize;
 use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::Duration;
@@ -26,98 +29,6 @@ use uuid::Uuid;
 
 /// How long a status read waits for the stream before answering 503.
 const READ_TIMEOUT: Duration = Duration::from_secs(5);
-
-/// One finished step or undo.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct StepStatus {
-    /// The step's name, e.g. `payment.charge`.
-    pub step: String,
-    /// `do` or `undo`.
-    pub phase: String,
-    /// `succeeded` or `failed`.
-    pub outcome: String,
-    /// Why it failed (or what it created, as the orchestrator reports it).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub reason: Option<String>,
-}
-
-/// A saga's progress as its lifecycle events tell it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct CheckoutStatus {
-    /// The saga.
-    pub saga_id: Uuid,
-    /// `running`, `compensating`, `completed`, `compensated` or `stuck`.
-    pub state: String,
-    /// The step in progress (`payment.charge`, or `compensate payment.charge`), if any.
-    pub current_step: Option<String>,
-    /// Every step and undo finished so far, in order.
-    pub steps: Vec<StepStatus>,
-    /// Why the checkout failed or is stuck.
-    pub reason: Option<String>,
-    /// The saga's trace.
-    pub trace_id: String,
-}
-
-/// Folds a saga's lifecycle events, in order, into its status.
-pub fn fold(saga_id: Uuid, events: &[LifecycleEvent]) -> CheckoutStatus {
-    let mut status = CheckoutStatus {
-        saga_id,
-        state: "running".into(),
-        current_step: Step::ALL.first().map(|s| s.name()),
-        steps: Vec::new(),
-        reason: None,
-        trace_id: String::new(),
-    };
-    for event in events {
-        status.trace_id.clone_from(&event.trace_id);
-        match (event.kind, event.step, event.phase) {
-            (LifecycleKind::Step, Some(step), Some(phase)) => {
-                // The orchestrator reports a success as "ok" and a failure by its reason.
-                let ok = event.detail == "ok";
-                status.steps.push(StepStatus {
-                    step: step.name(),
-                    phase: phase.as_str().into(),
-                    outcome: if ok { "succeeded" } else { "failed" }.into(),
-                    reason: (!ok).then(|| event.detail.clone()),
-                });
-                if step.is_fire_and_forget() {
-                    // Reported after the checkout ended (the confirmation): listed with its
-                    // outcome, and the checkout's state stands whatever it is.
-                    continue;
-                }
-                if !ok && phase == Phase::Do {
-                    status.state = "compensating".into();
-                    status.reason = Some(event.detail.clone());
-                }
-                status.current_step = next_step(step, phase, ok);
-            }
-            (LifecycleKind::Started, _, _) => {}
-            (kind, _, _) => {
-                status.state = kind.as_str().into();
-                status.current_step = None;
-                if !event.detail.is_empty() {
-                    status.reason = Some(event.detail.clone());
-                }
-            }
-        }
-    }
-    status
-}
-
-/// What runs after `step`'s `phase` ended: the next step forwards, or the undo of the one
-/// before when going backwards (a failed action is not undone itself).
-fn next_step(step: Step, phase: Phase, ok: bool) -> Option<String> {
-    let index = Step::ALL.iter().position(|s| *s == step)?;
-    let forwards = phase == Phase::Do && ok;
-    if forwards {
-        Step::ALL.get(index + 1).map(|s| s.name())
-    } else {
-        let previous = index.checked_sub(1)?;
-        Step::ALL
-            .get(previous)
-            .map(|s| format!("compensate {}", s.name()))
-    }
-}
 
 async fn follow(
     state: &AppState,
@@ -176,7 +87,7 @@ pub async fn get(State(state): State<Arc<AppState>>, Path(id): Path<String>) -> 
         )
         .into_response();
     }
-    let body = serde_json::to_string(&fold(saga_id, &events)).unwrap_or_default();
+    let body = serde_json::to_string(&SagaView::fold(saga_id, &events)).unwrap_or_default();
     ([("content-type", "application/json")], body).into_response()
 }
 
@@ -254,86 +165,4 @@ fn broker_down(error: &str) -> Problem {
         "Try again",
         "the broker is unavailable".into(),
     )
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn event(kind: LifecycleKind, step: Option<(Step, Phase)>, detail: &str) -> LifecycleEvent {
-        LifecycleEvent {
-            saga_id: Uuid::nil(),
-            kind,
-            step: step.map(|(s, _)| s),
-            phase: step.map(|(_, p)| p),
-            detail: detail.into(),
-            trace_id: "t".into(),
-        }
-    }
-
-    #[test]
-    fn a_declined_payment_folds_into_a_compensation_with_its_reason() {
-        let events = [
-            event(LifecycleKind::Started, None, ""),
-            event(
-                LifecycleKind::Step,
-                Some((Step::Inventory, Phase::Do)),
-                "ok",
-            ),
-        ];
-        let running = fold(Uuid::nil(), &events);
-        assert_eq!(running.state, "running");
-        assert_eq!(running.current_step.as_deref(), Some("payment.charge"));
-        let mut events = events.to_vec();
-        events.push(event(
-            LifecycleKind::Step,
-            Some((Step::Payment, Phase::Do)),
-            "card declined",
-        ));
-        let compensating = fold(Uuid::nil(), &events);
-        assert_eq!(compensating.state, "compensating");
-        assert_eq!(
-            compensating.current_step.as_deref(),
-            Some("compensate inventory.reserve")
-        );
-        assert_eq!(compensating.steps[1].outcome, "failed");
-        assert_eq!(
-            compensating.steps[1].reason.as_deref(),
-            Some("card declined")
-        );
-        events.push(event(
-            LifecycleKind::Step,
-            Some((Step::Inventory, Phase::Undo)),
-            "ok",
-        ));
-        events.push(event(LifecycleKind::Compensated, None, "card declined"));
-        let done = fold(Uuid::nil(), &events);
-        assert_eq!(done.state, "compensated");
-        assert_eq!(done.current_step, None);
-        assert_eq!(done.reason.as_deref(), Some("card declined"));
-        assert_eq!(done.trace_id, "t");
-    }
-
-    #[test]
-    fn a_failed_confirmation_after_completion_leaves_the_checkout_completed() {
-        let mut events = vec![event(LifecycleKind::Started, None, "")];
-        for step in [Step::Inventory, Step::Payment, Step::Order] {
-            events.push(event(LifecycleKind::Step, Some((step, Phase::Do)), "ok"));
-        }
-        events.push(event(LifecycleKind::Completed, None, ""));
-        events.push(event(
-            LifecycleKind::Step,
-            Some((Step::Notification, Phase::Do)),
-            "notification_failed: not sent after 3 attempts",
-        ));
-        let status = fold(Uuid::nil(), &events);
-        assert_eq!(status.state, "completed");
-        assert_eq!(status.current_step, None);
-        assert_eq!(status.reason, None);
-        let last = status.steps.last().expect("the confirmation is listed");
-        assert_eq!(
-            (last.step.as_str(), last.outcome.as_str()),
-            ("notification.send", "failed")
-        );
-    }
 }

@@ -7,19 +7,19 @@
 //! The executor is generic over its [`SagaStore`] and [`Transport`]: PostgreSQL and JetStream
 //! in production, in-memory fakes in its tests.
 
-use crate::machine::{Input, Policy, SagaState, Status, Transition};
+use crate::machine::{Input, Policy, SagaState, SagaStatus, Transition};
 use crate::ports::{Locked, Planned, SagaStore, Transport};
 use crate::postgres::PgStore;
-use crate::saga::{CHECKOUT, SagaData};
+use crate::saga::{self, PlanId, SagaData};
 use crate::spans::{self, SagaTrace};
 use crate::store::{SagaRow, Write};
 use crate::transport::NatsTransport;
 use bytes::Bytes;
 use checkout_shared::envelope::Envelope;
-use checkout_shared::messages::{CommandMessage, LifecycleEvent, LifecycleKind};
+use checkout_shared::messages::{CommandMessage, LifecycleEvent, LifecycleKind, StepRef};
 use checkout_shared::messaging::{self, Outgoing};
 use checkout_shared::telemetry::{SpanFlusher, new_span_id};
-use checkout_shared::{Phase, subjects};
+use checkout_shared::{Phase, StepOutcome, subjects};
 use chrono::{DateTime, Utc};
 use opentelemetry::KeyValue;
 use sqlx::PgPool;
@@ -160,7 +160,7 @@ impl<S: SagaStore, T: Transport> Executor<S, T> {
             }
         };
         let now = Utc::now();
-        let transition = SagaState::start(data);
+        let transition = SagaState::start(PlanId::CURRENT, data);
         let row = SagaRow {
             saga_id,
             state: transition.state,
@@ -187,12 +187,16 @@ impl<S: SagaStore, T: Transport> Executor<S, T> {
     }
 
     /// Applies `input` to a saga; returns its status afterwards (None if unknown).
-    pub async fn apply(&self, saga_id: Uuid, input: Input) -> Result<Option<Status>, ExecError> {
+    pub async fn apply(
+        &self,
+        saga_id: Uuid,
+        input: Input,
+    ) -> Result<Option<SagaStatus>, ExecError> {
         self.apply_at(saga_id, input, Utc::now()).await
     }
 
     /// Times out a saga whose deadline has passed (nothing happens if it is no longer due).
-    pub async fn time_out(&self, saga_id: Uuid) -> Result<Option<Status>, ExecError> {
+    pub async fn time_out(&self, saga_id: Uuid) -> Result<Option<SagaStatus>, ExecError> {
         let input = Input::Timeout {
             waited: Duration::ZERO,
         };
@@ -205,7 +209,7 @@ impl<S: SagaStore, T: Transport> Executor<S, T> {
         saga_id: Uuid,
         input: Input,
         now: DateTime<Utc>,
-    ) -> Result<Option<Status>, ExecError> {
+    ) -> Result<Option<SagaStatus>, ExecError> {
         let policy = self.timing.policy();
         let is_timeout = matches!(input, Input::Timeout { .. });
         let locked = self
@@ -255,26 +259,27 @@ impl<S: SagaStore, T: Transport> Executor<S, T> {
             let _ = self.exported.try_send((after.saga_id, after.version));
         }
         if let Some(finished) = &t.finished {
+            let outcome = crate::observe::step_outcome(finished);
             let detail = match &finished.result {
                 Ok(()) => "ok".to_owned(),
                 Err(reason) => reason.clone(),
             };
-            let step = CHECKOUT[finished.cursor].step;
-            self.lifecycle(
-                before,
-                LifecycleKind::Step,
-                Some((step, finished.phase)),
-                detail,
-            )
-            .await;
+            let ended = StepRef {
+                step: finished.step,
+                phase: finished.phase,
+            };
+            self.lifecycle(after, LifecycleKind::Step, Some((ended, outcome)), detail)
+                .await;
         }
         let ends = before.state.status.is_active();
         let terminal = match after.state.status {
-            Status::Completed if ends => Some(LifecycleKind::Completed),
-            Status::Compensated if ends => Some(LifecycleKind::Compensated),
-            Status::Failed if ends => Some(LifecycleKind::Failed),
+            SagaStatus::Completed if ends => Some(LifecycleKind::Completed),
+            SagaStatus::Compensated if ends => Some(LifecycleKind::Compensated),
+            SagaStatus::Failed if ends => Some(LifecycleKind::Failed),
             // Flagged once, when it happens; the retries that follow are in the log.
-            Status::Stuck if before.state.status != Status::Stuck => Some(LifecycleKind::Stuck),
+            SagaStatus::Stuck if before.state.status != SagaStatus::Stuck => {
+                Some(LifecycleKind::Stuck)
+            }
             _ => None,
         };
         if let Some(kind) = terminal {
@@ -298,18 +303,14 @@ impl<S: SagaStore, T: Transport> Executor<S, T> {
     /// Sends the command the stored state implies, under the current step's span.
     pub async fn send_current(&self, row: &SagaRow) -> Result<(), ExecError> {
         let state = &row.state;
-        let def = &CHECKOUT[state.cursor];
-        let command = match (state.phase, def.undo) {
-            (Phase::Do, _) => (def.action)(&state.data),
-            (Phase::Undo, Some(undo)) => undo(&state.data),
-            (Phase::Undo, None) => {
-                // The machine never undoes a fire-and-forget step; a state that asks for it
-                // is a bug, reported rather than sent as a command no worker knows.
-                tracing::error!(saga_id = %row.saga_id, step = %def.step, "no undo to send");
-                return Ok(());
-            }
+        let step = state.step();
+        let Some(command) = saga::command(step, state.phase, &state.data) else {
+            // The machine never undoes a step without an undo; a state that asks for it is a
+            // bug, reported rather than sent as a command no worker knows.
+            tracing::error!(saga_id = %row.saga_id, %step, "no undo to send");
+            return Ok(());
         };
-        let envelope = Envelope::command(row.saga_id, def.step, state.phase);
+        let envelope = Envelope::command(row.saga_id, step, state.phase);
         let msg_id = state.msg_id(row.saga_id);
         let mut headers = async_nats::HeaderMap::new();
         envelope.write(&mut headers, &msg_id);
@@ -323,9 +324,9 @@ impl<S: SagaStore, T: Transport> Executor<S, T> {
                 what: "a command",
                 source,
             })?;
-        let subject = subjects::command(def.step, state.phase);
+        let subject = subjects::command(step, state.phase);
         let parent = row.trace.context_of(row.step_span_id);
-        let extra = saga_attributes(row.saga_id, &def.step.name(), state.phase);
+        let extra = saga_attributes(row.saga_id, step, state.phase);
         let outgoing = Outgoing {
             subject,
             msg_id,
@@ -338,18 +339,23 @@ impl<S: SagaStore, T: Transport> Executor<S, T> {
         Ok(())
     }
 
+    /// Tells watchers what happened and where the saga (as `row` has it afterwards) stands.
     async fn lifecycle(
         &self,
         row: &SagaRow,
         kind: LifecycleKind,
-        step: Option<(checkout_shared::Step, Phase)>,
+        ended: Option<(StepRef, StepOutcome)>,
         detail: String,
     ) {
         let event = LifecycleEvent {
             saga_id: row.saga_id,
             kind,
-            step: step.map(|(s, _)| s),
-            phase: step.map(|(_, p)| p),
+            status: Some(row.state.status),
+            step: ended.map(|(s, _)| s.step),
+            phase: ended.map(|(s, _)| s.phase),
+            outcome: ended.map(|(_, outcome)| outcome),
+            next: row.state.waiting_for(),
+            failure_code: row.state.failure_code,
             detail,
             trace_id: row.trace.trace_id.to_string(),
         };
@@ -366,10 +372,10 @@ impl<S: SagaStore, T: Transport> Executor<S, T> {
     }
 }
 
-fn saga_attributes(saga_id: Uuid, step: &str, phase: Phase) -> Vec<KeyValue> {
+fn saga_attributes(saga_id: Uuid, step: checkout_shared::Step, phase: Phase) -> Vec<KeyValue> {
     vec![
         KeyValue::new("saga.id", saga_id.to_string()),
-        KeyValue::new("saga.step", step.to_owned()),
+        KeyValue::new("saga.step", step.as_str()),
         KeyValue::new("saga.phase", phase.as_str()),
     ]
 }

@@ -135,7 +135,7 @@ fn log_json(log: &[LogEntry]) -> Value {
     Value::Array(
         log.iter()
             .map(|(step, event, detail)| {
-                json!({ "step": step.map(|s| s.name()), "event": event, "detail": detail })
+                json!({ "step": step.map(|s| s.as_str()), "event": event, "detail": detail })
             })
             .collect(),
     )

@@ -3,35 +3,44 @@
 //! tested here in memory.
 //!
 //! ```text
-//!  running(0,do) ─ok─▶ running(1,do) ─ok─▶ running(2,do) ─ok─▶ completed ─▶ notification sent,
-//!        │ no             │ no                  │ no / timed out     (follow-up: its reply is
-//!        ▼                ▼                     ▼ undo from the       recorded, never waited
-//!     failed         compensating(0,undo) ◀─ok─ compensating(1,undo) for, never compensated)
-//!   (nothing to undo)     │ ok
-//!                         ▼
-//!   compensated ◀─────────┘
+//!  running(inventory) ─ok─▶ running(payment) ─ok─▶ running(order) ─ok─▶ completed ─▶ follow-ups
+//!        │ no                  │ no                    │ no / timed out   (the confirmation: its
+//!        ▼                     ▼                       ▼ undo from the    reply is recorded, never
+//!     failed         compensating(inventory) ◀─ok─ compensating(payment)  waited for, never
+//!   (nothing to undo)          │ ok                                        compensated)
+//!                              ▼
+//!   compensated ◀──────────────┘
 //!        ▲                 │ no reply for `stuck_after`: flagged, still retried
 //!        └──────ok──────  stuck ◀─┐ re-sent at the capped interval; an operator's retry
 //!                                 └─ sends it now
 //! ```
 //!
+//! A saga is where it is by name (its plan, its step, its phase), never by a position in a
+//! list: what it does next is read from the plan it started under, which a new release
+//! keeps. Compensation walks that plan backwards and skips steps with nothing to undo.
+//!
 //! An undo has no refusal: whatever happens to it (lost, unanswered, a worker that cannot
 //! reach its database), it is sent again until it succeeds. Only a business decision ends a
 //! step; a failure to act never does.
 
-use crate::saga::{CHECKOUT, SagaData, blocking_steps, index_of};
-use checkout_shared::messages::Outcome;
-use checkout_shared::{Phase, Step};
+use crate::saga::{PlanId, SagaData};
+use checkout_shared::messages::{Outcome, StepRef};
+use checkout_shared::{FailureCode, LogEvent, Phase, Step};
 use serde::{Deserialize, Serialize};
 use std::time::Duration;
 
+pub use checkout_shared::SagaStatus;
+
 /// The whole state of one saga.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "wire::StateWire")]
 pub struct SagaState {
     /// Where it stands.
-    pub status: Status,
-    /// The index of the step in hand.
-    pub cursor: usize,
+    pub status: SagaStatus,
+    /// The plan it started under, and finishes under.
+    pub plan: PlanId,
+    /// The step in hand, one of its plan's.
+    pub step: Step,
     /// Doing or undoing it.
     pub phase: Phase,
     /// Sends of the current command so far, beyond the first.
@@ -42,14 +51,11 @@ pub struct SagaState {
     /// Why the saga is compensating.
     pub failure: Option<String>,
     /// The step whose failure ended the checkout (for `checkout.failure_step`).
-    #[serde(default)]
     pub failure_step: Option<Step>,
-    /// The stable code of that failure: a refusal's code, or `timeout`.
-    #[serde(default)]
-    pub failure_code: Option<String>,
-    /// Whether a fire-and-forget step's reply is still expected (the saga has completed; the
-    /// step in hand is the follow-up).
-    #[serde(default)]
+    /// The stable code of that failure.
+    pub failure_code: Option<FailureCode>,
+    /// Whether a follow-up step's reply is still expected (the saga has completed; the step
+    /// in hand is the follow-up).
     pub follow_up: bool,
     /// What the steps created.
     pub data: SagaData,
@@ -90,7 +96,7 @@ pub struct Policy {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Finished {
     /// The step.
-    pub cursor: usize,
+    pub step: Step,
     /// Action or undo.
     pub phase: Phase,
     /// `Err(reason)` when it failed.
@@ -98,7 +104,7 @@ pub struct Finished {
 }
 
 /// A log entry: the step concerned, the event and a detail.
-pub type LogEntry = (Option<Step>, &'static str, Option<String>);
+pub type LogEntry = (Option<Step>, LogEvent, Option<String>);
 
 /// The effects of one input on one saga.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -118,11 +124,12 @@ pub struct Transition {
 }
 
 impl SagaState {
-    /// The state of a new saga, about to send its first command.
-    pub fn start(data: SagaData) -> Transition {
+    /// The state of a new saga under `plan`, about to send its first command.
+    pub fn start(plan: PlanId, data: SagaData) -> Transition {
         let state = SagaState {
-            status: Status::Running,
-            cursor: 0,
+            status: SagaStatus::Running,
+            plan,
+            step: plan.first(),
             phase: Phase::Do,
             attempts: 0,
             generation: 0,
@@ -133,7 +140,7 @@ impl SagaState {
             data,
         };
         Transition {
-            log: vec![(Some(CHECKOUT[0].step), "started", None)],
+            log: vec![(Some(plan.first()), LogEvent::Started, None)],
             state,
             finished: None,
             started: true,
@@ -144,7 +151,15 @@ impl SagaState {
 
     /// The step in hand.
     pub fn step(&self) -> Step {
-        CHECKOUT[self.cursor.min(CHECKOUT.len() - 1)].step
+        self.step
+    }
+
+    /// The action or undo the saga waits for, if any.
+    pub fn waiting_for(&self) -> Option<StepRef> {
+        (self.status.is_active() || self.follow_up).then_some(StepRef {
+            step: self.step,
+            phase: self.phase,
+        })
     }
 
     /// The JetStream message id of the current command: the action key, then the generation
@@ -175,7 +190,7 @@ impl SagaState {
                 outcome,
             } => {
                 let current = (self.status.is_active() || self.follow_up)
-                    && index_of(*step) == self.cursor
+                    && *step == self.step
                     && *phase == self.phase;
                 current.then(|| self.on_reply(outcome))
             }
@@ -184,7 +199,7 @@ impl SagaState {
                 .status
                 .is_active()
                 .then(|| self.on_timeout(*waited, policy)),
-            Input::OperatorRetry => (self.status == Status::Stuck).then(|| self.on_retry()),
+            Input::OperatorRetry => (self.status == SagaStatus::Stuck).then(|| self.on_retry()),
         }
     }
 
@@ -196,31 +211,38 @@ impl SagaState {
         }
         match (self.phase, outcome) {
             (Phase::Do, Outcome::StepSucceeded { reference }) => {
-                (CHECKOUT[self.cursor].record)(&mut next.data, *reference);
+                next.data.record(step, *reference);
                 let finished = self.finished(Ok(()));
-                if self.cursor + 1 < blocking_steps() {
-                    next.cursor += 1;
-                    next.attempts = 0;
-                    let log = vec![
-                        (Some(step), "succeeded", None),
-                        (Some(next.step()), "started", None),
-                    ];
-                    next.advance(log, finished)
-                } else {
-                    next.status = Status::Completed;
-                    let log = vec![(Some(step), "succeeded", None), (None, "completed", None)];
-                    next.complete(log, finished)
+                match self.plan.after(step).filter(|s| !s.is_follow_up()) {
+                    Some(following) => {
+                        next.step = following;
+                        next.attempts = 0;
+                        let log = vec![
+                            (Some(step), LogEvent::Succeeded, None),
+                            (Some(following), LogEvent::Started, None),
+                        ];
+                        next.advance(log, finished)
+                    }
+                    None => {
+                        next.status = SagaStatus::Completed;
+                        let log = vec![
+                            (Some(step), LogEvent::Succeeded, None),
+                            (None, LogEvent::Completed, None),
+                        ];
+                        next.complete(log, finished)
+                    }
                 }
             }
             (Phase::Do, Outcome::StepFailed { reason }) => {
                 // The step said no, so it did not happen: undo the steps before it.
-                next.failure_code = Some(reason.code.as_str().to_owned());
+                next.failure_code = Some(FailureCode::Refused(reason.code));
                 let reason = reason.to_string();
-                next.compensate_from(self.cursor, &reason, self.finished(Err(reason.clone())))
+                let undo = self.plan.undoable_before(step, false);
+                next.compensate_from(undo, &reason, self.finished(Err(reason.clone())))
             }
             (Phase::Undo, Outcome::StepSucceeded { .. }) => {
                 let finished = self.finished(Ok(()));
-                let log = vec![(Some(step), "undo_finished", None)];
+                let log = vec![(Some(step), LogEvent::UndoFinished, None)];
                 next.undo_next(log, finished)
             }
             (Phase::Undo, Outcome::StepFailed { reason }) => {
@@ -228,7 +250,7 @@ impl SagaState {
                 // command that could not be delivered. It is not a decision: keep the undo
                 // pending, send it afresh at the next deadline, never give up on it.
                 next.generation += 1;
-                let log = vec![(Some(step), "undo_failed", Some(reason.to_string()))];
+                let log = vec![(Some(step), LogEvent::UndoFailed, Some(reason.to_string()))];
                 Transition {
                     state: next,
                     log,
@@ -250,15 +272,16 @@ impl SagaState {
         if self.attempts + 1 < policy.max_attempts {
             next.attempts += 1;
             let detail = format!("no reply; re-sending (attempt {})", next.attempts + 1);
-            return next.resend(vec![(Some(step), "retried", Some(detail))]);
+            return next.resend(vec![(Some(step), LogEvent::Retried, Some(detail))]);
         }
         // The action got no decision: it may have happened, so undo it too, from itself.
         let reason = format!(
             "{} {} got no reply after {} attempts",
             step, self.phase, policy.max_attempts
         );
-        next.failure_code = Some("timeout".to_owned());
-        next.compensate_from(self.cursor + 1, &reason, self.finished(Err(reason.clone())))
+        next.failure_code = Some(FailureCode::Timeout);
+        let undo = self.plan.undoable_before(step, true);
+        next.compensate_from(undo, &reason, self.finished(Err(reason.clone())))
     }
 
     /// An undo with no success yet is sent again, however long it takes; past `stuck_after`
@@ -267,14 +290,14 @@ impl SagaState {
         let step = self.step();
         self.attempts = self.attempts.saturating_add(1);
         let detail = format!("no reply; re-sending (attempt {})", self.attempts + 1);
-        let mut log = vec![(Some(step), "retried", Some(detail))];
-        if self.status == Status::Compensating && waited >= policy.stuck_after {
-            self.status = Status::Stuck;
+        let mut log = vec![(Some(step), LogEvent::Retried, Some(detail))];
+        if self.status == SagaStatus::Compensating && waited >= policy.stuck_after {
+            self.status = SagaStatus::Stuck;
             let reason = format!(
                 "{step} undo has not succeeded for {}s; still retrying",
                 waited.as_secs()
             );
-            log.push((Some(step), "stuck", Some(reason)));
+            log.push((Some(step), LogEvent::Stuck, Some(reason)));
         }
         self.resend(log)
     }
@@ -297,45 +320,49 @@ impl SagaState {
         next.generation += 1;
         let log = vec![(
             Some(self.step()),
-            "retried",
+            LogEvent::Retried,
             Some("operator retry".to_owned()),
         )];
         next.resend(log)
     }
 
-    /// Starts undoing every step before `upto` (exclusive), last first.
-    fn compensate_from(mut self, upto: usize, reason: &str, finished: Finished) -> Transition {
+    /// Starts undoing from `undo` backwards, the saga having failed at the step in hand;
+    /// with nothing to undo, the saga ends failed.
+    fn compensate_from(
+        mut self,
+        undo: Option<Step>,
+        reason: &str,
+        finished: Finished,
+    ) -> Transition {
         let step = self.step();
         self.failure = Some(reason.to_owned());
         self.failure_step = Some(step);
-        self.status = Status::Compensating;
-        let log = vec![(Some(step), "failed", Some(reason.to_owned()))];
-        if upto == 0 {
-            // Refused at the first step: nothing happened, so nothing is compensated.
-            self.status = Status::Failed;
-            let mut log = log;
-            log.push((None, "failed", Some(reason.to_owned())));
+        let mut log = vec![(Some(step), LogEvent::Failed, Some(reason.to_owned()))];
+        let Some(undo) = undo else {
+            // Nothing that happened needs undoing.
+            self.status = SagaStatus::Failed;
+            log.push((None, LogEvent::Failed, Some(reason.to_owned())));
             return self.end(log, finished);
-        }
-        self.cursor = upto - 1;
+        };
+        self.status = SagaStatus::Compensating;
+        self.step = undo;
         self.phase = Phase::Undo;
         self.attempts = 0;
-        let mut log = log;
-        log.push((Some(self.step()), "undo_started", None));
+        log.push((Some(undo), LogEvent::UndoStarted, None));
         self.advance(log, finished)
     }
 
     fn undo_next(mut self, mut log: Vec<LogEntry>, finished: Finished) -> Transition {
-        if self.cursor == 0 {
-            self.status = Status::Compensated;
-            log.push((None, "compensated", self.failure.clone()));
+        let Some(undo) = self.plan.undoable_before(self.step, false) else {
+            self.status = SagaStatus::Compensated;
+            log.push((None, LogEvent::Compensated, self.failure.clone()));
             return self.end(log, finished);
-        }
-        self.cursor -= 1;
+        };
+        self.step = undo;
         self.attempts = 0;
         // The flag belongs to the undo that would not finish; the next one starts afresh.
-        self.status = Status::Compensating;
-        log.push((Some(self.step()), "undo_started", None));
+        self.status = SagaStatus::Compensating;
+        log.push((Some(undo), LogEvent::UndoStarted, None));
         self.advance(log, finished)
     }
 
@@ -363,7 +390,7 @@ impl SagaState {
 
     fn finished(&self, result: Result<(), String>) -> Finished {
         Finished {
-            cursor: self.cursor,
+            step: self.step,
             phase: self.phase,
             result,
         }
@@ -371,8 +398,7 @@ impl SagaState {
 }
 
 mod follow_up;
-mod status;
+mod wire;
 
-pub use status::Status;
 #[cfg(test)]
 mod tests;

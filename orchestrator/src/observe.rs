@@ -16,11 +16,10 @@
 //! counts the end keeps its -1, so such a sum drifts for good. It is read from the saga table
 //! instead, which every orchestrator reports identically (dashboards take the `max`).
 
-use crate::machine::{Finished, Status, Transition};
-use crate::saga::CHECKOUT;
+use crate::machine::{Finished, SagaStatus, Transition};
 use crate::store::SagaRow;
-use checkout_shared::Phase;
 use checkout_shared::metrics::{self, SagaOutcome};
+use checkout_shared::{Phase, StepOutcome};
 use chrono::{DateTime, Utc};
 use sqlx::PgPool;
 use std::sync::Arc;
@@ -32,25 +31,21 @@ use tokio_util::sync::CancellationToken;
 pub const IN_FLIGHT_POLL: Duration = Duration::from_secs(2);
 
 /// How a step span ends: the `saga.outcome` of step spans and of `checkout.step.duration`.
-pub fn step_outcome(finished: &Finished) -> &'static str {
-    match &finished.result {
-        Ok(()) if finished.phase == Phase::Undo => "compensated",
-        Ok(()) => "succeeded",
-        Err(_) => "failed",
-    }
+pub fn step_outcome(finished: &Finished) -> StepOutcome {
+    StepOutcome::of(finished.phase, finished.result.is_ok())
 }
 
 /// The outcome a transition ends a saga with, if it does.
-fn saga_outcome(before: Status, after: Status) -> Option<SagaOutcome> {
+fn saga_outcome(before: SagaStatus, after: SagaStatus) -> Option<SagaOutcome> {
     if !before.is_active() {
         return None;
     }
     match after {
-        Status::Completed => Some(SagaOutcome::Completed),
-        Status::Compensated => Some(SagaOutcome::Compensated),
-        Status::Failed => Some(SagaOutcome::Failed),
+        SagaStatus::Completed => Some(SagaOutcome::Completed),
+        SagaStatus::Compensated => Some(SagaOutcome::Compensated),
+        SagaStatus::Failed => Some(SagaOutcome::Failed),
         // Stuck is a flag on a saga whose undo is still being retried, not an end.
-        Status::Running | Status::Compensating | Status::Stuck => None,
+        SagaStatus::Running | SagaStatus::Compensating | SagaStatus::Stuck => None,
     }
 }
 
@@ -69,36 +64,36 @@ pub fn committed(before: &SagaRow, after: &SagaRow, t: &Transition) {
     let saga_id = after.saga_id;
     let now = after.updated_at;
     if let Some(finished) = &t.finished {
-        let step = CHECKOUT[finished.cursor].step;
+        let step = finished.step;
         let outcome = step_outcome(finished);
         let took = since(before.step_started_at, now);
         m.step_finished(step, finished.phase, outcome, took);
         let _cx = before.trace.context_of(before.step_span_id).attach();
         match (finished.phase, &finished.result) {
             // A fire-and-forget step ends after its checkout: counted, never abandoning it.
-            (Phase::Do, result) if step.is_fire_and_forget() => {
+            (Phase::Do, result) if step.is_follow_up() => {
                 m.notification(if result.is_ok() { "sent" } else { "failed" });
                 if let Err(reason) = result {
-                    tracing::warn!(%saga_id, step = %step.name(), %reason, "confirmation not sent; the checkout stands");
+                    tracing::warn!(%saga_id, %step, %reason, "confirmation not sent; the checkout stands");
                 }
             }
             (Phase::Do, Err(reason)) => {
                 m.abandoned(step);
-                tracing::warn!(%saga_id, step = %step.name(), %reason, "step failed; compensating");
+                tracing::warn!(%saga_id, %step, %reason, "step failed; compensating");
             }
             (Phase::Undo, Ok(())) => {
                 m.compensated(step);
-                tracing::info!(%saga_id, step = %step.name(), "compensation done");
+                tracing::info!(%saga_id, %step, "compensation done");
             }
             (Phase::Undo, Err(reason)) => {
-                tracing::error!(%saga_id, step = %step.name(), %reason, "compensation failed");
+                tracing::error!(%saga_id, %step, %reason, "compensation failed");
             }
             (Phase::Do, Ok(())) => {}
         }
     }
     if t.started && after.state.phase == Phase::Undo {
         let _cx = after.trace.context_of(after.step_span_id).attach();
-        let step = after.state.step().name();
+        let step = after.state.step();
         tracing::info!(%saga_id, %step, "compensation started");
     }
     if let Some(outcome) = saga_outcome(before.state.status, after.state.status) {
@@ -144,7 +139,7 @@ mod tests {
 
     #[test]
     fn only_the_transition_out_of_an_active_state_ends_a_saga() {
-        use Status::*;
+        use SagaStatus::*;
         assert_eq!(
             saga_outcome(Running, Completed),
             Some(SagaOutcome::Completed)

@@ -347,7 +347,7 @@ async fn on_reply(ctx: &Ctx, message: &jetstream::Message, retry_after: Duration
     };
     let span = tracing::Span::current();
     span.record("saga.id", reply.saga_id.to_string());
-    span.record("saga.step", reply.step.service());
+    span.record("saga.step", reply.step.as_str());
     span.record("saga.phase", reply.phase.as_str());
     if envelope.saga_id != reply.saga_id {
         let reason = "the body does not match the Saga-Id header";

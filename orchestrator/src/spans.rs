@@ -13,7 +13,6 @@ use serde::{Deserialize, Serialize};
 use std::time::SystemTime;
 
 use crate::machine::Finished;
-use crate::saga::CHECKOUT;
 use crate::store::SagaRow;
 use checkout_shared::Phase;
 
@@ -129,20 +128,17 @@ pub fn hex(span_id: SpanId) -> String {
 
 /// The span of a step (or undo) that `finished` ends.
 pub fn step_span(row: &SagaRow, finished: &Finished, now: DateTime<Utc>) -> PlannedSpan {
-    let step = CHECKOUT[finished.cursor].step.name();
+    let step = finished.step.as_str();
+    let action = finished.step.action_name();
     let (name, link) = match finished.phase {
-        Phase::Do => (format!("step {step}"), None),
-        Phase::Undo => (format!("compensate {step}"), row.failed_span_id.map(hex)),
+        Phase::Do => (format!("step {action}"), None),
+        Phase::Undo => (format!("compensate {action}"), row.failed_span_id.map(hex)),
     };
-    let outcome = match &finished.result {
-        Ok(()) if finished.phase == Phase::Undo => "compensated",
-        Ok(()) => "succeeded",
-        Err(_) => "failed",
-    };
+    let outcome = crate::observe::step_outcome(finished).as_str();
     let mut attributes: Vec<(String, String)> = vec![
         ("saga.id".into(), row.saga_id.to_string()),
-        ("checkout.step".into(), step.clone()),
-        ("saga.step".into(), step),
+        ("checkout.step".into(), step.into()),
+        ("saga.step".into(), step.into()),
         ("saga.phase".into(), finished.phase.as_str().into()),
         ("saga.outcome".into(), outcome.into()),
     ];
@@ -172,6 +168,7 @@ pub fn saga_span(row: &SagaRow, now: DateTime<Utc>) -> PlannedSpan {
     let mut attributes: Vec<(String, String)> = vec![
         ("saga.id".into(), row.saga_id.to_string()),
         ("saga.name".into(), "checkout".into()),
+        ("saga.plan".into(), row.state.plan.to_string()),
         ("saga.outcome".into(), outcome.into()),
         ("checkout.id".into(), request.checkout_id.to_string()),
         ("user.id".into(), request.customer_id.clone()),
@@ -187,10 +184,10 @@ pub fn saga_span(row: &SagaRow, now: DateTime<Utc>) -> PlannedSpan {
         attributes.push(("saga.failure_reason".into(), reason.clone()));
     }
     if let Some(step) = row.state.failure_step {
-        attributes.push(("checkout.failure_step".into(), step.name()));
+        attributes.push(("checkout.failure_step".into(), step.as_str().into()));
     }
-    if let Some(code) = &row.state.failure_code {
-        attributes.push(("checkout.failure_reason".into(), code.clone()));
+    if let Some(code) = row.state.failure_code {
+        attributes.push(("checkout.failure_reason".into(), code.as_str().into()));
     }
     PlannedSpan {
         name: "saga checkout".into(),

@@ -4,18 +4,15 @@
 //! and a `Nats-Msg-Id` of `{saga_id}.{step}.{do|undo}` so that JetStream's duplicate window
 //! drops a republish after recovery.
 
-use crate::steps::{STEPS, StepRow};
+pub use crate::steps::{Phase, Step};
 use async_nats::HeaderMap;
-use serde::{Deserialize, Serialize};
-use std::fmt;
-use std::str::FromStr;
 use uuid::Uuid;
 
 /// JetStream's de-duplication header.
 pub const MSG_ID: &str = "Nats-Msg-Id";
 /// The saga a message belongs to.
 pub const SAGA_ID: &str = "Saga-Id";
-/// The step (`inventory`, `payment`, `order`, `notification`).
+/// The step, by its name (`inventory`, `payment`, `order`, `notification`).
 pub const SAGA_STEP: &str = "Saga-Step";
 /// `do` or `undo`.
 pub const SAGA_PHASE: &str = "Saga-Phase";
@@ -26,131 +23,20 @@ pub const REASON: &str = "Saga-Reason";
 /// The subject a rejected or dead-lettered message was first published on.
 pub const ORIGIN_SUBJECT: &str = "Saga-Origin-Subject";
 
-/// One step of the checkout saga, in the order the saga runs them. Its identity (service,
-/// verbs, events, schema) is its row of [`crate::steps::STEPS`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, PartialOrd, Ord)]
-#[serde(rename_all = "snake_case")]
-pub enum Step {
-    /// Reserve stock (undo: release it).
-    Inventory,
-    /// Charge the card (undo: refund it).
-    Payment,
-    /// Create the order (undo: cancel it).
-    Order,
-    /// Send the confirmation, fire-and-forget (never undone).
-    Notification,
-}
-
-impl Step {
-    /// Every step, in execution order.
-    pub const ALL: [Step; 4] = [
-        Step::Inventory,
-        Step::Payment,
-        Step::Order,
-        Step::Notification,
-    ];
-
-    /// The step's row of the table.
-    pub fn row(self) -> &'static StepRow {
-        &STEPS[self as usize]
-    }
-
-    /// The service that performs the step; also the subject token and the worker kind.
-    pub fn service(self) -> &'static str {
-        self.row().service
-    }
-
-    /// The verb of the step's action or undo. A fire-and-forget step has no undo; `undo` then
-    /// names none, and no command of that phase exists to carry it.
-    pub fn action(self, phase: Phase) -> &'static str {
-        match phase {
-            Phase::Do => self.row().do_verb,
-            Phase::Undo => self.row().undo_verb.unwrap_or("none"),
-        }
-    }
-
-    /// The PostgreSQL schema the step's service owns.
-    pub fn schema(self) -> &'static str {
-        self.row().schema
-    }
-
-    /// Whether the saga ends without waiting for this step.
-    pub fn is_fire_and_forget(self) -> bool {
-        self.row().fire_and_forget
-    }
-
-    /// The step's name as it appears in spans and logs, e.g. `payment.charge`.
-    pub fn name(self) -> String {
-        format!("{}.{}", self.service(), self.action(Phase::Do))
-    }
-}
-
-impl fmt::Display for Step {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.service())
-    }
-}
-
-impl FromStr for Step {
-    type Err = EnvelopeError;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        Step::ALL
-            .into_iter()
-            .find(|step| step.service() == s)
-            .ok_or_else(|| EnvelopeError::Invalid(SAGA_STEP, s.to_owned()))
-    }
-}
-
-/// Whether a message does a step or undoes it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Phase {
-    /// The step's action.
-    Do,
-    /// The step's compensation.
-    Undo,
-}
-
-impl Phase {
-    /// `do` or `undo`.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Phase::Do => "do",
-            Phase::Undo => "undo",
-        }
-    }
-}
-
-impl fmt::Display for Phase {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-impl FromStr for Phase {
-    type Err = EnvelopeError;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        match s {
-            "do" => Ok(Phase::Do),
-            "undo" => Ok(Phase::Undo),
-            other => Err(EnvelopeError::Invalid(SAGA_PHASE, other.to_owned())),
-        }
-    }
-}
-
 /// A message type with its schema version, e.g. `payment.charge.v1`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MsgType(pub String);
 
 impl MsgType {
-    /// The type of a command.
+    /// The type of a command (`none` for the undo of a step without one, which no command
+    /// carries).
     pub fn command(step: Step, phase: Phase) -> Self {
-        MsgType(format!("{}.{}.v1", step.service(), step.action(phase)))
+        MsgType(format!("{step}.{}.v1", step.verb(phase).unwrap_or("none")))
     }
 
     /// The type of a reply event.
     pub fn event(step: Step, event_name: &str) -> Self {
-        MsgType(format!("{}.{event_name}.v1", step.service()))
+        MsgType(format!("{step}.{event_name}.v1"))
     }
 }
 
@@ -198,7 +84,7 @@ impl Envelope {
     pub fn write(&self, headers: &mut HeaderMap, msg_id: &str) {
         headers.insert(MSG_ID, msg_id);
         headers.insert(SAGA_ID, self.saga_id.to_string());
-        headers.insert(SAGA_STEP, self.step.service());
+        headers.insert(SAGA_STEP, self.step.as_str());
         headers.insert(SAGA_PHASE, self.phase.as_str());
         headers.insert(MSG_TYPE, self.msg_type.0.as_str());
     }
@@ -214,10 +100,16 @@ impl Envelope {
         let raw_id = get(SAGA_ID)?;
         let saga_id =
             Uuid::parse_str(&raw_id).map_err(|_| EnvelopeError::Invalid(SAGA_ID, raw_id))?;
+        let step = get(SAGA_STEP)?;
+        let phase = get(SAGA_PHASE)?;
         Ok(Envelope {
             saga_id,
-            step: get(SAGA_STEP)?.parse()?,
-            phase: get(SAGA_PHASE)?.parse()?,
+            step: step
+                .parse()
+                .map_err(|_| EnvelopeError::Invalid(SAGA_STEP, step))?,
+            phase: phase
+                .parse()
+                .map_err(|_| EnvelopeError::Invalid(SAGA_PHASE, phase))?,
             msg_type: MsgType(get(MSG_TYPE)?),
         })
     }

@@ -10,8 +10,10 @@
 //! types ([`messages`]), the header conventions ([`envelope`]), the subjects ([`subjects`]),
 //! the JetStream streams and consumers ([`streams`]), trace-context propagation through NATS
 //! headers ([`propagation`], [`messaging`]), the telemetry set-up ([`telemetry`], [`otlp`]) and
-//! every metric's definition ([`metrics`]), and the schedule every retention pruner shares
-//! ([`retention`]).
+//! every metric's definition ([`metrics`]), the schedule every retention pruner shares
+//! ([`retention`]), the steps' declarations ([`steps`]), every state word
+//! ([`vocabulary`]) and the one fold from lifecycle events to a saga's progress
+//! ([`saga_view`]).
 //! There is no business logic and no database schema in this crate.
 
 pub mod connect;
@@ -25,6 +27,7 @@ pub mod otlp;
 pub mod propagation;
 pub mod pull;
 pub mod retention;
+pub mod saga_view;
 pub mod shutdown;
 pub mod span_groups;
 pub mod steps;
@@ -32,5 +35,8 @@ pub mod streams;
 pub mod subjects;
 pub mod supervise;
 pub mod telemetry;
+pub mod vocabulary;
 
-pub use envelope::{Envelope, EnvelopeError, MsgType, Phase, Step};
+pub use envelope::{Envelope, EnvelopeError, MsgType};
+pub use steps::{Phase, Step};
+pub use vocabulary::{FailureCode, LogEvent, SagaStatus, StepOutcome};

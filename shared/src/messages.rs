@@ -4,6 +4,7 @@
 //! (`StepSucceeded` carries what the step produced, `StepFailed` why it refused).
 
 use crate::envelope::{Phase, Step};
+use crate::vocabulary::{FailureCode, SagaStatus, StepOutcome};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
@@ -169,50 +170,41 @@ pub struct Reply {
 
 impl Reply {
     /// The past-tense event name used in the reply subject: `reserved`, `declined`, ...,
-    /// from the step's row of [`crate::steps::STEPS`].
+    /// from the step's declaration ([`Step::def`]).
     pub fn event_name(&self) -> &'static str {
-        let row = self.step.row();
-        match (self.phase, &self.outcome) {
-            (Phase::Do, Outcome::StepSucceeded { .. }) => row.done_event,
-            (Phase::Do, Outcome::StepFailed { .. }) => row.refused_event,
+        let def = self.step.def();
+        match (self.phase, &self.outcome, def.undo) {
+            (Phase::Do, Outcome::StepSucceeded { .. }, _) => def.action.done,
+            (Phase::Do, Outcome::StepFailed { .. }, _) => def.action.refused,
+            // An undo has no refusal event: an undeliverable undo answers on its own subject.
+            (Phase::Undo, _, Some(undo)) => undo.done,
             // An undo of a step without one is never sent; should a forged one be answered,
             // it reads as the refusal it is.
-            (Phase::Undo, _) => row.undone_event.unwrap_or(row.refused_event),
+            (Phase::Undo, _, None) => def.action.refused,
         }
     }
 }
 
-/// The kind of a lifecycle event on `checkout.saga.<id>.<kind>`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum LifecycleKind {
-    /// The saga was accepted and its first command sent.
-    Started,
-    /// A step or undo finished.
-    Step,
-    /// Every step succeeded.
-    Completed,
-    /// A step failed and every undo ran.
-    Compensated,
-    /// The first step refused: nothing happened, so nothing was undone.
-    Failed,
-    /// An undo could not be completed; an operator must retry it.
-    Stuck,
+crate::vocabulary::state_word! {
+    /// The kind of a lifecycle event on `checkout.saga.<id>.<kind>`.
+    pub enum LifecycleKind {
+        /// The saga was accepted and its first command sent.
+        Started,
+        /// A step or undo finished.
+        Step,
+        /// Every step the checkout waits for succeeded.
+        Completed,
+        /// A step failed and every undo ran.
+        Compensated,
+        /// Refused before anything that needs undoing happened.
+        Failed,
+        /// An undo could not be completed for a long time; it is still retried, and an
+        /// operator may retry it now.
+        Stuck,
+    }
 }
 
 impl LifecycleKind {
-    /// The subject token.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            LifecycleKind::Started => "started",
-            LifecycleKind::Step => "step",
-            LifecycleKind::Completed => "completed",
-            LifecycleKind::Compensated => "compensated",
-            LifecycleKind::Failed => "failed",
-            LifecycleKind::Stuck => "stuck",
-        }
-    }
-
     /// Whether the saga has ended (stuck sagas wait for an operator).
     pub fn is_terminal(self) -> bool {
         matches!(
@@ -222,18 +214,40 @@ impl LifecycleKind {
     }
 }
 
-/// What watchers receive on `checkout.saga.<id>.*`.
+/// A step's action or undo.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct StepRef {
+    /// The step.
+    pub step: Step,
+    /// Action or undo.
+    pub phase: Phase,
+}
+
+/// What watchers receive on `checkout.saga.<id>.*`: each says where the saga stands after
+/// it, so a watcher needs no copy of the saga's plan to follow it ([`crate::saga_view`]).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LifecycleEvent {
     /// The saga.
     pub saga_id: Uuid,
     /// What happened.
     pub kind: LifecycleKind,
+    /// The saga's status after it (absent in events of older releases).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status: Option<SagaStatus>,
     /// The step concerned, for `step` events.
     pub step: Option<Step>,
     /// Action or undo, for `step` events.
     pub phase: Option<Phase>,
-    /// A human-readable detail (the failure reason, the reference created).
+    /// How the step's action or undo ended, for `step` events.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub outcome: Option<StepOutcome>,
+    /// The action or undo the saga is now waiting for, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next: Option<StepRef>,
+    /// Why the checkout failed, by code, once it has.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failure_code: Option<FailureCode>,
+    /// A human-readable detail (the failure reason), or `ok`.
     pub detail: String,
     /// The saga's trace id, so a watcher can link to the trace.
     pub trace_id: String,

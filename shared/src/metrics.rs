@@ -12,7 +12,7 @@
 //! of our own streams), never from saga or customer ids, so cardinality stays bounded.
 //! [`INSTRUMENTS`] is read by the tests that check the Grafana dashboard against the code.
 
-use crate::{Phase, Step};
+use crate::{Phase, Step, StepOutcome};
 use opentelemetry::KeyValue;
 use opentelemetry::global;
 use opentelemetry::metrics::{Counter, Histogram, Meter, ObservableUpDownCounter};
@@ -138,23 +138,23 @@ impl Metrics {
     }
 
     /// A step (or its undo) ended: `outcome` is `succeeded`, `failed` or `compensated`.
-    pub fn step_finished(&self, step: Step, phase: Phase, outcome: &'static str, took: Duration) {
+    pub fn step_finished(&self, step: Step, phase: Phase, outcome: StepOutcome, took: Duration) {
         let attrs = [
-            kv(STEP, step.name()),
+            kv(STEP, step.as_str()),
             kv(PHASE, phase.as_str()),
-            kv(STEP_OUTCOME, outcome),
+            kv(STEP_OUTCOME, outcome.as_str()),
         ];
         self.step_duration.record(took.as_secs_f64(), &attrs);
     }
 
     /// The undo of `step` finished.
     pub fn compensated(&self, step: Step) {
-        self.compensations.add(1, &[kv(STEP, step.name())]);
+        self.compensations.add(1, &[kv(STEP, step.as_str())]);
     }
 
     /// A checkout will not complete because `step` failed.
     pub fn abandoned(&self, step: Step) {
-        self.abandoned.add(1, &[kv(STEP, step.name())]);
+        self.abandoned.add(1, &[kv(STEP, step.as_str())]);
     }
 
     /// A fire-and-forget confirmation ended: `outcome` is `sent` or `failed`.

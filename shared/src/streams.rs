@@ -258,8 +258,8 @@ mod tests {
         assert!(captured(&subjects::lifecycle(uuid::Uuid::nil(), "started")));
         // One consumer per row of the step table, filtered to its commands: the file is the
         // operator's copy, so it is checked against the table rather than generated.
-        for step in Step::ALL {
-            let def = topology.consumer(step.service()).unwrap();
+        for &step in Step::ALL {
+            let def = topology.consumer(step.as_str()).unwrap();
             assert_eq!(def.filter_subject, subjects::commands_for(step));
             assert_eq!(def.stream, "CHECKOUT_COMMANDS");
         }
@@ -304,8 +304,8 @@ mod tests {
     #[test]
     fn a_workers_delivery_budget_is_the_documented_one() {
         let topology = Topology::load().unwrap();
-        for step in Step::ALL {
-            let def = topology.consumer(step.service()).unwrap();
+        for &step in Step::ALL {
+            let def = topology.consumer(step.as_str()).unwrap();
             assert_eq!(def.nak_delay(1), Duration::from_millis(200));
             assert_eq!(def.nak_delay(2), Duration::from_millis(400));
             assert_eq!(def.nak_delay(9), Duration::from_secs(10), "capped");

@@ -16,19 +16,20 @@ pub const REJECTED: &str = "checkout.rejected";
 /// Where messages that cannot be processed go, with their reason in a header.
 pub const DEAD_LETTER: &str = "checkout.dlq";
 
-/// The command subject for one step's action or undo, e.g. `checkout.cmd.payment.refund`.
+/// The command subject for one step's action or undo, e.g. `checkout.cmd.payment.refund`
+/// (`none` for the undo of a step without one, which no command is ever sent on).
 pub fn command(step: Step, phase: Phase) -> String {
-    format!("{COMMANDS}.{}.{}", step.service(), step.action(phase))
+    format!("{COMMANDS}.{step}.{}", step.verb(phase).unwrap_or("none"))
 }
 
 /// All commands one worker kind consumes, e.g. `checkout.cmd.payment.>`.
 pub fn commands_for(step: Step) -> String {
-    format!("{COMMANDS}.{}.>", step.service())
+    format!("{COMMANDS}.{step}.>")
 }
 
 /// The reply subject for a step's outcome, e.g. `checkout.evt.payment.declined`.
 pub fn event(step: Step, event_name: &str) -> String {
-    format!("{EVENTS}.{}.{event_name}", step.service())
+    format!("{EVENTS}.{step}.{event_name}")
 }
 
 /// Lifecycle subject for one saga, e.g. `checkout.saga.<id>.completed`.

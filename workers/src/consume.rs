@@ -100,7 +100,7 @@ async fn handle(
         .map_err(|err| undeliverable(format!("unreadable envelope: {err}"), None))?;
     let span = tracing::Span::current();
     span.record("saga.id", envelope.saga_id.to_string());
-    span.record("saga.step", envelope.step.service());
+    span.record("saga.step", envelope.step.as_str());
     span.record("saga.phase", envelope.phase.as_str());
     if envelope.step != ctx.handler.kind() {
         // No refusal: this worker cannot decide for another step, whose own worker may

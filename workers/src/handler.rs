@@ -132,7 +132,7 @@ pub async fn apply_once(
     let schema = handler.schema();
     let db_span = tracing::info_span!(
         "db transaction",
-        otel.name = %format!("{} {}", schema, envelope.step.action(envelope.phase)),
+        otel.name = %format!("{} {}", schema, envelope.step.verb(envelope.phase).unwrap_or("none")),
         otel.kind = "client",
         db.system.name = "postgresql",
         db.namespace = schema,

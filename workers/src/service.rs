@@ -19,25 +19,22 @@ use tokio_util::sync::CancellationToken;
 /// the three services migrate one database independently.
 pub async fn migrate(pool: &PgPool, kind: Step) -> Result<(), WorkerError> {
     let schema = schema_of(kind);
-    let mut migrator = migrator(kind.row().migrations);
+    let mut migrator = migrator(kind);
     migrator.create_schema(schema);
     migrator.dangerous_set_table_name(format!("{schema}._sqlx_migrations"));
     migrator.run(pool).await?;
     Ok(())
 }
 
-/// The embedded migrations of a folder under `workers/migrations/` (a step row's
-/// `migrations`). `sqlx::migrate!` takes a literal path, hence one arm per folder; a test
-/// checks that every row's folder has one.
-fn migrator(folder: &str) -> Migrator {
-    match folder {
-        "inventory" => sqlx::migrate!("./migrations/inventory"),
-        "payment" => sqlx::migrate!("./migrations/payment"),
-        "orders" => sqlx::migrate!("./migrations/orders"),
-        "notification" => sqlx::migrate!("./migrations/notification"),
-        // An empty migrator would leave the schema without tables: the test below fails
-        // first, and a worker started anyway fails on its first query.
-        _ => Migrator::DEFAULT,
+/// The embedded migrations of a step's worker, from `workers/migrations/<schema>`.
+/// `sqlx::migrate!` takes a literal path, hence one arm per step: a new step does not
+/// compile without its migrations.
+fn migrator(kind: Step) -> Migrator {
+    match kind {
+        Step::Inventory => sqlx::migrate!("./migrations/inventory"),
+        Step::Payment => sqlx::migrate!("./migrations/payment"),
+        Step::Order => sqlx::migrate!("./migrations/orders"),
+        Step::Notification => sqlx::migrate!("./migrations/notification"),
     }
 }
 
@@ -48,13 +45,13 @@ pub async fn run(
     flusher: SpanFlusher,
     shutdown: CancellationToken,
 ) -> Result<(), WorkerError> {
-    let name = format!("checkout-{}", config.kind.service());
+    let name = format!("checkout-{}", config.kind.as_str());
     // Read before anything connects: a consumer missing from the topology is a build mistake
     // to report at once, not something to retry.
     let consumer = match config.consumer.clone() {
-        Some(def) if def.durable == config.kind.service() => def,
+        Some(def) if def.durable == config.kind.as_str() => def,
         Some(def) => return Err(ProvisionError::UnknownConsumer(def.durable).into()),
-        None => Topology::load()?.consumer(config.kind.service())?.clone(),
+        None => Topology::load()?.consumer(config.kind.as_str())?.clone(),
     };
     let pool = PgPoolOptions::new()
         .max_connections(config.max_connections)
@@ -148,14 +145,13 @@ mod tests {
     use super::*;
 
     #[test]
-    fn every_step_row_has_its_migrations_embedded() {
-        for row in checkout_shared::steps::STEPS {
-            let migrations = migrator(row.migrations);
+    fn every_step_has_its_migrations_embedded() {
+        for &step in Step::ALL {
+            let migrations = migrator(step);
             assert!(
                 migrations.iter().next().is_some(),
-                "no migrations for {} (workers/migrations/{})",
-                row.service,
-                row.migrations
+                "no migrations for {step} (workers/migrations/{})",
+                step.schema()
             );
         }
     }

@@ -14,7 +14,7 @@
 use super::commands;
 use checkout_harness::trace_check::check_tree;
 use checkout_harness::{OtlpReceiver, ReceivedSpan};
-use checkout_orchestrator::saga::CHECKOUT;
+use checkout_orchestrator::saga::PlanId;
 use sqlx::PgPool;
 use std::collections::{HashMap, HashSet};
 use std::time::Duration;
@@ -175,9 +175,9 @@ fn saga_problems(spans: &[ReceivedSpan], status: &str, undos: Option<&usize>) ->
         Some(saga) => {
             // A fire-and-forget step starts as the checkout ends and may outlast it.
             let follow_ups: Vec<String> = checkout_shared::Step::ALL
-                .into_iter()
-                .filter(|s| s.is_fire_and_forget())
-                .map(|s| format!("step {}", s.name()))
+                .iter()
+                .filter(|s| s.is_follow_up())
+                .map(|s| format!("step {}", s.action_name()))
                 .collect();
             let uncovered = spans
                 .iter()
@@ -203,8 +203,15 @@ fn saga_problems(spans: &[ReceivedSpan], status: &str, undos: Option<&usize>) ->
         ));
     }
     if status == "completed" {
-        for def in &CHECKOUT {
-            let name = format!("step {}", def.step.name());
+        // One step span per step of the plan the saga ran under, as its saga span says.
+        let plan = spans
+            .iter()
+            .find(|s| s.name == "saga checkout")
+            .and_then(|s| s.attr("saga.plan"))
+            .and_then(|plan| plan.parse::<PlanId>().ok())
+            .unwrap_or(PlanId::CURRENT);
+        for step in plan.steps() {
+            let name = format!("step {}", step.action_name());
             let n = spans.iter().filter(|s| s.name == name).count();
             if n != 1 {
                 problems.push(format!("{n} '{name}' spans in a completed saga"));

@@ -2,9 +2,9 @@
 //! current step and state, counts and rates by outcome, and latency percentiles of the last
 //! minute. The terminal view only reads it, so every number on screen is tested here.
 
-use checkout_shared::Phase;
-use checkout_shared::Step;
 use checkout_shared::messages::{LifecycleEvent, LifecycleKind};
+use checkout_shared::saga_view::SagaView;
+use checkout_shared::{Phase, SagaStatus, StepOutcome};
 use std::collections::{HashMap, VecDeque};
 use std::time::{Duration, Instant};
 use uuid::Uuid;
@@ -30,46 +30,17 @@ pub enum WatchEvent {
     DeadLetter(String),
 }
 
-/// A saga's state as the watcher knows it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum SagaState {
-    /// Steps are running.
-    Running,
-    /// A step failed; undos are running.
-    Compensating,
-    /// Every step succeeded.
-    Completed,
-    /// Every undo ran.
-    Compensated,
-    /// Refused at the first step: nothing to undo.
-    Failed,
-    /// An undo could not finish; an operator must retry it.
-    Stuck,
-}
-
-impl SagaState {
-    /// Its name, as the saga store spells it.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            SagaState::Running => "running",
-            SagaState::Compensating => "compensating",
-            SagaState::Completed => "completed",
-            SagaState::Compensated => "compensated",
-            SagaState::Failed => "failed",
-            SagaState::Stuck => "stuck",
-        }
-    }
-}
-
 /// One line of the recent list.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SagaLine {
     /// The saga.
     pub saga_id: Uuid,
     /// Its state.
-    pub state: SagaState,
+    pub state: SagaStatus,
     /// The step in hand (or the last one, once it ended), `undo ` prefixed for compensations.
     pub step: String,
+    /// What its lifecycle events told, folded as the gateway folds them.
+    pub view: SagaView,
     /// The last detail: `ok`, a failure reason, the outcome.
     pub detail: String,
     /// Its trace.
@@ -126,63 +97,43 @@ impl Model {
 
     fn lifecycle(&mut self, event: &LifecycleEvent, now: Instant) {
         let line = self.line(event);
-        // Side effects on the counters wait until the line is updated (one borrow at a time).
-        let mut outcome = None;
-        match (event.kind, event.step, event.phase) {
-            (LifecycleKind::Started, _, _) => {
-                line.state = SagaState::Running;
-                line.step = Step::ALL[0].name();
-                line.detail = "started".into();
-            }
-            // A fire-and-forget step reports after the checkout ended: its line says how it
-            // went, and the saga's state stands.
-            (LifecycleKind::Step, Some(step), Some(Phase::Do)) if step.is_fire_and_forget() => {
-                line.detail = format!("{} {}", step.name(), event.detail);
-            }
-            (LifecycleKind::Step, Some(step), Some(Phase::Do)) if event.detail == "ok" => {
-                // A step that succeeded is followed by the next one the checkout waits for,
-                // if there is one.
-                let next = Step::ALL
-                    .iter()
-                    .skip_while(|s| **s != step)
-                    .nth(1)
-                    .filter(|s| !s.is_fire_and_forget());
-                line.step = next.copied().unwrap_or(step).name();
-                line.detail = format!("{} ok", step.name());
-            }
-            (LifecycleKind::Step, Some(step), Some(Phase::Do)) => {
-                line.state = SagaState::Compensating;
-                line.step = step.name();
-                line.detail = event.detail.clone();
-            }
-            (LifecycleKind::Step, Some(step), Some(Phase::Undo)) => {
-                line.state = SagaState::Compensating;
-                line.step = format!("undo {}", step.name());
-                line.detail = event.detail.clone();
-            }
-            (LifecycleKind::Step, _, _) => line.detail = event.detail.clone(),
-            (LifecycleKind::Completed, _, _) => {
-                line.state = SagaState::Completed;
-                line.detail = "completed".into();
-                outcome = Some("completed");
-            }
-            (LifecycleKind::Compensated, _, _) => {
-                line.state = SagaState::Compensated;
-                line.detail = event.detail.clone();
-                outcome = Some("compensated");
-            }
-            (LifecycleKind::Failed, _, _) => {
-                line.state = SagaState::Failed;
-                line.detail = event.detail.clone();
-                outcome = Some("failed");
-            }
-            (LifecycleKind::Stuck, _, _) => {
-                line.state = SagaState::Stuck;
-                line.detail = event.detail.clone();
-                // Not an end: an operator's retry resumes it, so its start time stays.
-                self.count("stuck", now);
+        line.view.apply(event);
+        line.state = line.view.state;
+        match line.view.current() {
+            Some(now) if now.phase == Phase::Undo => line.step = format!("undo {}", now.step),
+            Some(now) => line.step = now.step.to_string(),
+            // Ended, or an older release's event: the last step named stays.
+            None => {
+                if let Some(step) = event.step {
+                    line.step = match event.phase {
+                        Some(Phase::Undo) => format!("undo {step}"),
+                        _ => step.to_string(),
+                    };
+                }
             }
         }
+        line.detail = match (event.kind, event.step, event.outcome) {
+            (LifecycleKind::Started, _, _) => "started".into(),
+            (LifecycleKind::Completed, _, _) => "completed".into(),
+            (LifecycleKind::Step, Some(step), Some(StepOutcome::Succeeded)) => {
+                format!("{step} ok")
+            }
+            (LifecycleKind::Step, Some(step), _) if step.is_follow_up() => {
+                format!("{step} {}", event.detail)
+            }
+            _ => event.detail.clone(),
+        };
+        let outcome = match event.kind {
+            LifecycleKind::Completed => Some("completed"),
+            LifecycleKind::Compensated => Some("compensated"),
+            LifecycleKind::Failed => Some("failed"),
+            // Not an end: an operator's retry resumes it, so its start time stays.
+            LifecycleKind::Stuck => {
+                self.count("stuck", now);
+                None
+            }
+            LifecycleKind::Started | LifecycleKind::Step => None,
+        };
         if event.kind == LifecycleKind::Started {
             self.remember_start(event.saga_id, now);
         }
@@ -199,8 +150,9 @@ impl Model {
         };
         let line = line.unwrap_or_else(|| SagaLine {
             saga_id: event.saga_id,
-            state: SagaState::Running,
+            state: SagaStatus::Running,
             step: String::new(),
+            view: SagaView::new(event.saga_id),
             detail: String::new(),
             trace_id: event.trace_id.clone(),
             took: None,

@@ -1,19 +1,44 @@
 use super::*;
+use checkout_shared::Step;
+use checkout_shared::messages::StepRef;
 
+/// An event as the orchestrator sends it: what ended, how, and where the saga stands.
 fn event(
     saga_id: Uuid,
     kind: LifecycleKind,
     step: Option<(Step, Phase)>,
     detail: &str,
 ) -> WatchEvent {
+    let status = match kind {
+        LifecycleKind::Completed => SagaStatus::Completed,
+        LifecycleKind::Compensated => SagaStatus::Compensated,
+        LifecycleKind::Failed => SagaStatus::Failed,
+        LifecycleKind::Stuck => SagaStatus::Stuck,
+        LifecycleKind::Started | LifecycleKind::Step => SagaStatus::Running,
+    };
+    let outcome = step.map(|(_, phase)| StepOutcome::of(phase, detail == "ok"));
     WatchEvent::Lifecycle(LifecycleEvent {
         saga_id,
         kind,
+        status: Some(status),
         step: step.map(|(s, _)| s),
         phase: step.map(|(_, p)| p),
+        outcome,
+        next: None,
+        failure_code: None,
         detail: detail.to_owned(),
         trace_id: format!("trace-{saga_id}"),
     })
+}
+
+/// The same event, with the saga's status and the step it now waits for.
+fn then(event: WatchEvent, status: SagaStatus, next: Option<(Step, Phase)>) -> WatchEvent {
+    let WatchEvent::Lifecycle(mut event) = event else {
+        unreachable!()
+    };
+    event.status = Some(status);
+    event.next = next.map(|(step, phase)| StepRef { step, phase });
+    WatchEvent::Lifecycle(event)
 }
 
 fn line(model: &Model, saga_id: Uuid) -> SagaLine {
@@ -29,33 +54,27 @@ fn a_completed_saga_walks_its_steps_and_records_its_duration() {
     let t0 = Instant::now();
     let mut model = Model::new(t0);
     let id = Uuid::new_v4();
-    model.apply(&event(id, LifecycleKind::Started, None, ""), t0);
-    assert_eq!(line(&model, id).step, "inventory.reserve");
-    assert_eq!(line(&model, id).state, SagaState::Running);
+    let running = SagaStatus::Running;
+    let ok = |s| Some((s, Phase::Do));
+    let started = event(id, LifecycleKind::Started, None, "");
+    model.apply(&then(started, running, ok(Step::Inventory)), t0);
+    assert_eq!(line(&model, id).step, "inventory");
+    assert_eq!(line(&model, id).state, SagaStatus::Running);
     assert_eq!(model.in_flight(), 1);
 
-    let ok = |s| Some((s, Phase::Do));
-    model.apply(
-        &event(id, LifecycleKind::Step, ok(Step::Inventory), "ok"),
-        t0,
-    );
-    assert_eq!(
-        line(&model, id).step,
-        "payment.charge",
-        "the next step is in hand"
-    );
-    model.apply(&event(id, LifecycleKind::Step, ok(Step::Payment), "ok"), t0);
+    let reserved = event(id, LifecycleKind::Step, ok(Step::Inventory), "ok");
+    model.apply(&then(reserved, running, ok(Step::Payment)), t0);
+    assert_eq!(line(&model, id).step, "payment", "the next step is in hand");
+    assert_eq!(line(&model, id).detail, "inventory ok");
+    let charged = event(id, LifecycleKind::Step, ok(Step::Payment), "ok");
+    model.apply(&then(charged, running, ok(Step::Order)), t0);
     model.apply(&event(id, LifecycleKind::Step, ok(Step::Order), "ok"), t0);
-    assert_eq!(
-        line(&model, id).step,
-        "order.create",
-        "the last step stays shown"
-    );
+    assert_eq!(line(&model, id).step, "order", "the last step stays shown");
     let end = t0 + Duration::from_millis(120);
     model.apply(&event(id, LifecycleKind::Completed, None, ""), end);
 
     let done = line(&model, id);
-    assert_eq!(done.state, SagaState::Completed);
+    assert_eq!(done.state, SagaStatus::Completed);
     assert_eq!(done.took, Some(Duration::from_millis(120)));
     assert_eq!(done.trace_id, format!("trace-{id}"));
     assert_eq!(model.count_of("completed"), 1);
@@ -73,25 +92,25 @@ fn a_failed_step_turns_the_saga_to_compensating_with_its_reason() {
     let inventory = Some((Step::Inventory, Phase::Do));
     model.apply(&event(id, LifecycleKind::Step, inventory, "ok"), t0);
     let payment = Some((Step::Payment, Phase::Do));
-    model.apply(
-        &event(id, LifecycleKind::Step, payment, "card declined"),
-        t0,
-    );
-    let failed = line(&model, id);
-    assert_eq!(failed.state, SagaState::Compensating);
-    assert_eq!(failed.step, "payment.charge");
-    assert_eq!(failed.detail, "card declined");
-
     let undo = Some((Step::Inventory, Phase::Undo));
-    model.apply(&event(id, LifecycleKind::Step, undo, "ok"), t0);
-    assert_eq!(line(&model, id).step, "undo inventory.reserve");
+    let declined = event(id, LifecycleKind::Step, payment, "card declined");
+    model.apply(&then(declined, SagaStatus::Compensating, undo), t0);
+    let failed = line(&model, id);
+    assert_eq!(failed.state, SagaStatus::Compensating);
+    assert_eq!(failed.step, "undo inventory");
+    assert_eq!(failed.detail, "card declined");
+    assert_eq!(failed.view.reason.as_deref(), Some("card declined"));
+
+    let released = event(id, LifecycleKind::Step, undo, "ok");
+    model.apply(&then(released, SagaStatus::Compensating, None), t0);
+    assert_eq!(line(&model, id).step, "undo inventory");
     let end = t0 + Duration::from_millis(80);
     model.apply(
         &event(id, LifecycleKind::Compensated, None, "card declined"),
         end,
     );
     let done = line(&model, id);
-    assert_eq!(done.state, SagaState::Compensated);
+    assert_eq!(done.state, SagaStatus::Compensated);
     assert_eq!(done.detail, "card declined");
     assert_eq!(model.count_of("compensated"), 1);
     assert_eq!(model.count_of("completed"), 0);
@@ -180,7 +199,7 @@ fn rejections_dead_letters_and_stuck_sagas_are_counted() {
     assert_eq!(model.count_of("rejected"), 1);
     assert_eq!(model.count_of("dead_letter"), 1);
     assert_eq!(model.count_of("stuck"), 1);
-    assert_eq!(line(&model, id).state, SagaState::Stuck);
+    assert_eq!(line(&model, id).state, SagaStatus::Stuck);
     assert_eq!(model.in_flight(), 1, "a stuck saga may still end");
 }
 
@@ -196,13 +215,21 @@ fn a_confirmation_that_failed_after_completion_leaves_the_saga_completed() {
             t0,
         );
     }
-    model.apply(&event(id, LifecycleKind::Completed, None, ""), t0);
+    model.apply(
+        &then(
+            event(id, LifecycleKind::Completed, None, ""),
+            SagaStatus::Completed,
+            None,
+        ),
+        t0,
+    );
     let failed = "notification_failed: not sent after 3 attempts";
     let confirmation = Some((Step::Notification, Phase::Do));
-    model.apply(&event(id, LifecycleKind::Step, confirmation, failed), t0);
+    let not_sent = event(id, LifecycleKind::Step, confirmation, failed);
+    model.apply(&then(not_sent, SagaStatus::Completed, None), t0);
     let done = line(&model, id);
-    assert_eq!(done.state, SagaState::Completed, "the checkout stands");
-    assert_eq!(done.detail, format!("notification.send {failed}"));
+    assert_eq!(done.state, SagaStatus::Completed, "the checkout stands");
+    assert_eq!(done.detail, format!("notification {failed}"));
     assert_eq!(model.count_of("completed"), 1);
 }
 
@@ -216,7 +243,7 @@ fn a_saga_refused_at_its_first_step_is_counted_failed() {
     let first = Some((Step::Inventory, Phase::Do));
     model.apply(&event(id, LifecycleKind::Step, first, refusal), t0);
     model.apply(&event(id, LifecycleKind::Failed, None, refusal), t0);
-    assert_eq!(line(&model, id).state, SagaState::Failed);
+    assert_eq!(line(&model, id).state, SagaStatus::Failed);
     assert_eq!(model.count_of("failed"), 1);
     assert_eq!(model.count_of("compensated"), 0);
 }

@@ -1,7 +1,8 @@
 //! Draws the watcher's [`Model`] on a terminal frame. Everything it shows is computed by the
 //! model; this file only lays it out.
 
-use super::model::{Model, OUTCOMES, SagaState};
+use super::model::{Model, OUTCOMES};
+use checkout_shared::SagaStatus;
 use ratatui::Frame;
 use ratatui::layout::{Constraint, Layout};
 use ratatui::style::{Color, Modifier, Style};
@@ -15,14 +16,14 @@ fn millis(d: Option<Duration>) -> String {
     })
 }
 
-fn colour(state: SagaState) -> Style {
+fn colour(state: SagaStatus) -> Style {
     let colour = match state {
-        SagaState::Running => Color::Cyan,
-        SagaState::Compensating => Color::Yellow,
-        SagaState::Completed => Color::Green,
-        SagaState::Compensated => Color::Magenta,
-        SagaState::Failed => Color::LightRed,
-        SagaState::Stuck => Color::Red,
+        SagaStatus::Running => Color::Cyan,
+        SagaStatus::Compensating => Color::Yellow,
+        SagaStatus::Completed => Color::Green,
+        SagaStatus::Compensated => Color::Magenta,
+        SagaStatus::Failed => Color::LightRed,
+        SagaStatus::Stuck => Color::Red,
     };
     Style::default().fg(colour)
 }

@@ -6,7 +6,7 @@
 
 use crate::compose::{compose, env, host_port, published_ports, root, strings};
 use crate::promql::{self, prometheus_label, prometheus_names};
-use checkout_orchestrator::machine::Status;
+use checkout_shared::SagaStatus;
 use checkout_shared::metrics::{self as m, INSTRUMENTS};
 use serde_yaml::Value;
 use std::collections::BTreeSet;
@@ -173,7 +173,7 @@ fn tail_sampling_keeps_errors_compensations_slow_traces_and_a_share_with_env_thr
     assert_eq!(str_at(compensated, "key"), "saga.outcome");
     assert_eq!(
         strings(compensated.get("values")),
-        [Status::Compensated.as_str()]
+        [SagaStatus::Compensated.as_str()]
     );
     let raw = text("deploy/otel-collector.yaml");
     let collector_env = env(&compose()["otel-collector"]);

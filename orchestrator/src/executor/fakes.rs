@@ -201,28 +201,66 @@ impl Transport for Broker {
 /// The workers of every step: effects, tombstones and processed-message records.
 #[derive(Default)]
 pub struct Workers {
-    /// Replies stored by action key.
     processed: BTreeMap<String, Reply>,
-    /// Steps whose effect stands.
     pub effects: BTreeSet<Step>,
     tombstones: BTreeSet<Step>,
-    /// How often each (step, phase) really acted.
-    pub acted: BTreeMap<(Step, Phase), u32>,
+    /// The action keys each action or undo was received under, whatever its message id:
+    /// the executor must name one action per step and phase, or the workers' records
+    /// (keyed by it) cannot keep the action from acting twice.
+    pub received: BTreeMap<(Step, Phase), BTreeSet<String>>,
+    /// How many times each action key took effect (or was refused as a decision).
+    pub applied: BTreeMap<String, u32>,
+    /// Undos refused: business refusals the worker does not store, so that the undo sent
+    /// again is decided afresh.
+    pub undo_refusals: u32,
+}
+
+/// How a worker treats the command it is handed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Handling {
+    /// As the real workers do.
+    Normal,
+    /// An undo is refused (an action is handled normally).
+    RefuseUndo,
+    /// The database is down: nothing is decided, nothing is replied (the message is nakked).
+    FailToAct,
 }
 
 impl Workers {
-    /// Handles one delivered command as a worker does, from its headers and body.
-    pub fn handle(&mut self, command: &Outgoing, refuse: Option<Step>) -> Reply {
+    /// Handles a command; `None` when nothing is replied (a failure to act).
+    pub fn handle(
+        &mut self,
+        command: &Outgoing,
+        refuse: Option<Step>,
+        handling: Handling,
+    ) -> Option<Reply> {
         let envelope = Envelope::read(Some(&command.headers)).expect("the executor's envelope");
         let body: CommandMessage =
             serde_json::from_slice(&command.payload).expect("the executor's body");
         assert_eq!(body.command.step_phase(), (envelope.step, envelope.phase));
         let key = envelope.action_key();
-        if let Some(stored) = self.processed.get(&key) {
-            return stored.clone();
-        }
         let (step, phase) = (envelope.step, envelope.phase);
-        *self.acted.entry((step, phase)).or_default() += 1;
+        self.received
+            .entry((step, phase))
+            .or_default()
+            .insert(key.clone());
+        if handling == Handling::FailToAct {
+            return None;
+        }
+        if let Some(stored) = self.processed.get(&key) {
+            return Some(stored.clone());
+        }
+        let reply = |outcome| Reply {
+            saga_id: envelope.saga_id,
+            step,
+            phase,
+            outcome,
+        };
+        if phase == Phase::Undo && handling == Handling::RefuseUndo {
+            self.undo_refusals += 1;
+            return Some(reply(Outcome::StepFailed { reason: refusal() }));
+        }
+        *self.applied.entry(key.clone()).or_default() += 1;
         let outcome = match phase {
             Phase::Do if self.tombstones.contains(&step) || refuse == Some(step) => {
                 Outcome::StepFailed { reason: refusal() }
@@ -240,18 +278,12 @@ impl Workers {
                 Outcome::StepSucceeded { reference: None }
             }
         };
-        let reply = Reply {
-            saga_id: envelope.saga_id,
-            step,
-            phase,
-            outcome,
-        };
+        let reply = reply(outcome);
         self.processed.insert(key, reply.clone());
-        reply
+        Some(reply)
     }
 }
 
-/// A business "no".
 fn refusal() -> Refusal {
     Refusal::new(RefusalCode::CardDeclined, "no")
 }

@@ -2,10 +2,11 @@
 //! its next deadline.
 
 use super::Executor;
-use crate::machine::{Status, Transition};
+use crate::machine::{SagaStatus, Transition};
 use crate::ports::{SagaStore, Transport};
 use crate::spans::{saga_span, step_span};
 use crate::store::{SagaRow, Write};
+use checkout_shared::LogEvent;
 use checkout_shared::Phase;
 use checkout_shared::telemetry::new_span_id;
 use chrono::{DateTime, Utc};
@@ -36,16 +37,16 @@ impl<S: SagaStore, T: Transport> Executor<S, T> {
         match after.state.status {
             // The saga span ends when the saga does, once: a fire-and-forget step's reply
             // that comes later changes nothing about it.
-            Status::Completed | Status::Compensated | Status::Failed
+            SagaStatus::Completed | SagaStatus::Compensated | SagaStatus::Failed
                 if before.state.status.is_active() =>
             {
                 pending.push(saga_span(&after, now))
             }
-            Status::Completed | Status::Compensated | Status::Failed => {}
-            Status::Stuck if before.state.status != Status::Stuck => {
+            SagaStatus::Completed | SagaStatus::Compensated | SagaStatus::Failed => {}
+            SagaStatus::Stuck if before.state.status != SagaStatus::Stuck => {
                 after.stuck_reason = flag_reason(t);
             }
-            Status::Stuck => {}
+            SagaStatus::Stuck => {}
             _ => after.stuck_reason = None,
         }
         let deadline_at = (t.send || t.rearm).then(|| self.deadline(now, after.state.attempts));
@@ -73,6 +74,6 @@ fn flag_reason(t: &Transition) -> Option<String> {
     t.log
         .iter()
         .rev()
-        .find(|(_, event, _)| *event == "stuck")
+        .find(|(_, event, _)| *event == LogEvent::Stuck)
         .and_then(|(_, _, detail)| detail.clone())
 }

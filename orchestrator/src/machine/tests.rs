@@ -31,6 +31,10 @@ fn data() -> SagaData {
     })
 }
 
+fn start() -> Transition {
+    SagaState::start(PlanId::CURRENT, data())
+}
+
 fn ok() -> Outcome {
     Outcome::StepSucceeded {
         reference: Some(Uuid::new_v4()),
@@ -56,17 +60,17 @@ fn reply(state: &SagaState, outcome: Outcome) -> Transition {
 
 #[test]
 fn every_step_succeeding_completes() {
-    let mut state = SagaState::start(data()).state;
+    let mut state = start().state;
     for _ in 0..3 {
         state = reply(&state, ok()).state;
     }
-    assert_eq!(state.status, Status::Completed);
-    assert!(state.data.order_id.is_some());
+    assert_eq!(state.status, SagaStatus::Completed);
+    assert!(state.data.reference(Step::Order).is_some());
 }
 
 #[test]
 fn a_declined_payment_releases_the_stock_only() {
-    let state = reply(&SagaState::start(data()).state, ok()).state;
+    let state = reply(&start().state, ok()).state;
     let declined = reply(&state, no(RefusalCode::CardDeclined, "card declined"));
     assert_eq!(
         declined.finished.as_ref().map(|f| f.result.clone()),
@@ -75,10 +79,10 @@ fn a_declined_payment_releases_the_stock_only() {
     let state = declined.state;
     assert_eq!(
         (state.status, state.step(), state.phase),
-        (Status::Compensating, Step::Inventory, Phase::Undo)
+        (SagaStatus::Compensating, Step::Inventory, Phase::Undo)
     );
     let state = reply(&state, ok()).state;
-    assert_eq!(state.status, Status::Compensated);
+    assert_eq!(state.status, SagaStatus::Compensated);
     assert_eq!(
         state.failure.as_deref(),
         Some("card_declined: card declined")
@@ -87,19 +91,19 @@ fn a_declined_payment_releases_the_stock_only() {
 
 #[test]
 fn a_failure_at_the_first_step_has_nothing_to_undo() {
-    let t = reply(
-        &SagaState::start(data()).state,
-        no(RefusalCode::OutOfStock, "out of stock"),
-    );
-    assert_eq!(t.state.status, Status::Failed, "nothing to compensate");
+    let t = reply(&start().state, no(RefusalCode::OutOfStock, "out of stock"));
+    assert_eq!(t.state.status, SagaStatus::Failed, "nothing to compensate");
     assert!(!t.send);
     assert_eq!(t.state.failure_step, Some(Step::Inventory));
-    assert_eq!(t.state.failure_code.as_deref(), Some("out_of_stock"));
+    assert_eq!(
+        t.state.failure_code.map(|c| c.as_str()),
+        Some("out_of_stock")
+    );
 }
 
 #[test]
 fn a_timed_out_step_is_resent_then_undone_itself() {
-    let mut state = reply(&SagaState::start(data()).state, ok()).state;
+    let mut state = reply(&start().state, ok()).state;
     let resent = state.next(&timeout(1), POLICY).unwrap();
     assert!(resent.send && !resent.started);
     assert_eq!(
@@ -112,13 +116,13 @@ fn a_timed_out_step_is_resent_then_undone_itself() {
     // The charge may have happened: refund it, then release.
     assert_eq!(
         (state.status, state.step(), state.phase),
-        (Status::Compensating, Step::Payment, Phase::Undo)
+        (SagaStatus::Compensating, Step::Payment, Phase::Undo)
     );
 }
 
 #[test]
 fn stale_and_duplicate_replies_change_nothing() {
-    let start = SagaState::start(data()).state;
+    let start = start().state;
     let state = reply(&start, ok()).state;
     let stale = Input::Reply {
         step: Step::Inventory,
@@ -127,7 +131,7 @@ fn stale_and_duplicate_replies_change_nothing() {
     };
     assert_eq!(state.next(&stale, POLICY), None);
     let ended = SagaState {
-        status: Status::Completed,
+        status: SagaStatus::Completed,
         ..state
     };
     assert_eq!(ended.next(&timeout(1), POLICY), None);
@@ -136,7 +140,7 @@ fn stale_and_duplicate_replies_change_nothing() {
 #[test]
 fn an_undo_is_never_given_up_flagged_stuck_once_and_an_operator_can_hurry_it() {
     let mut state = reply(
-        &reply(&SagaState::start(data()).state, ok()).state,
+        &reply(&start().state, ok()).state,
         no(RefusalCode::CardDeclined, "declined"),
     )
     .state;
@@ -147,20 +151,24 @@ fn an_undo_is_never_given_up_flagged_stuck_once_and_an_operator_can_hurry_it() {
         assert!(t.send, "re-sent at deadline {waited}");
         assert!(t.finished.is_none(), "the undo is not over");
         assert!(ids.insert(t.state.msg_id(Uuid::nil())));
-        assert_eq!(t.state.status, Status::Compensating, "not yet flagged");
+        assert_eq!(t.state.status, SagaStatus::Compensating, "not yet flagged");
         state = t.state;
     }
     let flagged = state.next(&timeout(300), POLICY).unwrap();
-    assert_eq!(flagged.state.status, Status::Stuck);
+    assert_eq!(flagged.state.status, SagaStatus::Stuck);
     assert!(flagged.send, "flagged, and still re-sent");
     assert_eq!(
-        flagged.log.iter().filter(|(_, e, _)| *e == "stuck").count(),
+        flagged
+            .log
+            .iter()
+            .filter(|(_, e, _)| *e == LogEvent::Stuck)
+            .count(),
         1
     );
     let again = flagged.state.next(&timeout(400), POLICY).unwrap();
     assert!(again.send);
     assert!(
-        again.log.iter().all(|(_, e, _)| *e != "stuck"),
+        again.log.iter().all(|(_, e, _)| *e != LogEvent::Stuck),
         "flagged once"
     );
     let retried = again.state.next(&Input::OperatorRetry, POLICY).unwrap();
@@ -171,18 +179,18 @@ fn an_undo_is_never_given_up_flagged_stuck_once_and_an_operator_can_hurry_it() {
         "sent afresh"
     );
     let done = reply(&retried.state, ok()).state;
-    assert_eq!(done.status, Status::Compensated, "ends by itself");
+    assert_eq!(done.status, SagaStatus::Compensated, "ends by itself");
 }
 
 #[test]
 fn a_failed_undo_reply_is_not_a_decision() {
     let state = reply(
-        &reply(&SagaState::start(data()).state, ok()).state,
+        &reply(&start().state, ok()).state,
         no(RefusalCode::CardDeclined, "declined"),
     )
     .state;
     let t = reply(&state, no(RefusalCode::Undeliverable, "undeliverable"));
-    assert_eq!(t.state.status, Status::Compensating);
+    assert_eq!(t.state.status, SagaStatus::Compensating);
     assert!(t.finished.is_none(), "the undo did not end");
     assert!(
         !t.send && t.rearm,
@@ -193,13 +201,13 @@ fn a_failed_undo_reply_is_not_a_decision() {
 
 #[test]
 fn an_operator_retry_only_applies_to_a_flagged_saga() {
-    let state = reply(&SagaState::start(data()).state, ok()).state;
+    let state = reply(&start().state, ok()).state;
     assert_eq!(state.next(&Input::OperatorRetry, POLICY), None);
 }
 
 /// A saga whose three blocking steps succeeded: completed, its confirmation just sent.
 fn completed() -> Transition {
-    let mut state = SagaState::start(data()).state;
+    let mut state = start().state;
     for _ in 0..2 {
         state = reply(&state, ok()).state;
     }
@@ -209,12 +217,12 @@ fn completed() -> Transition {
 #[test]
 fn completing_sends_the_confirmation_without_waiting_for_it() {
     let t = completed();
-    assert_eq!(t.state.status, Status::Completed);
+    assert_eq!(t.state.status, SagaStatus::Completed);
     assert!(!t.state.status.is_active(), "the checkout has ended");
     assert!(t.state.follow_up);
     assert_eq!(t.state.step(), Step::Notification);
     assert!(t.send && t.started, "sent now, under a span of its own");
-    assert!(t.log.contains(&(None, "completed", None)));
+    assert!(t.log.contains(&(None, LogEvent::Completed, None)));
 }
 
 #[test]
@@ -223,7 +231,7 @@ fn a_failed_confirmation_is_recorded_and_never_compensated() {
         &completed().state,
         no(RefusalCode::NotificationFailed, "not sent after 3 attempts"),
     );
-    assert_eq!(t.state.status, Status::Completed);
+    assert_eq!(t.state.status, SagaStatus::Completed);
     assert!(!t.state.follow_up);
     assert_eq!(t.state.phase, Phase::Do, "nothing is undone");
     assert!(!t.send && !t.rearm);
@@ -250,7 +258,7 @@ fn an_unanswered_confirmation_is_resent_within_its_bound_then_given_up() {
         state = t.state;
     }
     let t = state.next(&timeout(10), POLICY).expect("given up");
-    assert_eq!(t.state.status, Status::Completed, "the checkout stands");
+    assert_eq!(t.state.status, SagaStatus::Completed, "the checkout stands");
     assert!(!t.send && !t.state.follow_up);
     assert!(t.finished.is_some_and(|f| f.result.is_err()));
     assert_eq!(
@@ -258,4 +266,79 @@ fn an_unanswered_confirmation_is_resent_within_its_bound_then_given_up() {
         None,
         "no more deadlines"
     );
+}
+
+/// The command a state sends now.
+fn command_of(state: &SagaState) -> Option<(Step, Phase)> {
+    crate::saga::command(state.step(), state.phase, &state.data).map(|c| c.step_phase())
+}
+
+#[test]
+fn a_saga_written_mid_compensation_by_the_release_before_plans_resumes_with_its_refund() {
+    // What the previous release stored for a saga undoing its payment: a position in its one
+    // list of steps (inventory, payment, order, notification) and no plan.
+    let mut stored = serde_json::to_value(reply(&start().state, ok()).state).unwrap();
+    let map = stored.as_object_mut().unwrap();
+    map.remove("plan");
+    map.remove("step");
+    map.insert("cursor".into(), 1.into());
+    map.insert("phase".into(), "undo".into());
+    map.insert("status".into(), "compensating".into());
+    let state: SagaState = serde_json::from_value(stored.clone()).unwrap();
+    assert_eq!(
+        (state.plan, state.step(), state.phase),
+        (PlanId::CheckoutV1, Step::Payment, Phase::Undo)
+    );
+    let resent = state.next(&timeout(1), POLICY).unwrap();
+    assert!(resent.send);
+    assert_eq!(
+        command_of(&resent.state),
+        Some((Step::Payment, Phase::Undo)),
+        "its refund"
+    );
+    let released = reply(&state, ok()).state;
+    assert_eq!(command_of(&released), Some((Step::Inventory, Phase::Undo)));
+
+    // A position its plan does not have is refused, not guessed at.
+    stored["cursor"] = 9.into();
+    let err = serde_json::from_value::<SagaState>(stored).unwrap_err();
+    assert!(err.to_string().contains("past the end"), "{err}");
+}
+
+#[test]
+fn a_saga_finishes_under_the_plan_it_started_with_when_a_newer_plan_gained_a_step() {
+    // Started under a plan without the order step; the release now runs a plan that has it
+    // before payment, at the position the saga's payment had.
+    let state = SagaState::start(PlanId::TestBeforeOrder, data()).state;
+    assert_ne!(
+        PlanId::TestBeforeOrder.steps()[1],
+        PlanId::TestWithOrderFirst.steps()[1]
+    );
+    let charging = reply(&state, ok()).state;
+    assert_eq!(charging.step(), Step::Payment);
+    // Mid-compensation (the charge timed out), stored and read back by the new release.
+    let mut undoing = charging.clone();
+    for secs in 1..=POLICY.max_attempts {
+        undoing = undoing
+            .next(&timeout(u64::from(secs)), POLICY)
+            .unwrap()
+            .state;
+    }
+    let undoing: SagaState =
+        serde_json::from_value(serde_json::to_value(&undoing).unwrap()).unwrap();
+    assert_eq!(
+        command_of(&undoing),
+        Some((Step::Payment, Phase::Undo)),
+        "its refund"
+    );
+    let next = reply(&undoing, ok()).state;
+    assert_eq!(
+        command_of(&next),
+        Some((Step::Inventory, Phase::Undo)),
+        "no cancel of an order its plan never made"
+    );
+    // And forwards: after the charge the saga completes, the order step is not its.
+    let done = reply(&charging, ok()).state;
+    assert_eq!(done.status, SagaStatus::Completed);
+    assert_eq!(command_of(&done), Some((Step::Notification, Phase::Do)));
 }

@@ -37,11 +37,11 @@ async fn a_step_without_reply_is_undone_and_an_undo_without_reply_is_flagged_but
         for due in executor.due(10).await.unwrap() {
             status = executor.time_out(due).await.unwrap();
         }
-        if status == Some(Status::Stuck) {
+        if status == Some(SagaStatus::Stuck) {
             break;
         }
     }
-    assert_eq!(status, Some(Status::Stuck), "flagged for an operator");
+    assert_eq!(status, Some(SagaStatus::Stuck), "flagged for an operator");
     let charges = commands(&js, "checkout.cmd.payment.charge").await;
     let charge = format!("{saga_id}.payment.do");
     assert_eq!(
@@ -79,7 +79,7 @@ async fn a_step_without_reply_is_undone_and_an_undo_without_reply_is_flagged_but
     let retried = executor.apply(saga_id, Input::OperatorRetry).await.unwrap();
     assert_eq!(
         retried,
-        Some(Status::Stuck),
+        Some(SagaStatus::Stuck),
         "flagged until the undo succeeds"
     );
     let after_retry = commands(&js, "checkout.cmd.payment.refund").await;
@@ -103,12 +103,16 @@ async fn a_step_without_reply_is_undone_and_an_undo_without_reply_is_flagged_but
         .apply(saga_id, reply(Step::Payment, ok.clone()))
         .await
         .unwrap();
-    assert_eq!(status, Some(Status::Compensating), "the flag is cleared");
+    assert_eq!(
+        status,
+        Some(SagaStatus::Compensating),
+        "the flag is cleared"
+    );
     let status = executor
         .apply(saga_id, reply(Step::Inventory, ok))
         .await
         .unwrap();
-    assert_eq!(status, Some(Status::Compensated));
+    assert_eq!(status, Some(SagaStatus::Compensated));
     assert!(store::stuck(&pool).await.unwrap().is_empty());
     pool.close().await;
     db.drop_db().await.unwrap();
@@ -138,7 +142,7 @@ async fn an_unanswered_confirmation_is_resent_by_its_deadline_then_given_up_and_
     }
     assert_eq!(
         status,
-        Some(Status::Completed),
+        Some(SagaStatus::Completed),
         "the checkout does not wait"
     );
     // No notification worker answers: the completed saga stays in the deadline scan (the
@@ -149,7 +153,7 @@ async fn an_unanswered_confirmation_is_resent_by_its_deadline_then_given_up_and_
             status = executor.time_out(due).await.unwrap();
         }
     }
-    assert_eq!(status, Some(Status::Completed), "the checkout stands");
+    assert_eq!(status, Some(SagaStatus::Completed), "the checkout stands");
     let sent = commands(&js, "checkout.cmd.notification.send").await;
     let id = format!("{saga_id}.notification.do");
     assert_eq!(

@@ -148,7 +148,7 @@ async fn two_orchestrators_apply_each_reply_once_whatever_each_remembers() {
         phase: Phase::Do,
         outcome: Outcome::StepSucceeded { reference: None },
     };
-    let running = Some(Status::Running);
+    let running = Some(SagaStatus::Running);
     assert_eq!(
         b.apply(saga_id, reply(Step::Inventory)).await.unwrap(),
         running

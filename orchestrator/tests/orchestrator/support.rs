@@ -3,7 +3,7 @@
 pub use async_nats::jetstream;
 pub use checkout_harness::{NatsServer, TestDb};
 pub use checkout_orchestrator::executor::{Executor, Timing};
-pub use checkout_orchestrator::machine::{Input, Status};
+pub use checkout_orchestrator::machine::{Input, SagaStatus};
 pub use checkout_orchestrator::saga::SagaData;
 pub use checkout_orchestrator::store;
 pub use checkout_orchestrator::{OrchestratorConfig, store::migrate};

@@ -32,61 +32,36 @@ impl std::fmt::Display for Refusal {
     }
 }
 
-/// The stable codes of a refusal. Only business decisions belong here: a database or network
-/// that failed is not a reason to refuse, whatever the delivery count.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum RefusalCode {
-    /// Not enough stock for a line of the cart.
-    OutOfStock,
-    /// A line names a SKU the inventory does not sell.
-    UnknownSku,
-    /// The card was declined.
-    CardDeclined,
-    /// The card's account has too little money.
-    InsufficientFunds,
-    /// The card has expired.
-    ExpiredCard,
-    /// The confirmation could not be sent within its bound (fire-and-forget: recorded and
-    /// counted, never a reason to fail the checkout).
-    NotificationFailed,
-    /// The order was refused.
-    OrderRefused,
-    /// The undo arrived before the action and left a tombstone: the late action is refused,
-    /// so it can never take effect behind the saga's back.
-    CancelledBeforeDone,
-    /// The action's effect already exists without a stored reply (its record was cleared):
-    /// refused, so that the saga undoes it rather than counting on it twice.
-    AlreadyDone,
-    /// The command could not be read (undecodable body, body and headers disagree). Only an
-    /// action is refused so; an undo has no refusal.
-    Undeliverable,
-    /// A refusal stored before reasons had codes; its message is the old free text.
-    Unspecified,
-}
-
-impl RefusalCode {
-    /// The code as it reads on the wire.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            RefusalCode::OutOfStock => "out_of_stock",
-            RefusalCode::UnknownSku => "unknown_sku",
-            RefusalCode::CardDeclined => "card_declined",
-            RefusalCode::InsufficientFunds => "insufficient_funds",
-            RefusalCode::ExpiredCard => "expired_card",
-            RefusalCode::NotificationFailed => "notification_failed",
-            RefusalCode::OrderRefused => "order_refused",
-            RefusalCode::CancelledBeforeDone => "cancelled_before_done",
-            RefusalCode::AlreadyDone => "already_done",
-            RefusalCode::Undeliverable => "undeliverable",
-            RefusalCode::Unspecified => "unspecified",
-        }
-    }
-}
-
-impl std::fmt::Display for RefusalCode {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.as_str())
+crate::vocabulary::state_word! {
+    /// The stable codes of a refusal. Only business decisions belong here: a database or
+    /// network that failed is not a reason to refuse, whatever the delivery count.
+    pub enum RefusalCode {
+        /// Not enough stock for a line of the cart.
+        OutOfStock,
+        /// A line names a SKU the inventory does not sell.
+        UnknownSku,
+        /// The card was declined.
+        CardDeclined,
+        /// The card's account has too little money.
+        InsufficientFunds,
+        /// The card has expired.
+        ExpiredCard,
+        /// The confirmation could not be sent within its bound (fire-and-forget: recorded and
+        /// counted, never a reason to fail the checkout).
+        NotificationFailed,
+        /// The order was refused.
+        OrderRefused,
+        /// The undo arrived before the action and left a tombstone: the late action is refused,
+        /// so it can never take effect behind the saga's back.
+        CancelledBeforeDone,
+        /// The action's effect already exists without a stored reply (its record was cleared):
+        /// refused, so that the saga undoes it rather than counting on it twice.
+        AlreadyDone,
+        /// The command could not be read (undecodable body, body and headers disagree). Only an
+        /// action is refused so; an undo has no refusal.
+        Undeliverable,
+        /// A refusal stored before reasons had codes; its message is the old free text.
+        Unspecified,
     }
 }
 

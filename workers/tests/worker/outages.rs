@@ -106,7 +106,7 @@ async fn outlast_the_budget(world: &World, case: &Case, saga: Uuid, command: Com
             case.table
         ))
         .await;
-    let mut advisories = given_up(world, case.kind.service()).await;
+    let mut advisories = given_up(world, case.kind.as_str()).await;
     world
         .send(saga, command, &key(saga, case.kind, phase))
         .await;

@@ -34,7 +34,7 @@ async fn age(world: &World, schema: &str, key: &str, days: u32) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn records_past_the_retention_go_and_recent_ones_stay_in_every_schema() {
     let world = World::new().await;
-    for kind in Step::ALL {
+    for &kind in Step::ALL {
         world.migrate(kind).await;
         let schema = kind.schema();
         for (key, days) in [("old", 8), ("older", 30), ("recent", 6), ("new", 0)] {

@@ -200,7 +200,7 @@ impl World {
 pub fn short_budget(kind: Step) -> ConsumerDef {
     let mut def = Topology::load()
         .unwrap()
-        .consumer(kind.service())
+        .consumer(kind.as_str())
         .unwrap()
         .clone();
     def.max_deliver = 3;
