@@ -77,3 +77,39 @@ pub fn client_telemetry(endpoint: String) -> anyhow::Result<Telemetry> {
         endpoint: Some(endpoint),
     })?)
 }
+
+/// The orchestrator's deadlines and bounds: the orchestrators' own, and `checkout retry`'s,
+/// which writes a stuck undo's next deadline as they would.
+#[derive(Debug, Clone, Args)]
+pub struct TimingArgs {
+    /// Seconds a command waits for its reply before it is re-sent (doubling each time).
+    #[arg(long, env = "STEP_TIMEOUT_SECS", default_value_t = 10.0)]
+    pub step_timeout_secs: f64,
+    /// The longest wait for one reply, in seconds, however many re-sends.
+    #[arg(long, env = "MAX_STEP_TIMEOUT_SECS", default_value_t = 60.0)]
+    pub max_step_timeout_secs: f64,
+    /// Sends of an action before the saga undoes it. An undo is re-sent until it succeeds,
+    /// at most every --max-step-timeout-secs.
+    #[arg(long, env = "STEP_MAX_ATTEMPTS", default_value_t = 5)]
+    pub step_max_attempts: u32,
+    /// Seconds an undo may go without success before its saga is flagged stuck (listed by
+    /// `checkout stuck`); its retries go on.
+    #[arg(long, env = "STUCK_AFTER_SECS", default_value_t = 300.0)]
+    pub stuck_after_secs: f64,
+}
+
+impl TimingArgs {
+    /// The timing, or which option is not a duration.
+    pub fn timing(&self) -> anyhow::Result<checkout_orchestrator::Timing> {
+        let secs = |name: &str, value: f64| {
+            std::time::Duration::try_from_secs_f64(value)
+                .map_err(|_| anyhow::anyhow!("--{name} must be a number of seconds, got {value}"))
+        };
+        Ok(checkout_orchestrator::Timing {
+            step_timeout: secs("step-timeout-secs", self.step_timeout_secs)?,
+            max_step_timeout: secs("max-step-timeout-secs", self.max_step_timeout_secs)?,
+            max_attempts: self.step_max_attempts.max(1),
+            stuck_after: secs("stuck-after-secs", self.stuck_after_secs)?,
+        })
+    }
+}

@@ -1,14 +1,13 @@
 //! Operators' commands: list `stuck` sagas, `retry` one (`show` is in `show.rs`).
 
-use crate::common::{DbArgs, NatsArgs};
+use crate::common::{DbArgs, NatsArgs, TimingArgs};
 use anyhow::Context as _;
 use checkout_orchestrator::machine::{Input, SagaStatus};
-use checkout_orchestrator::{Executor, Timing, store};
+use checkout_orchestrator::{Executor, store};
 use checkout_shared::telemetry::SpanFlusher;
 use clap::Args;
 use sqlx::PgPool;
 use std::process::ExitCode;
-use std::time::Duration;
 use uuid::Uuid;
 
 async fn pool(db: &DbArgs) -> anyhow::Result<PgPool> {
@@ -53,6 +52,9 @@ pub struct RetryArgs {
     db: DbArgs,
     #[command(flatten)]
     nats: NatsArgs,
+    /// The deployed orchestrators' timing: the undo's next deadline is written by it.
+    #[command(flatten)]
+    timing: TimingArgs,
     /// The stuck saga.
     saga_id: Uuid,
 }
@@ -78,12 +80,7 @@ pub async fn retry(args: RetryArgs) -> anyhow::Result<ExitCode> {
     }
     let nats =
         checkout_shared::connect::connect(&args.nats.nats_url, "checkout-retry", false).await?;
-    let timing = Timing {
-        step_timeout: Duration::from_secs(10),
-        max_step_timeout: Duration::from_secs(60),
-        max_attempts: 5,
-        stuck_after: Duration::from_secs(300),
-    };
+    let timing = args.timing.timing()?;
     // The undo is sent under the saga's stored step span: its trace stays the checkout's.
     checkout_shared::propagation::install_propagators();
     let (executor, _exported) = Executor::new(pool, nats.clone(), SpanFlusher::disabled(), timing);

@@ -1,8 +1,8 @@
 //! `checkout orchestrator`, `checkout worker <kind>` (a kind per row of the step table) and
 //! `checkout gateway`: the long-running services.
 
-use crate::common::{DbArgs, NatsArgs, SERVICE_FILTER, TelemetryArgs};
-use checkout_orchestrator::{OrchestratorConfig, Timing};
+use crate::common::{DbArgs, NatsArgs, SERVICE_FILTER, TelemetryArgs, TimingArgs};
+use checkout_orchestrator::OrchestratorConfig;
 use checkout_shared::retention::Retention;
 use checkout_shared::telemetry::SpanFlusher;
 use checkout_shared::{Step, shutdown};
@@ -29,20 +29,8 @@ pub struct OrchestratorArgs {
     /// (docs/performance.md).
     #[arg(long, env = "ORCHESTRATOR_DB_CONNECTIONS", default_value_t = 8)]
     db_connections: u32,
-    /// Seconds a command waits for its reply before it is re-sent (doubling each time).
-    #[arg(long, env = "STEP_TIMEOUT_SECS", default_value_t = 10.0)]
-    step_timeout_secs: f64,
-    /// The longest wait for one reply, in seconds, however many re-sends.
-    #[arg(long, env = "MAX_STEP_TIMEOUT_SECS", default_value_t = 60.0)]
-    max_step_timeout_secs: f64,
-    /// Sends of an action before the saga undoes it. An undo is re-sent until it succeeds,
-    /// at most every --max-step-timeout-secs.
-    #[arg(long, env = "STEP_MAX_ATTEMPTS", default_value_t = 5)]
-    step_max_attempts: u32,
-    /// Seconds an undo may go without success before its saga is flagged stuck (listed by
-    /// `checkout stuck`); its retries go on.
-    #[arg(long, env = "STUCK_AFTER_SECS", default_value_t = 300.0)]
-    stuck_after_secs: f64,
+    #[command(flatten)]
+    timing: TimingArgs,
     /// Seconds an ended saga (completed, compensated or failed, with nothing left to wait
     /// for) and its log are kept before the pruner deletes them. Keep it well above how long
     /// a client may retry a checkout (an Idempotency-Key) and above IDEMPOTENCY_RETENTION_SECS.
@@ -202,12 +190,7 @@ pub async fn orchestrator(args: OrchestratorArgs) -> anyhow::Result<ExitCode> {
         concurrency: args.concurrency,
         max_connections: args.db_connections,
         replicas: args.replicas,
-        timing: Timing {
-            step_timeout: Duration::from_secs_f64(args.step_timeout_secs),
-            max_step_timeout: Duration::from_secs_f64(args.max_step_timeout_secs),
-            max_attempts: args.step_max_attempts.max(1),
-            stuck_after: Duration::from_secs_f64(args.stuck_after_secs),
-        },
+        timing: args.timing.timing()?,
         retention: retention(args.retention_secs, args.retention_interval_secs),
     };
     let result = checkout_orchestrator::run(

@@ -5,6 +5,7 @@ use crate::common::DbArgs;
 use crate::trace_links::TraceUiArgs;
 use anyhow::Context as _;
 use checkout_orchestrator::store::{self, LogRow};
+use checkout_shared::LogEvent;
 use chrono::{DateTime, Utc};
 use clap::Args;
 use serde::Serialize;
@@ -72,23 +73,26 @@ pub fn timeline(log: &[LogRow]) -> Vec<Entry> {
             });
             Some(entries.len() - 1)
         };
-        match row.event.as_str() {
-            "started" => open = begin(&mut entries, "do"),
-            "undo_started" => open = begin(&mut entries, "undo"),
+        match row.event {
+            LogEvent::Started => open = begin(&mut entries, "do"),
+            LogEvent::UndoStarted => open = begin(&mut entries, "undo"),
             // An operator's retry of a stuck undo sends it afresh: a new undo entry.
-            "retried" if open.is_none() => open = begin(&mut entries, "undo"),
-            "retried" | "undo_failed" => {
+            LogEvent::Retried if open.is_none() => open = begin(&mut entries, "undo"),
+            LogEvent::Retried | LogEvent::UndoFailed => {
                 if let Some(entry) = open.map(|i| &mut entries[i]) {
                     entry.attempts += 1;
                     entry.reason = row.detail.clone();
                 }
             }
-            event @ ("succeeded" | "undo_finished" | "failed" | "stuck") => {
+            event @ (LogEvent::Succeeded
+            | LogEvent::UndoFinished
+            | LogEvent::Failed
+            | LogEvent::Stuck) => {
                 if let Some(entry) = open.take().map(|i| &mut entries[i]) {
                     entry.end = Some(row.at);
                     entry.outcome = match event {
-                        "failed" => "failed",
-                        "stuck" => "stuck",
+                        LogEvent::Failed => "failed",
+                        LogEvent::Stuck => "stuck",
                         _ => "ok",
                     };
                     if row.detail.is_some() {
@@ -96,7 +100,7 @@ pub fn timeline(log: &[LogRow]) -> Vec<Entry> {
                     }
                 }
             }
-            _ => {}
+            LogEvent::Completed | LogEvent::Compensated => {}
         }
     }
     entries
@@ -115,11 +119,7 @@ pub async fn show(args: ShowArgs) -> anyhow::Result<ExitCode> {
     let entries = timeline(&log);
     let trace_id = row.trace.trace_id.to_string();
     let link = args.links.resolve().await.link(&trace_id).await;
-    let ended = log
-        .iter()
-        .rev()
-        .find(|r| matches!(r.event.as_str(), "completed" | "compensated"))
-        .map(|r| r.at);
+    let ended = ended_at(&log);
     if args.json {
         let out = serde_json::json!({
             "saga_id": row.saga_id, "status": row.state.status.as_str(),
@@ -164,6 +164,20 @@ pub async fn show(args: ShowArgs) -> anyhow::Result<ExitCode> {
         println!("  {}", line(row.started_at, entry));
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// When the saga ended: its log's saga-level end (a step's own `failed` names its step).
+pub fn ended_at(log: &[LogRow]) -> Option<DateTime<Utc>> {
+    log.iter()
+        .rev()
+        .find(|r| {
+            r.step.is_none()
+                && matches!(
+                    r.event,
+                    LogEvent::Completed | LogEvent::Compensated | LogEvent::Failed
+                )
+        })
+        .map(|r| r.at)
 }
 
 fn millis(from: DateTime<Utc>, to: DateTime<Utc>) -> f64 {

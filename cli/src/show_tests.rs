@@ -10,7 +10,7 @@ fn at(ms: i64) -> DateTime<Utc> {
 fn row(ms: i64, step: Option<&str>, event: &str, detail: Option<&str>) -> LogRow {
     LogRow {
         step: step.map(str::to_owned),
-        event: event.to_owned(),
+        event: event.parse().expect("a log event"),
         detail: detail.map(str::to_owned),
         at: at(ms),
     }
@@ -102,4 +102,25 @@ fn a_running_step_has_no_end() {
         "{}",
         line(at(0), &entries[0])
     );
+}
+
+#[test]
+fn a_saga_refused_at_its_first_step_has_an_end_and_a_step_failure_is_not_one() {
+    let refused = "out_of_stock: SKU-RARE wants 4, 3 available";
+    let log = [
+        row(0, Some("inventory"), "started", None),
+        row(12, Some("inventory"), "failed", Some(refused)),
+        row(12, None, "failed", Some(refused)),
+    ];
+    assert_eq!(ended_at(&log), Some(at(12)));
+    assert_eq!(
+        ended_at(&log[..2]),
+        None,
+        "a step's failure does not end the saga"
+    );
+    let compensating = [
+        row(0, Some("payment"), "failed", Some("card_declined: no")),
+        row(5, Some("inventory"), "undo_started", None),
+    ];
+    assert_eq!(ended_at(&compensating), None);
 }

@@ -5,6 +5,7 @@
 
 use crate::machine::{LogEntry, SagaState};
 use crate::spans::{PlannedSpan, SagaTrace};
+use checkout_shared::LogEvent;
 use chrono::{DateTime, Utc};
 use opentelemetry::trace::{SpanId, TraceId};
 use sqlx::{PgPool, Row};
@@ -231,10 +232,11 @@ pub async fn stuck(pool: &PgPool) -> Result<Vec<SagaRow>, sqlx::Error> {
 /// One entry of a saga's log.
 #[derive(Debug, Clone, sqlx::FromRow, serde::Serialize)]
 pub struct LogRow {
-    /// The step, if any.
+    /// The step, if any (as its name: a step a later release dropped still reads).
     pub step: Option<String>,
     /// What happened.
-    pub event: String,
+    #[sqlx(try_from = "String")]
+    pub event: LogEvent,
     /// Detail.
     pub detail: Option<String>,
     /// When.
@@ -249,11 +251,4 @@ pub async fn log(pool: &PgPool, saga_id: Uuid) -> Result<Vec<LogRow>, sqlx::Erro
     .bind(saga_id)
     .fetch_all(pool)
     .await
-}
-
-/// How many sagas are in each status.
-pub async fn counts(pool: &PgPool) -> Result<Vec<(String, i64)>, sqlx::Error> {
-    sqlx::query_as("SELECT status, count(*) FROM saga.sagas GROUP BY status ORDER BY status")
-        .fetch_all(pool)
-        .await
 }

@@ -29,6 +29,14 @@ macro_rules! state_word {
                 self.into()
             }
         }
+
+        // What a database column of this word decodes through.
+        impl TryFrom<String> for $name {
+            type Error = ::strum::ParseError;
+            fn try_from(text: String) -> Result<Self, Self::Error> {
+                text.parse()
+            }
+        }
     };
 }
 pub(crate) use state_word;

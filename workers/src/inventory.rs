@@ -108,19 +108,6 @@ pub async fn seed(pool: &PgPool, stock: &[StockSeed]) -> Result<(), sqlx::Error>
     Ok(())
 }
 
-/// Sets the stock of a SKU, creating it if needed (operators and tests).
-pub async fn set_stock(pool: &PgPool, sku: &str, quantity: i32) -> Result<(), sqlx::Error> {
-    sqlx::query(
-        "INSERT INTO inventory.stock (sku, available) VALUES ($1, $2) \
-         ON CONFLICT (sku) DO UPDATE SET available = EXCLUDED.available, updated_at = now()",
-    )
-    .bind(sku)
-    .bind(quantity)
-    .execute(pool)
-    .await?;
-    Ok(())
-}
-
 /// Every SKU's catalog entry (price and currency).
 pub async fn catalog(pool: &PgPool) -> Result<Vec<CatalogEntry>, sqlx::Error> {
     let rows: Vec<(String, i64, String)> =

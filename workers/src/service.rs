@@ -16,7 +16,7 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 /// Applies the migrations of `kind`'s schema. Each schema keeps its own migration history, so
-/// the three services migrate one database independently.
+/// the workers migrate one database independently.
 pub async fn migrate(pool: &PgPool, kind: Step) -> Result<(), WorkerError> {
     let schema = schema_of(kind);
     let mut migrator = migrator(kind);

@@ -32,9 +32,14 @@ async fn wait_for_status(stack: &Stack, saga_id: Uuid, want: &str, within: Durat
 }
 
 fn cli(stack: &Stack, args: &[&str]) -> (bool, String) {
+    cli_with(stack, args, &[])
+}
+
+fn cli_with(stack: &Stack, args: &[&str], envs: &[(&str, &str)]) -> (bool, String) {
     let db_url: String = stack.db_url();
     let out = Command::new(PathBuf::from(env!("CARGO_BIN_EXE_checkout")))
         .args(args)
+        .envs(envs.iter().copied())
         .env("NATS_URL", stack.nats.url())
         .env("DATABASE_URL", db_url)
         .env("OTEL_TRACES_EXPORTER", "none")
@@ -114,6 +119,24 @@ async fn a_refund_outlasting_the_delivery_budget_is_never_given_up() {
     for checkout in [&by_itself, &by_retry] {
         assert_eq!(status(&stack, checkout.checkout_id).await, "stuck");
     }
+    // A retry during the outage writes the undo's next deadline by the deployed timing (the
+    // orchestrator's STEP_TIMEOUT_SECS=1, not a default of 10 s).
+    let id = by_retry.checkout_id.to_string();
+    let deployed = [("STEP_TIMEOUT_SECS", "1"), ("MAX_STEP_TIMEOUT_SECS", "15")];
+    let (ok, said) = cli_with(&stack, &["retry", &id], &deployed);
+    assert!(ok, "retry during the outage: {said}");
+    let wait: f64 = sqlx::query_scalar(
+        "SELECT extract(epoch FROM deadline_at - updated_at)::float8 FROM saga.sagas \
+         WHERE saga_id = $1",
+    )
+    .bind(by_retry.checkout_id)
+    .fetch_one(&stack.pool)
+    .await
+    .unwrap();
+    assert!(
+        wait < 5.0,
+        "the retried undo waits {wait} s, not the deployed 1 s"
+    );
 
     sqlx::raw_sql(sqlx::AssertSqlSafe(rename("ledger_away", "ledger")))
         .execute(&stack.pool)

@@ -1,6 +1,7 @@
 //! Deadlines: actions re-sent then undone, undos never given up, confirmations bounded.
 
 use crate::support::*;
+use checkout_shared::LogEvent;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_step_without_reply_is_undone_and_an_undo_without_reply_is_flagged_but_never_given_up() {
@@ -167,11 +168,11 @@ async fn an_unanswered_confirmation_is_resent_by_its_deadline_then_given_up_and_
     let log = store::log(&pool, saga_id).await.unwrap();
     let last = log.last().unwrap();
     assert_eq!(
-        (last.step.as_deref(), last.event.as_str()),
-        (Some("notification.send"), "failed")
+        (last.step.as_deref(), last.event),
+        (Some("notification"), LogEvent::Failed)
     );
     assert!(
-        log.iter().all(|e| e.event != "undo_started"),
+        log.iter().all(|e| e.event != LogEvent::UndoStarted),
         "nothing undone"
     );
 }

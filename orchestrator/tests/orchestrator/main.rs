@@ -11,3 +11,4 @@ mod deadlines;
 mod recovery;
 mod retention;
 mod support;
+mod vocabulary;

@@ -29,7 +29,7 @@ pub struct Instrument {
 
 /// Attribute: how a saga ended (`completed`, `compensated`, `failed`, `rejected`).
 pub const OUTCOME: &str = "checkout.outcome";
-/// Attribute: the step (`inventory.reserve`, ...).
+/// Attribute: the step, by its name (`inventory`, `payment`, ...).
 pub const STEP: &str = "checkout.step";
 /// Attribute: `do` or `undo`.
 pub const PHASE: &str = "saga.phase";
