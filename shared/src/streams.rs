@@ -1,4 +1,5 @@
-//! The JetStream topology, defined once in `nats/jetstream.json` and provisioned from it.
+//! The JetStream topology, defined once in `nats/jetstream.json` and provisioned from it;
+//! the workers' consumers are one template there, instantiated for every declared step.
 //!
 //! Every service calls [`provision`] at start-up; it creates what is missing and updates what
 //! drifted, so starting any service in any order yields the same streams and consumers. The
@@ -17,6 +18,7 @@
 //! on each) before a command is handed back to the orchestrator. `ack_wait_secs` bounds a
 //! delivery whose worker died; a worker doing long work extends it with in-progress acks.
 
+use crate::steps::Step;
 use async_nats::jetstream::{self, consumer, stream};
 use serde::Deserialize;
 use std::time::Duration;
@@ -40,12 +42,32 @@ pub const LIFECYCLE_STREAM: &str = "CHECKOUT_LIFECYCLE";
 pub const CATALOG_STREAM: &str = "CHECKOUT_CATALOG";
 
 /// The streams and consumers of the system.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone)]
 pub struct Topology {
     /// Every stream.
     pub streams: Vec<StreamDef>,
-    /// Every durable pull consumer.
+    /// Every durable pull consumer: the file's, and one per step for its worker kind.
     pub consumers: Vec<ConsumerDef>,
+}
+
+/// The file: the workers' consumers are one template, instantiated for every step the code
+/// declares, so a new step needs no edit here.
+#[derive(Debug, Clone, Deserialize)]
+struct TopologyFile {
+    streams: Vec<StreamDef>,
+    consumers: Vec<ConsumerDef>,
+    worker_consumer: WorkerConsumerDef,
+}
+
+/// A worker kind's consumer, but for its name and filter (the step's).
+#[derive(Debug, Clone, Deserialize)]
+struct WorkerConsumerDef {
+    stream: String,
+    ack_wait_secs: u64,
+    max_deliver: i64,
+    nak_first_ms: u64,
+    nak_max_ms: u64,
+    max_ack_pending: i64,
 }
 
 /// One stream.
@@ -130,7 +152,24 @@ pub enum ProvisionError {
 impl Topology {
     /// The topology compiled into this binary.
     pub fn load() -> Result<Self, ProvisionError> {
-        Ok(serde_json::from_str(TOPOLOGY_JSON)?)
+        let file: TopologyFile = serde_json::from_str(TOPOLOGY_JSON)?;
+        let template = file.worker_consumer;
+        let workers = Step::ALL.iter().map(|&step| ConsumerDef {
+            stream: template.stream.clone(),
+            durable: step.as_str().to_owned(),
+            filter_subject: crate::subjects::commands_for(step),
+            ack_wait_secs: template.ack_wait_secs,
+            max_deliver: template.max_deliver,
+            nak_first_ms: template.nak_first_ms,
+            nak_max_ms: template.nak_max_ms,
+            max_ack_pending: template.max_ack_pending,
+        });
+        let mut consumers = file.consumers;
+        consumers.extend(workers);
+        Ok(Topology {
+            streams: file.streams,
+            consumers,
+        })
     }
 
     /// The definition of one consumer.
@@ -235,7 +274,7 @@ pub async fn bind_consumer(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::envelope::Step;
+    use crate::steps::Phase;
     use crate::subjects;
 
     #[test]
@@ -256,23 +295,17 @@ mod tests {
             "checkout.cmd.payment.charge"
         )));
         assert!(captured(&subjects::lifecycle(uuid::Uuid::nil(), "started")));
-        // One consumer per row of the step table, filtered to its commands: the file is the
-        // operator's copy, so it is checked against the table rather than generated.
+        // One consumer per step, on the stream that captures its commands.
         for &step in Step::ALL {
             let def = topology.consumer(step.as_str()).unwrap();
-            assert_eq!(def.filter_subject, subjects::commands_for(step));
-            assert_eq!(def.stream, "CHECKOUT_COMMANDS");
+            assert!(captured(&subjects::command(step, Phase::Do)), "{step}");
+            let stream = topology
+                .streams
+                .iter()
+                .find(|s| s.name == def.stream)
+                .unwrap();
+            assert_eq!(stream.retention, "workqueue", "{step}");
         }
-        let workers = topology
-            .consumers
-            .iter()
-            .filter(|c| c.stream == "CHECKOUT_COMMANDS")
-            .count();
-        assert_eq!(
-            workers,
-            Step::ALL.len(),
-            "no consumer for a step that is gone"
-        );
         assert!(topology.consumer(REQUESTS_CONSUMER).is_ok());
         assert!(topology.consumer(EVENTS_CONSUMER).is_ok());
         let lifecycle = topology.streams.iter().find(|s| s.name == LIFECYCLE_STREAM);
