@@ -19,12 +19,12 @@ fn row(ms: i64, step: Option<&str>, event: &str, detail: Option<&str>) -> LogRow
 #[test]
 fn a_compensated_saga_reads_as_its_steps_then_its_undos() {
     let log = [
-        row(0, Some("inventory.reserve"), "started", None),
-        row(10, Some("inventory.reserve"), "succeeded", None),
-        row(10, Some("payment.charge"), "started", None),
-        row(25, Some("payment.charge"), "failed", Some("card declined")),
-        row(25, Some("inventory.reserve"), "undo_started", None),
-        row(40, Some("inventory.reserve"), "undo_finished", None),
+        row(0, Some("inventory"), "started", None),
+        row(10, Some("inventory"), "succeeded", None),
+        row(10, Some("payment"), "started", None),
+        row(25, Some("payment"), "failed", Some("card declined")),
+        row(25, Some("inventory"), "undo_started", None),
+        row(40, Some("inventory"), "undo_finished", None),
         row(40, None, "compensated", Some("card declined")),
     ];
     let entries = timeline(&log);
@@ -35,9 +35,9 @@ fn a_compensated_saga_reads_as_its_steps_then_its_undos() {
     assert_eq!(
         summary,
         vec![
-            ("do", "inventory.reserve", "ok", Some(10.0)),
-            ("do", "payment.charge", "failed", Some(15.0)),
-            ("undo", "inventory.reserve", "ok", Some(15.0)),
+            ("do", "inventory", "ok", Some(10.0)),
+            ("do", "payment", "failed", Some(15.0)),
+            ("undo", "inventory", "ok", Some(15.0)),
         ]
     );
     assert_eq!(entries[1].reason.as_deref(), Some("card declined"));
@@ -51,31 +51,21 @@ fn a_compensated_saga_reads_as_its_steps_then_its_undos() {
 #[test]
 fn re_sends_and_failed_undo_attempts_are_counted_with_the_last_reason() {
     let log = [
-        row(0, Some("inventory.reserve"), "started", None),
+        row(0, Some("inventory"), "started", None),
         row(
             5_000,
-            Some("inventory.reserve"),
+            Some("inventory"),
             "retried",
             Some("no reply; re-sending (attempt 2)"),
         ),
-        row(5_020, Some("inventory.reserve"), "succeeded", None),
-        row(5_020, Some("payment.charge"), "started", None),
-        row(5_030, Some("payment.charge"), "failed", Some("declined")),
-        row(5_030, Some("inventory.reserve"), "undo_started", None),
-        row(
-            5_040,
-            Some("inventory.reserve"),
-            "undo_failed",
-            Some("db down"),
-        ),
-        row(5_050, Some("inventory.reserve"), "stuck", Some("db down")),
-        row(
-            9_000,
-            Some("inventory.reserve"),
-            "retried",
-            Some("operator retry"),
-        ),
-        row(9_010, Some("inventory.reserve"), "undo_finished", None),
+        row(5_020, Some("inventory"), "succeeded", None),
+        row(5_020, Some("payment"), "started", None),
+        row(5_030, Some("payment"), "failed", Some("declined")),
+        row(5_030, Some("inventory"), "undo_started", None),
+        row(5_040, Some("inventory"), "undo_failed", Some("db down")),
+        row(5_050, Some("inventory"), "stuck", Some("db down")),
+        row(9_000, Some("inventory"), "retried", Some("operator retry")),
+        row(9_010, Some("inventory"), "undo_finished", None),
     ];
     let entries = timeline(&log);
     assert_eq!(entries.len(), 4, "{entries:#?}");
@@ -93,7 +83,7 @@ fn re_sends_and_failed_undo_attempts_are_counted_with_the_last_reason() {
 
 #[test]
 fn a_running_step_has_no_end() {
-    let log = [row(0, Some("inventory.reserve"), "started", None)];
+    let log = [row(0, Some("inventory"), "started", None)];
     let entries = timeline(&log);
     assert_eq!(entries[0].outcome, "running");
     assert_eq!(entries[0].millis(), None);

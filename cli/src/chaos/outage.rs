@@ -37,21 +37,21 @@ pub struct Target {
 pub const TARGETS: [Target; 3] = [
     Target {
         worker: "inventory",
-        step: "inventory.reserve",
+        step: "inventory",
         schema: "inventory",
         table: "reservations",
         undo_write: "NEW.state <> 'held'",
     },
     Target {
         worker: "payment",
-        step: "payment.charge",
+        step: "payment",
         schema: "payment",
         table: "ledger",
         undo_write: "NEW.kind = 'refund'",
     },
     Target {
         worker: "order",
-        step: "order.create",
+        step: "order",
         schema: "orders",
         table: "orders",
         undo_write: "NEW.status <> 'created'",

@@ -6,6 +6,7 @@
 use crate::support::{Options, Stack, receiver, request, trace_with};
 use checkout_harness::ReceivedSpan;
 use checkout_harness::trace_check::{check_tree, render_tree};
+use checkout_shared::Step;
 
 pub(crate) fn named<'a>(spans: &'a [ReceivedSpan], name: &str) -> Vec<&'a ReceivedSpan> {
     spans.iter().filter(|s| s.name == name).collect()
@@ -109,14 +110,10 @@ async fn each_step_traces_its_business_context_and_no_token_is_exported() {
         assert_eq!(saga.attr(key), Some(value), "saga span {key}");
     }
     assert_eq!(saga.attr("checkout.failure_step"), None);
-    for step in [
-        "inventory.reserve",
-        "payment.charge",
-        "order.create",
-        "notification.send",
-    ] {
-        let span = one(&spans, &format!("step {step}"));
-        assert_eq!(span.attr("checkout.step"), Some(step));
+    for step in Step::ALL {
+        let span = one(&spans, &format!("step {}", step.action_name()));
+        assert_eq!(span.attr("checkout.step"), Some(step.as_str()));
+        assert_eq!(span.attr("saga.step"), Some(step.as_str()));
         assert!(!span.error, "{step} succeeded");
     }
     let notify = one(&spans, "step notification.send");
@@ -171,10 +168,7 @@ async fn each_step_traces_its_business_context_and_no_token_is_exported() {
     let spans = trace_with(&trace_id, "saga checkout").await;
     let saga = one(&spans, "saga checkout");
     assert_eq!(saga.attr("checkout.outcome"), Some("failed"));
-    assert_eq!(
-        saga.attr("checkout.failure_step"),
-        Some("inventory.reserve")
-    );
+    assert_eq!(saga.attr("checkout.failure_step"), Some("inventory"));
     assert_eq!(saga.attr("checkout.failure_reason"), Some("out_of_stock"));
     assert!(spans.iter().all(|s| !s.name.starts_with("compensate ")));
     let lines = named(&spans, "inventory reserve line");
@@ -226,7 +220,7 @@ async fn each_step_traces_its_business_context_and_no_token_is_exported() {
         assert!(charge.error, "a decline has error status");
         assert_eq!(charge.attr("payment.charge_id"), None);
         let saga = one(&spans, "saga checkout");
-        assert_eq!(saga.attr("checkout.failure_step"), Some("payment.charge"));
+        assert_eq!(saga.attr("checkout.failure_step"), Some("payment"));
         assert_eq!(saga.attr("checkout.failure_reason"), Some(code));
         assert_eq!(saga.attr("checkout.outcome"), Some("compensated"));
     }

@@ -123,7 +123,11 @@ async fn a_checkout_through_the_gateway_continues_the_callers_trace_through_ever
     let status = status.json();
     assert_eq!(status["state"], "completed");
     assert_eq!(status["trace_id"], trace_id);
-    assert_eq!(status["current_step"], Value::Null);
+    // Completed, the saga may still be sending its confirmation: that is its step in hand.
+    assert!(
+        [Value::Null, Value::from("notification")].contains(&status["current_step"]),
+        "{status}"
+    );
     let outcomes: Vec<(&str, &str)> = status["steps"]
         .as_array()
         .unwrap()
@@ -134,9 +138,9 @@ async fn a_checkout_through_the_gateway_continues_the_callers_trace_through_ever
     assert_eq!(
         outcomes[..3],
         [
-            ("inventory.reserve", "succeeded"),
-            ("payment.charge", "succeeded"),
-            ("order.create", "succeeded")
+            ("inventory", "succeeded"),
+            ("payment", "succeeded"),
+            ("order", "succeeded")
         ]
     );
 

@@ -44,11 +44,11 @@ async fn show_prints_each_step_and_undo_with_its_outcome_and_the_trace() {
     assert_eq!(
         reduced,
         vec![
-            ("do", "inventory.reserve", "ok"),
-            ("do", "payment.charge", "ok"),
-            ("do", "order.create", "failed"),
-            ("undo", "payment.charge", "ok"),
-            ("undo", "inventory.reserve", "ok"),
+            ("do", "inventory", "ok"),
+            ("do", "payment", "ok"),
+            ("do", "order", "failed"),
+            ("undo", "payment", "ok"),
+            ("undo", "inventory", "ok"),
         ],
         "{out}"
     );
