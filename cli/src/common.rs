@@ -1,7 +1,10 @@
-//! Options and set-up shared by every subcommand.
+//! Options and set-up shared by every subcommand, and the waits for a service to consume that
+//! the tools (`checkout-tools`) and the end-to-end tests share.
 
+use checkout_shared::streams::Topology;
 use checkout_shared::telemetry::{self, LogFormat, Telemetry, TelemetryConfig};
 use clap::{Args, ValueEnum};
+use std::time::Duration;
 
 /// The NATS default on every machine that runs this project.
 pub const DEFAULT_NATS_URL: &str = "nats://127.0.0.1:4222";
@@ -112,4 +115,44 @@ impl TimingArgs {
             stuck_after: secs("stuck-after-secs", self.stuck_after_secs)?,
         })
     }
+}
+
+/// Whether some process is pulling from `durable` (its consumer has waiting pull requests).
+pub async fn pulling(js: &async_nats::jetstream::Context, durable: &str) -> bool {
+    let Ok(topology) = Topology::load() else {
+        return false;
+    };
+    let Ok(def) = topology.consumer(durable) else {
+        return false;
+    };
+    let consumer = js
+        .get_consumer_from_stream::<async_nats::jetstream::consumer::pull::Config, _, _>(
+            &def.durable,
+            &def.stream,
+        )
+        .await;
+    match consumer {
+        Ok(consumer) => consumer
+            .get_info()
+            .await
+            .map(|i| i.num_waiting > 0)
+            .unwrap_or(false),
+        Err(_) => false,
+    }
+}
+
+/// Polls `check` every 200 ms until it holds or `limit` passes.
+pub async fn wait_until<F, Fut>(limit: Duration, mut check: F) -> bool
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + limit;
+    while tokio::time::Instant::now() < deadline {
+        if check().await {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    false
 }

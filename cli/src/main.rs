@@ -4,10 +4,12 @@
 //!  services:   checkout orchestrator | checkout worker <inventory|payment|order|notification> | checkout gateway
 //!  clients:    checkout publish [--wait] | checkout load | checkout watch | checkout show <id>
 //!  operators:  checkout stuck | checkout retry <id>
-//!  the whole:  checkout demo | checkout chaos | checkout bench
 //! ```
+//!
+//! The demo, the chaos runner and the benchmark are another binary, `checkout-tools` (crate
+//! `tools/`): this one, which the image ships, holds no test infrastructure.
 
-use checkout_cli::{bench, chaos, client, demo, load, ops, services, show, watch};
+use checkout_cli::{client, load, ops, services, show, watch};
 
 use clap::{Parser, Subcommand};
 
@@ -40,16 +42,6 @@ enum Command {
     Stuck(ops::StuckArgs),
     /// Send a stuck saga's undo again now, instead of at its next retry.
     Retry(ops::RetryArgs),
-    /// Start whatever is missing, run a handful of checkouts, print their traces, stop.
-    Demo(demo::DemoArgs),
-    /// Break workers, the orchestrator, the broker, the database and the network under load, then
-    /// audit every invariant.
-    Chaos(chaos::ChaosArgs),
-    /// Measure throughput, latency and cost per saga on a private stack, against a skeleton.
-    Bench(bench::BenchArgs),
-    /// One process of the benchmark's skeleton (started by `checkout bench`).
-    #[command(hide = true)]
-    BenchSkeleton(bench::skeleton::RoleArgs),
 }
 
 fn main() -> std::process::ExitCode {
@@ -75,10 +67,6 @@ fn main() -> std::process::ExitCode {
             Command::Show(args) => show::show(args).await,
             Command::Stuck(args) => ops::stuck(args).await,
             Command::Retry(args) => ops::retry(args).await,
-            Command::Demo(args) => demo::run(args).await,
-            Command::Chaos(args) => chaos::run(args).await,
-            Command::Bench(args) => bench::run(args).await,
-            Command::BenchSkeleton(args) => bench::skeleton::role(args).await,
         }
     });
     match result {

@@ -13,7 +13,7 @@ use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use bytes::{Bytes, BytesMut};
-use checkout_orchestrator::validate::{self, Rejection};
+use checkout_door::validate::{self, Rejection};
 use checkout_shared::envelope::{MSG_ID, SAGA_ID};
 use checkout_shared::messages::{CheckoutRequested, LineItem, MAX_REQUEST_BYTES};
 use checkout_shared::messaging::{self, Outgoing};

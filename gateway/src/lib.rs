@@ -13,8 +13,8 @@
 //! The gateway owns the `gateway` schema (idempotency keys, pruned after their retention) and
 //! nothing else; it reads a
 //! saga's progress from the lifecycle events the orchestrator publishes for watchers, not
-//! from the orchestrator's schema. Its rules are the orchestrator's own
-//! ([`checkout_orchestrator::validate`]), so what it accepts the orchestrator accepts.
+//! from the orchestrator's schema. Its rules are the door's ([`checkout_door::validate`]),
+//! which the orchestrator applies too, so what it accepts the orchestrator accepts.
 
 mod checkout;
 mod http_span;
@@ -25,7 +25,7 @@ mod status;
 use async_nats::jetstream;
 use axum::Router;
 use axum::routing::{get, post};
-use checkout_orchestrator::validate::Catalog;
+use checkout_door::catalog::Catalog;
 use checkout_shared::retention::{self, Retention};
 use checkout_shared::shutdown::retry;
 use checkout_shared::streams::{self, LIFECYCLE_STREAM};

@@ -7,7 +7,7 @@
 
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use checkout_orchestrator::validate::Rejection;
+use checkout_door::validate::Rejection;
 use serde::Serialize;
 
 /// Where the problem types are described; `type` is this plus the reason code.

@@ -1,12 +1,12 @@
 //! Test and operations harness for the checkout saga.
 //!
-//! Integration tests, `checkout chaos` and `checkout demo` all need the same disposable
-//! infrastructure: a private NATS JetStream server they can crash and restart, a fresh PostgreSQL
-//! database (or a private cluster it can crash), TCP proxies whose connections it can cut or
-//! slow down, an OTLP receiver that keeps every span for inspection, and control over the real
-//! service binaries as child processes. Everything here returns errors instead of panicking
-//! because it also runs in production commands, and errors about missing dependencies name the
-//! exact command that installs or starts them.
+//! Integration tests and the tools (`checkout-tools demo`, `chaos`, `bench`) all need the same
+//! disposable infrastructure: a private NATS JetStream server they can crash and restart, a fresh
+//! PostgreSQL database (or a private cluster it can crash), TCP proxies whose connections it can
+//! cut or slow down, an OTLP receiver that keeps every span for inspection, and control over the
+//! real service binaries as child processes. Everything here returns errors instead of panicking
+//! because it also runs in the tools' commands, and errors about missing dependencies name the
+//! exact command that installs or starts them. The product binary `checkout` never links it.
 
 pub mod db;
 pub mod nats;

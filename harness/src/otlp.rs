@@ -1,8 +1,9 @@
 //! An in-process OTLP/gRPC receiver that keeps every span and log record, and the latest point
 //! of every metric series, in memory.
 //!
-//! Tests and `checkout chaos` point the services' OTLP exporters here and then assert on the
-//! complete traces, the logs and the metrics; `checkout demo` listens on the standard port 4317 and renders them. A real
+//! Tests and `checkout-tools chaos` point the services' OTLP exporters here and then assert on
+//! the complete traces, the logs and the metrics; `checkout-tools demo` listens on the standard
+//! port 4317 and renders them. A real
 //! collector would add a dependency and a process for no gain.
 
 use std::collections::BTreeMap;

@@ -13,13 +13,13 @@
 //! - [`executor`] applies inputs to stored sagas through [`ports`]: [`postgres`] keeps the
 //!   saga row and log ([`store`] has the queries), [`transport`] sends over NATS;
 //! - [`spans`] emits saga and step spans from stored ids, so they survive restarts;
-//! - [`validate`] and [`catalog`] are the door's rules (shared with the HTTP gateway);
+//! - the door's rules (validation and the catalog, shared with the HTTP gateway) are
+//!   [`checkout_door`]'s;
 //! - [`service`] runs the consumers, the deadline scanner and recovery;
 //! - [`dead_ends`] dead-letters messages JetStream gave up on;
 //! - [`observe`] records the metrics and log lines of committed transitions;
 //! - [`retention`] deletes ended sagas and their log once past the retention.
 
-pub mod catalog;
 pub mod dead_ends;
 pub mod deadlines;
 pub mod executor;
@@ -34,7 +34,6 @@ pub mod service;
 pub mod spans;
 pub mod store;
 pub mod transport;
-pub mod validate;
 
 pub use executor::{Executor, Timing};
 pub use service::{OrchestratorConfig, OrchestratorError, run};

@@ -6,9 +6,10 @@ use crate::executor::{ExecError, Executor, Timing};
 use crate::machine::Input;
 use crate::saga::SagaData;
 use crate::store;
-use crate::validate::{self, Catalog, Rejection};
 use async_nats::jetstream::{self, AckKind};
 use bytes::Bytes;
+use checkout_door::catalog::{Catalog, CatalogError};
+use checkout_door::validate::{self, Rejection};
 use checkout_shared::envelope::{self, Envelope};
 use checkout_shared::messages::Reply;
 use checkout_shared::pull::pull_loop;
@@ -261,7 +262,7 @@ async fn on_request(ctx: &Ctx, message: &jetstream::Message, retry_after: Durati
             return reject(ctx, message, rejection).await;
         }
         Err(err) => {
-            let err: validate::CatalogError = err;
+            let err: CatalogError = err;
             tracing::warn!(error = %err, "catalog unavailable; retrying the request");
             metrics::get().redelivered("catalog_unavailable");
             return AckKind::Nak(Some(retry_after));

@@ -3,10 +3,11 @@
 //! gateway took, the charge id, approved or declined, and the decline code.
 //!
 //! Declines are deterministic, so a redelivery decides as the first delivery did: test tokens
-//! map to codes ([`TEST_TOKENS`]), and a configured share of sagas (chosen by id) is declined
-//! with a code drawn from a configured mix (also by id). The token itself is a secret: it is
-//! compared here and never recorded anywhere.
+//! map to codes ([`TEST_TOKENS`]), and a configured share of sagas (chosen by id,
+//! [`crate::chance`]) is declined with a code drawn from a configured mix (by id too, in a draw
+//! of its own). The token itself is a secret: it is compared here and never recorded anywhere.
 
+use crate::chance::{self, FaultKind};
 use crate::config::Faults;
 use checkout_shared::messages::RefusalCode;
 use checkout_shared::messaging::mark_error;
@@ -80,19 +81,22 @@ fn decide(token: &str, saga_id: Uuid, faults: &Faults) -> Authorization {
     if let Some((_, code)) = TEST_TOKENS.iter().find(|(t, _)| *t == token) {
         return Authorization::Declined(*code);
     }
-    if Faults::hits(faults.decline_rate, saga_id, 1) {
+    if chance::hits(faults.decline_rate, saga_id, FaultKind::Decline, 1) {
         return Authorization::Declined(pick(&faults.decline_mix, saga_id));
     }
     Authorization::Approved(Uuid::new_v4())
 }
 
-/// A code from the weighted `mix`, chosen by bits of the saga id no other fault uses.
+/// A code from the weighted `mix`, by a draw of its own: which code a declined saga gets is
+/// independent of whether it was declined.
 fn pick(mix: &[(RefusalCode, u32)], saga_id: Uuid) -> RefusalCode {
     let total: u32 = mix.iter().map(|(_, w)| w).sum();
     if total == 0 {
         return RefusalCode::CardDeclined;
     }
-    let mut at = ((saga_id.as_u128() >> 96) as u32) % total;
+    let draw = chance::uniform(saga_id, FaultKind::DeclineCode.number(), 1);
+    // `draw` is below 1, so `at` is below `total`; the `min` guards the float.
+    let mut at = ((draw * f64::from(total)) as u32).min(total - 1);
     for (code, weight) in mix {
         if at < *weight {
             return *code;
@@ -170,5 +174,79 @@ mod tests {
         let id = Uuid::new_v4();
         assert_eq!(decide("t", id, &faults), decide("t", id, &faults));
         assert!(parse_mix("stolen=1").is_err());
+    }
+
+    const N: usize = 4_000;
+
+    fn ids() -> Vec<Uuid> {
+        (0..N).map(|_| Uuid::new_v4()).collect()
+    }
+
+    fn declining(rate: f64, mix: &str) -> Faults {
+        Faults {
+            decline_rate: rate,
+            decline_mix: parse_mix(mix).unwrap(),
+            ..Faults::default()
+        }
+    }
+
+    #[test]
+    fn the_configured_share_of_sagas_is_declined() {
+        let ids = ids();
+        for rate in [0.1, 0.5] {
+            let faults = declining(rate, "");
+            let declined = ids
+                .iter()
+                .filter(|id| {
+                    matches!(
+                        decide("tok_visa", **id, &faults),
+                        Authorization::Declined(_)
+                    )
+                })
+                .count();
+            chance::assert_rate(declined, N, rate, "declines");
+        }
+    }
+
+    #[test]
+    fn the_code_is_drawn_apart_from_the_decline() {
+        let ids = ids();
+        let faults = declining(0.5, "card_declined=1,expired_card=1");
+        let codes: Vec<RefusalCode> = ids
+            .iter()
+            .filter_map(|id| match decide("tok_visa", *id, &faults) {
+                Authorization::Declined(code) => Some(code),
+                Authorization::Approved(_) => None,
+            })
+            .collect();
+        chance::assert_rate(codes.len(), N, 0.5, "declines");
+        let expired = codes
+            .iter()
+            .filter(|c| **c == RefusalCode::ExpiredCard)
+            .count();
+        // Half of the declined get each code. Were the code read from the decline's own
+        // draw, every declined saga (a draw below 0.5) would get the first.
+        chance::assert_rate(expired, codes.len(), 0.5, "expired among declined");
+    }
+
+    #[test]
+    fn a_decline_and_a_failed_confirmation_pick_independent_sagas() {
+        let ids = ids();
+        let faults = Faults {
+            decline_rate: 0.5,
+            notification_fail_rate: 0.5,
+            ..Faults::default()
+        };
+        let both = ids
+            .iter()
+            .filter(|id| {
+                matches!(
+                    decide("tok_visa", **id, &faults),
+                    Authorization::Declined(_)
+                ) && crate::notification::fails(**id, 1, &faults)
+            })
+            .count();
+        // A quarter: the same draw would give a half, opposite ones none.
+        chance::assert_rate(both, N, 0.25, "declined and first confirmation failed");
     }
 }

@@ -1,6 +1,7 @@
 //! Typed configuration of a worker process. Binaries fill it; library code reads no
 //! environment.
 
+use crate::chance;
 use checkout_shared::Step;
 use checkout_shared::streams::ConsumerDef;
 use std::time::Duration;
@@ -33,7 +34,7 @@ pub struct WorkerConfig {
 }
 
 /// Deterministic fault injection: the same saga always meets the same fault, so a
-/// redelivery decides as the first delivery did.
+/// redelivery decides as the first delivery did. Each decision is a draw of [`chance`].
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Faults {
     /// Fraction of charges declined, chosen by saga id (payment).
@@ -58,54 +59,38 @@ pub struct Faults {
 }
 
 impl Faults {
-    /// Whether a saga falls in the first `rate` of the id space, using the `salt`-th
-    /// 16 bits of its id so that different faults pick independent sagas.
+    /// Whether a saga meets the fault numbered `salt` ([`chance::FaultKind::number`]; an order
+    /// refusal is 2) at `rate`, on its first attempt: [`chance::hits`] for callers that
+    /// number their fault.
     pub fn hits(rate: f64, saga_id: uuid::Uuid, salt: u32) -> bool {
-        let bits = (saga_id.as_u128() >> (16 * salt)) & 0xffff;
-        (bits as f64) < rate.clamp(0.0, 1.0) * 65_536.0
+        chance::uniform(saga_id, salt, 1) < rate
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::chance::FaultKind;
 
     #[test]
-    fn fault_rates_are_roughly_right() {
-        let ids: Vec<_> = (0..10_000).map(|_| uuid::Uuid::new_v4()).collect();
-        let hit = ids.iter().filter(|id| Faults::hits(0.25, **id, 1)).count();
-        assert!((2_000..3_000).contains(&hit), "{hit} of 10000 at 25%");
-        assert!(!ids.iter().any(|id| Faults::hits(0.0, *id, 1)));
-        assert!(ids.iter().all(|id| Faults::hits(1.0, *id, 1)));
-    }
-
-    #[test]
-    fn a_fault_is_chosen_by_the_saga_id_alone() {
-        // Fixed ids with known 16-bit fields, so a fault that depended on anything but the
-        // id (a random draw, a clock) or read the wrong bits would change these answers.
-        // Field 1 (bits 16..32) of `low` is 0x0001; of `high` it is 0xfff0.
-        let low = uuid::Uuid::from_u128(0xffff_ffff_ffff_ffff_ffff_ffff_0001_ffff);
-        let high = uuid::Uuid::from_u128(0x0000_0000_0000_0000_0000_0000_fff0_0000);
-        for _ in 0..100 {
-            assert!(Faults::hits(0.01, low, 1));
-            assert!(!Faults::hits(0.99, high, 1));
+    fn a_numbered_fault_is_its_kind_on_the_first_attempt() {
+        for _ in 0..1_000 {
+            let id = uuid::Uuid::new_v4();
+            for kind in [FaultKind::Decline, FaultKind::OrderRefusal] {
+                assert_eq!(
+                    Faults::hits(0.5, id, kind.number()),
+                    chance::hits(0.5, id, kind, 1)
+                );
+            }
         }
-        // Field 2 (bits 32..48) of `low` is 0xffff: the order fault does not pick it.
-        assert!(!Faults::hits(0.99, low, 2));
-        assert!(Faults::hits(0.01, high, 2));
     }
 
     #[test]
-    fn different_faults_pick_independent_sagas() {
-        let ids: Vec<_> = (0..10_000).map(|_| uuid::Uuid::new_v4()).collect();
-        let declined: Vec<_> = ids.iter().filter(|id| Faults::hits(0.5, **id, 1)).collect();
-        let also_refused = declined
-            .iter()
-            .filter(|id| Faults::hits(0.5, ***id, 2))
-            .count();
-        // Independent: about half of the declined sagas also have their order refused. Were
-        // the salt ignored, every one of them would.
-        let share = also_refused as f64 / declined.len() as f64;
-        assert!((0.4..0.6).contains(&share), "{share}");
+    fn the_order_refusal_hits_at_its_rate() {
+        let ids: Vec<_> = (0..4_000).map(|_| uuid::Uuid::new_v4()).collect();
+        for rate in [0.1, 0.5] {
+            let hit = ids.iter().filter(|id| Faults::hits(rate, **id, 2)).count();
+            chance::assert_rate(hit, ids.len(), rate, "order refusal");
+        }
     }
 }

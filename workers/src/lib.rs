@@ -17,6 +17,7 @@
 
 pub mod calls;
 pub mod card_gateway;
+pub mod chance;
 pub mod config;
 pub mod consume;
 pub mod error;

@@ -20,6 +20,7 @@
 //! one mail; the second statement keeps the first confirmation recorded.
 
 use crate::calls::{self, Db};
+use crate::chance::{self, FaultKind};
 use crate::config::Faults;
 use crate::handler::{Decided, Once};
 use checkout_shared::messages::{Refusal, RefusalCode};
@@ -117,12 +118,7 @@ async fn deliver(saga_id: Uuid, attempt: u32, faults: &Faults) -> bool {
         if !faults.notification_latency.is_zero() {
             tokio::time::sleep(faults.notification_latency).await;
         }
-        // Salts 3..=7 pick independent bits of the id for the first attempts.
-        let failed = Faults::hits(
-            faults.notification_fail_rate,
-            saga_id,
-            3 + (attempt - 1) % 5,
-        );
+        let failed = fails(saga_id, attempt, faults);
         if failed {
             mark_error(&tracing::Span::current(), "mail service unavailable");
             tracing::warn!(attempt, "confirmation attempt failed");
@@ -133,5 +129,62 @@ async fn deliver(saga_id: Uuid, attempt: u32, faults: &Faults) -> bool {
     .await
 }
 
+/// Whether `attempt` at `saga_id`'s confirmation fails: a draw of its own per attempt, so a
+/// saga whose first attempt failed is no likelier to fail the next.
+pub(crate) fn fails(saga_id: Uuid, attempt: u32, faults: &Faults) -> bool {
+    chance::hits(
+        faults.notification_fail_rate,
+        saga_id,
+        FaultKind::NotificationAttempt,
+        attempt,
+    )
+}
+
 /// The pause before the second attempt when none is configured.
 pub const DEFAULT_BACKOFF: Duration = Duration::from_millis(50);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const N: usize = 4_000;
+
+    fn failing(rate: f64) -> Faults {
+        Faults {
+            notification_fail_rate: rate,
+            ..Faults::default()
+        }
+    }
+
+    #[test]
+    fn every_attempt_fails_at_the_configured_rate_the_first_too() {
+        let ids: Vec<Uuid> = (0..N).map(|_| Uuid::new_v4()).collect();
+        for rate in [0.1, 0.5] {
+            for attempt in 1..=6 {
+                let failed = ids
+                    .iter()
+                    .filter(|id| fails(**id, attempt, &failing(rate)))
+                    .count();
+                chance::assert_rate(failed, N, rate, &format!("attempt {attempt}"));
+            }
+        }
+    }
+
+    #[test]
+    fn attempts_fail_independently_and_the_same_way_each_time() {
+        let ids: Vec<Uuid> = (0..N).map(|_| Uuid::new_v4()).collect();
+        let faults = failing(0.5);
+        for (a, b) in [(1, 2), (2, 3), (1, 6)] {
+            let both = ids
+                .iter()
+                .filter(|id| fails(**id, a, &faults) && fails(**id, b, &faults))
+                .count();
+            chance::assert_rate(both, N, 0.25, &format!("attempts {a} and {b} both"));
+        }
+        for id in &ids[..100] {
+            for attempt in 1..=3 {
+                assert_eq!(fails(*id, attempt, &faults), fails(*id, attempt, &faults));
+            }
+        }
+    }
+}

@@ -4,15 +4,12 @@
 #![allow(clippy::unwrap_used)] // a failed unwrap is a failed test
 
 mod bad_input;
-mod bench;
-mod chaos;
 mod compose;
 mod crash;
 mod flow;
 mod gateway;
 mod gateway_input;
 mod http;
-mod json_report;
 mod notify;
 mod otelite;
 mod outage;

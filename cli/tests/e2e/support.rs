@@ -3,7 +3,7 @@
 //! process (and the tests' own client) exports its spans.
 
 use checkout_cli::client::Client;
-use checkout_cli::local::{pulling, wait_until};
+use checkout_cli::common::{pulling, wait_until};
 use checkout_harness::{NatsServer, OtlpReceiver, ReceivedSpan, Service, TestDb};
 use checkout_shared::messages::{CheckoutRequested, LineItem};
 use checkout_shared::streams::EVENTS_CONSUMER;

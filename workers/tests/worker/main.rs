@@ -5,8 +5,8 @@
 //! - `outages`: a worker's table unusable for longer than a command's whole delivery budget,
 //!   during an undo of each kind and during an action: never refused, never stored, and
 //!   done (or refused as the tombstone says) once the table is back and the command re-sent;
-//! - `group`: actions batched into one statement each get their own answer, and a bad one
-//!   fails alone;
+//! - `group`: actions queued behind a batch commit together (their rows share one `xmin`),
+//!   each gets its own answer, and a bad one fails alone;
 //! - `notification`: one confirmation per order, however often its command comes;
 //! - `refusals`: a refused cart leaves every stock row as it was;
 //! - `retention`: processed-message records past the retention go, and a command delivered

@@ -9,7 +9,7 @@
 use checkout_shared::messages::{CheckoutRequested, MAX_REQUEST_BYTES};
 use std::collections::HashSet;
 
-pub use crate::catalog::{Catalog, CatalogError};
+use crate::catalog::{Catalog, CatalogError};
 
 /// Longest accepted customer id, SKU or payment token.
 const MAX_FIELD_LEN: usize = 128;

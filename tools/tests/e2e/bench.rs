@@ -1,5 +1,5 @@
-//! `checkout bench` as users run it, tiny: every figure the issue names is in the JSON, and
-//! every span of every saga arrived. Timings are never asserted (the machine is shared).
+//! `checkout-tools bench` as users run it, tiny: every figure the issue names is in the JSON,
+//! and every span of every saga arrived. Timings are never asserted (the machine is shared).
 
 use crate::json_report::run_json_report;
 

@@ -1,5 +1,5 @@
-//! `checkout bench --soak N`: N checkouts on one set of services, with throughput, latency and
-//! memory reported for every tenth of them, to show whether anything grows without bound.
+//! `checkout-tools bench --soak N`: N checkouts on one set of services, with throughput, latency
+//! and memory reported for every tenth of them, to show whether anything grows without bound.
 //!
 //! The services run with a short retention ([`RETENTION`]), so that the pruners work during
 //! the soak: the saga table's row count and the database's size per tenth then show whether

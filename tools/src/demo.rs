@@ -1,10 +1,10 @@
-//! `checkout demo`: the whole system on one machine, a handful of checkouts that end every
+//! `checkout-tools demo`: the whole system on one machine, a handful of checkouts that end every
 //! way a checkout can end, each with its trace, then a clean shutdown.
 
-use crate::client::{Client, describe};
-use crate::common::{CLIENT_FILTER, DbArgs, NatsArgs, TelemetryArgs};
 use crate::local::{self, LocalStack};
-use crate::trace_links::{Links, TraceUiArgs};
+use checkout_cli::client::{Client, describe};
+use checkout_cli::common::{CLIENT_FILTER, DbArgs, NatsArgs, TelemetryArgs};
+use checkout_cli::trace_links::{Links, TraceUiArgs};
 use checkout_harness::trace_check;
 use checkout_shared::messages::{CheckoutRequested, LineItem};
 use clap::Args;
@@ -13,7 +13,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 use uuid::Uuid;
 
-/// Options of `checkout demo`.
+/// Options of `checkout-tools demo`.
 #[derive(Debug, Args)]
 pub struct DemoArgs {
     #[command(flatten)]
@@ -97,7 +97,7 @@ struct SagaLine {
     trace_url: Option<String>,
 }
 
-/// `checkout demo`.
+/// `checkout-tools demo`.
 pub async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
     let say = |line: String| {
         if args.json {

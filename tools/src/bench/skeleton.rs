@@ -10,8 +10,8 @@
 //!
 //! 3 steps, 7 JetStream messages (each publish awaits its ack, with a `Nats-Msg-Id`), 7
 //! single-statement PostgreSQL commits with synchronous commit, no logic and no tracing. The
-//! orchestrator and the three workers are processes (`checkout bench-skeleton`), pulling with
-//! the product's pull loop, concurrency and pool sizes, so the comparison is process for
+//! orchestrator and the three workers are processes (`checkout-tools bench-skeleton`), pulling
+//! with the product's pull loop, concurrency and pool sizes, so the comparison is process for
 //! process.
 
 use super::drive::{Outcome, Sagas};
@@ -111,7 +111,7 @@ pub enum Role {
     Worker,
 }
 
-/// Options of `checkout bench-skeleton` (started by `checkout bench`, not by hand).
+/// Options of `checkout-tools bench-skeleton` (started by `checkout-tools bench`, not by hand).
 #[derive(Debug, Args)]
 pub struct RoleArgs {
     /// Which process.

@@ -1,4 +1,4 @@
-//! `checkout bench`: throughput, latency and cost per saga of the whole system on this
+//! `checkout-tools bench`: throughput, latency and cost per saga of the whole system on this
 //! machine, against a bare skeleton of its message and commit pattern, on a private stack.
 //!
 //! ```text
@@ -21,9 +21,9 @@ pub mod skeleton;
 mod soak;
 mod vacuum;
 
-use crate::client::Client;
-use crate::load::Mix;
 use crate::stack::StackOptions;
+use checkout_cli::client::Client;
+use checkout_cli::load::Mix;
 use clap::{Args, ValueEnum};
 use run::{Bench, Checkouts, Plan, System};
 use std::process::ExitCode;
@@ -40,7 +40,7 @@ pub enum Tracing {
     Both,
 }
 
-/// Options of `checkout bench`.
+/// Options of `checkout-tools bench`.
 #[derive(Debug, Args)]
 #[command(after_help = "\
 Each run: start the services, warm up, restart them (so PostgreSQL's commit counts are exact), \
@@ -52,8 +52,8 @@ The PostgreSQL server is shared: its backends of the benchmark's database are on
 shared processes (WAL writer, checkpointer, ...) another, which may include other users' work.
 
 Examples:
-  checkout bench --duration 20 --concurrency 16,64 --tracing both
-  checkout bench --soak 1000000 --rate 300 --json")]
+  checkout-tools bench --duration 20 --concurrency 16,64 --tracing both
+  checkout-tools bench --soak 1000000 --rate 300 --json")]
 pub struct BenchArgs {
     /// Seconds measured per run.
     #[arg(long, default_value_t = 20.0, value_parser = seconds(1.0, 3600.0))]
@@ -141,7 +141,7 @@ impl BenchArgs {
     fn plan(&self) -> Plan {
         let skus = usize::from(self.skus);
         let seed_stock = (0..skus.max(3))
-            .map(|i| format!("{}=100000000", crate::load::sku_name(i, skus)))
+            .map(|i| format!("{}=100000000", checkout_cli::load::sku_name(i, skus)))
             .chain(["SKU-MUG=100000000".to_owned()])
             .collect::<Vec<_>>()
             .join(",");
@@ -175,7 +175,7 @@ impl BenchArgs {
     }
 }
 
-/// `checkout bench`.
+/// `checkout-tools bench`.
 pub async fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
     let machine = procstat::Machine::read();
     let mut bench = Bench::start(&args.plan().services).await?;
@@ -197,7 +197,7 @@ async fn measure_all(
     bench: &mut Bench,
     machine: &procstat::Machine,
 ) -> anyhow::Result<ExitCode> {
-    let telemetry = crate::common::client_telemetry(bench.stack.receiver.endpoint())?;
+    let telemetry = checkout_cli::common::client_telemetry(bench.stack.receiver.endpoint())?;
     let flusher = if args.flush_before_send {
         telemetry.flusher()
     } else {

@@ -1,8 +1,9 @@
 //! A local stack for the demo: use what already runs (NATS, an OTLP collector, the services)
 //! and start what does not, then stop exactly what was started.
 
+use checkout_cli::common::{pulling, wait_until};
 use checkout_harness::{NatsServer, OtlpReceiver, Service};
-use checkout_shared::streams::{EVENTS_CONSUMER, Topology};
+use checkout_shared::streams::EVENTS_CONSUMER;
 use checkout_shared::subjects;
 use futures::StreamExt;
 use sqlx::postgres::PgConnectOptions;
@@ -93,7 +94,7 @@ impl LocalStack {
             checkout_shared::connect::connect(&self.nats_url, "checkout-demo", false).await?;
         let js = checkout_shared::connect::jetstream(client);
         checkout_shared::streams::provision(&js, 1).await?;
-        let exe = std::env::current_exe()?;
+        let exe = crate::product::checkout_bin()?;
         // Every worker kind of the step table (its consumer is named after it), then the
         // orchestrator.
         let wanted = checkout_shared::steps::worker_kinds()
@@ -161,46 +162,6 @@ impl LocalStack {
         self.nats_server.take();
         codes
     }
-}
-
-/// Whether some process is pulling from `durable` (its consumer has waiting pull requests).
-pub async fn pulling(js: &async_nats::jetstream::Context, durable: &str) -> bool {
-    let Ok(topology) = Topology::load() else {
-        return false;
-    };
-    let Ok(def) = topology.consumer(durable) else {
-        return false;
-    };
-    let consumer = js
-        .get_consumer_from_stream::<async_nats::jetstream::consumer::pull::Config, _, _>(
-            &def.durable,
-            &def.stream,
-        )
-        .await;
-    match consumer {
-        Ok(consumer) => consumer
-            .get_info()
-            .await
-            .map(|i| i.num_waiting > 0)
-            .unwrap_or(false),
-        Err(_) => false,
-    }
-}
-
-/// Polls `check` every 200 ms until it holds or `limit` passes.
-pub async fn wait_until<F, Fut>(limit: Duration, mut check: F) -> bool
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let deadline = tokio::time::Instant::now() + limit;
-    while tokio::time::Instant::now() < deadline {
-        if check().await {
-            return true;
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-    false
 }
 
 /// Creates the database of `url` if it does not exist.

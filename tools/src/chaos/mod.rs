@@ -1,4 +1,4 @@
-//! `checkout chaos`: a private stack under a load of checkouts while it is hurt at moments
+//! `checkout-tools chaos`: a private stack under a load of checkouts while it is hurt at moments
 //! chosen from a seed (`--faults`: processes SIGKILLed, the database killed and one worker's
 //! table made unusable, connections cut and slowed down); then, once quiet, an audit of every
 //! invariant. Exits non-zero when one fails.
@@ -18,9 +18,9 @@ mod report;
 mod sampler;
 mod traces;
 
-use crate::client::Client;
-use crate::load::{Mix, checkout};
 use crate::stack::{PrivateStack, StackOptions};
+use checkout_cli::client::Client;
+use checkout_cli::load::{Mix, checkout};
 use checkout_shared::streams::Topology;
 use clap::Args;
 use faults::FaultKind;
@@ -35,7 +35,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant, SystemTime};
 use uuid::Uuid;
 
-/// Options of `checkout chaos`.
+/// Options of `checkout-tools chaos`.
 #[derive(Debug, Args)]
 pub struct ChaosArgs {
     /// Checkouts to run.
@@ -75,7 +75,7 @@ struct Sent {
     at: SystemTime,
 }
 
-/// `checkout chaos`.
+/// `checkout-tools chaos`.
 pub async fn run(args: ChaosArgs) -> anyhow::Result<ExitCode> {
     let started = Instant::now();
     let kinds = faults::parse_faults(&args.faults).map_err(anyhow::Error::msg)?;
@@ -101,7 +101,7 @@ pub async fn run(args: ChaosArgs) -> anyhow::Result<ExitCode> {
     say("chaos: starting a private nats-server, PostgreSQL, OTLP receiver and services ...".into());
     let stack = PrivateStack::start(&options).await?;
     say(format!("chaos: logs in {}", stack.log_dir.display()));
-    let telemetry = crate::common::client_telemetry(stack.receiver.endpoint())?;
+    let telemetry = checkout_cli::common::client_telemetry(stack.receiver.endpoint())?;
     let initial_stock = checkout_workers::inventory::stock(&stack.pool).await?;
     let client = Client::connect(&stack.nats.url(), telemetry.flusher()).await?;
     let pool = stack.pool.clone();

@@ -10,7 +10,7 @@
 //!           └─▶ [db proxy]   ──▶ PostgreSQL
 //! ```
 
-use crate::local::{pulling, wait_until};
+use checkout_cli::common::{pulling, wait_until};
 use checkout_harness::{NatsServer, OtlpReceiver, PgCluster, Service, TcpProxy, TestDb};
 use checkout_shared::streams::EVENTS_CONSUMER;
 use sqlx::PgPool;
@@ -127,7 +127,7 @@ impl PrivateStack {
     /// Starts the services (one orchestrator, `workers_per_kind` of each worker kind) and
     /// waits until every kind consumes.
     pub async fn spawn_services(&mut self, options: &StackOptions) -> anyhow::Result<()> {
-        let exe = std::env::current_exe()?;
+        let exe = crate::product::checkout_bin()?;
         let mut plan: Vec<(String, Vec<String>, &str)> = Vec::new();
         for kind in checkout_shared::steps::worker_kinds() {
             for i in 1..=options.workers_per_kind.max(1) {
@@ -169,8 +169,9 @@ impl PrivateStack {
         Ok(())
     }
 
-    /// Starts one more process, `exe args`, whose output goes to the stack's log directory;
-    /// it is stopped with the others.
+    /// Starts one more process, `exe args` (`exe` being this tools binary, as for
+    /// `bench-skeleton`), whose output goes to the stack's log directory; it is stopped with
+    /// the others.
     pub fn spawn_extra(
         &mut self,
         name: &str,

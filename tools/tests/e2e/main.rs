@@ -1,0 +1,10 @@
+//! End-to-end tests of the tools: `checkout-tools demo`, `chaos` and `bench` as users run
+//! them, with the product binary `checkout` for the services.
+
+#![allow(clippy::unwrap_used)] // a failed unwrap is a failed test
+
+mod bench;
+mod chaos;
+mod demo;
+mod json_report;
+mod product;
