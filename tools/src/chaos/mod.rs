@@ -9,12 +9,12 @@
 //!  audit     ──saga rows, stock, ledger, orders, spans──▶ table / JSON, exit code
 //! ```
 
-mod audit;
+pub mod audit;
 mod commands;
 mod faults;
 mod inject;
 mod outage;
-mod report;
+pub mod report;
 mod sampler;
 mod traces;
 

@@ -235,3 +235,7 @@ pub fn print(report: &ChaosReport, faults: &[Fault], say: &impl Fn(String)) {
         .to_owned(),
     );
 }
+
+#[cfg(test)]
+#[path = "report_tests.rs"]
+mod tests;

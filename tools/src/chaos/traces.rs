@@ -15,6 +15,7 @@ use super::commands;
 use checkout_harness::trace_check::check_tree;
 use checkout_harness::{OtlpReceiver, ReceivedSpan};
 use checkout_orchestrator::saga::PlanId;
+use checkout_shared::SagaStatus;
 use sqlx::PgPool;
 use std::collections::{HashMap, HashSet};
 use std::time::Duration;
@@ -81,9 +82,22 @@ pub async fn wait_for_spans(pool: &PgPool, receiver: &OtlpReceiver) -> anyhow::R
     Ok(())
 }
 
+/// A saga as the trace audit reads it from the saga store.
+#[derive(Debug, Clone)]
+pub struct AuditedSaga {
+    /// Its id.
+    pub saga_id: Uuid,
+    /// Its trace.
+    pub trace_id: String,
+    /// How it stands.
+    pub status: SagaStatus,
+    /// The undos it finished (its saga log's `undo_finished` entries).
+    pub undos: usize,
+}
+
 /// Audits every saga's trace.
 pub async fn audit(pool: &PgPool, receiver: &OtlpReceiver) -> anyhow::Result<TraceAudit> {
-    let sagas: Vec<(Uuid, String, String)> =
+    let rows: Vec<(Uuid, String, String)> =
         sqlx::query_as("SELECT saga_id, trace_id, status FROM saga.sagas")
             .fetch_all(pool)
             .await?;
@@ -95,7 +109,20 @@ pub async fn audit(pool: &PgPool, receiver: &OtlpReceiver) -> anyhow::Result<Tra
     .into_iter()
     .map(|(id, n)| (id, usize::try_from(n).unwrap_or(0)))
     .collect();
-    let all = receiver.spans();
+    let mut sagas = Vec::with_capacity(rows.len());
+    for (saga_id, trace_id, status) in rows {
+        sagas.push(AuditedSaga {
+            saga_id,
+            trace_id,
+            status: status.parse()?,
+            undos: undone.get(&saga_id).copied().unwrap_or(0),
+        });
+    }
+    Ok(audit_spans(&sagas, receiver.spans()))
+}
+
+/// Audits the traces of `sagas` among `all` the spans received: the pure part of [`audit`].
+pub fn audit_spans(sagas: &[AuditedSaga], all: Vec<ReceivedSpan>) -> TraceAudit {
     let mut audit = TraceAudit::default();
     let mut unprocessed_by_trace: HashMap<String, Vec<String>> = HashMap::new();
     let commands = commands::audit(&all);
@@ -112,12 +139,13 @@ pub async fn audit(pool: &PgPool, receiver: &OtlpReceiver) -> anyhow::Result<Tra
             .or_default()
             .push(span);
     }
-    for (saga_id, trace_id, status) in sagas {
-        let spans = by_trace.remove(&trace_id).unwrap_or_default();
+    for saga in sagas {
+        let (saga_id, trace_id) = (saga.saga_id, &saga.trace_id);
+        let spans = by_trace.remove(trace_id).unwrap_or_default();
         let (spans, mut problems) = dedupe(spans, &mut audit);
         problems.extend(check_tree(&spans));
-        problems.extend(saga_problems(&spans, &status, undone.get(&saga_id)));
-        for id in unprocessed_by_trace.remove(&trace_id).unwrap_or_default() {
+        problems.extend(saga_problems(&spans, saga.status, saga.undos));
+        for id in unprocessed_by_trace.remove(trace_id).unwrap_or_default() {
             let seen = commands::message_spans(&spans, &id);
             problems.push(format!("command {id} published, never processed ({seen})"));
         }
@@ -131,7 +159,7 @@ pub async fn audit(pool: &PgPool, receiver: &OtlpReceiver) -> anyhow::Result<Tra
             }
         }
     }
-    Ok(audit)
+    audit
 }
 
 /// Keeps one of each set of identical copies (counting the extra ones); keeps every copy of
@@ -168,7 +196,7 @@ fn dedupe(spans: Vec<ReceivedSpan>, audit: &mut TraceAudit) -> (Vec<ReceivedSpan
 /// The saga-level shape: saga span covering its steps (a fire-and-forget one may outlast it),
 /// compensations matching undos (none for a failed saga), and a completed saga's step spans,
 /// one per step of the saga.
-fn saga_problems(spans: &[ReceivedSpan], status: &str, undos: Option<&usize>) -> Vec<String> {
+fn saga_problems(spans: &[ReceivedSpan], status: SagaStatus, undos: usize) -> Vec<String> {
     let mut problems = Vec::new();
     match spans.iter().find(|s| s.name == "saga checkout") {
         None => problems.push("no saga span".to_owned()),
@@ -196,13 +224,12 @@ fn saga_problems(spans: &[ReceivedSpan], status: &str, undos: Option<&usize>) ->
         .iter()
         .filter(|s| s.name.starts_with("compensate "))
         .count();
-    let expected = undos.copied().unwrap_or(0);
-    if (status == "compensated" || status == "failed") && compensations != expected {
+    if matches!(status, SagaStatus::Compensated | SagaStatus::Failed) && compensations != undos {
         problems.push(format!(
-            "{compensations} compensation spans for {expected} undos"
+            "{compensations} compensation spans for {undos} undos"
         ));
     }
-    if status == "completed" {
+    if status == SagaStatus::Completed {
         // One step span per step of the plan the saga ran under, as its saga span says.
         let plan = spans
             .iter()
@@ -220,3 +247,7 @@ fn saga_problems(spans: &[ReceivedSpan], status: &str, undos: Option<&usize>) ->
     }
     problems
 }
+
+#[cfg(test)]
+#[path = "traces_tests.rs"]
+mod tests;
