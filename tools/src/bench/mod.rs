@@ -19,6 +19,7 @@ pub mod report;
 pub mod run;
 pub mod skeleton;
 mod soak;
+pub mod spans;
 mod vacuum;
 
 use crate::stack::StackOptions;

@@ -2,58 +2,10 @@
 
 use super::drive::{Ended, Outcome, Timed};
 use super::procstat::Usage;
+use super::spans::expected_spans;
 use serde::Serialize;
 use std::collections::BTreeMap;
 use std::time::Duration;
-
-/// Spans one saga of each outcome makes, per service, with every span exported. A change to
-/// the trace's shape changes these, and the benchmark then reports spans as missing or extra
-/// until they are updated.
-///
-/// completed: the client's publish; the orchestrator's process span of the request and its
-/// validation span, its process span of each of the 4 replies (the confirmation's included), the 4 step spans, the 4 command publishes
-/// and the saga span; per worker its process span, its transaction span, its action span and
-/// its reply's publish, plus inventory's span per cart line (bench carts have one), payment's
-/// gateway call and notification's delivery attempt.
-/// compensated (card declined): the orchestrator as for a saga of three steps (the release
-/// replaces the order command, its compensation span replaces the order step); inventory works
-/// twice, order and notification never.
-pub const EXPECTED_SPANS: [(Outcome, &[(&str, u64)]); 2] = [
-    (
-        Outcome::Completed,
-        &[
-            ("checkout-client", 1),
-            ("orchestrator", 15),
-            ("inventory", 5),
-            ("payment", 5),
-            ("order", 4),
-            ("notification", 5),
-        ],
-    ),
-    (
-        Outcome::Compensated,
-        &[
-            ("checkout-client", 1),
-            ("orchestrator", 12),
-            ("inventory", 9),
-            ("payment", 5),
-        ],
-    ),
-];
-
-/// The expected spans of sagas that ended as `ended`, per service.
-pub fn expected_spans<'a>(ended: impl Iterator<Item = &'a Ended>) -> BTreeMap<String, u64> {
-    let mut expected = BTreeMap::new();
-    for e in ended {
-        let Some((_, per_service)) = EXPECTED_SPANS.iter().find(|(o, _)| *o == e.outcome) else {
-            continue;
-        };
-        for (service, n) in *per_service {
-            *expected.entry((*service).to_owned()).or_default() += n;
-        }
-    }
-    expected
-}
 
 /// The `q`-quantile (0..=1) of sorted values, by nearest rank; 0 for no values.
 pub fn percentile(sorted: &[u64], q: f64) -> u64 {
@@ -150,7 +102,7 @@ pub struct RunReport {
     pub spans_per_s: f64,
     /// Spans received per saga.
     pub spans_per_saga: f64,
-    /// Spans expected per saga, from [`EXPECTED_SPANS`] and the outcomes.
+    /// Spans expected per saga, from [`super::spans::expected_spans_per_saga`] and the outcomes.
     pub spans_expected_per_saga: f64,
     /// Expected minus received: positive means spans were lost.
     pub spans_missing: i64,

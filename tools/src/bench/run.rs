@@ -8,8 +8,8 @@
 
 use super::drive::{self, Outcome, Sagas, Timed};
 use super::procstat::{self, Group, Snapshot};
-use super::report::{self, Counters, RunReport};
-use super::{probe, skeleton};
+use super::report::{Counters, RunReport};
+use super::{probe, skeleton, spans};
 use crate::stack::{PrivateStack, StackOptions};
 use checkout_cli::client::Client;
 use checkout_cli::load::{Mix, checkout};
@@ -273,7 +273,7 @@ pub async fn measure<S: Sagas>(
     bar.finish_and_clear();
 
     if tracing {
-        let expected: u64 = report::expected_spans(timed.all()).values().sum();
+        let expected: u64 = spans::expected_spans(timed.all()).values().sum();
         settle_spans(&bench.stack, expected).await;
     }
     let groups = groups(bench).await?;
