@@ -14,45 +14,37 @@
 //! outcome. The rename at the end breaks the actions as well, without starving the undos of
 //! sagas to undo for the whole window.
 
+use checkout_shared::Step;
 use sqlx::{Connection as _, PgConnection};
 use std::time::Duration;
 use tokio::time::Instant;
 
-/// A worker kind and its table, with the condition that singles out its undo writes.
+/// A step's table, with the condition that singles out its undo writes. The step gives the
+/// worker kind (`step.as_str()`), its name in the saga log (the same) and its schema.
 #[derive(Debug, Clone, Copy)]
 pub struct Target {
-    /// The worker kind.
-    pub worker: &'static str,
-    /// Its step, as `saga.saga_log.step` names it.
-    pub step: &'static str,
-    /// The schema.
-    pub schema: &'static str,
-    /// The table both its action and its undo write.
+    /// The step whose worker owns the table.
+    pub step: Step,
+    /// The table both its action and its undo write, in the step's schema.
     pub table: &'static str,
     /// A trigger `WHEN` condition true for undo writes only.
     undo_write: &'static str,
 }
 
-/// The tables, one per worker kind.
+/// The tables, one per step with an undo.
 pub const TARGETS: [Target; 3] = [
     Target {
-        worker: "inventory",
-        step: "inventory",
-        schema: "inventory",
+        step: Step::Inventory,
         table: "reservations",
         undo_write: "NEW.state <> 'held'",
     },
     Target {
-        worker: "payment",
-        step: "payment",
-        schema: "payment",
+        step: Step::Payment,
         table: "ledger",
         undo_write: "NEW.kind = 'refund'",
     },
     Target {
-        worker: "order",
-        step: "order",
-        schema: "orders",
+        step: Step::Order,
         table: "orders",
         undo_write: "NEW.status <> 'created'",
     },
@@ -88,12 +80,12 @@ pub async fn run(
     renamed: Duration,
 ) -> OutageReport {
     let mut report = OutageReport {
-        worker: target.worker.to_owned(),
-        table: format!("{}.{}", target.schema, target.table),
+        worker: target.step.as_str().to_owned(),
+        table: format!("{}.{}", target.step.schema(), target.table),
         ..OutageReport::default()
     };
     let begin = Instant::now();
-    let (s, t) = (target.schema, target.table);
+    let (s, t) = (target.step.schema(), target.table);
     let break_undos = format!(
         "CREATE OR REPLACE FUNCTION public.chaos_unusable() RETURNS trigger LANGUAGE plpgsql AS \
          $$ BEGIN RAISE EXCEPTION 'chaos: % is unusable', TG_TABLE_NAME \
@@ -176,7 +168,7 @@ async fn admin_once(db_url: &str, sql: &str) -> anyhow::Result<chrono::DateTime<
 
 async fn undos_between(
     db_url: &str,
-    step: &str,
+    step: Step,
     from: chrono::DateTime<chrono::Utc>,
     to: chrono::DateTime<chrono::Utc>,
 ) -> anyhow::Result<i64> {
@@ -185,7 +177,7 @@ async fn undos_between(
         "SELECT count(*) FROM saga.saga_log \
          WHERE step = $1 AND event = 'undo_started' AND at BETWEEN $2 AND $3",
     )
-    .bind(step)
+    .bind(step.as_str())
     .bind(from)
     .bind(to)
     .fetch_one(&mut conn)
