@@ -14,6 +14,7 @@ pub mod otlp;
 pub mod pg_cluster;
 pub mod process;
 pub mod proxy;
+pub mod readme;
 mod signal;
 pub mod signals;
 pub mod span;
