@@ -3,7 +3,8 @@
 //! broker, the database, a network cut and a slow network) in a seeded order, so each kind
 //! happens at least once; later rounds pick a kind at random. With `database`, one worker's
 //! table is also made unusable (see [`super::outage`]) from the first fault moment on, in the
-//! background, while the other faults go on.
+//! background, while the other faults go on. A fault whose injection failed is recorded with its
+//! error (it does not count as injected).
 
 use super::faults::{Fault, FaultKind};
 use super::outage::{self, OutageReport};
@@ -109,11 +110,11 @@ pub async fn run(
         };
         let down = Duration::from_millis(rng.random_range(300..1_500));
         let at = Instant::now();
-        let description = match inject(&mut stack, &action, down, &mut rng).await {
-            Ok(description) => description,
+        let (description, error) = match inject(&mut stack, &action, down, &mut rng).await {
+            Ok(description) => (description, None),
             Err(err) => {
                 tracing::error!(?action, error = %err, "fault injection failed");
-                format!("{action:?} (failed: {err})")
+                (format!("{action:?} (failed: {err})"), Some(err.to_string()))
             }
         };
         faults.push(Fault {
@@ -121,6 +122,7 @@ pub async fn run(
             action: description,
             at,
             down: at.elapsed(),
+            error,
         });
     }
     let outage = match outage_task {
@@ -137,6 +139,12 @@ pub async fn run(
             // Progress is expected back from the restoration on.
             at: Instant::now(),
             down: Duration::from_secs_f64(report.seconds),
+            error: (!report.restored).then(|| {
+                report
+                    .error
+                    .clone()
+                    .unwrap_or_else(|| "not restored".into())
+            }),
         });
     }
     (stack, faults, outage)
