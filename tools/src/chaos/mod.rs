@@ -2,7 +2,7 @@
 //! chosen from a seed (`--faults`: processes SIGKILLed, the database killed and one worker's
 //! table made unusable, connections cut and slowed down); then, once quiet, an audit of every
 //! invariant. Exits non-zero when one fails, or when a kind of fault asked for was never
-//! injected.
+//! injected (the first round takes one of each, see `schedule.rs`).
 //!
 //! ```text
 //!  publisher ──checkouts, paced over --duration──▶ private stack ◀── injector (faults, restarts)
@@ -17,6 +17,7 @@ mod inject;
 mod outage;
 pub mod report;
 mod sampler;
+mod schedule;
 mod traces;
 
 use crate::stack::{PrivateStack, StackOptions};
@@ -111,6 +112,8 @@ pub async fn run(args: ChaosArgs) -> anyhow::Result<ExitCode> {
     let publishing = Arc::new(AtomicBool::new(true));
     let plan = inject::Plan {
         every: Duration::from_secs_f64(args.kill_every),
+        duration: Duration::try_from_secs_f64(args.duration)
+            .map_err(|err| anyhow::anyhow!("--duration {}: {err}", args.duration))?,
         seed: args.seed,
         kinds: kinds.clone(),
         outage: outage_length()?,
