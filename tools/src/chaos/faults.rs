@@ -87,6 +87,8 @@ pub struct Fault {
     pub at: Instant,
     /// How long it lasted.
     pub down: Duration,
+    /// Why it could not be injected, if it could not (then it does not count as injected).
+    pub error: Option<String>,
 }
 
 impl Fault {
@@ -97,14 +99,24 @@ impl Fault {
     }
 }
 
-/// Faults injected per kind, every enabled kind listed (with 0 if it never happened).
+/// Faults injected per kind, every enabled kind listed (with 0 if it never happened); a fault
+/// whose injection failed is not counted.
 pub fn count(enabled: &[FaultKind], faults: &[Fault]) -> BTreeMap<String, usize> {
     let mut counts: BTreeMap<String, usize> =
         enabled.iter().map(|k| (k.name().to_owned(), 0)).collect();
-    for fault in faults {
+    for fault in faults.iter().filter(|f| f.error.is_none()) {
         *counts.entry(fault.kind.name().to_owned()).or_default() += 1;
     }
     counts
+}
+
+/// The kinds of `counts` never injected: the run did not try what it was asked to.
+pub fn never_injected(counts: &BTreeMap<String, usize>) -> Vec<String> {
+    counts
+        .iter()
+        .filter(|(_, n)| **n == 0)
+        .map(|(kind, _)| kind.clone())
+        .collect()
 }
 
 /// Kills per kind of process (`inventory`, `payment`, `order`, `orchestrator`, `nats`,
@@ -145,16 +157,23 @@ mod tests {
             action: action.to_owned(),
             at,
             down: Duration::ZERO,
+            error: None,
+        };
+        let failed = Fault {
+            error: Some("the stack has no proxies".into()),
+            ..fault(FaultKind::Network, "Cut (failed: the stack has no proxies)")
         };
         let faults = [
             fault(FaultKind::Worker, "kill payment-2"),
             fault(FaultKind::Database, "kill postgres"),
             fault(FaultKind::Database, "payment.ledger unusable"),
+            failed,
         ];
         let counts = count(&[FaultKind::Worker, FaultKind::Network], &faults);
         assert_eq!(counts["worker"], 1);
-        assert_eq!(counts["network"], 0);
+        assert_eq!(counts["network"], 0, "a failed injection counted");
         assert_eq!(counts["database"], 2);
+        assert_eq!(never_injected(&counts), ["network"]);
         let kills = kills_by_process(&faults);
         assert_eq!(kills["payment"], 1);
         assert_eq!(kills["postgres"], 1);

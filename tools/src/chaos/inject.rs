@@ -1,29 +1,29 @@
-//! The injector: hurts the system at moments chosen from the seed until publishing is over.
-//! The first round takes one of each enabled fault (every worker kind, the orchestrator, the
-//! broker, the database, a network cut and a slow network) in a seeded order, so each kind
-//! happens at least once; later rounds pick a kind at random. With `database`, one worker's
-//! table is also made unusable (see [`super::outage`]) from the first fault moment on, in the
-//! background, while the other faults go on.
+//! The injector: hurts the system at the moments of [`super::schedule`]: the first round, one of
+//! each enabled fault paced to fit in the publishing window and finished even if it outlasts
+//! it, then random picks while publishing lasts. With `database`, one worker's table is also
+//! made unusable (see [`super::outage`]) from the first fault moment on, in the background,
+//! while the other faults go on. A fault whose injection failed is recorded with its error
+//! (it does not count as injected).
 
 use super::faults::{Fault, FaultKind};
 use super::outage::{self, OutageReport};
+use super::schedule::{self, Action};
 use crate::stack::PrivateStack;
 use checkout_harness::TcpProxy;
 use rand::rngs::StdRng;
-use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-/// At most this many faults, whatever the duration.
-const MAX_FAULTS: usize = 1_000;
-
 /// What to inject, and when.
 #[derive(Debug, Clone)]
 pub struct Plan {
-    /// Mean time between faults (each wait is 0.5 to 1.5 times this).
+    /// Mean time between faults (each wait is 0.5 to 1.5 times this); the first round's
+    /// pace, unless the duration asks for a faster one.
     pub every: Duration,
+    /// How long publishing is planned to last: the first round is due within it.
+    pub duration: Duration,
     /// Seed of the choices.
     pub seed: u64,
     /// The kinds enabled.
@@ -32,30 +32,8 @@ pub struct Plan {
     pub outage: Duration,
 }
 
-/// One action of the injector.
-#[derive(Debug, Clone)]
-enum Action {
-    Kill(String),
-    KillBroker,
-    KillPostgres,
-    Cut,
-    Latency,
-}
-
-impl Action {
-    fn kind(&self) -> FaultKind {
-        match self {
-            Action::Kill(name) if name == "orchestrator" => FaultKind::Orchestrator,
-            Action::Kill(_) => FaultKind::Worker,
-            Action::KillBroker => FaultKind::Broker,
-            Action::KillPostgres => FaultKind::Database,
-            Action::Cut | Action::Latency => FaultKind::Network,
-        }
-    }
-}
-
-/// Injects faults until publishing is over and the table outage (if any) has ended; returns
-/// the stack, the faults and the outage's report.
+/// Injects faults until publishing is over, the first round done and the table outage (if any)
+/// ended; returns the stack, the faults and the outage's report.
 pub async fn run(
     mut stack: PrivateStack,
     plan: Plan,
@@ -68,33 +46,30 @@ pub async fn run(
         .filter(|n| *n != "orchestrator")
         .cloned()
         .collect();
-    let mut first_round = Vec::new();
-    for kind in &plan.kinds {
-        match kind {
-            FaultKind::Worker => {
-                for prefix in checkout_shared::steps::worker_kinds() {
-                    let of_kind: Vec<_> =
-                        workers.iter().filter(|n| n.starts_with(prefix)).collect();
-                    if let Some(name) = of_kind.get(rng.random_range(0..of_kind.len().max(1))) {
-                        first_round.push(Action::Kill((*name).clone()));
-                    }
-                }
-            }
-            FaultKind::Orchestrator => first_round.push(Action::Kill("orchestrator".into())),
-            FaultKind::Broker => first_round.push(Action::KillBroker),
-            FaultKind::Database => first_round.push(Action::KillPostgres),
-            FaultKind::Network => first_round.extend([Action::Cut, Action::Latency]),
-        }
-    }
-    first_round.shuffle(&mut rng);
+    let start = tokio::time::Instant::now();
+    let first_round =
+        schedule::first_round(&plan.kinds, &workers, plan.every, plan.duration, &mut rng);
     let target = outage::TARGETS[rng.random_range(0..outage::TARGETS.len())];
     let mut outage_task = None;
     let mut faults = Vec::new();
-    while publishing.load(Ordering::SeqCst) && faults.len() < MAX_FAULTS {
-        tokio::time::sleep(plan.every.mul_f64(rng.random_range(0.5..1.5))).await;
-        if !publishing.load(Ordering::SeqCst) {
-            break;
-        }
+    while schedule::goes_on(
+        publishing.load(Ordering::SeqCst),
+        faults.len(),
+        first_round.len(),
+    ) {
+        let action = match first_round.get(faults.len()) {
+            Some((moment, action)) => {
+                tokio::time::sleep_until(start + *moment).await;
+                action.clone()
+            }
+            None => {
+                tokio::time::sleep(plan.every.mul_f64(rng.random_range(0.5..1.5))).await;
+                if !publishing.load(Ordering::SeqCst) {
+                    break;
+                }
+                schedule::pick(&mut rng, &plan.kinds, &workers)
+            }
+        };
         if outage_task.is_none() && plan.kinds.contains(&FaultKind::Database) {
             let url = stack.db_url.clone();
             // Renamed for the last quarter: actions fail too, undos had sagas to undo.
@@ -103,17 +78,13 @@ pub async fn run(
                 outage::run(&url, target, length, renamed).await
             }));
         }
-        let action = match first_round.get(faults.len()) {
-            Some(action) => action.clone(),
-            None => pick(&mut rng, &plan.kinds, &workers),
-        };
         let down = Duration::from_millis(rng.random_range(300..1_500));
         let at = Instant::now();
-        let description = match inject(&mut stack, &action, down, &mut rng).await {
-            Ok(description) => description,
+        let (description, error) = match inject(&mut stack, &action, down, &mut rng).await {
+            Ok(description) => (description, None),
             Err(err) => {
                 tracing::error!(?action, error = %err, "fault injection failed");
-                format!("{action:?} (failed: {err})")
+                (format!("{action:?} (failed: {err})"), Some(err.to_string()))
             }
         };
         faults.push(Fault {
@@ -121,6 +92,7 @@ pub async fn run(
             action: description,
             at,
             down: at.elapsed(),
+            error,
         });
     }
     let outage = match outage_task {
@@ -137,20 +109,15 @@ pub async fn run(
             // Progress is expected back from the restoration on.
             at: Instant::now(),
             down: Duration::from_secs_f64(report.seconds),
+            error: (!report.restored).then(|| {
+                report
+                    .error
+                    .clone()
+                    .unwrap_or_else(|| "not restored".into())
+            }),
         });
     }
     (stack, faults, outage)
-}
-
-fn pick(rng: &mut StdRng, kinds: &[FaultKind], workers: &[String]) -> Action {
-    match kinds[rng.random_range(0..kinds.len())] {
-        FaultKind::Worker => Action::Kill(workers[rng.random_range(0..workers.len())].clone()),
-        FaultKind::Orchestrator => Action::Kill("orchestrator".into()),
-        FaultKind::Broker => Action::KillBroker,
-        FaultKind::Database => Action::KillPostgres,
-        FaultKind::Network if rng.random_bool(0.5) => Action::Cut,
-        FaultKind::Network => Action::Latency,
-    }
 }
 
 /// Does one action (waiting out its `down` time); returns what was done, for the log.

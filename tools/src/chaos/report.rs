@@ -1,6 +1,6 @@
 //! The outcome of a chaos run, as JSON and as a table.
 
-use super::faults::Fault;
+use super::faults::{self, Fault, FaultKind};
 use super::outage::OutageReport;
 use super::sampler::SagaWaits;
 use super::traces::TraceAudit;
@@ -31,8 +31,13 @@ pub struct ChaosReport {
     pub unfinished: i64,
     /// Published but never started.
     pub lost: i64,
-    /// Faults injected per kind (worker, orchestrator, broker, database, network).
+    /// Faults injected per kind (worker, orchestrator, broker, database, network), every kind
+    /// asked for listed, 0 included; failed injections are not counted.
     pub faults: BTreeMap<String, usize>,
+    /// Kinds asked for but never injected (fails the run: it did not try what it was asked).
+    pub never_injected: Vec<String>,
+    /// Injections that failed, with why.
+    pub failed_injections: Vec<String>,
     /// Processes killed with SIGKILL, every kind included.
     pub kills: usize,
     /// Kills of the broker.
@@ -76,6 +81,18 @@ pub struct ChaosReport {
 }
 
 impl ChaosReport {
+    /// Records what the run tried: the faults injected per kind (of those `enabled`), the kinds
+    /// never injected and the injections that failed.
+    pub fn account_faults(&mut self, enabled: &[FaultKind], injected: &[Fault]) {
+        self.faults = faults::count(enabled, injected);
+        self.never_injected = faults::never_injected(&self.faults);
+        self.failed_injections = injected
+            .iter()
+            .filter(|f| f.error.is_some())
+            .map(|f| f.action.clone())
+            .collect();
+    }
+
     /// Whether every invariant held.
     pub fn holds(&self) -> bool {
         self.lost == 0
@@ -91,6 +108,7 @@ impl ChaosReport {
             && self.sampler_failure.is_none()
             && self.outage.as_ref().is_none_or(|o| o.restored)
             && self.unclean_exits.is_empty()
+            && self.never_injected.is_empty()
     }
 }
 
@@ -173,7 +191,20 @@ pub fn print(report: &ChaosReport, faults: &[Fault], say: &impl Fn(String)) {
         "  of redelivered messages",
         report.redelivered_process_spans.to_string(),
     );
-    say(format!("{:<36} {:?}", "faults", report.faults));
+    let injected = report.faults.values().sum::<usize>();
+    row("faults injected", injected.to_string());
+    for (kind, n) in &report.faults {
+        check(&format!("  {kind}"), n.to_string(), *n > 0);
+    }
+    if !report.never_injected.is_empty() {
+        say(format!(
+            "    never injected: {}",
+            report.never_injected.join(", ")
+        ));
+    }
+    for failed in &report.failed_injections {
+        say(format!("    {failed}"));
+    }
     say(format!(
         "{:<36} {:?}",
         "kills by process", report.kills_by_kind

@@ -53,3 +53,69 @@ fn a_report_holds_only_if_every_invariant_does() {
     };
     assert!(restored.holds());
 }
+
+#[test]
+fn a_kind_never_injected_fails_the_run_and_is_named() {
+    let at = std::time::Instant::now();
+    let fault = |kind, action: &str, error: Option<&str>| Fault {
+        kind,
+        action: action.to_owned(),
+        at,
+        down: std::time::Duration::ZERO,
+        error: error.map(str::to_owned),
+    };
+    // The orchestrator was asked for and never tried; the network's one try failed.
+    let enabled = [
+        FaultKind::Worker,
+        FaultKind::Orchestrator,
+        FaultKind::Network,
+    ];
+    let injected = [
+        fault(FaultKind::Worker, "kill payment-1", None),
+        fault(
+            FaultKind::Network,
+            "Cut (failed: the stack has no proxies)",
+            Some("the stack has no proxies"),
+        ),
+    ];
+    let mut report = clean();
+    report.account_faults(&enabled, &injected);
+    assert_eq!(report.never_injected, ["network", "orchestrator"]);
+    assert_eq!(
+        report.failed_injections,
+        ["Cut (failed: the stack has no proxies)"]
+    );
+    assert!(!report.holds(), "a run that did not try network passed");
+    let json = serde_json::to_value(&report).unwrap();
+    assert_eq!(
+        json["faults"],
+        serde_json::json!({"network": 0, "orchestrator": 0, "worker": 1})
+    );
+    report.invariants_ok = report.holds();
+    let lines = std::cell::RefCell::new(Vec::new());
+    print(&report, &injected, &|line| lines.borrow_mut().push(line));
+    let text = lines.into_inner().join("\n");
+    assert!(
+        text.contains("never injected: network, orchestrator"),
+        "{text}"
+    );
+    for (kind, n, mark) in [("worker", 1, "ok"), ("orchestrator", 0, "FAILED")] {
+        let row = text.lines().find(|l| l.trim_start().starts_with(kind));
+        assert!(
+            row.is_some_and(|r| r.contains(&format!(" {n}  {mark}"))),
+            "{kind}: {text}"
+        );
+    }
+    assert!(text.ends_with("VIOLATED"), "{text}");
+
+    // Every kind tried once: the run holds.
+    let mut report = clean();
+    let all = [
+        fault(FaultKind::Worker, "kill payment-1", None),
+        fault(FaultKind::Orchestrator, "kill orchestrator", None),
+        fault(FaultKind::Network, "cut db", None),
+    ];
+    report.account_faults(&enabled, &all);
+    assert!(report.never_injected.is_empty());
+    assert!(report.holds());
+}

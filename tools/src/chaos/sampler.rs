@@ -197,6 +197,7 @@ mod tests {
             action: action.to_owned(),
             at: at(ms),
             down: Duration::ZERO,
+            error: None,
         };
         assert_eq!(
             recovery(&[fault(50, "kill orchestrator")], &samples, 20),
