@@ -137,20 +137,14 @@ pub fn compare(example: &Example, actual: &str) -> Result<(), String> {
     };
     let expected = snapbox::Data::text(example.expected.clone());
     let actual = snapbox::Data::text(actual.to_owned());
-    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-        assert.eq(actual, expected);
-    }));
-    result.map_err(|panic| {
-        let why = panic
-            .downcast_ref::<String>()
-            .cloned()
-            .or_else(|| panic.downcast_ref::<&str>().map(|s| (*s).to_owned()))
-            .unwrap_or_default();
-        format!(
-            "README line {}: `{}` printed something else:\n{why}",
-            example.line, example.command
-        )
-    })
+    assert
+        .try_eq(Some(&"what it printed"), actual, expected)
+        .map_err(|why| {
+            format!(
+                "README line {}: `{}` printed something else:\n{why}",
+                example.line, example.command
+            )
+        })
 }
 
 /// Relative links of a Markdown file (`[text](path)` not starting with a scheme or `#`), with
