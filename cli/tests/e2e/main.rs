@@ -17,6 +17,7 @@ mod outcomes;
 mod promql;
 mod race;
 mod readme;
+mod readme_examples;
 mod replay;
 mod show;
 mod signals;
