@@ -44,7 +44,7 @@ fn a_compensated_saga_reads_as_its_steps_then_its_undos() {
     assert_eq!(entries[0].reason, None);
     assert_eq!(
         line(at(0), &entries[1]),
-        "     +10.0 ms  do   payment.charge        15.0 ms  failed  card declined"
+        "     +10.0 ms  do   payment               15.0 ms  failed  card declined"
     );
 }
 
