@@ -6,6 +6,7 @@ use crate::trace_links::TraceUiArgs;
 use anyhow::Context as _;
 use async_nats::jetstream::stream::LastRawMessageErrorKind;
 use bytes::Bytes;
+use checkout_shared::RejectionCode;
 use checkout_shared::envelope::MSG_ID;
 use checkout_shared::messages::{
     CatalogEntry, CheckoutRequested, LifecycleEvent, LifecycleKind, LineItem,
@@ -362,8 +363,8 @@ async fn publish_inner(args: &PublishArgs, flusher: SpanFlusher) -> anyhow::Resu
 
 /// One line for a lifecycle event.
 pub fn describe(event: &LifecycleEvent) -> String {
-    match (event.kind, event.step, event.phase) {
-        (LifecycleKind::Step, Some(step), Some(phase)) => {
+    match (event.kind, event.step, event.phase, event.rejection) {
+        (LifecycleKind::Step, Some(step), Some(phase), _) => {
             let verb = if phase == checkout_shared::Phase::Undo {
                 "compensate"
             } else {
@@ -371,7 +372,20 @@ pub fn describe(event: &LifecycleEvent) -> String {
             };
             format!("{verb} {:<16} {}", step.action_name(), event.detail)
         }
-        (kind, _, _) if event.detail.is_empty() => kind.as_str().to_owned(),
-        (kind, _, _) => format!("{} ({})", kind.as_str(), event.detail),
+        (LifecycleKind::Rejected, _, _, Some(code)) => {
+            refusal_line(code, event.field.as_deref(), &event.detail)
+        }
+        (kind, ..) if event.detail.is_empty() => kind.as_str().to_owned(),
+        (kind, ..) => format!("{} ({})", kind.as_str(), event.detail),
+    }
+}
+
+/// How a refused checkout reads, whether the door or the client refused it: the reason code
+/// and the field at fault, as the gateway's problem response names them, then why:
+/// `rejected unknown_sku items[1].sku: unknown sku "SKU-NOPE"`.
+pub fn refusal_line(code: RejectionCode, field: Option<&str>, reason: &str) -> String {
+    match field {
+        Some(field) => format!("rejected {code} {field}: {reason}"),
+        None => format!("rejected {code}: {reason}"),
     }
 }
