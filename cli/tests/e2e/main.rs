@@ -16,6 +16,7 @@ mod outage;
 mod outcomes;
 mod promql;
 mod race;
+mod refused;
 mod replay;
 mod show;
 mod signals;
