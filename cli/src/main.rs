@@ -29,7 +29,8 @@ enum Command {
     Worker(services::WorkerArgs),
     /// Run the HTTP gateway (POST /checkout, GET /checkouts/{id}[/events]).
     Gateway(services::GatewayArgs),
-    /// Publish one checkout; with --wait, follow it to its end.
+    /// Publish one checkout, its cart completed from the catalog; optionally follow it to its
+    /// end.
     Publish(publish::PublishArgs),
     /// Run many checkouts and report outcomes, throughput and latency.
     Load(load::LoadArgs),
@@ -39,8 +40,8 @@ enum Command {
     /// Show one saga: its timeline of steps and undos, its trace id and where to open it; or
     /// why the door refused the checkout.
     Show(show::ShowArgs),
-    /// List sagas flagged stuck: an undo that has not succeeded for --stuck-after-secs (it is
-    /// still being retried), with the reason.
+    /// List sagas flagged stuck, with the reason: an undo that has gone without success for
+    /// longer than the orchestrator allows (it is still being retried).
     Stuck(ops::StuckArgs),
     /// Send a stuck saga's undo again now, instead of at its next retry.
     Retry(ops::RetryArgs),

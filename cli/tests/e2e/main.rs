@@ -9,6 +9,7 @@ mod crash;
 mod flow;
 mod gateway;
 mod gateway_input;
+mod help;
 mod http;
 mod notify;
 mod otelite;
