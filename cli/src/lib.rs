@@ -8,6 +8,7 @@ pub mod common;
 pub mod load;
 pub mod ops;
 pub mod otelite;
+pub mod publish;
 pub mod services;
 pub mod show;
 pub mod trace_links;

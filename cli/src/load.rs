@@ -29,8 +29,8 @@ pub struct Mix {
     #[arg(long, default_value_t = 0.0)]
     pub out_of_stock_rate: f64,
     /// Distinct SKUs the successful checkouts buy from: 3 uses SKU-MUG, SKU-TEE and SKU-CAP
-    /// (the demo catalog); more uses SKU-0000, SKU-0001, ... (seed them, e.g. with
-    /// `checkout worker inventory --seed-stock`). Few SKUs measure contention on hot rows.
+    /// (the demo catalog); more uses SKU-0000, SKU-0001, ... (seed them in the inventory
+    /// worker's stock first). Few SKUs measure contention on hot rows.
     #[arg(long, default_value_t = 3)]
     pub skus: usize,
 }

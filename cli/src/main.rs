@@ -9,7 +9,7 @@
 //! The demo, the chaos runner and the benchmark are another binary, `checkout-tools` (crate
 //! `tools/`): this one, which the image ships, holds no test infrastructure.
 
-use checkout_cli::{client, load, ops, services, show, watch};
+use checkout_cli::{load, ops, publish, services, show, watch};
 
 use clap::{Parser, Subcommand};
 
@@ -29,16 +29,19 @@ enum Command {
     Worker(services::WorkerArgs),
     /// Run the HTTP gateway (POST /checkout, GET /checkouts/{id}[/events]).
     Gateway(services::GatewayArgs),
-    /// Publish one checkout; with --wait, follow it to its end.
-    Publish(client::PublishArgs),
+    /// Publish one checkout, its cart completed from the catalog; optionally follow it to its
+    /// end.
+    Publish(publish::PublishArgs),
     /// Run many checkouts and report outcomes, throughput and latency.
     Load(load::LoadArgs),
-    /// Follow sagas live: full-screen on a terminal, plain lines otherwise.
+    /// Follow sagas live: full-screen on a terminal, plain lines otherwise; one saga from its
+    /// start to its end.
     Watch(watch::WatchArgs),
-    /// Show one saga: its timeline of steps and undos, its trace id and where to open it.
+    /// Show one saga: its timeline of steps and undos, its trace id and where to open it; or
+    /// why the door refused the checkout.
     Show(show::ShowArgs),
-    /// List sagas flagged stuck: an undo that has not succeeded for --stuck-after-secs (it is
-    /// still being retried), with the reason.
+    /// List sagas flagged stuck, with the reason: an undo that has gone without success for
+    /// longer than the orchestrator allows (it is still being retried).
     Stuck(ops::StuckArgs),
     /// Send a stuck saga's undo again now, instead of at its next retry.
     Retry(ops::RetryArgs),
@@ -61,7 +64,7 @@ fn main() -> std::process::ExitCode {
             Command::Orchestrator(args) => services::orchestrator(args).await,
             Command::Worker(args) => services::worker(args).await,
             Command::Gateway(args) => services::gateway(args).await,
-            Command::Publish(args) => client::publish(args).await,
+            Command::Publish(args) => publish::publish(args).await,
             Command::Load(args) => load::run(args).await,
             Command::Watch(args) => watch::watch(args).await,
             Command::Show(args) => show::show(args).await,

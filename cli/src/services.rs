@@ -32,8 +32,9 @@ pub struct OrchestratorArgs {
     #[command(flatten)]
     timing: TimingArgs,
     /// Seconds an ended saga (completed, compensated or failed, with nothing left to wait
-    /// for) and its log are kept before the pruner deletes them. Keep it well above how long
-    /// a client may retry a checkout (an Idempotency-Key) and above IDEMPOTENCY_RETENTION_SECS.
+    /// for) and its log, and a refused checkout, are kept before the pruner deletes them.
+    /// Keep it well above how long a client may retry a checkout (an Idempotency-Key) and
+    /// above the gateway's idempotency retention.
     #[arg(long, env = "RETENTION_SECS", default_value_t = DEFAULT_RETENTION_SECS)]
     retention_secs: u64,
     /// Seconds between the pruner's passes (at most half the retention, at least 1).

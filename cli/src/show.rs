@@ -1,9 +1,11 @@
 //! `checkout show <saga id>`: the saga's timeline, read from its append-only log (each step and
-//! undo with its start, duration, outcome and reason), its trace id and where to open it.
+//! undo with its start, duration, outcome and reason), its trace id and where to open it; or,
+//! for a checkout the door refused, why (its reason code, the field at fault, the reason).
 
 use crate::common::DbArgs;
 use crate::trace_links::TraceUiArgs;
 use anyhow::Context as _;
+use checkout_orchestrator::rejections::{self, RejectionRow};
 use checkout_orchestrator::store::{self, LogRow};
 use checkout_shared::LogEvent;
 use chrono::{DateTime, Utc};
@@ -112,6 +114,10 @@ pub async fn show(args: ShowArgs) -> anyhow::Result<ExitCode> {
         .await
         .with_context(|| format!("connecting to {}", args.db.database_url))?;
     let Some(row) = store::get(&pool, args.saga_id).await? else {
+        if let Some(refused) = rejections::get(&pool, args.saga_id).await? {
+            show_rejection(&refused, args.json);
+            return Ok(ExitCode::SUCCESS);
+        }
         println!("no saga {}", args.saga_id);
         return Ok(ExitCode::FAILURE);
     };
@@ -164,6 +170,35 @@ pub async fn show(args: ShowArgs) -> anyhow::Result<ExitCode> {
         println!("  {}", line(row.started_at, entry));
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// A checkout the door refused: it has no timeline (it never started) and no saga span (its
+/// trace holds the request's publish and validation only), so no link is looked for.
+fn show_rejection(refused: &RejectionRow, json: bool) {
+    let status = checkout_shared::SagaStatus::Rejected.as_str();
+    if json {
+        let out = serde_json::json!({
+            "saga_id": refused.saga_id, "status": status, "trace_id": refused.trace_id,
+            "rejected_at": refused.at, "rejection": refused.code, "field": refused.field,
+            "reason": refused.reason, "timeline": [],
+        });
+        println!("{out}");
+        return;
+    }
+    println!("saga     {}", refused.saga_id);
+    println!("status   {status}  (refused at the door; never started)");
+    println!(
+        "refused  {}",
+        refused.at.format("%Y-%m-%d %H:%M:%S%.3f UTC")
+    );
+    println!("reason   {}", refused.code);
+    if let Some(field) = &refused.field {
+        println!("field    {field}");
+    }
+    println!("detail   {}", refused.reason);
+    if !refused.trace_id.is_empty() {
+        println!("trace    {}", refused.trace_id);
+    }
 }
 
 /// When the saga ended: its log's saga-level end (a step's own `failed` names its step).

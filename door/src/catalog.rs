@@ -6,7 +6,7 @@
 
 use crate::validate::Rejection;
 use async_nats::jetstream;
-use checkout_shared::messages::{CatalogEntry, CheckoutRequested};
+use checkout_shared::messages::{CatalogEntry, CheckoutRequested, LineItem};
 use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -65,6 +65,23 @@ impl Catalog {
         Ok(Some(entry))
     }
 
+    /// The entry of the cart's line `index`, or its refusal as an unknown SKU naming the
+    /// line's field (`items[1].sku`): the rule the door applies, and what a shop client
+    /// that prices its cart from the catalog refuses before sending.
+    pub async fn line(
+        &self,
+        index: usize,
+        item: &LineItem,
+    ) -> Result<Result<CatalogEntry, Rejection>, CatalogError> {
+        Ok(self
+            .entry(&item.sku)
+            .await?
+            .ok_or_else(|| Rejection::UnknownSku {
+                field: format!("items[{index}].sku"),
+                sku: item.sku.clone(),
+            }))
+    }
+
     /// Refuses a request naming an unknown SKU, a currency the catalog does not price a SKU
     /// in, or a line price that is not the catalog's. Every mismatched line is recorded as a
     /// `price_mismatch` event on the current span; the first one is the rejection.
@@ -74,11 +91,9 @@ impl Catalog {
     ) -> Result<Result<(), Rejection>, CatalogError> {
         let mut first_mismatch = None;
         for (i, item) in request.items.iter().enumerate() {
-            let Some(entry) = self.entry(&item.sku).await? else {
-                return Ok(Err(Rejection::UnknownSku {
-                    field: format!("items[{i}].sku"),
-                    sku: item.sku.clone(),
-                }));
+            let entry = match self.line(i, item).await? {
+                Ok(entry) => entry,
+                Err(unknown) => return Ok(Err(unknown)),
             };
             if entry.currency != request.currency {
                 return Ok(Err(Rejection::CurrencyMismatch {

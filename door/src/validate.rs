@@ -6,7 +6,8 @@
 //! that what the gateway accepts the orchestrator accepts too. Each rejection names the field
 //! (`items[1].unit_price_cents`) and a stable reason code (`price_mismatch`).
 
-use checkout_shared::messages::{CheckoutRequested, MAX_REQUEST_BYTES};
+use checkout_shared::RejectionCode;
+use checkout_shared::messages::{CheckoutRequested, LineItem, MAX_REQUEST_BYTES};
 use std::collections::HashSet;
 
 use crate::catalog::{Catalog, CatalogError};
@@ -76,18 +77,23 @@ pub enum Rejection {
 }
 
 impl Rejection {
-    /// A short machine-readable reason code, for the `Saga-Reason-Kind` header, problem
-    /// bodies and metrics.
-    pub fn kind(&self) -> &'static str {
+    /// The stable reason code: the `reason` of problem bodies, the `Saga-Reason-Kind`
+    /// header, the `rejection` of lifecycle events and the metrics' label.
+    pub fn code(&self) -> RejectionCode {
         match self {
-            Rejection::TooLarge(_) => "too_large",
-            Rejection::Malformed(_) => "malformed",
-            Rejection::Invalid { .. } => "invalid",
-            Rejection::AmountMismatch { .. } => "amount_mismatch",
-            Rejection::UnknownSku { .. } => "unknown_sku",
-            Rejection::PriceMismatch { .. } => "price_mismatch",
-            Rejection::CurrencyMismatch { .. } => "currency_mismatch",
+            Rejection::TooLarge(_) => RejectionCode::TooLarge,
+            Rejection::Malformed(_) => RejectionCode::Malformed,
+            Rejection::Invalid { .. } => RejectionCode::Invalid,
+            Rejection::AmountMismatch { .. } => RejectionCode::AmountMismatch,
+            Rejection::UnknownSku { .. } => RejectionCode::UnknownSku,
+            Rejection::PriceMismatch { .. } => RejectionCode::PriceMismatch,
+            Rejection::CurrencyMismatch { .. } => RejectionCode::CurrencyMismatch,
         }
+    }
+
+    /// The reason code's text form ([`Rejection::code`]).
+    pub fn kind(&self) -> &'static str {
+        self.code().as_str()
     }
 
     /// The field at fault, as a path into the JSON body, when one is at fault.
@@ -152,7 +158,6 @@ pub fn check_fields(request: &CheckoutRequested) -> Result<(), Rejection> {
         return invalid("items", format!("the cart has more than {MAX_LINES} lines"));
     }
     let mut seen = HashSet::new();
-    let mut sum: i64 = 0;
     for (i, item) in request.items.iter().enumerate() {
         let field = |name: &str| format!("items[{i}].{name}");
         if item.sku.trim().is_empty() || item.sku.len() > MAX_FIELD_LEN {
@@ -170,8 +175,8 @@ pub fn check_fields(request: &CheckoutRequested) -> Result<(), Rejection> {
                 ),
             );
         }
-        let price = match item.unit_price_cents {
-            Some(price) if price >= 0 => price,
+        match item.unit_price_cents {
+            Some(price) if price >= 0 => {}
             Some(price) => {
                 return invalid(
                     &field("unit_price_cents"),
@@ -187,13 +192,12 @@ pub fn check_fields(request: &CheckoutRequested) -> Result<(), Rejection> {
                     format!("unit_price_cents of {} is required", item.sku),
                 );
             }
-        };
+        }
         if !seen.insert(&item.sku) {
             return invalid(&field("sku"), format!("sku {} appears twice", item.sku));
         }
-        // Bounded by MAX_LINES × MAX_QUANTITY × price; saturate rather than wrap on absurd prices.
-        sum = sum.saturating_add(price.saturating_mul(i64::from(item.quantity)));
     }
+    let sum = sum_of_lines(&request.items);
     if request.amount_cents < 0 {
         return invalid(
             "amount_cents",
@@ -210,6 +214,16 @@ pub fn check_fields(request: &CheckoutRequested) -> Result<(), Rejection> {
         });
     }
     Ok(())
+}
+
+/// What a cart's amount must be: the sum of quantity × unit price over its lines (a line
+/// without a price counts for nothing). Bounded by the line and quantity limits; it saturates
+/// rather than wraps on absurd prices.
+pub fn sum_of_lines(items: &[LineItem]) -> i64 {
+    items.iter().fold(0i64, |sum, item| {
+        let price = item.unit_price_cents.unwrap_or(0);
+        sum.saturating_add(price.saturating_mul(i64::from(item.quantity)))
+    })
 }
 
 /// Checks a parsed request: its fields, then every line against the catalog. `Err` when the

@@ -356,6 +356,8 @@ impl<S: SagaStore, T: Transport> Executor<S, T> {
             outcome: ended.map(|(_, outcome)| outcome),
             next: row.state.waiting_for(),
             failure_code: row.state.failure_code,
+            rejection: None,
+            field: None,
             detail,
             trace_id: row.trace.trace_id.to_string(),
         };

@@ -178,7 +178,9 @@ fn save_item(expected_version: i64, row: &SagaRow, write: &Write) -> Value {
     })
 }
 
-/// New sagas and their logs; an existing saga is left alone. Returns the positions written.
+/// New sagas and their logs; an existing saga is left alone, and so is a checkout the door
+/// refused (its id is in `saga.rejections`: a second delivery gets the same refusal, not a
+/// saga). Returns the positions written.
 const INSERT: &str = "\
 WITH input AS ( \
   SELECT e.n, r.* FROM jsonb_array_elements($1::jsonb) WITH ORDINALITY AS e(item, n), \
@@ -190,8 +192,9 @@ ins AS ( \
   INSERT INTO saga.sagas (saga_id, status, state, version, trace_id, parent_span_id, \
     saga_span_id, sampled, step_span_id, step_started_at, deadline_at, started_at, updated_at) \
   SELECT saga_id, status, state, version, trace_id, parent_span_id, saga_span_id, sampled, \
-    step_span_id, step_started_at, deadline_at, started_at, started_at FROM input ORDER BY n \
-  ON CONFLICT (saga_id) DO NOTHING RETURNING saga_id), \
+    step_span_id, step_started_at, deadline_at, started_at, started_at FROM input \
+  WHERE NOT EXISTS (SELECT 1 FROM saga.rejections r WHERE r.saga_id = input.saga_id) \
+  ORDER BY n ON CONFLICT (saga_id) DO NOTHING RETURNING saga_id), \
 log AS ( \
   INSERT INTO saga.saga_log (saga_id, step, event, detail) \
   SELECT i.saga_id, l.step, l.event, l.detail FROM ins JOIN input i USING (saga_id), \

@@ -5,8 +5,8 @@
 //!                           │ no                    │
 //!                           ▼                       ▼  (workers reply on checkout.evt.>)
 //!                   checkout.rejected        executor: lock saga row ─▶ machine ─▶ commit
-//!                                                   ─▶ emit finished spans ─▶ send next command
-//!                                                   ─▶ lifecycle on checkout.saga.<id>.*
+//!                   saga.rejections                 ─▶ emit finished spans ─▶ send next command
+//!                   checkout.saga.<id>.rejected     ─▶ lifecycle on checkout.saga.<id>.*
 //! ```
 //!
 //! - [`saga`] declares the steps; [`machine`] is the pure state machine;
@@ -15,6 +15,8 @@
 //! - [`spans`] emits saga and step spans from stored ids, so they survive restarts;
 //! - the door's rules (validation and the catalog, shared with the HTTP gateway) are
 //!   [`checkout_door`]'s;
+//! - [`rejections`] records the checkouts the door refused and answers each delivery of one
+//!   with the same `rejected` event;
 //! - [`service`] runs the consumers, the deadline scanner and recovery;
 //! - [`dead_ends`] dead-letters messages JetStream gave up on;
 //! - [`observe`] records the metrics and log lines of committed transitions;
@@ -28,6 +30,7 @@ pub mod machine;
 pub mod observe;
 pub mod ports;
 pub mod postgres;
+pub mod rejections;
 pub mod retention;
 pub mod saga;
 pub mod service;

@@ -44,8 +44,12 @@ fn saga_outcome(before: SagaStatus, after: SagaStatus) -> Option<SagaOutcome> {
         SagaStatus::Completed => Some(SagaOutcome::Completed),
         SagaStatus::Compensated => Some(SagaOutcome::Compensated),
         SagaStatus::Failed => Some(SagaOutcome::Failed),
-        // Stuck is a flag on a saga whose undo is still being retried, not an end.
-        SagaStatus::Running | SagaStatus::Compensating | SagaStatus::Stuck => None,
+        // Stuck is a flag on a saga whose undo is still being retried, not an end; a
+        // rejected checkout never became a saga (counted as `checkout.rejections`).
+        SagaStatus::Running
+        | SagaStatus::Compensating
+        | SagaStatus::Stuck
+        | SagaStatus::Rejected => None,
     }
 }
 

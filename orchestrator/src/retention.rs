@@ -5,6 +5,7 @@
 //! ```text
 //!  every period ─▶ prune_pass ─▶ DELETE ≤ 2,000 sagas ended before now() - keep, log first
 //!                          (completed, compensated or failed, no deadline, no pending span)
+//!                    ─▶ DELETE ≤ 2,000 refused checkouts recorded before now() - keep
 //! ```
 //!
 //! Only a saga that nothing can move on any more goes: its status is an end and it has no
@@ -48,18 +49,29 @@ const DELETE_BATCH: &str = "\
     ) \
     DELETE FROM saga.sagas s USING doomed d WHERE s.saga_id = d.saga_id";
 
-/// One bounded pass: deletes the sagas (and their log) past `retention`. Returns how many
-/// sagas went.
+/// Deletes one batch of refused checkouts recorded more than `$1` seconds ago: they are kept
+/// as long as sagas, for the same reasons (`show`, and the same answer to a late retry).
+const DELETE_REJECTIONS: &str = "\
+    DELETE FROM saga.rejections WHERE saga_id IN ( \
+        SELECT saga_id FROM saga.rejections WHERE at < now() - make_interval(secs => $1) \
+        ORDER BY at LIMIT $2 FOR UPDATE SKIP LOCKED)";
+
+/// One bounded pass: deletes the sagas (and their log) past `retention`, then the refused
+/// checkouts past it. Returns how many sagas and refused checkouts went.
 pub async fn prune_pass(pool: &PgPool, retention: Retention) -> Result<u64, sqlx::Error> {
-    retention::pass(|batch| async move {
-        let done = sqlx::query(DELETE_BATCH)
-            .bind(retention.keep_secs())
-            .bind(batch)
-            .execute(pool)
-            .await?;
-        Ok(done.rows_affected())
-    })
-    .await
+    let mut deleted = 0;
+    for statement in [DELETE_BATCH, DELETE_REJECTIONS] {
+        deleted += retention::pass(|batch| async move {
+            let done = sqlx::query(statement)
+                .bind(retention.keep_secs())
+                .bind(batch)
+                .execute(pool)
+                .await?;
+            Ok::<_, sqlx::Error>(done.rows_affected())
+        })
+        .await?;
+    }
+    Ok(deleted)
 }
 
 /// Starts the pruner as one of the service's supervised tasks; it ends on `shutdown`.

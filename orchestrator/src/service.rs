@@ -7,15 +7,13 @@ use crate::machine::Input;
 use crate::saga::SagaData;
 use crate::store;
 use async_nats::jetstream::{self, AckKind};
-use bytes::Bytes;
 use checkout_door::catalog::{Catalog, CatalogError};
-use checkout_door::validate::{self, Rejection};
+use checkout_door::validate;
 use checkout_shared::envelope::{self, Envelope};
 use checkout_shared::messages::Reply;
 use checkout_shared::pull::pull_loop;
 use checkout_shared::shutdown::retry;
 use checkout_shared::streams::{self, EVENTS_CONSUMER, REQUESTS_CONSUMER, Topology};
-use checkout_shared::subjects;
 use checkout_shared::supervise;
 use checkout_shared::telemetry::SpanFlusher;
 use checkout_shared::{messaging, metrics};
@@ -259,7 +257,8 @@ async fn on_request(ctx: &Ctx, message: &jetstream::Message, retry_after: Durati
             validation.record("checkout.rejection", rejection.kind());
             messaging::mark_error(&validation, &rejection.to_string());
             drop(validation);
-            return reject(ctx, message, rejection).await;
+            let pool = ctx.executor.pool();
+            return crate::rejections::refuse(&ctx.js, pool, message, rejection).await;
         }
         Err(err) => {
             let err: CatalogError = err;
@@ -280,9 +279,10 @@ async fn on_request(ctx: &Ctx, message: &jetstream::Message, retry_after: Durati
             tracing::info!(%saga_id, "saga started");
             AckKind::Ack
         }
+        // A duplicate, or a checkout refused before (which gets the same answer again).
         Ok(false) => {
             tracing::info!(%saga_id, "duplicate checkout ignored");
-            AckKind::Ack
+            crate::rejections::answer_again(&ctx.js, ctx.executor.pool(), saga_id).await
         }
         // The saga row committed if the failure was the publish: its deadline re-sends.
         Err(ExecError::Publish(err)) => {
@@ -293,42 +293,6 @@ async fn on_request(ctx: &Ctx, message: &jetstream::Message, retry_after: Durati
             tracing::warn!(%saga_id, error = %err, "could not start the saga; retrying");
             metrics::get().redelivered("store_unavailable");
             AckKind::Nak(Some(retry_after))
-        }
-    }
-}
-
-async fn reject(ctx: &Ctx, message: &jetstream::Message, rejection: Rejection) -> AckKind {
-    let reason = rejection.to_string();
-    messaging::mark_error(&tracing::Span::current(), &reason);
-    tracing::warn!(kind = rejection.kind(), %reason, "checkout rejected");
-    let seq = message.info().map(|i| i.stream_sequence).unwrap_or(0);
-    let mut payload = message.payload.clone();
-    if payload.len() > checkout_shared::messages::MAX_REQUEST_BYTES {
-        // Keep the evidence, not the whole oversized body.
-        payload = Bytes::copy_from_slice(&payload[..1024]);
-    }
-    let headers = message.headers.as_ref();
-    let subject = subjects::REJECTED.to_owned();
-    let mut outgoing = messaging::set_aside(
-        subject,
-        format!("rejected.{seq}"),
-        &message.subject,
-        headers,
-        payload,
-        &reason,
-    );
-    outgoing
-        .headers
-        .insert("Saga-Reason-Kind", rejection.kind());
-    match messaging::send(&ctx.js, outgoing).await {
-        Ok(()) => {
-            metrics::get().rejected(rejection.kind());
-            AckKind::Ack
-        }
-        Err(err) => {
-            metrics::get().redelivered("rejection_not_stored");
-            tracing::warn!(error = %err, "rejection not recorded; retrying the request");
-            AckKind::Nak(Some(Duration::from_secs(1)))
         }
     }
 }

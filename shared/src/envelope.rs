@@ -20,6 +20,8 @@ pub const SAGA_PHASE: &str = "Saga-Phase";
 pub const MSG_TYPE: &str = "Saga-Msg-Type";
 /// Why a message was rejected or dead-lettered.
 pub const REASON: &str = "Saga-Reason";
+/// The stable reason code of a rejected checkout request (`unknown_sku`).
+pub const REASON_KIND: &str = "Saga-Reason-Kind";
 /// The subject a rejected or dead-lettered message was first published on.
 pub const ORIGIN_SUBJECT: &str = "Saga-Origin-Subject";
 

@@ -39,4 +39,4 @@ pub mod vocabulary;
 
 pub use envelope::{Envelope, EnvelopeError, MsgType};
 pub use steps::{Phase, Step};
-pub use vocabulary::{FailureCode, LogEvent, SagaStatus, StepOutcome};
+pub use vocabulary::{FailureCode, LogEvent, RejectionCode, SagaStatus, StepOutcome};

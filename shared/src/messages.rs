@@ -4,7 +4,7 @@
 //! (`StepSucceeded` carries what the step produced, `StepFailed` why it refused).
 
 use crate::envelope::{Phase, Step};
-use crate::vocabulary::{FailureCode, SagaStatus, StepOutcome};
+use crate::vocabulary::{FailureCode, RejectionCode, SagaStatus, StepOutcome};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
@@ -201,6 +201,10 @@ crate::vocabulary::state_word! {
         /// An undo could not be completed for a long time; it is still retried, and an
         /// operator may retry it now.
         Stuck,
+        /// Refused at the door: the request broke a rule (its `rejection` code, the `field`
+        /// at fault, the reason in `detail`) and never became a saga. A request sent again
+        /// gets this same event again.
+        Rejected,
     }
 }
 
@@ -209,7 +213,10 @@ impl LifecycleKind {
     pub fn is_terminal(self) -> bool {
         matches!(
             self,
-            LifecycleKind::Completed | LifecycleKind::Compensated | LifecycleKind::Failed
+            LifecycleKind::Completed
+                | LifecycleKind::Compensated
+                | LifecycleKind::Failed
+                | LifecycleKind::Rejected
         )
     }
 }
@@ -247,6 +254,14 @@ pub struct LifecycleEvent {
     /// Why the checkout failed, by code, once it has.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub failure_code: Option<FailureCode>,
+    /// Why the door refused the checkout, by code, for `rejected` events (the `reason` of
+    /// the gateway's problem response for the same cart).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rejection: Option<RejectionCode>,
+    /// The field at fault, as a path into the request (`items[1].sku`), for `rejected`
+    /// events that name one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub field: Option<String>,
     /// A human-readable detail (the failure reason), or `ok`.
     pub detail: String,
     /// The saga's trace id, so a watcher can link to the trace.

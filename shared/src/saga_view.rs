@@ -4,7 +4,7 @@
 //! ```text
 //!  checkout.saga.<id>.started ─┐
 //!  checkout.saga.<id>.step ────┼─▶ SagaView::apply ─▶ {state, current step, steps, reason}
-//!  checkout.saga.<id>.<end> ───┘
+//!  checkout.saga.<id>.<end> ───┘   (<end>: completed, compensated, failed, stuck, rejected)
 //! ```
 //!
 //! Each event carries the saga's status and the step it now waits for, so the fold needs no
@@ -13,7 +13,7 @@
 
 use crate::messages::{LifecycleEvent, LifecycleKind, StepRef};
 use crate::steps::{Phase, Step};
-use crate::vocabulary::{FailureCode, SagaStatus, StepOutcome};
+use crate::vocabulary::{FailureCode, RejectionCode, SagaStatus, StepOutcome};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
@@ -49,6 +49,12 @@ pub struct SagaView {
     /// Why the checkout failed, by code.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub failure_code: Option<FailureCode>,
+    /// Why the door refused the checkout, by code (`reason` then says why in words).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rejection: Option<RejectionCode>,
+    /// The request's field the door refused, when one is at fault.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub field: Option<String>,
     /// The saga's trace.
     pub trace_id: String,
 }
@@ -64,6 +70,8 @@ impl SagaView {
             steps: Vec::new(),
             reason: None,
             failure_code: None,
+            rejection: None,
+            field: None,
             trace_id: String::new(),
         }
     }
@@ -90,6 +98,10 @@ impl SagaView {
         self.trace_id.clone_from(&event.trace_id);
         if event.failure_code.is_some() {
             self.failure_code = event.failure_code;
+        }
+        if event.rejection.is_some() {
+            self.rejection = event.rejection;
+            self.field.clone_from(&event.field);
         }
         if event.status.is_none() {
             return self.apply_legacy(event);
@@ -166,6 +178,7 @@ fn legacy_state(kind: LifecycleKind) -> Option<SagaStatus> {
         LifecycleKind::Compensated => Some(SagaStatus::Compensated),
         LifecycleKind::Failed => Some(SagaStatus::Failed),
         LifecycleKind::Stuck => Some(SagaStatus::Stuck),
+        LifecycleKind::Rejected => Some(SagaStatus::Rejected),
     }
 }
 
@@ -183,6 +196,8 @@ mod tests {
             outcome: None,
             next: None,
             failure_code: None,
+            rejection: None,
+            field: None,
             detail: String::new(),
             trace_id: "t".into(),
         }
@@ -257,6 +272,31 @@ mod tests {
             "a follow-up's failure is not the checkout's"
         );
         assert_eq!(view.steps.last().map(|s| s.step), Some(Notification));
+    }
+
+    #[test]
+    fn a_checkout_refused_at_the_door_reads_rejected_with_its_code_field_and_reason() {
+        let mut refused = event(LifecycleKind::Rejected, SagaStatus::Rejected);
+        refused.rejection = Some(RejectionCode::UnknownSku);
+        refused.field = Some("items[1].sku".into());
+        refused.detail = r#"unknown sku "SKU-NOPE""#.into();
+        // A second delivery of the request gets the same event: the view stays the same.
+        let view = SagaView::fold(Uuid::nil(), [&refused, &refused]);
+        assert_eq!((view.state, view.current()), (SagaStatus::Rejected, None));
+        assert!(view.state.is_terminal() && refused.kind.is_terminal());
+        assert_eq!(view.rejection, Some(RejectionCode::UnknownSku));
+        assert_eq!(view.field.as_deref(), Some("items[1].sku"));
+        assert_eq!(view.reason.as_deref(), Some(r#"unknown sku "SKU-NOPE""#));
+        assert!(view.steps.is_empty(), "nothing ran");
+        // On the wire, the code is the gateway's `reason` word.
+        let json = serde_json::to_value(&view).unwrap();
+        assert_eq!(json["state"], "rejected");
+        assert_eq!(json["rejection"], "unknown_sku");
+        assert_eq!(json["field"], "items[1].sku");
+        // An event without its status (of a release before it) still reads rejected.
+        refused.status = None;
+        let view = SagaView::fold(Uuid::nil(), [&refused]);
+        assert_eq!(view.state, SagaStatus::Rejected);
     }
 
     #[test]

@@ -57,6 +57,9 @@ state_word! {
         /// Compensating, but an undo has had no success for longer than the policy allows:
         /// flagged for an operator while its retries go on.
         Stuck,
+        /// Refused at the door (the cart broke a rule): it never became a saga, nothing
+        /// happened. Recorded apart from the sagas (the orchestrator's `saga.rejections`).
+        Rejected,
     }
 }
 
@@ -73,7 +76,10 @@ impl SagaStatus {
     pub fn is_terminal(self) -> bool {
         matches!(
             self,
-            SagaStatus::Completed | SagaStatus::Compensated | SagaStatus::Failed
+            SagaStatus::Completed
+                | SagaStatus::Compensated
+                | SagaStatus::Failed
+                | SagaStatus::Rejected
         )
     }
 }
@@ -102,6 +108,28 @@ state_word! {
         Compensated,
         /// The saga was flagged stuck.
         Stuck,
+    }
+}
+
+state_word! {
+    /// Why the door refused a checkout request: the `reason` of the gateway's problem
+    /// responses, the `Saga-Reason-Kind` header on `checkout.rejected`, the `rejection` of a
+    /// `rejected` lifecycle event and the orchestrator's `saga.rejections.code`.
+    pub enum RejectionCode {
+        /// The body is larger than a checkout may be.
+        TooLarge,
+        /// The body is not the JSON of a checkout.
+        Malformed,
+        /// A field has a value no checkout can have.
+        Invalid,
+        /// The amount is not the sum of the lines.
+        AmountMismatch,
+        /// A line names a SKU the catalog does not list.
+        UnknownSku,
+        /// A line's price is not the catalog's.
+        PriceMismatch,
+        /// The cart's currency is not the one the catalog prices a SKU in.
+        CurrencyMismatch,
     }
 }
 
@@ -194,6 +222,7 @@ mod tests {
         one_text_form(SagaStatus::VARIANTS);
         one_text_form(LogEvent::VARIANTS);
         one_text_form(StepOutcome::VARIANTS);
+        one_text_form(RejectionCode::VARIANTS);
         let codes: Vec<FailureCode> = RefusalCode::VARIANTS
             .iter()
             .map(|&c| FailureCode::Refused(c))

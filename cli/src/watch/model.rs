@@ -118,6 +118,7 @@ impl Model {
             (LifecycleKind::Step, Some(step), Some(StepOutcome::Succeeded)) => {
                 format!("{step} ok")
             }
+            (LifecycleKind::Rejected, _, _) => crate::client::describe(event),
             (LifecycleKind::Step, Some(step), _) if step.is_follow_up() => {
                 format!("{step} {}", event.detail)
             }
@@ -132,7 +133,9 @@ impl Model {
                 self.count("stuck", now);
                 None
             }
-            LifecycleKind::Started | LifecycleKind::Step => None,
+            // Counted by its request on `checkout.rejected` (once, however often the same
+            // checkout is refused again), with the requests that have no checkout id.
+            LifecycleKind::Started | LifecycleKind::Step | LifecycleKind::Rejected => None,
         };
         if event.kind == LifecycleKind::Started {
             self.remember_start(event.saga_id, now);

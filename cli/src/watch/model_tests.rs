@@ -14,6 +14,7 @@ fn event(
         LifecycleKind::Compensated => SagaStatus::Compensated,
         LifecycleKind::Failed => SagaStatus::Failed,
         LifecycleKind::Stuck => SagaStatus::Stuck,
+        LifecycleKind::Rejected => SagaStatus::Rejected,
         LifecycleKind::Started | LifecycleKind::Step => SagaStatus::Running,
     };
     let outcome = step.map(|(_, phase)| StepOutcome::of(phase, detail == "ok"));
@@ -26,6 +27,8 @@ fn event(
         outcome,
         next: None,
         failure_code: None,
+        rejection: None,
+        field: None,
         detail: detail.to_owned(),
         trace_id: format!("trace-{saga_id}"),
     })
@@ -246,4 +249,34 @@ fn a_saga_refused_at_its_first_step_is_counted_failed() {
     assert_eq!(line(&model, id).state, SagaStatus::Failed);
     assert_eq!(model.count_of("failed"), 1);
     assert_eq!(model.count_of("compensated"), 0);
+}
+
+#[test]
+fn a_checkout_refused_at_the_door_is_listed_with_its_code_and_field_and_counted_once() {
+    let t0 = Instant::now();
+    let mut model = Model::new(t0);
+    let id = Uuid::new_v4();
+    let WatchEvent::Lifecycle(mut refused) = event(
+        id,
+        LifecycleKind::Rejected,
+        None,
+        r#"unknown sku "SKU-NOPE""#,
+    ) else {
+        unreachable!()
+    };
+    refused.rejection = Some(checkout_shared::RejectionCode::UnknownSku);
+    refused.field = Some("items[1].sku".into());
+    // Its request on checkout.rejected, and its lifecycle event (twice: delivered again).
+    model.apply(&WatchEvent::Rejected(refused.detail.clone()), t0);
+    for _ in 0..2 {
+        model.apply(&WatchEvent::Lifecycle(refused.clone()), t0);
+    }
+    let listed = line(&model, id);
+    assert_eq!(listed.state, SagaStatus::Rejected);
+    assert_eq!(
+        listed.detail,
+        r#"rejected unknown_sku items[1].sku: unknown sku "SKU-NOPE""#
+    );
+    assert_eq!(model.count_of("rejected"), 1, "one refused checkout");
+    assert_eq!(model.in_flight(), 0, "it never started");
 }

@@ -24,6 +24,7 @@ fn colour(state: SagaStatus) -> Style {
         SagaStatus::Compensated => Color::Magenta,
         SagaStatus::Failed => Color::LightRed,
         SagaStatus::Stuck => Color::Red,
+        SagaStatus::Rejected => Color::LightYellow,
     };
     Style::default().fg(colour)
 }

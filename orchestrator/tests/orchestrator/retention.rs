@@ -1,5 +1,6 @@
 //! Retention: one pass deletes exactly the sagas that ended long enough ago and can no longer
-//! move, with their log, and nothing that is still running, stuck or awaiting a reply.
+//! move, with their log, and nothing that is still running, stuck or awaiting a reply; and the
+//! refused checkouts recorded long enough ago.
 
 use crate::support::*;
 use checkout_orchestrator::retention::prune_pass;
@@ -143,6 +144,39 @@ async fn a_backlog_larger_than_a_pass_is_worked_off_over_several_passes() {
         5,
         "the next takes the rest"
     );
+    pool.close().await;
+    db.drop_db().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refused_checkouts_are_kept_as_long_as_sagas() {
+    let db = TestDb::create().await.unwrap();
+    let pool = PgPool::connect(&db.url()).await.unwrap();
+    migrate(&pool).await.unwrap();
+    let refused = |age_days: f64| {
+        let pool = pool.clone();
+        async move {
+            let saga_id = Uuid::new_v4();
+            sqlx::query(
+                "INSERT INTO saga.rejections (saga_id, code, reason, trace_id, at) \
+                 VALUES ($1, 'unknown_sku', 'unknown sku', '', now() - make_interval(secs => $2))",
+            )
+            .bind(saga_id)
+            .bind(age_days * DAY)
+            .execute(&pool)
+            .await
+            .unwrap();
+            saga_id
+        }
+    };
+    refused(8.0).await;
+    let recent = refused(6.0).await;
+    assert_eq!(prune_pass(&pool, Retention::default()).await.unwrap(), 1);
+    let left: Vec<Uuid> = sqlx::query_scalar("SELECT saga_id FROM saga.rejections")
+        .fetch_all(&pool)
+        .await
+        .unwrap();
+    assert_eq!(left, vec![recent], "only the one past the week went");
     pool.close().await;
     db.drop_db().await.unwrap();
 }

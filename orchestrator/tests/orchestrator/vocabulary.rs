@@ -1,9 +1,9 @@
 //! The database's CHECK constraints against the state words they store: every word of
-//! `SagaStatus` and `LogEvent` is accepted, nothing else is, so a word added on one side
-//! only fails here rather than on a saga in production.
+//! `SagaStatus`, `LogEvent` and `RejectionCode` is accepted, nothing else is, so a word added
+//! on one side only fails here rather than on a saga in production.
 
 use crate::support::*;
-use checkout_shared::LogEvent;
+use checkout_shared::{LogEvent, RejectionCode};
 use std::collections::BTreeSet;
 use strum::VariantArray;
 
@@ -45,6 +45,10 @@ async fn the_check_constraints_allow_exactly_the_state_words() {
         allowed(&pool, "saga_log", "saga_log_event_check").await,
         words(LogEvent::VARIANTS)
     );
+    assert_eq!(
+        allowed(&pool, "rejections", "rejections_code_check").await,
+        words(RejectionCode::VARIANTS)
+    );
 
     // And PostgreSQL enforces them: each word goes in, a stranger does not.
     let saga_id = Uuid::new_v4();
@@ -73,6 +77,23 @@ async fn the_check_constraints_allow_exactly_the_state_words() {
             .await
             .unwrap_or_else(|e| panic!("log event {event}: {e}"));
     }
+    for code in RejectionCode::VARIANTS {
+        sqlx::query(
+            "INSERT INTO saga.rejections (saga_id, code, reason, trace_id) VALUES ($1, $2, '', '')",
+        )
+        .bind(Uuid::new_v4())
+        .bind(code.as_str())
+        .execute(&pool)
+        .await
+        .unwrap_or_else(|e| panic!("rejection code {code}: {e}"));
+    }
+    let unknown_code = sqlx::query(
+        "INSERT INTO saga.rejections (saga_id, code, reason, trace_id) VALUES ($1, 'nope', '', '')",
+    )
+    .bind(Uuid::new_v4())
+    .execute(&pool)
+    .await;
+    assert!(unknown_code.is_err(), "a code no enum has is refused");
     let stranger = sqlx::query("UPDATE saga.sagas SET status = 'paused' WHERE saga_id = $1")
         .bind(saga_id)
         .execute(&pool)
