@@ -14,10 +14,10 @@
 //! ```
 //!
 //! The gateway owns the `gateway` schema (idempotency keys and accepted checkouts, pruned
-//! after their retention) and nothing else; it reads a
-//! saga's progress from the lifecycle events the orchestrator publishes for watchers, not
-//! from the orchestrator's schema. Its rules are the door's ([`checkout_door::validate`]),
-//! which the orchestrator applies too, so what it accepts the orchestrator accepts.
+//! after their retention) and nothing else; it reads a saga's progress from the lifecycle
+//! events the orchestrator publishes for watchers, not from the orchestrator's schema. Its
+//! rules are the door's ([`checkout_door::validate`]), which the orchestrator applies too, so
+//! what it accepts the orchestrator accepts.
 
 mod accepted;
 mod checkout;

@@ -121,7 +121,7 @@ async fn accepted_trace(state: &AppState, saga_id: Uuid) -> Result<String, Probl
         Ok(Some(trace_id)) => Ok(trace_id),
         Ok(None) => Err(Problem::new(
             Reason::NotFound,
-            format!("no checkout {saga_id}: not accepted here, or no longer kept"),
+            format!("no gateway accepted {saga_id} and no saga of that id is known (kept a day)"),
         )),
         Err(err) => {
             tracing::error!(error = %err, "reading the accepted checkouts failed");
