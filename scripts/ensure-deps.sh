@@ -76,3 +76,22 @@ if [ -z "${OTELITE_BIN:-}" ] && ! command -v otelite >/dev/null && [ ! -x "$HOME
   say "installing otelite: $otelite_install (several minutes the first time)"
   $otelite_install >&2 || die "could not install otelite; install it with: $otelite_install"
 fi
+
+# schemathesis (PyPI) tests the gateway against its own OpenAPI document
+# (cli/tests/e2e/schemathesis.rs). Pinned: its checks and options change between releases. It
+# goes into a virtualenv of its own in the target directory (ignored by git, next to the
+# binaries the test runs), where the test looks for it.
+SCHEMATHESIS_VERSION=4.32.5
+target_dir="${CARGO_TARGET_DIR:-$(cd "$(dirname "$0")/.." && pwd)/target}"
+st_venv="$target_dir/schemathesis-$SCHEMATHESIS_VERSION"
+st_install="python3 -m venv $st_venv && $st_venv/bin/pip install schemathesis==$SCHEMATHESIS_VERSION"
+if [ -z "${SCHEMATHESIS_BIN:-}" ] \
+  && ! "$st_venv/bin/st" --version 2>/dev/null | grep -qF "$SCHEMATHESIS_VERSION"; then
+  command -v python3 >/dev/null || apt_install python3 python3-venv
+  python3 -c 'import ensurepip, venv' 2>/dev/null || apt_install python3-venv
+  say "installing schemathesis $SCHEMATHESIS_VERSION into $st_venv"
+  { python3 -m venv "$st_venv" \
+      && "$st_venv/bin/pip" install --quiet --disable-pip-version-check \
+        "schemathesis==$SCHEMATHESIS_VERSION"; } >&2 \
+    || die "could not install schemathesis; install it with: $st_install"
+fi

@@ -3,11 +3,18 @@
 //! The body is the cart (`customer_id`, `items` with `sku`, `quantity` and the
 //! `unit_price_cents` the customer saw, `payment_token`, `amount_cents`, `currency`); the
 //! gateway picks the saga id (from the `Idempotency-Key` when there is one). Nothing reaches
-//! the broker unless every check passed.
+//! the broker unless every check passed; what passed is recorded as accepted before it is
+//! published, so that its status answers at once ([`crate::accepted`]).
+//!
+//! The cart's schema states the door's field rules that JSON Schema can say (lengths, bounds,
+//! the currency's form); the rest (the sum, the catalog's SKUs and prices) is the door's alone
+//! and answered `422` with its reason.
 
 use crate::AppState;
+use crate::accepted;
 use crate::idempotency::{self, Claim};
-use crate::problem::Problem;
+use crate::openapi::{Problem400, Problem409, Problem413, Problem415, Problem422, Problem503};
+use crate::problem::{Problem, Reason};
 use axum::body::Body;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, header};
@@ -21,24 +28,135 @@ use checkout_shared::subjects;
 use futures::StreamExt;
 use opentelemetry::KeyValue;
 use opentelemetry::trace::TraceContextExt;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use std::sync::Arc;
 use tracing::Instrument;
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 use uuid::Uuid;
 
 /// The cart as an HTTP caller sends it: a checkout without its id.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-struct Cart {
+pub struct Cart {
+    /// Who is buying.
+    #[schema(min_length = 1, max_length = 128, pattern = r"\S")]
     customer_id: String,
-    items: Vec<LineItem>,
+    /// The lines, each SKU once.
+    #[schema(min_items = 1, max_items = 100)]
+    items: Vec<CartLine>,
+    /// The payment method's token (never logged or traced).
+    #[schema(min_length = 1, max_length = 128, pattern = r"\S")]
     payment_token: String,
+    /// The sum of quantity × unit price over the lines, in cents.
+    #[schema(minimum = 0)]
     amount_cents: i64,
+    /// The catalog's currency (ISO 4217).
+    #[schema(pattern = "^[A-Z]{3}$", example = "EUR")]
     currency: String,
 }
 
-/// Handles `POST /checkout`.
+/// One line of a cart.
+#[derive(Debug, Clone, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CartLine {
+    /// The SKU, as the catalog lists it.
+    #[schema(min_length = 1, max_length = 128, pattern = r"\S", example = "SKU-MUG")]
+    sku: String,
+    /// How many.
+    #[schema(minimum = 1, maximum = 10_000)]
+    quantity: i32,
+    /// The unit price the customer saw, in cents (refused as `price_mismatch` when the
+    /// catalog's is another).
+    #[serde(default)]
+    #[schema(value_type = i64, required = true, minimum = 0)]
+    unit_price_cents: Option<i64>,
+}
+
+impl From<CartLine> for LineItem {
+    fn from(line: CartLine) -> Self {
+        let CartLine {
+            sku,
+            quantity,
+            unit_price_cents,
+        } = line;
+        LineItem {
+            sku,
+            quantity,
+            unit_price_cents,
+        }
+    }
+}
+
+/// The answer to an accepted checkout (fields in the order the README shows them).
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct Accepted {
+    /// Where its events stream (`GET`).
+    events_url: String,
+    /// Whether an earlier request with the same `Idempotency-Key` and cart was accepted.
+    replayed: bool,
+    /// The checkout's saga id.
+    saga_id: Uuid,
+    /// Where its status is (`GET`; also the `Location`).
+    status_url: String,
+    /// The checkout's trace (the caller's, when it sent a `traceparent`).
+    trace_id: String,
+}
+
+/// Start a checkout.
+///
+/// The cart is checked (JSON, the door's rules, the catalog's SKUs, prices and currency),
+/// then published to the saga; `202` says where to follow it. With an `Idempotency-Key`, the
+/// same key and cart answer the same checkout again (`replayed`), never a second one, on any
+/// gateway; the same key with another cart is a `409`.
+#[utoipa::path(
+    post,
+    path = "/checkout",
+    operation_id = "start_checkout",
+    tag = "checkouts",
+    params(
+        ("Idempotency-Key" = Option<String>, Header, nullable = false, min_length = 1, max_length = 255,
+            pattern = "^[!-~]+$",
+            description = "One checkout per key: a retry with the same key and cart is a replay"),
+        ("traceparent" = Option<String>, Header, nullable = false,
+            description = "W3C trace context: the checkout continues the caller's trace \
+                (an invalid one is ignored and a trace started)",
+            example = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"),
+        ("tracestate" = Option<String>, Header, nullable = false,
+            description = "W3C trace state, carried with the trace"),
+        ("baggage" = Option<String>, Header, nullable = false, description = "W3C baggage, carried with the trace"),
+    ),
+    request_body(content = Cart, content_type = "application/json",
+        example = json!({"customer_id": "cust-ada", "payment_token": "tok_visa",
+            "currency": "EUR", "amount_cents": 4397,
+            "items": [{"sku": "SKU-MUG", "quantity": 2, "unit_price_cents": 1299},
+                      {"sku": "SKU-CAP", "quantity": 1, "unit_price_cents": 1799}]})),
+    responses(
+        (status = 202, description = "Accepted: follow it at `Location`", body = Accepted,
+            headers(("Location" = String, description = "The checkout's status: `status_url`")),
+            links(
+                ("status" = (operation_id = "get_checkout",
+                    parameters(("id" = "$response.body#/saga_id")),
+                    description = "The checkout's status")),
+                ("events" = (operation_id = "checkout_events",
+                    parameters(("id" = "$response.body#/saga_id")),
+                    description = "The checkout's events")),
+            )),
+        (status = 400, description = "Not JSON, or an invalid `Idempotency-Key`",
+            body = Problem400, content_type = "application/problem+json"),
+        (status = 409, description = "The `Idempotency-Key` was used with another cart",
+            body = Problem409, content_type = "application/problem+json"),
+        (status = 413, description = "The body is over 64 KiB",
+            body = Problem413, content_type = "application/problem+json"),
+        (status = 415, description = "The body is not `application/json`",
+            body = Problem415, content_type = "application/problem+json"),
+        (status = 422, description = "Not a cart, or refused by the door or the catalog",
+            body = Problem422, content_type = "application/problem+json"),
+        (status = 503, description = "The broker or the database is unavailable: retry \
+            (with the same `Idempotency-Key`)", body = Problem503,
+            content_type = "application/problem+json",
+            headers(("Retry-After" = u32, description = "Seconds to wait before retrying"))),
+    )
+)]
 pub async fn post(State(state): State<Arc<AppState>>, headers: HeaderMap, body: Body) -> Response {
     match accept(&state, &headers, body).await {
         Ok(response) => response,
@@ -54,9 +172,7 @@ async fn accept(state: &AppState, headers: &HeaderMap, body: Body) -> Result<Res
     let essence = content_type.split(';').next().unwrap_or("").trim();
     if !essence.eq_ignore_ascii_case("application/json") {
         return Err(Problem::new(
-            StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            "unsupported_media_type",
-            "Unsupported media type",
+            Reason::UnsupportedMediaType,
             format!("the cart must be application/json, not {content_type:?}"),
         )
         .field(Some("Content-Type".into()))
@@ -67,9 +183,7 @@ async fn accept(state: &AppState, headers: &HeaderMap, body: Body) -> Result<Res
         Some(Ok(key)) if idempotency::valid_key(key) => Some(key.to_owned()),
         Some(_) => {
             return Err(Problem::new(
-                StatusCode::BAD_REQUEST,
-                "invalid_idempotency_key",
-                "Invalid Idempotency-Key",
+                Reason::InvalidIdempotencyKey,
                 "the Idempotency-Key must be 1 to 255 visible ASCII characters".into(),
             )
             .field(Some("Idempotency-Key".into()))
@@ -98,6 +212,9 @@ async fn accept(state: &AppState, headers: &HeaderMap, body: Body) -> Result<Res
     };
     let request = to_request(saga_id, &cart);
     tracing::Span::current().record("saga.id", saga_id.to_string());
+    accepted::record(&state.pool, saga_id, &trace_id)
+        .await
+        .map_err(|err| unavailable("database", &err.to_string()))?;
     // A replay publishes again: if the first attempt's publish failed after its key was
     // stored, this is what starts the saga; if it succeeded, JetStream's duplicate window
     // (and, after it, the orchestrator's saga-id check) drops the copy.
@@ -106,21 +223,16 @@ async fn accept(state: &AppState, headers: &HeaderMap, body: Body) -> Result<Res
         .map_err(|err| unavailable("broker", &err.to_string()))?;
     tracing::info!(%saga_id, replay, "checkout accepted");
     let status_url = format!("/checkouts/{saga_id}");
-    let body = serde_json::json!({
-        "saga_id": saga_id,
-        "trace_id": trace_id,
-        "status_url": status_url,
-        "events_url": format!("{status_url}/events"),
-        "replayed": replay,
-    });
-    let mut response = (StatusCode::ACCEPTED, body.to_string()).into_response();
-    let headers = response.headers_mut();
-    headers.insert(
-        header::CONTENT_TYPE,
-        header::HeaderValue::from_static("application/json"),
-    );
+    let body = Accepted {
+        events_url: format!("{status_url}/events"),
+        replayed: replay,
+        saga_id,
+        status_url: status_url.clone(),
+        trace_id,
+    };
+    let mut response = crate::view::json(StatusCode::ACCEPTED, &body);
     if let Ok(location) = header::HeaderValue::from_str(&status_url) {
-        headers.insert(header::LOCATION, location);
+        response.headers_mut().insert(header::LOCATION, location);
     }
     Ok(response)
 }
@@ -156,9 +268,7 @@ async fn claim(
             replay,
         } => Ok((saga_id, trace_id, replay)),
         Claim::Conflict { saga_id } => Err(Problem::new(
-            StatusCode::CONFLICT,
-            "idempotency_key_reused",
-            "Idempotency-Key already used",
+            Reason::IdempotencyKeyReused,
             format!("this key started checkout {saga_id} with another cart"),
         )
         .field(Some("Idempotency-Key".into()))
@@ -170,7 +280,7 @@ fn to_request(saga_id: Uuid, cart: &Cart) -> CheckoutRequested {
     CheckoutRequested {
         checkout_id: saga_id,
         customer_id: cart.customer_id.clone(),
-        items: cart.items.clone(),
+        items: cart.items.iter().cloned().map(LineItem::from).collect(),
         payment_token: cart.payment_token.clone(),
         amount_cents: cart.amount_cents,
         currency: cart.currency.clone(),
@@ -183,15 +293,8 @@ async fn read_limited(body: Body) -> Result<Bytes, Problem> {
     let mut stream = body.into_data_stream();
     let mut buffer = BytesMut::new();
     while let Some(chunk) = stream.next().await {
-        let chunk = chunk.map_err(|e| {
-            Problem::new(
-                StatusCode::BAD_REQUEST,
-                "unreadable_body",
-                "Unreadable body",
-                e.to_string(),
-            )
-            .refused()
-        })?;
+        let chunk =
+            chunk.map_err(|e| Problem::new(Reason::UnreadableBody, e.to_string()).refused())?;
         buffer.extend_from_slice(&chunk);
         if buffer.len() > MAX_REQUEST_BYTES {
             return Err(
@@ -251,9 +354,7 @@ async fn publish(
 fn unavailable(what: &str, error: &str) -> Problem {
     tracing::error!(%error, "{what} unavailable; checkout not accepted");
     Problem::new(
-        StatusCode::SERVICE_UNAVAILABLE,
-        "unavailable",
-        "Try again",
+        Reason::Unavailable,
         format!("the {what} is unavailable; retry with the same Idempotency-Key"),
     )
 }

@@ -4,27 +4,32 @@
 //!  POST /checkout ─▶ server span (the caller's traceparent continued)
 //!       │  content type, size, JSON, the door's rules and the catalog's prices (422 if not)
 //!       │  Idempotency-Key ─▶ gateway.idempotency_keys (same key, other body: 409)
-//!       └─▶ publish checkout.requested (Nats-Msg-Id = saga id) ─▶ 202 {saga_id, trace_id}
-//!  GET /checkouts/{id}         ◀─ checkout.saga.<id>.* (lifecycle stream), folded
+//!       └─▶ record it accepted ─▶ publish checkout.requested (Nats-Msg-Id = saga id)
+//!                              ─▶ 202 {saga_id, trace_id}, Location: /checkouts/{id}
+//!  GET /checkouts/{id}         ◀─ checkout.saga.<id>.* (lifecycle stream), folded;
+//!                                 `accepted` before the first event
 //!  GET /checkouts/{id}/events  ◀─ checkout.saga.<id>.* as server-sent events, until it ends
 //!  GET /healthz, GET /readyz   (alive; broker and database reachable)
+//!  GET /openapi.json           this API, described from the code (utoipa)
 //! ```
 //!
-//! The gateway owns the `gateway` schema (idempotency keys, pruned after their retention) and
-//! nothing else; it reads a
-//! saga's progress from the lifecycle events the orchestrator publishes for watchers, not
-//! from the orchestrator's schema. Its rules are the door's ([`checkout_door::validate`]),
-//! which the orchestrator applies too, so what it accepts the orchestrator accepts.
+//! The gateway owns the `gateway` schema (idempotency keys and accepted checkouts, pruned
+//! after their retention) and nothing else; it reads a saga's progress from the lifecycle
+//! events the orchestrator publishes for watchers, not from the orchestrator's schema. Its
+//! rules are the door's ([`checkout_door::validate`]), which the orchestrator applies too, so
+//! what it accepts the orchestrator accepts.
 
+mod accepted;
 mod checkout;
 mod http_span;
 mod idempotency;
+pub mod openapi;
 mod problem;
 mod status;
+mod view;
 
 use async_nats::jetstream;
 use axum::Router;
-use axum::routing::{get, post};
 use checkout_door::catalog::Catalog;
 use checkout_shared::retention::{self, Retention};
 use checkout_shared::shutdown::retry;
@@ -36,6 +41,9 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
+use utoipa::OpenApi as _;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 /// Everything the gateway needs to run.
 #[derive(Debug, Clone)]
@@ -153,23 +161,37 @@ pub async fn run(
     tracing::info!(%addr, "gateway listening");
     // Its own token: the pruner also stops when serving fails without a shutdown.
     let stop_pruning = shutdown.child_token();
-    let pruner = tokio::spawn({
-        let (pool, keep) = (pool.clone(), config.idempotency_retention);
-        let keys = retention::Target {
+    let keep = config.idempotency_retention;
+    let keys = tokio::spawn({
+        let (pool, stop) = (pool.clone(), stop_pruning.clone());
+        let target = retention::Target {
             schema: "gateway",
             table: "idempotency_keys",
         };
-        let stop = stop_pruning.clone();
         async move {
-            retention::every(keys, keep, stop, || idempotency::prune_pass(&pool, keep)).await;
+            retention::every(target, keep, stop, || idempotency::prune_pass(&pool, keep)).await;
         }
     });
-    let served = axum::serve(listener, router(state))
+    // Accepted checkouts are kept as long as the keys: a day by default, as the lifecycle
+    // stream keeps a saga's events (after which the status is 404 either way).
+    let accepted = tokio::spawn({
+        let (pool, stop) = (pool.clone(), stop_pruning.clone());
+        let target = retention::Target {
+            schema: "gateway",
+            table: "accepted_checkouts",
+        };
+        async move {
+            retention::every(target, keep, stop, || accepted::prune_pass(&pool, keep)).await;
+        }
+    });
+    let served = axum::serve(listener, routes().0.with_state(state))
         .with_graceful_shutdown(shutdown.cancelled_owned())
         .await;
     stop_pruning.cancel();
-    if let Err(err) = pruner.await {
-        tracing::error!(error = %err, "the idempotency-key pruner panicked");
+    for pruner in [keys, accepted] {
+        if let Err(err) = pruner.await {
+            tracing::error!(error = %err, "a pruner of the gateway schema panicked");
+        }
     }
     tracing::info!("stopped serving; draining");
     if let Err(err) = nats.drain().await {
@@ -179,21 +201,65 @@ pub async fn run(
     served.map_err(|source| GatewayError::Serve { addr, source })
 }
 
-fn router(state: Arc<AppState>) -> Router {
-    let traced = Router::new()
-        .route("/checkout", post(checkout::post))
-        .route("/checkouts/{id}", get(status::get))
-        .route("/checkouts/{id}/events", get(status::events))
+/// Every route and its description, from the same calls: a route is served as documented.
+pub(crate) fn routes() -> (Router<Arc<AppState>>, utoipa::openapi::OpenApi) {
+    let traced = OpenApiRouter::new()
+        .routes(routes!(checkout::post))
+        .routes(routes!(status::get))
+        .routes(routes!(status::events))
         .layer(axum::middleware::from_fn(http_span::server_span));
     // Probes are not traced: a trace every few seconds per probe would drown the real ones.
-    Router::new()
-        .route("/healthz", get(|| async { "ok\n" }))
-        .route("/readyz", get(ready))
+    OpenApiRouter::with_openapi(openapi::ApiDoc::openapi())
+        .routes(routes!(healthz))
+        .routes(routes!(ready))
+        .routes(routes!(openapi_json))
         .merge(traced)
-        .with_state(state)
+        .split_for_parts()
+}
+
+/// Alive.
+#[utoipa::path(
+    get,
+    path = "/healthz",
+    operation_id = "healthz",
+    tag = "operations",
+    responses((status = 200, description = "The process serves", body = String,
+        content_type = "text/plain", example = "ok\n"))
+)]
+async fn healthz() -> &'static str {
+    "ok\n"
+}
+
+/// This document.
+#[utoipa::path(
+    get,
+    path = "/openapi.json",
+    operation_id = "openapi",
+    tag = "operations",
+    responses((status = 200, description = "The OpenAPI document of this gateway",
+        body = Object, content_type = "application/json"))
+)]
+async fn openapi_json() -> axum::response::Response {
+    static DOCUMENT: std::sync::LazyLock<String> =
+        std::sync::LazyLock::new(|| openapi::document().to_string());
+    use axum::response::IntoResponse;
+    ([("content-type", "application/json")], DOCUMENT.as_str()).into_response()
 }
 
 /// Ready when the broker connection is up and the database answers.
+#[utoipa::path(
+    get,
+    path = "/readyz",
+    operation_id = "readyz",
+    tag = "operations",
+    responses(
+        (status = 200, description = "Broker and database reachable", body = String,
+            content_type = "text/plain", example = "ready\n"),
+        (status = 503, description = "The broker or the database is unreachable",
+            body = openapi::Problem503, content_type = "application/problem+json",
+            headers(("Retry-After" = u32, description = "Seconds to wait before retrying"))),
+    )
+)]
 async fn ready(
     axum::extract::State(state): axum::extract::State<Arc<AppState>>,
 ) -> axum::response::Response {
@@ -214,9 +280,7 @@ async fn ready(
         .map(|(name, _)| name)
         .collect();
     problem::Problem::new(
-        axum::http::StatusCode::SERVICE_UNAVAILABLE,
-        "not_ready",
-        "Not ready",
+        problem::Reason::NotReady,
         format!("unreachable: {}", down.join(", ")),
     )
     .into_response()

@@ -9,10 +9,15 @@
 //! miss an event that was lost, and a saga older than the stream's day is not found.
 //!
 //! The status is the one fold of those events that `checkout watch` shares
-//! ([`checkout_shared::saga_view`]).
+//! ([`checkout_shared::saga_view`]). Before the first event, a checkout this gateway (or
+//! another) accepted is `accepted` ([`crate::accepted`]); an id no gateway accepted and no
+//! event names is `404`.
 
 use crate::AppState;
-use crate::problem::Problem;
+use crate::accepted;
+use crate::openapi::{CheckoutEventStream, Problem400, Problem404, Problem503};
+use crate::problem::{Problem, Reason};
+use crate::view::{CheckoutEvent, CheckoutStatus, json};
 use async_nats::jetstream::consumer::{DeliverPolicy, pull::OrderedConfig};
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
@@ -52,7 +57,27 @@ async fn follow(
     Ok((pending, messages))
 }
 
-/// Handles `GET /checkouts/{id}`.
+/// A checkout's status.
+///
+/// `accepted` from the moment the gateway answered `202` until the orchestrator's first
+/// lifecycle event, then the saga's own status, its current step and each step's outcome.
+#[utoipa::path(
+    get,
+    path = "/checkouts/{id}",
+    operation_id = "get_checkout",
+    tag = "checkouts",
+    params(("id" = Uuid, Path, description = "The checkout's saga id (as in `Location`)")),
+    responses(
+        (status = 200, description = "Where the checkout stands", body = CheckoutStatus),
+        (status = 400, description = "Not a checkout id", body = Problem400,
+            content_type = "application/problem+json"),
+        (status = 404, description = "No gateway accepted it and no saga of that id is known",
+            body = Problem404, content_type = "application/problem+json"),
+        (status = 503, description = "The broker or the database is unavailable",
+            body = Problem503, content_type = "application/problem+json",
+            headers(("Retry-After" = u32, description = "Seconds to wait before retrying"))),
+    )
+)]
 pub async fn get(State(state): State<Arc<AppState>>, Path(id): Path<String>) -> Response {
     let saga_id = match parse_id(&id) {
         Ok(id) => id,
@@ -79,32 +104,90 @@ pub async fn get(State(state): State<Arc<AppState>>, Path(id): Path<String>) -> 
         Err(_) => return broker_down("reading the lifecycle stream timed out").into_response(),
     };
     if events.is_empty() {
-        return Problem::new(
-            StatusCode::NOT_FOUND,
-            "not_found",
-            "No such checkout (yet)",
-            format!("no lifecycle event for {saga_id}: not started yet, rejected, or unknown"),
-        )
-        .into_response();
+        return match accepted_trace(&state, saga_id).await {
+            Ok(trace_id) => json(StatusCode::OK, &CheckoutStatus::accepted(saga_id, trace_id)),
+            Err(problem) => problem.into_response(),
+        };
     }
-    let body = serde_json::to_string(&SagaView::fold(saga_id, &events)).unwrap_or_default();
-    ([("content-type", "application/json")], body).into_response()
+    json(
+        StatusCode::OK,
+        &CheckoutStatus::from(SagaView::fold(saga_id, &events)),
+    )
 }
 
-/// Handles `GET /checkouts/{id}/events`: every lifecycle event so far, then each new one, as
-/// server-sent events named by kind, until the saga ends (or the gateway shuts down).
+/// The trace of a checkout a gateway accepted; `404` when none did.
+async fn accepted_trace(state: &AppState, saga_id: Uuid) -> Result<String, Problem> {
+    match accepted::trace_of(&state.pool, saga_id).await {
+        Ok(Some(trace_id)) => Ok(trace_id),
+        Ok(None) => Err(Problem::new(
+            Reason::NotFound,
+            format!("no gateway accepted {saga_id} and no saga of that id is known (kept a day)"),
+        )),
+        Err(err) => {
+            tracing::error!(error = %err, "reading the accepted checkouts failed");
+            Err(Problem::new(
+                Reason::Unavailable,
+                "the database is unavailable".into(),
+            ))
+        }
+    }
+}
+
+/// A checkout's lifecycle events, as server-sent events.
+///
+/// Every event so far, then each new one as it happens, until the saga ends (the stream ends
+/// after `completed`, `compensated` or `failed`). Each event is named by its kind (`started`,
+/// `step`, `completed`, `compensated`, `failed`, `stuck`), carries the lifecycle stream's
+/// sequence as its `id`, and its `data` is a `CheckoutEvent` (JSON). A comment line keeps the
+/// connection alive every 15 s.
+#[utoipa::path(
+    get,
+    path = "/checkouts/{id}/events",
+    operation_id = "checkout_events",
+    tag = "checkouts",
+    params(("id" = Uuid, Path, description = "The checkout's saga id (as in `Location`)")),
+    responses(
+        (status = 200, description = "The lifecycle events, each `data` a `CheckoutEvent`",
+            body = CheckoutEventStream, content_type = "text/event-stream"),
+        (status = 400, description = "Not a checkout id", body = Problem400,
+            content_type = "application/problem+json"),
+        (status = 404, description = "No gateway accepted it and no saga of that id is known",
+            body = Problem404, content_type = "application/problem+json"),
+        (status = 503, description = "The broker or the database is unavailable",
+            body = Problem503, content_type = "application/problem+json",
+            headers(("Retry-After" = u32, description = "Seconds to wait before retrying"))),
+    )
+)]
 pub async fn events(State(state): State<Arc<AppState>>, Path(id): Path<String>) -> Response {
     let saga_id = match parse_id(&id) {
         Ok(id) => id,
         Err(problem) => return problem.into_response(),
     };
     let messages = match follow(&state, saga_id).await {
-        Ok((_, messages)) => messages,
+        Ok((pending, messages)) => messages_or_unknown(&state, saga_id, pending, messages).await,
+        Err(problem) => Err(problem),
+    };
+    let messages = match messages {
+        Ok(messages) => messages,
         Err(problem) => return problem.into_response(),
     };
     Sse::new(sse_stream(messages, state.shutdown.clone()))
         .keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
         .into_response()
+}
+
+/// The events of a saga, unless it has none and no gateway accepted it (then `404`, rather
+/// than a stream that waits for ever). An accepted saga that has not started is followed.
+async fn messages_or_unknown(
+    state: &AppState,
+    saga_id: Uuid,
+    pending: u64,
+    messages: async_nats::jetstream::consumer::pull::Ordered,
+) -> Result<async_nats::jetstream::consumer::pull::Ordered, Problem> {
+    if pending == 0 {
+        accepted_trace(state, saga_id).await?;
+    }
+    Ok(messages)
 }
 
 fn sse_stream(
@@ -133,9 +216,10 @@ fn sse_stream(
                 let Ok(event) = serde_json::from_slice::<LifecycleEvent>(&message.payload) else {
                     continue;
                 };
-                let last = event.kind.is_terminal();
+                let event = CheckoutEvent::from(event);
+                let last = event.is_terminal();
                 let data = serde_json::to_string(&event).unwrap_or_default();
-                let mut sse = Event::default().event(event.kind.as_str()).data(data);
+                let mut sse = Event::default().event(event.name()).data(data);
                 if let Ok(info) = message.info() {
                     sse = sse.id(info.stream_sequence.to_string());
                 }
@@ -145,24 +229,21 @@ fn sse_stream(
     })
 }
 
+/// A checkout id in the one form the gateway writes (hyphenated, as in `Location` and the
+/// document's `format: uuid`); the braced, URN and unhyphenated forms are refused.
 fn parse_id(id: &str) -> Result<Uuid, Problem> {
-    Uuid::parse_str(id).map_err(|_| {
-        Problem::new(
-            StatusCode::BAD_REQUEST,
-            "invalid_id",
-            "Invalid checkout id",
+    let hyphenated = id.len() == uuid::fmt::Hyphenated::LENGTH;
+    match Uuid::parse_str(id) {
+        Ok(saga_id) if hyphenated => Ok(saga_id),
+        _ => Err(Problem::new(
+            Reason::InvalidId,
             format!("{id:?} is not a checkout id (a UUID)"),
         )
-        .field(Some("id".into()))
-    })
+        .field(Some("id".into()))),
+    }
 }
 
 fn broker_down(error: &str) -> Problem {
     tracing::error!(%error, "reading lifecycle events failed");
-    Problem::new(
-        StatusCode::SERVICE_UNAVAILABLE,
-        "unavailable",
-        "Try again",
-        "the broker is unavailable".into(),
-    )
+    Problem::new(Reason::Unavailable, "the broker is unavailable".into())
 }
