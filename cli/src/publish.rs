@@ -48,6 +48,10 @@ pub struct PublishArgs {
     /// Follow the saga step by step until it ends, and print its outcome.
     #[arg(long)]
     wait: bool,
+    /// The checkout's id, which becomes its saga id (default: a new one). Publishing the same
+    /// id again is the same checkout: it is never done twice.
+    #[arg(long)]
+    checkout_id: Option<Uuid>,
     /// How long --wait waits, in seconds.
     #[arg(long, default_value_t = 60)]
     timeout_secs: u64,
@@ -93,7 +97,7 @@ pub async fn publish(args: PublishArgs) -> anyhow::Result<ExitCode> {
 async fn publish_inner(args: &PublishArgs, flusher: SpanFlusher) -> anyhow::Result<ExitCode> {
     let client = Client::connect(&args.nats.nats_url, flusher).await?;
     let mut request = CheckoutRequested {
-        checkout_id: Uuid::new_v4(),
+        checkout_id: args.checkout_id.unwrap_or_else(Uuid::new_v4),
         customer_id: args.customer.clone(),
         items: args
             .items

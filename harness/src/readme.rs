@@ -48,12 +48,12 @@ pub fn console_examples(markdown: &str) -> Vec<Example> {
                 command: command.trim_end_matches('\\').trim().to_owned(),
                 expected: String::new(),
             });
-            continuing = line.ends_with('\\');
+            continuing = continues(line, command);
         } else if let Some(last) = examples.last_mut() {
             if continuing {
                 last.command.push(' ');
                 last.command.push_str(line.trim_end_matches('\\').trim());
-                continuing = line.ends_with('\\');
+                continuing = continues(line, &last.command);
             } else {
                 last.expected.push_str(line);
                 last.expected.push('\n');
@@ -61,6 +61,12 @@ pub fn console_examples(markdown: &str) -> Vec<Example> {
         }
     }
     examples
+}
+
+/// Whether a command goes on after `line`: it ends with a backslash, or a single quote is
+/// still open (a JSON body over several lines).
+fn continues(line: &str, command_so_far: &str) -> bool {
+    line.ends_with('\\') || command_so_far.matches('\'').count() % 2 == 1
 }
 
 /// The placeholders a README example may use for what changes from run to run.
@@ -135,8 +141,9 @@ pub fn compare(example: &Example, actual: &str) -> Result<(), String> {
         Ok(r) => snapbox::Assert::new().redact_with(r),
         Err(err) => return Err(format!("redactions: {err}")),
     };
-    let expected = snapbox::Data::text(example.expected.clone());
-    let actual = snapbox::Data::text(actual.to_owned());
+    // A body without a final newline (curl's) reads as the README writes it, on its line.
+    let expected = snapbox::Data::text(example.expected.trim_end().to_owned());
+    let actual = snapbox::Data::text(actual.trim_end().to_owned());
     assert
         .try_eq(Some(&"what it printed"), actual, expected)
         .map_err(|why| {
@@ -173,16 +180,18 @@ pub fn broken_links(markdown_path: &Path) -> anyhow::Result<Vec<(usize, String)>
 mod tests {
     use super::*;
 
-    const PAGE: &str = "text\n```sh\n$ not run\n```\n```console\n$ checkout publish \\\n  --wait\nsaga [SAGA_ID]\noutcome: completed\n$ checkout show x\nstatus [..]\n```\n";
+    const PAGE: &str = "text\n```sh\n$ not run\n```\n```console\n$ checkout publish \\\n  --wait\nsaga [SAGA_ID]\noutcome: completed\n$ checkout show x\nstatus [..]\n$ curl -d '{\"a\":\n  1}'\nok\n```\n";
 
     #[test]
     fn console_blocks_are_split_into_commands_with_their_output() {
         let examples = console_examples(PAGE);
-        assert_eq!(examples.len(), 2, "{examples:#?}");
+        assert_eq!(examples.len(), 3, "{examples:#?}");
         assert_eq!(examples[0].command, "checkout publish --wait");
         assert_eq!(examples[0].expected, "saga [SAGA_ID]\noutcome: completed\n");
         assert_eq!(examples[0].line, 6);
         assert_eq!(examples[1].expected, "status [..]\n");
+        assert_eq!(examples[2].command, "curl -d '{\"a\": 1}'");
+        assert_eq!(examples[2].expected, "ok\n");
     }
 
     #[test]

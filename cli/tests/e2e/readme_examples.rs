@@ -22,7 +22,7 @@ async fn the_readme_console_examples_print_what_the_readme_shows() {
         .filter(|e| !e.command.starts_with("checkout-tools"))
         .collect();
     assert!(
-        examples.len() >= 2,
+        examples.len() >= 8,
         "the README lost its examples: {examples:#?}"
     );
     let options = Options {
