@@ -10,3 +10,4 @@ mod chaos;
 mod demo;
 mod json_report;
 mod product;
+mod readme_examples;
