@@ -7,8 +7,11 @@
 //! longer than it did; under heavy load batches grow and the per-statement costs are shared.
 //! Each caller still gets its own result, so its message is settled exactly as before.
 //!
-//! One batch is in flight at a time: batches of one service never contend with each other
-//! for the same rows (no deadlocks between them), and the queue is what makes batches grow.
+//! One batch is in flight at a time: batches of one process never contend with each other
+//! for the same rows, and the queue is what makes batches grow. Batches of different
+//! processes (several instances of a worker) do contend: the caller's statement must take its
+//! locks in one global order (the workers' do: `workers/src/calls.rs`), or two batches that
+//! share rows can deadlock.
 
 use std::future::Future;
 use tokio::sync::{mpsc, oneshot};

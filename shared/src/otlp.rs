@@ -4,14 +4,23 @@
 //!
 //! ```text
 //!  Metrics (crate::metrics) ─▶ PeriodicReader (OTEL_METRIC_EXPORT_INTERVAL) ─▶ OTLP gRPC
-//!  tracing events ─▶ OpenTelemetryTracingBridge ─▶ BatchLogProcessor ─────────▶ OTLP gRPC
+//!  tracing events ─▶ OpenTelemetryTracingBridge ─▶ EventTime ─▶ BatchLogProcessor ─▶ OTLP gRPC
 //! ```
+//!
+//! The bridge sets only a record's observed time (the SDK's logger does, as it hands the
+//! record to the processors); [`EventTime`] dates the record itself, so a receiver that reads
+//! the event time (OTLP `time_unix_nano`, otelite's logs view) does not show 1970.
 
+use opentelemetry::InstrumentationScope;
+use opentelemetry::logs::LogRecord as _;
 use opentelemetry_otlp::WithExportConfig;
 use opentelemetry_sdk::Resource;
-use opentelemetry_sdk::logs::{BatchConfigBuilder, BatchLogProcessor, SdkLoggerProvider};
+use opentelemetry_sdk::error::OTelSdkResult;
+use opentelemetry_sdk::logs::{
+    BatchConfigBuilder, BatchLogProcessor, LogProcessor, SdkLogRecord, SdkLoggerProvider,
+};
 use opentelemetry_sdk::metrics::{PeriodicReader, SdkMeterProvider};
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 /// Whether the standard `OTEL_<SIGNAL>_EXPORTER` variable leaves `signal` on.
 fn enabled(variable: &str) -> bool {
@@ -66,9 +75,35 @@ pub fn logger_provider(
     Ok(Some(
         SdkLoggerProvider::builder()
             .with_resource(resource.clone())
+            // Processors see a record in the order they were added: dated before it is queued.
+            .with_log_processor(EventTime)
             .with_log_processor(processor)
             .build(),
     ))
+}
+
+/// Sets a log record's event time, when nothing did, to its observed time: the bridge emits
+/// the record as the `tracing` event happens, so the two are the same instant. Ahead of the
+/// batch processor, which exports the record as it finds it.
+#[derive(Debug)]
+pub struct EventTime;
+
+impl LogProcessor for EventTime {
+    fn emit(&self, record: &mut SdkLogRecord, _scope: &InstrumentationScope) {
+        if record.timestamp().is_none() {
+            let observed = record.observed_timestamp();
+            record.set_timestamp(observed.unwrap_or_else(SystemTime::now));
+        }
+    }
+
+    fn force_flush(&self) -> OTelSdkResult {
+        Ok(())
+    }
+
+    /// Holds nothing to flush or release.
+    fn shutdown_with_timeout(&self, _timeout: Duration) -> OTelSdkResult {
+        Ok(())
+    }
 }
 
 /// Whether a log record's target is the telemetry pipeline itself: those records must not be
@@ -77,4 +112,55 @@ pub fn is_pipeline_target(target: &str) -> bool {
     ["opentelemetry", "tonic", "h2", "hyper", "tower", "reqwest"]
         .iter()
         .any(|prefix| target.starts_with(prefix))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use opentelemetry::logs::{Logger as _, LoggerProvider as _};
+    use std::sync::{Arc, Mutex};
+
+    /// A record's event time and observed time.
+    type Times = (Option<SystemTime>, Option<SystemTime>);
+
+    /// Keeps each record's times as the next processor sees them.
+    #[derive(Debug, Default)]
+    struct Seen(Arc<Mutex<Vec<Times>>>);
+
+    impl LogProcessor for Seen {
+        fn emit(&self, record: &mut SdkLogRecord, _scope: &InstrumentationScope) {
+            let times = (record.timestamp(), record.observed_timestamp());
+            self.0.lock().unwrap_or_else(|e| e.into_inner()).push(times);
+        }
+
+        fn force_flush(&self) -> OTelSdkResult {
+            Ok(())
+        }
+
+        fn shutdown_with_timeout(&self, _timeout: Duration) -> OTelSdkResult {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn a_record_without_an_event_time_gets_its_observed_time_and_a_dated_one_keeps_its_own() {
+        let seen = Seen::default();
+        let times = seen.0.clone();
+        let provider = SdkLoggerProvider::builder()
+            .with_log_processor(EventTime)
+            .with_log_processor(seen)
+            .build();
+        let logger = provider.logger("test");
+        logger.emit(logger.create_log_record());
+        let earlier = SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+        let mut dated = logger.create_log_record();
+        dated.set_timestamp(earlier);
+        logger.emit(dated);
+        let times = times.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        assert_eq!(times.len(), 2);
+        let (event, observed) = times[0];
+        assert!(observed.is_some(), "the logger sets the observed time");
+        assert_eq!(event, observed, "dated when observed");
+        assert_eq!(times[1].0, Some(earlier), "an event time given is kept");
+    }
 }

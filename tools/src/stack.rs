@@ -14,6 +14,7 @@ use checkout_cli::common::{pulling, wait_until};
 use checkout_harness::{NatsServer, OtlpReceiver, PgCluster, Service, TcpProxy, TestDb};
 use checkout_shared::streams::EVENTS_CONSUMER;
 use sqlx::PgPool;
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -127,10 +128,24 @@ impl PrivateStack {
     /// Starts the services (one orchestrator, `workers_per_kind` of each worker kind) and
     /// waits until every kind consumes.
     pub async fn spawn_services(&mut self, options: &StackOptions) -> anyhow::Result<()> {
+        self.spawn_services_with(options, &BTreeMap::new()).await
+    }
+
+    /// As [`PrivateStack::spawn_services`], with `instances[kind]` of the worker kinds it
+    /// names instead of `workers_per_kind` (the benchmark's `--instances inventory=3`).
+    pub async fn spawn_services_with(
+        &mut self,
+        options: &StackOptions,
+        instances: &BTreeMap<String, usize>,
+    ) -> anyhow::Result<()> {
         let exe = crate::product::checkout_bin()?;
         let mut plan: Vec<(String, Vec<String>, &str)> = Vec::new();
         for kind in checkout_shared::steps::worker_kinds() {
-            for i in 1..=options.workers_per_kind.max(1) {
+            let count = instances
+                .get(kind)
+                .copied()
+                .unwrap_or(options.workers_per_kind);
+            for i in 1..=count.max(1) {
                 plan.push((
                     format!("{kind}-{i}"),
                     vec!["worker".into(), kind.into()],

@@ -4,11 +4,15 @@
 //!
 //! The statement calls the function once per action, in the order the actions came, inside
 //! one transaction: a later call sees an earlier one's writes (two deliveries of one command
-//! in one batch: the second replays the first's reply), and the saga locks the functions take
-//! are held to the commit. One batch runs at a time per worker, so batches of one process
-//! never contend for stock rows. A batch that fails as a whole (one action's error, a deadlock
-//! with another instance) runs again one action at a time, so an error is only ever the error
-//! of the action that caused it.
+//! in one batch: the second replays the first's reply), and the locks the functions take are
+//! held to the commit. Before any call, the statement takes every lock its batch will need in
+//! one global order (the function's `lock_*` prelude: every saga's advisory lock by key, then,
+//! for inventory, every stock row by SKU), so batches of different instances never wait on
+//! each other in a cycle: a batch used to lock cart after cart in arrival order, and two
+//! instances' batches deadlocked on the rows they shared. A batch that still fails as a whole
+//! (one action's error) runs again one action at a time, so an error is only ever the error
+//! of the action that caused it; such a fallback is logged ([`FELL_BACK`]), and the benchmark
+//! counts those lines.
 
 use crate::inventory::LineDecision;
 use checkout_shared::group_commit::GroupCommit;
@@ -27,15 +31,24 @@ pub struct OnceFn {
     sql: &'static str,
 }
 
+/// The message of the warning logged when a group statement failed and its actions run again
+/// one at a time (the benchmark counts the lines that carry it).
+pub const FELL_BACK: &str = "group statement failed; running each action alone";
+
 /// `SELECT n, reply, replayed, lines` over `$1`, a JSON array whose elements are one call's
 /// arguments as an array (`o.a`), each read with its SQL type (a JSON `null` is SQL `NULL`).
+/// The calls are read from what `$lock` returns (the batch itself, once it holds every lock
+/// the batch needs, in the global order), so none runs before the locks are all taken.
 macro_rules! once_fn {
-    ($call:literal, $lines:literal) => {
+    ($lock:literal, $call:literal, $lines:literal) => {
         OnceFn {
             sql: concat!(
                 "SELECT o.n, f.reply, f.replayed, ",
                 $lines,
-                " AS lines FROM jsonb_array_elements($1::jsonb) WITH ORDINALITY AS o(a, n) \
+                " AS lines FROM ",
+                $lock,
+                "($1::jsonb) AS k(calls) \
+                 CROSS JOIN LATERAL jsonb_array_elements(k.calls) WITH ORDINALITY AS o(a, n) \
                  CROSS JOIN LATERAL ",
                 $call,
                 " AS f ORDER BY o.n"
@@ -46,38 +59,45 @@ macro_rules! once_fn {
 
 /// `(key, saga, reply, items, reservation)`.
 pub static RESERVE: OnceFn = once_fn!(
+    "inventory.lock_reserves",
     "inventory.reserve_once(o.a->>0, (o.a->>1)::uuid, o.a->2, o.a->3, (o.a->>4)::uuid)",
     "f.lines"
 );
 /// `(key, saga, reply, tombstone)`.
 pub static RELEASE: OnceFn = once_fn!(
+    "inventory.lock_releases",
     "inventory.release_once(o.a->>0, (o.a->>1)::uuid, o.a->2, (o.a->>3)::uuid)",
     "NULL::jsonb"
 );
 /// `(key, saga, reply, refusal, entry, customer, amount)`.
 pub static CHARGE: OnceFn = once_fn!(
+    "payment.lock_sagas",
     "payment.charge_once(o.a->>0, (o.a->>1)::uuid, o.a->2, nullif(o.a->3, 'null'), \
      (o.a->>4)::uuid, o.a->>5, (o.a->>6)::bigint)",
     "NULL::jsonb"
 );
 /// `(key, saga, reply, entry)`.
 pub static REFUND: OnceFn = once_fn!(
+    "payment.lock_sagas",
     "payment.refund_once(o.a->>0, (o.a->>1)::uuid, o.a->2, (o.a->>3)::uuid)",
     "NULL::jsonb"
 );
 /// `(key, saga, reply, refusal, order, customer, items, amount)`.
 pub static CREATE_ORDER: OnceFn = once_fn!(
+    "orders.lock_sagas",
     "orders.create_once(o.a->>0, (o.a->>1)::uuid, o.a->2, nullif(o.a->3, 'null'), \
      (o.a->>4)::uuid, o.a->>5, o.a->6, (o.a->>7)::bigint)",
     "NULL::jsonb"
 );
 /// `(key, saga, reply, tombstone)`.
 pub static CANCEL_ORDER: OnceFn = once_fn!(
+    "orders.lock_sagas",
     "orders.cancel_once(o.a->>0, (o.a->>1)::uuid, o.a->2, (o.a->>3)::uuid)",
     "NULL::jsonb"
 );
 /// `(key, saga, reply, refusal, confirmation, order, customer, attempts)`.
 pub static CONFIRM: OnceFn = once_fn!(
+    "notification.lock_sagas",
     "notification.confirm_once(o.a->>0, (o.a->>1)::uuid, o.a->2, nullif(o.a->3, 'null'), \
      (o.a->>4)::uuid, (o.a->>5)::uuid, o.a->>6, (o.a->>7)::integer)",
     "NULL::jsonb"
@@ -164,7 +184,7 @@ async fn each_or_alone(pool: &PgPool, function: &'static OnceFn, args: Vec<Value
         match called(pool, function, &args).await {
             Ok(rows) => return rows,
             Err(err) => {
-                tracing::warn!(actions = args.len(), error = %err, "group statement failed; running each action alone");
+                tracing::warn!(actions = args.len(), error = %err, "{FELL_BACK}");
             }
         }
     }

@@ -1,13 +1,14 @@
 //! The "without Docker" path, end to end: a real otelite on free loopback ports, the real
 //! services and client exporting to it over OTLP/gRPC, one completed and one compensated
-//! checkout, and everything read back through otelite's REST API.
+//! checkout, and everything read back through otelite's REST API, the logs' event times
+//! included.
 
 use crate::support::{Options, Stack};
 use checkout_cli::otelite::{self, Otelite, Span};
 use checkout_harness::{ReceivedSpan, Service, SpanKind, free_port, trace_check};
 use std::collections::BTreeMap;
 use std::path::PathBuf;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 /// The otelite binary: `OTELITE_BIN`, else on the PATH, else in `~/.cargo/bin`.
 fn otelite_bin() -> PathBuf {
@@ -163,6 +164,42 @@ async fn assert_logs_found_by_trace_id(otelite: &Otelite, trace_id: &str) {
     }
 }
 
+/// Every log record of a trace is dated when it happened, inside the run: otelite's
+/// `timestamp` is the record's OTLP `time_unix_nano` (its event time), which the log bridge
+/// alone left at 0 (shown as 1970).
+async fn assert_logs_dated_within(
+    otelite: &Otelite,
+    trace_id: &str,
+    run: (SystemTime, SystemTime),
+) {
+    let nanos = |t: SystemTime| {
+        t.duration_since(SystemTime::UNIX_EPOCH)
+            .map_or(0, |d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX))
+    };
+    let (from, to) = (nanos(run.0), nanos(run.1));
+    let logs = otelite.trace_logs(trace_id).await.expect("API");
+    assert!(
+        !logs.is_empty(),
+        "no log record carries trace id {trace_id}"
+    );
+    let undated: Vec<_> = logs
+        .iter()
+        .filter(|l| {
+            !l["timestamp"]
+                .as_i64()
+                .is_some_and(|t| (from..=to).contains(&t))
+        })
+        .map(|l| (l["timestamp"].clone(), l["body"].clone()))
+        .collect();
+    assert!(
+        undated.is_empty(),
+        "{} of {} log records of trace {trace_id} are not dated inside the run \
+         ({from}..={to} ns): {undated:#?}",
+        undated.len(),
+        logs.len()
+    );
+}
+
 /// The latest value of counter `name` for `outcome`, summed over the processes reporting it
 /// (cumulative counters: each export adds a point; the largest per process is the latest).
 async fn counter(otelite: &Otelite, name: &str, outcome: &str) -> f64 {
@@ -227,6 +264,7 @@ async fn otelite_receives_whole_traces_and_show_links_to_it() {
         options.env.push(interval);
     }
     let stack = Stack::start(options).await;
+    let run_started = SystemTime::now();
     // The client is the real binary too, so the root span also goes to otelite.
     let client_env = [("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint.clone())];
     let mut traces = Vec::new();
@@ -274,6 +312,10 @@ async fn otelite_receives_whole_traces_and_show_links_to_it() {
     assert!(!out.contains("open "), "{out}");
 
     assert_logs_found_by_trace_id(&otelite.api, &traces[1].1).await;
+    let run = (run_started, SystemTime::now());
+    for (_, trace_id) in &traces {
+        assert_logs_dated_within(&otelite.api, trace_id, run).await;
+    }
     assert_checkout_metrics_by_name(&otelite.api).await;
 
     stack.stop().await;

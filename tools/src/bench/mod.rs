@@ -47,13 +47,16 @@ pub enum Tracing {
 Each run: start the services, warm up, restart them (so PostgreSQL's commit counts are exact), \
 then keep C checkouts in flight for the duration, wait for the last of them and their spans, \
 and read CPU (utime+stime of /proc/<pid>/stat, every thread), peak memory (VmHWM), \
-PostgreSQL commits (pg_stat_database.xact_commit) and JetStream messages (stream last \
-sequences) before and after. Counts are divided by every saga of the run, rates by the window. \
+PostgreSQL commits and deadlocks (pg_stat_database.xact_commit, .deadlocks), JetStream \
+messages (stream last sequences) and the group statements the workers logged as fallen back \
+to one action at a time (lines of their logs) before and after. Counts are divided by every \
+saga of the run (fallbacks and deadlocks are shown as they are), rates by the window. \
 The PostgreSQL server is shared: its backends of the benchmark's database are one row, its \
 shared processes (WAL writer, checkpointer, ...) another, which may include other users' work.
 
 Examples:
   checkout-tools bench --duration 20 --concurrency 16,64 --tracing both
+  checkout-tools bench --tracing off --skeleton false --instances inventory=3
   checkout-tools bench --soak 1000000 --rate 300 --json")]
 pub struct BenchArgs {
     /// Seconds measured per run.
@@ -78,6 +81,10 @@ pub struct BenchArgs {
     /// Instances of each worker kind.
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u8).range(1..=8))]
     workers_per_kind: u8,
+    /// Instances of one worker kind instead of --workers-per-kind, as KIND=N
+    /// (`inventory=3`); a list sets several kinds.
+    #[arg(long, value_delimiter = ',', value_parser = kind_instances)]
+    instances: Vec<(String, usize)>,
     /// With tracing on, export spans before each message that names them leaves (off
     /// measures the cost of that crash-safety guarantee).
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
@@ -126,6 +133,26 @@ fn seconds(min: f64, max: f64) -> impl Fn(&str) -> Result<f64, String> + Clone {
     }
 }
 
+/// `KIND=N`: a worker kind and its instances (1 to 8).
+fn kind_instances(text: &str) -> Result<(String, usize), String> {
+    let (kind, count) = text
+        .split_once('=')
+        .ok_or_else(|| format!("{text:?} is not KIND=N"))?;
+    if !checkout_shared::steps::worker_kinds().any(|k| k == kind) {
+        let kinds: Vec<_> = checkout_shared::steps::worker_kinds().collect();
+        return Err(format!(
+            "{kind:?} is not a worker kind ({})",
+            kinds.join(", ")
+        ));
+    }
+    match count.parse::<usize>() {
+        Ok(n @ 1..=8) => Ok((kind.to_owned(), n)),
+        _ => Err(format!(
+            "{count:?} is not a number of instances from 1 to 8"
+        )),
+    }
+}
+
 fn fraction(text: &str) -> Result<f64, String> {
     seconds(0.0, 1.0)(text).map_err(|_| format!("{text:?} is not a fraction between 0 and 1"))
 }
@@ -156,6 +183,7 @@ impl BenchArgs {
                 private_postgres: false,
                 proxies: false,
             },
+            instances: self.instances.iter().cloned().collect(),
             flush_before_send: self.flush_before_send,
             timeout: Duration::from_secs_f64(self.timeout),
         }
@@ -266,13 +294,17 @@ async fn timed_runs(
     let shown: Vec<_> = skeletons.iter().chain(&runs).cloned().collect();
     println!(
         "checkout bench: {} s per run after {} s warm-up, decline rate {}, {} SKUs, \
-         {} worker(s) per kind, runtime threads per process {}; {} cores ({}), {:.0} GiB, \
+         {} worker(s) per kind{}, runtime threads per process {}; {} cores ({}), {:.0} GiB, \
          load {:.2} at start",
         args.duration,
         args.warmup,
         args.decline_rate,
         args.skus,
         args.workers_per_kind,
+        args.instances
+            .iter()
+            .map(|(kind, n)| format!(" ({kind}: {n})"))
+            .collect::<String>(),
         match args.runtime_threads {
             0 => "Tokio's default".to_owned(),
             n => n.to_string(),
@@ -300,4 +332,21 @@ async fn timed_runs(
     } else {
         ExitCode::SUCCESS
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn instances_name_a_worker_kind_and_a_count() {
+        assert_eq!(
+            kind_instances("inventory=3"),
+            Ok(("inventory".to_owned(), 3))
+        );
+        assert!(kind_instances("inventory").is_err());
+        assert!(kind_instances("orchestrator=2").is_err());
+        assert!(kind_instances("payment=0").is_err());
+        assert!(kind_instances("payment=9").is_err());
+    }
 }

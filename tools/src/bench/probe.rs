@@ -1,5 +1,5 @@
-//! Counters outside the processes: PostgreSQL's commits and backends, JetStream's stored
-//! messages. Each is read before and after a run; the report divides the difference by the
+//! Counters outside the processes: PostgreSQL's commits, deadlocks and backends, JetStream's
+//! stored messages, and the group statements the workers logged as fallen back. Each is read before and after a run; the report divides the difference by the
 //! sagas of the run.
 
 use super::procstat::Group;
@@ -7,6 +7,7 @@ use anyhow::Context as _;
 use bytes::Bytes;
 use sqlx::PgPool;
 use std::collections::BTreeMap;
+use std::path::Path;
 use std::time::Duration;
 
 /// The row of the benchmark database's own backends.
@@ -62,22 +63,51 @@ fn parent_of(pid: u32) -> Option<u32> {
     super::procstat::parse_ppid(&stat)
 }
 
-/// Transactions committed in this database so far (`pg_stat_database.xact_commit`; read-only
-/// transactions count too). A backend reports its counts when it goes idle at most once a
-/// second, and at the latest when it exits: read this after the services have stopped.
-pub async fn commits(pool: &PgPool) -> anyhow::Result<i64> {
+/// What PostgreSQL counted in this database so far.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PgCounts {
+    /// Transactions committed (`xact_commit`; read-only transactions count too).
+    pub commits: i64,
+    /// Deadlocks detected (`deadlocks`), each of which cost a transaction PostgreSQL's
+    /// `deadlock_timeout` before it was cancelled.
+    pub deadlocks: i64,
+}
+
+/// PostgreSQL's counts of this database (`pg_stat_database`). A backend reports its counts
+/// when it goes idle at most once a second, and at the latest when it exits: read this after
+/// the services have stopped.
+pub async fn pg_counts(pool: &PgPool) -> anyhow::Result<PgCounts> {
     // This connection's own counts would otherwise lag by up to a second as well.
     sqlx::query("SELECT pg_stat_force_next_flush()")
         .execute(pool)
         .await
         .context("pg_stat_force_next_flush (PostgreSQL 15 or later)")?;
-    let commits: i64 = sqlx::query_scalar(
-        "SELECT xact_commit FROM pg_stat_database WHERE datname = current_database()",
+    let (commits, deadlocks): (i64, i64) = sqlx::query_as(
+        "SELECT xact_commit, deadlocks FROM pg_stat_database WHERE datname = current_database()",
     )
     .fetch_one(pool)
     .await
     .context("reading pg_stat_database")?;
-    Ok(commits)
+    Ok(PgCounts { commits, deadlocks })
+}
+
+/// Group statements that failed and ran again one action at a time, as the workers logged
+/// them ([`checkout_workers::calls::FELL_BACK`]) in the log files of `log_dir` so far. The
+/// services append to their files across restarts: a run's count is a difference.
+pub fn fallbacks_logged(log_dir: &Path) -> anyhow::Result<u64> {
+    let mut count = 0;
+    for entry in std::fs::read_dir(log_dir).with_context(|| log_dir.display().to_string())? {
+        let path = entry?.path();
+        if path.extension().is_none_or(|e| e != "log") {
+            continue;
+        }
+        let bytes = std::fs::read(&path).with_context(|| path.display().to_string())?;
+        count += String::from_utf8_lossy(&bytes)
+            .lines()
+            .filter(|line| line.contains(checkout_workers::calls::FELL_BACK))
+            .count() as u64;
+    }
+    Ok(count)
 }
 
 /// Backends of this database other than `pool`'s own (one connection).
@@ -187,5 +217,25 @@ mod tests {
             stored,
             BTreeMap::from([("A".to_owned(), 15), ("C".to_owned(), 3)])
         );
+    }
+
+    #[test]
+    fn fallbacks_are_the_log_lines_that_say_so_in_every_service_log() {
+        let dir = std::env::temp_dir().join(format!("probe-{}", uuid::Uuid::new_v4().simple()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let line = |message: &str| {
+            format!("{{\"level\":\"WARN\",\"fields\":{{\"message\":\"{message}\"}}}}\n")
+        };
+        let fell_back = line(checkout_workers::calls::FELL_BACK);
+        std::fs::write(
+            dir.join("inventory-1.log"),
+            format!("{fell_back}{}{fell_back}", line("consuming")),
+        )
+        .unwrap();
+        std::fs::write(dir.join("inventory-2.log"), &fell_back).unwrap();
+        std::fs::write(dir.join("notes.txt"), &fell_back).unwrap();
+        let counted = fallbacks_logged(&dir).unwrap();
+        std::fs::remove_dir_all(&dir).unwrap();
+        assert_eq!(counted, 3);
     }
 }

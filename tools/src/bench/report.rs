@@ -64,6 +64,10 @@ pub struct Counters {
     pub usage: Vec<Usage>,
     /// PostgreSQL commits.
     pub commits: i64,
+    /// Deadlocks PostgreSQL detected in the database.
+    pub deadlocks: i64,
+    /// Group statements the workers logged as failed and run again one action at a time.
+    pub fallbacks: u64,
     /// JetStream messages stored, per stream.
     pub messages: BTreeMap<String, u64>,
     /// Spans received, per service (`None` untraced: none are expected).
@@ -116,6 +120,13 @@ pub struct RunReport {
     pub pg_commits_per_saga: f64,
     /// JetStream messages stored per saga.
     pub js_messages_per_saga: f64,
+    /// Group statements that failed and ran again one action at a time (from the workers'
+    /// logs): each is a batch that waited for a failure, often a deadlock, before its
+    /// actions were done.
+    pub group_fallbacks: u64,
+    /// Deadlocks PostgreSQL detected in the run (`pg_stat_database.deadlocks`), each costing
+    /// its `deadlock_timeout`.
+    pub pg_deadlocks: i64,
     /// Per stream.
     pub js_messages_per_saga_by_stream: BTreeMap<String, f64>,
     /// The skeleton's throughput at the same concurrency, in the same invocation.
@@ -196,6 +207,8 @@ impl RunReport {
             processes,
             pg_commits_per_saga: per(counters.commits as f64),
             js_messages_per_saga: per(messages as f64),
+            group_fallbacks: counters.fallbacks,
+            pg_deadlocks: counters.deadlocks,
             js_messages_per_saga_by_stream: counters
                 .messages
                 .iter()
@@ -295,6 +308,20 @@ pub fn table(runs: &[RunReport]) -> String {
             r.label(),
             r.concurrency,
             cells.join(", ")
+        );
+    }
+    let _ = writeln!(
+        out,
+        "Group statements fallen back to one action at a time (PostgreSQL deadlocks), per run:"
+    );
+    for r in runs.iter().filter(|r| r.system != "skeleton") {
+        let _ = writeln!(
+            out,
+            "  {} @{}: {} ({})",
+            r.label(),
+            r.concurrency,
+            r.group_fallbacks,
+            r.pg_deadlocks
         );
     }
     for r in runs.iter().filter(|r| r.failed > 0 || r.spans_missing != 0) {

@@ -16,6 +16,7 @@ use checkout_cli::load::{Mix, checkout};
 use indicatif::{ProgressBar, ProgressStyle};
 use rand::SeedableRng;
 use rand::rngs::StdRng;
+use std::collections::BTreeMap;
 use std::time::Duration;
 use tokio::time::Instant;
 
@@ -78,6 +79,8 @@ pub struct Plan {
     pub warmup: Duration,
     /// The product's services.
     pub services: StackOptions,
+    /// Instances of the worker kinds named here, instead of `services.workers_per_kind`.
+    pub instances: BTreeMap<String, usize>,
     /// Export spans before each send (with tracing on).
     pub flush_before_send: bool,
     /// How long one saga may take.
@@ -142,7 +145,7 @@ pub async fn start(bench: &mut Bench, system: System, plan: &Plan) -> anyhow::Re
                     .env
                     .push(("TRACE_FLUSH_BEFORE_SEND".into(), "false".into()));
             }
-            stack.spawn_services(&options).await
+            stack.spawn_services_with(&options, &plan.instances).await
         }
         System::Skeleton => {
             // The skeleton's processes run as the services do (runtime threads included).
@@ -264,7 +267,8 @@ pub async fn measure<S: Sagas>(
     // The warm-up's last spans (the services flush theirs when they stop) land before the count.
     tokio::time::sleep(Duration::from_millis(500)).await;
     bench.stack.receiver.reset_counts();
-    let commits = probe::commits(&bench.pg).await?;
+    let pg = probe::pg_counts(&bench.pg).await?;
+    let fallbacks = probe::fallbacks_logged(&bench.stack.log_dir)?;
     let sequences = probe::stream_sequences(&bench.nats).await?;
     let before = Snapshot::take(&groups(bench).await?);
 
@@ -280,9 +284,12 @@ pub async fn measure<S: Sagas>(
     let usage = procstat::usage(&groups, &before, &Snapshot::take(&groups));
     let spans = tracing.then(|| bench.stack.receiver.counts());
     bench.stop().await;
+    let pg_after = probe::pg_counts(&bench.pg).await?;
     let counters = Counters {
         usage,
-        commits: probe::commits(&bench.pg).await? - commits,
+        commits: pg_after.commits - pg.commits,
+        deadlocks: pg_after.deadlocks - pg.deadlocks,
+        fallbacks: probe::fallbacks_logged(&bench.stack.log_dir)?.saturating_sub(fallbacks),
         messages: probe::stored_between(&sequences, &probe::stream_sequences(&bench.nats).await?),
         spans,
     };

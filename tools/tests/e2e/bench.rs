@@ -37,6 +37,8 @@ fn a_tiny_bench_reports_every_figure_and_loses_no_span() {
         "spans_per_saga",
         "pg_commits_per_saga",
         "js_messages_per_saga",
+        "group_fallbacks",
+        "pg_deadlocks",
     ] {
         assert!(
             run[field].is_number() || run[field].is_string(),
@@ -48,6 +50,9 @@ fn a_tiny_bench_reports_every_figure_and_loses_no_span() {
     assert!(run["sagas"].as_u64() > Some(0), "{run:#}");
     assert_eq!(run["failed"], 0, "{run:#}");
     assert_eq!(run["spans_missing"], 0, "every span arrived: {run:#}");
+    // One worker per kind: its batches wait for nothing of another instance's.
+    assert_eq!(run["group_fallbacks"], 0, "{run:#}");
+    assert_eq!(run["pg_deadlocks"], 0, "{run:#}");
     assert_eq!(
         run["spans_per_saga"], run["spans_expected_per_saga"],
         "{run:#}"

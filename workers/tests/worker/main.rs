@@ -7,6 +7,8 @@
 //!   done (or refused as the tombstone says) once the table is back and the command re-sent;
 //! - `group`: actions queued behind a batch commit together (their rows share one `xmin`),
 //!   each gets its own answer, and a bad one fails alone;
+//! - `contention`: three inventory workers whose batches share SKUs in every order: no
+//!   deadlock, no group statement falls back, every action answered;
 //! - `notification`: one confirmation per order, however often its command comes;
 //! - `refusals`: a refused cart leaves every stock row as it was;
 //! - `retention`: processed-message records past the retention go, and a command delivered
@@ -14,6 +16,7 @@
 
 #![allow(clippy::unwrap_used)] // a failed unwrap is a failed test
 
+mod contention;
 mod delivery;
 mod group;
 mod notification;

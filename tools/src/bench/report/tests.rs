@@ -48,6 +48,8 @@ fn run() -> (Timed, Counters) {
             },
         ],
         commits: 35,
+        deadlocks: 2,
+        fallbacks: 3,
         messages: BTreeMap::from([("A".to_owned(), 50), ("B".to_owned(), 10)]),
         // 3 completed (35 spans each) and 1 compensated (27) make 132; one payment span went
         // missing.
@@ -86,6 +88,11 @@ fn a_run_divides_counts_by_every_saga_and_rates_by_the_window() {
     assert_eq!(r.js_messages_per_saga, 12.0);
     assert!((r.cpu_ms_per_saga - 5.0).abs() < 1e-9);
     assert_eq!(r.spans_missing, 1);
+    assert_eq!(
+        (r.group_fallbacks, r.pg_deadlocks),
+        (3, 2),
+        "counts, not rates"
+    );
     assert_eq!(
         r.spans_off_by_service,
         BTreeMap::from([("payment".into(), -1)])
@@ -129,5 +136,9 @@ fn untraced_runs_expect_no_spans_and_the_table_shows_the_ratio() {
     assert_eq!(json["skeleton_throughput_per_s"], 1.5);
     let text = table(&[r]);
     assert!(text.contains("checkout, tracing off"), "{text}");
+    assert!(
+        text.contains("one action at a time (PostgreSQL deadlocks), per run:\n  checkout, tracing off @4: 3 (2)"),
+        "{text}"
+    );
     assert!(text.contains("orchestrator 2.00 (30)"), "{text}");
 }
