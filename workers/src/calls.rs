@@ -5,9 +5,10 @@
 //! The statement calls the function once per action, in the order the actions came, inside
 //! one transaction: a later call sees an earlier one's writes (two deliveries of one command
 //! in one batch: the second replays the first's reply), and the locks the functions take are
-//! held to the commit. Before any call, the statement takes every lock its batch will need in
-//! one global order (the function's `lock_*` prelude: every saga's advisory lock by key, then,
-//! for inventory, every stock row by SKU), so batches of different instances never wait on
+//! held to the commit. Before any call, the statement of a batch takes every lock the batch
+//! will need in one global order (the function's `lock_*` prelude: every saga's advisory lock
+//! by key, then, for inventory, every stock row by SKU; an action alone takes its own locks in
+//! that order, and needs no prelude), so batches of different instances never wait on
 //! each other in a cycle: a batch used to lock cart after cart in arrival order, and two
 //! instances' batches deadlocked on the rows they shared. A batch that still fails as a whole
 //! (one action's error) runs again one action at a time, so an error is only ever the error
@@ -25,10 +26,14 @@ use std::collections::BTreeMap;
 /// Actions per batch at most.
 const MAX_BATCH: usize = 128;
 
-/// One `*_once` function: its statement over a JSON array of argument arrays.
+/// One `*_once` function: its statements over a JSON array of argument arrays.
 #[derive(Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub struct OnceFn {
-    sql: &'static str,
+    /// For a batch: every lock first, in the global order, then the calls.
+    batch: &'static str,
+    /// For one action: the call alone, which takes its own locks in the global order (its
+    /// saga's, then its rows by key), so it needs no prelude and costs none.
+    alone: &'static str,
 }
 
 /// The message of the warning logged when a group statement failed and its actions run again
@@ -37,18 +42,27 @@ pub const FELL_BACK: &str = "group statement failed; running each action alone";
 
 /// `SELECT n, reply, replayed, lines` over `$1`, a JSON array whose elements are one call's
 /// arguments as an array (`o.a`), each read with its SQL type (a JSON `null` is SQL `NULL`).
-/// The calls are read from what `$lock` returns (the batch itself, once it holds every lock
-/// the batch needs, in the global order), so none runs before the locks are all taken.
+/// In a batch, the calls are read from what `$lock` returns (the batch itself, once it holds
+/// every lock the batch needs, in the global order), so none runs before the locks are all
+/// taken.
 macro_rules! once_fn {
     ($lock:literal, $call:literal, $lines:literal) => {
         OnceFn {
-            sql: concat!(
+            batch: concat!(
                 "SELECT o.n, f.reply, f.replayed, ",
                 $lines,
                 " AS lines FROM ",
                 $lock,
                 "($1::jsonb) AS k(calls) \
                  CROSS JOIN LATERAL jsonb_array_elements(k.calls) WITH ORDINALITY AS o(a, n) \
+                 CROSS JOIN LATERAL ",
+                $call,
+                " AS f ORDER BY o.n"
+            ),
+            alone: concat!(
+                "SELECT o.n, f.reply, f.replayed, ",
+                $lines,
+                " AS lines FROM jsonb_array_elements($1::jsonb) WITH ORDINALITY AS o(a, n) \
                  CROSS JOIN LATERAL ",
                 $call,
                 " AS f ORDER BY o.n"
@@ -206,7 +220,12 @@ async fn called(
     function: &OnceFn,
     args: &[Value],
 ) -> Result<Vec<Answer>, sqlx::Error> {
-    let rows: Vec<Numbered> = sqlx::query_as(function.sql)
+    let sql = if args.len() > 1 {
+        function.batch
+    } else {
+        function.alone
+    };
+    let rows: Vec<Numbered> = sqlx::query_as(sql)
         .bind(Value::Array(args.to_vec()))
         .fetch_all(pool)
         .await?;
