@@ -282,78 +282,8 @@ pub fn json(status: StatusCode, body: &impl Serialize) -> Response {
     (status, [(header::CONTENT_TYPE, "application/json")], body).into_response()
 }
 
-/// A string that is one of `words` (or null).
-fn words(words: impl IntoIterator<Item = &'static str>, nullable: bool, about: &str) -> Object {
-    let mut values: Vec<serde_json::Value> = words.into_iter().map(Into::into).collect();
-    let schema_type = if nullable {
-        values.push(serde_json::Value::Null);
-        SchemaType::from_iter([Type::String, Type::Null])
-    } else {
-        SchemaType::Type(Type::String)
-    };
-    ObjectBuilder::new()
-        .schema_type(schema_type)
-        .enum_values(Some(values))
-        .description(Some(about))
-        .build()
-}
-
-fn all<T: Copy + Into<&'static str> + 'static>(variants: &'static [T]) -> Vec<&'static str> {
-    variants.iter().map(|&v| v.into()).collect()
-}
-
-fn state_schema() -> Object {
-    let states = std::iter::once(CheckoutState::ACCEPTED).chain(all(SagaStatus::VARIANTS));
-    words(
-        states,
-        false,
-        "`accepted` until the saga starts, then the saga's status",
-    )
-}
-
-fn status_schema() -> Object {
-    words(all(SagaStatus::VARIANTS), false, "The saga's status")
-}
-
-fn kind_schema() -> Object {
-    words(all(LifecycleKind::VARIANTS), false, "What happened")
-}
-
-fn step_schema() -> Object {
-    words(all(Step::VARIANTS), false, "A step of the checkout")
-}
-
-fn step_or_null() -> Object {
-    words(all(Step::VARIANTS), true, "A step of the checkout")
-}
-
-fn phase_schema() -> Object {
-    words(all(Phase::VARIANTS), false, "The step's action or its undo")
-}
-
-fn phase_or_null() -> Object {
-    words(all(Phase::VARIANTS), true, "The step's action or its undo")
-}
-
-fn outcome_schema() -> Object {
-    words(all(StepOutcome::VARIANTS), false, "How it ended")
-}
-
-fn rejection_schema() -> Object {
-    words(
-        all(RejectionCode::VARIANTS),
-        false,
-        "Why the door refused the checkout (the `reason` of the same refusal's problem response)",
-    )
-}
-
-fn failure_code_schema() -> Object {
-    let codes = RefusalCode::VARIANTS
-        .iter()
-        .map(|&code| FailureCode::Refused(code).as_str())
-        .chain([FailureCode::Timeout.as_str()]);
-    words(codes, false, "A step's refusal code, or `timeout`")
-}
+mod schemas;
+use schemas::*;
 
 #[cfg(test)]
 mod tests {
