@@ -3,7 +3,7 @@
 //!
 //! - The publish never reached the stream: a `send failed` span beneath it says so.
 //! - The broker lost it after accepting it (nats-server killed before its write reached the
-//!   disk), and the saga's re-send did the work instead. A timed-out command is re-sent under
+//!   disk), and another send of the same action did the work. A timed-out command is re-sent under
 //!   a new message id (`<saga>.<step>.<phase>[.gN].rN`), and workers do an action once per
 //!   action key whatever the message: so when the action was done fresh (not replayed) under
 //!   a later message of the same series, this message was never done at all, and its
@@ -35,15 +35,6 @@ fn series(msg_id: &str) -> &str {
         Some((head, n)) if !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()) => head,
         _ => msg_id,
     }
-}
-
-/// Which send of its series a message is: 0 for the first, N for `.rN`.
-fn resend_number(msg_id: &str) -> u64 {
-    msg_id
-        .strip_prefix(series(msg_id))
-        .and_then(|rest| rest.strip_prefix(".r"))
-        .and_then(|n| n.parse().ok())
-        .unwrap_or(0)
 }
 
 /// A delivery that did the action itself: decided (no failure to act, no error) and not
@@ -87,14 +78,17 @@ pub fn audit(spans: &[ReceivedSpan]) -> Commands {
         if done {
             continue;
         }
-        // Only a later send can have done it instead: had an earlier one done the action,
-        // this message would have been replayed, and its span is missing.
-        let done_by_a_later_send = done_under.get(series(id)).is_some_and(|under| {
-            under
-                .iter()
-                .any(|other| resend_number(other) > resend_number(id))
-        });
-        if done_by_a_later_send {
+        // Done under another send of its series. A later send doing it means this message
+        // never reached a worker. An earlier one doing it leaves two readings: this re-send
+        // was replayed and its span is missing, or the broker lost it after accepting it
+        // (nats-server SIGKILLed before its write reached the disk: seen in CI under the
+        // first round's broker kills). The trace cannot tell them apart, and neither left
+        // work undone or done twice (the action was done once, fresh), so both count as
+        // lost by the broker rather than as a hole.
+        let done_by_another_send = done_under
+            .get(series(id))
+            .is_some_and(|under| under.iter().any(|other| other != &id));
+        if done_by_another_send {
             commands.lost_by_broker += 1;
         } else {
             commands.holes.push((id.to_owned(), trace.to_owned()));
@@ -224,18 +218,17 @@ mod tests {
         );
         assert_eq!(found.lost_by_broker, 0);
 
-        // Done fresh under the first message, replayed under the re-send whose span is
-        // missing: the first send's doing excuses nothing about a later message.
-        let done_first_then_replay_span_lost = vec![
+        // Done fresh under the first message; the re-send has no span: lost by the broker
+        // after it accepted it, or replayed with its span missing. The trace cannot tell,
+        // and the action was done once: counted, not a hole.
+        let done_first_then_re_send_lost = vec![
             publish("a", "s1.payment.do"),
             process("a1", "a", "s1.payment.do"),
             publish("b", "s1.payment.do.r1"),
         ];
-        let found = audit(&done_first_then_replay_span_lost);
-        assert_eq!(
-            found.holes,
-            vec![("s1.payment.do.r1".to_owned(), "t".to_owned())]
-        );
+        let found = audit(&done_first_then_re_send_lost);
+        assert_eq!(found.holes, vec![]);
+        assert_eq!(found.lost_by_broker, 1);
 
         // Another saga's or another step's action excuses nothing.
         let elsewhere = vec![
