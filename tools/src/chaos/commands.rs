@@ -245,7 +245,5 @@ mod tests {
         assert_eq!(series("s.payment.undo.g1.r2"), "s.payment.undo.g1");
         assert_eq!(series("s.payment.undo.g1"), "s.payment.undo.g1");
         assert_eq!(series("s.order.do"), "s.order.do");
-        assert_eq!(resend_number("s.payment.undo.g1.r2"), 2);
-        assert_eq!(resend_number("s.payment.undo.g1"), 0);
     }
 }
