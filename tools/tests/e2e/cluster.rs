@@ -20,9 +20,9 @@ fn a_three_node_cluster_with_two_orchestrators_survives_a_leader_kill_and_an_orc
         "--faults",
         "broker,orchestrator",
         "--count",
-        "120",
+        "100",
         "--duration",
-        "12",
+        "10",
         "--kill-every",
         "4",
         "--seed",
@@ -36,7 +36,7 @@ fn a_three_node_cluster_with_two_orchestrators_survives_a_leader_kill_and_an_orc
         "chaos on the cluster failed:\n{stderr}\n{report:#}"
     );
     assert_eq!(report["invariants_ok"], true, "{report:#}");
-    assert!(report["sagas"].as_i64() >= Some(120), "{report:#}");
+    assert!(report["sagas"].as_i64() >= Some(100), "{report:#}");
     let broker = &report["broker"];
     assert_eq!(broker["nats_nodes"], 3, "{report:#}");
     assert_eq!(broker["orchestrators"], 2, "{report:#}");
