@@ -5,6 +5,7 @@
 
 pub mod client;
 pub mod common;
+pub mod databases;
 pub mod load;
 pub mod ops;
 pub mod otelite;

@@ -2,6 +2,7 @@
 //! `checkout gateway`: the long-running services.
 
 use crate::common::{DbArgs, NatsArgs, SERVICE_FILTER, TelemetryArgs, TimingArgs};
+use crate::databases::{GatewayDbArgs, SagaDbArgs, WorkerDbArgs};
 use checkout_orchestrator::OrchestratorConfig;
 use checkout_shared::retention::Retention;
 use checkout_shared::telemetry::SpanFlusher;
@@ -19,6 +20,8 @@ pub struct OrchestratorArgs {
     nats: NatsArgs,
     #[command(flatten)]
     db: DbArgs,
+    #[command(flatten)]
+    saga_db: SagaDbArgs,
     #[command(flatten)]
     telemetry: TelemetryArgs,
     /// Messages handled at once per consumer.
@@ -65,6 +68,8 @@ pub struct WorkerArgs {
     nats: NatsArgs,
     #[command(flatten)]
     db: DbArgs,
+    #[command(flatten)]
+    worker_db: WorkerDbArgs,
     #[command(flatten)]
     telemetry: TelemetryArgs,
     /// Messages handled at once.
@@ -137,6 +142,8 @@ pub struct GatewayArgs {
     #[command(flatten)]
     db: DbArgs,
     #[command(flatten)]
+    gateway_db: GatewayDbArgs,
+    #[command(flatten)]
     telemetry: TelemetryArgs,
     /// Address to serve HTTP on.
     #[arg(long, env = "GATEWAY_LISTEN", default_value = "127.0.0.1:8080")]
@@ -164,8 +171,8 @@ pub async fn gateway(args: GatewayArgs) -> anyhow::Result<ExitCode> {
     let telemetry = args.telemetry.init("gateway", SERVICE_FILTER)?;
     let config = checkout_gateway::GatewayConfig {
         listen: args.listen,
+        database_url: args.gateway_db.url(&args.db).to_owned(),
         nats_url: args.nats.nats_url,
-        database_url: args.db.database_url,
         max_connections: args.db_connections,
         replicas: args.replicas,
         idempotency_retention: retention(
@@ -186,8 +193,8 @@ pub async fn gateway(args: GatewayArgs) -> anyhow::Result<ExitCode> {
 pub async fn orchestrator(args: OrchestratorArgs) -> anyhow::Result<ExitCode> {
     let telemetry = args.telemetry.init("orchestrator", SERVICE_FILTER)?;
     let config = OrchestratorConfig {
+        database_url: args.saga_db.url(&args.db).to_owned(),
         nats_url: args.nats.nats_url,
-        database_url: args.db.database_url,
         concurrency: args.concurrency,
         max_connections: args.db_connections,
         replicas: args.replicas,
@@ -209,8 +216,8 @@ pub async fn worker(args: WorkerArgs) -> anyhow::Result<ExitCode> {
     let telemetry = args.telemetry.init(kind.as_str(), SERVICE_FILTER)?;
     let config = WorkerConfig {
         kind,
+        database_url: args.worker_db.url(kind, &args.db).to_owned(),
         nats_url: args.nats.nats_url,
-        database_url: args.db.database_url,
         concurrency: args.concurrency,
         max_connections: args.db_connections,
         replicas: args.replicas,

@@ -171,6 +171,11 @@ impl PrivateStack {
                 ("SEED_STOCK".to_owned(), options.seed_stock.clone()),
             ];
             envs.extend(options.env.iter().cloned());
+            // Every owner's URL too, all this stack's one database: one inherited from the
+            // caller's environment (`SAGA_DATABASE_URL`, ...) would send a service elsewhere.
+            envs.extend(checkout_cli::databases::one_database_env(
+                &self.service_db_url(),
+            ));
             let service = Service::spawn(&name, &exe, &args, &envs, &self.log_dir)?;
             self.services.push(service);
             if name == "inventory-1" {
