@@ -25,6 +25,7 @@ mod replay;
 mod schemathesis;
 mod show;
 mod signals;
+mod split_databases;
 mod stack;
 mod support;
 mod traces;
