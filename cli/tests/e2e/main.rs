@@ -5,6 +5,7 @@
 
 mod bad_input;
 mod compose;
+mod compose_cluster;
 mod crash;
 mod flow;
 mod gateway;
