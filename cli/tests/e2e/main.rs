@@ -13,6 +13,7 @@ mod gateway_input;
 mod gateway_status;
 mod help;
 mod http;
+mod kubernetes;
 mod notify;
 mod otelite;
 mod outage;

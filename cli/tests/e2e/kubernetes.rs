@@ -1,0 +1,409 @@
+//! deploy/kubernetes/ cannot be applied here (no cluster), so it is checked against the code:
+//! every service runs a real subcommand with variables that subcommand reads, each takes its
+//! own database URL (and only it) from a Secret the example defines, probes name routes and
+//! ports the code serves (and a service that serves no HTTP has none), the grace period
+//! outlasts the drain, and the NATS Helm values give the cluster the services expect.
+
+use crate::compose::{compose, root};
+use checkout_cli::databases::worker_url_var;
+use checkout_cli::databases::{GATEWAY_URL_VAR, SAGA_URL_VAR, SHARED_URL_VAR, owner_url_vars};
+use checkout_shared::Step;
+use serde::Deserialize as _;
+use serde_yaml::Value;
+use std::collections::{BTreeMap, BTreeSet};
+use std::process::Command;
+
+/// Variables the OpenTelemetry SDK reads itself, not the `checkout` command line.
+const SDK_VARIABLES: [&str; 3] = [
+    "OTEL_EXPORTER_OTLP_ENDPOINT",
+    "OTEL_SERVICE_NAME",
+    "OTEL_TRACES_SAMPLER",
+];
+
+fn dir() -> std::path::PathBuf {
+    root().join("deploy/kubernetes")
+}
+
+/// Every document of a YAML file.
+fn documents(file: &str) -> Vec<Value> {
+    let text = std::fs::read_to_string(dir().join(file)).unwrap_or_else(|e| panic!("{file}: {e}"));
+    serde_yaml::Deserializer::from_str(&text)
+        .map(|doc| Value::deserialize(doc).unwrap_or_else(|e| panic!("{file}: {e}")))
+        .filter(|doc| !doc.is_null())
+        .collect()
+}
+
+fn kustomization() -> Value {
+    documents("kustomization.yaml").remove(0)
+}
+
+/// The objects `kubectl apply -k` creates, by (kind, name).
+fn objects() -> BTreeMap<(String, String), Value> {
+    let resources = kustomization()["resources"]
+        .as_sequence()
+        .expect("resources")
+        .iter()
+        .map(|r| r.as_str().expect("file name").to_owned())
+        .collect::<Vec<_>>();
+    resources
+        .iter()
+        .flat_map(|file| documents(file))
+        .map(|doc| {
+            let kind = doc["kind"].as_str().expect("kind").to_owned();
+            let name = doc["metadata"]["name"].as_str().expect("name").to_owned();
+            ((kind, name), doc)
+        })
+        .collect()
+}
+
+fn str_of(value: &Value) -> String {
+    match value {
+        Value::String(s) => s.clone(),
+        Value::Number(n) => n.to_string(),
+        other => panic!("not a scalar: {other:?}"),
+    }
+}
+
+fn help(args: &[String]) -> String {
+    let output = Command::new(env!("CARGO_BIN_EXE_checkout"))
+        .args(args)
+        .arg("--help")
+        .output()
+        .expect("run checkout");
+    assert!(
+        output.status.success(),
+        "`checkout {args:?}` is not a command"
+    );
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+/// The one container of a Deployment.
+fn container(deployment: &Value) -> &Value {
+    let containers = deployment["spec"]["template"]["spec"]["containers"]
+        .as_sequence()
+        .expect("containers");
+    assert_eq!(containers.len(), 1, "one container per service");
+    &containers[0]
+}
+
+/// What the services expect of each Deployment: the command and its own database variable.
+fn expected_services() -> Vec<(String, Vec<String>, &'static str)> {
+    let workers = Step::ALL.iter().map(|kind| {
+        (
+            format!("worker-{kind}"),
+            vec!["worker".to_owned(), kind.to_string()],
+            worker_url_var(*kind),
+        )
+    });
+    [
+        (
+            "orchestrator".to_owned(),
+            vec!["orchestrator".to_owned()],
+            SAGA_URL_VAR,
+        ),
+        (
+            "gateway".to_owned(),
+            vec!["gateway".to_owned()],
+            GATEWAY_URL_VAR,
+        ),
+    ]
+    .into_iter()
+    .chain(workers)
+    .collect()
+}
+
+/// The Secrets of the example file: name → keys.
+fn example_secrets() -> BTreeMap<String, BTreeSet<String>> {
+    documents("database-secrets.example.yaml")
+        .into_iter()
+        .map(|doc| {
+            assert_eq!(doc["kind"].as_str(), Some("Secret"));
+            let keys = doc["stringData"]
+                .as_mapping()
+                .expect("stringData")
+                .keys()
+                .map(|k| k.as_str().expect("key").to_owned())
+                .collect();
+            (
+                doc["metadata"]["name"].as_str().expect("name").to_owned(),
+                keys,
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn kubernetes_services_run_real_commands_each_with_its_own_database_secret() {
+    let objects = objects();
+    let config = &objects[&("ConfigMap".to_owned(), "checkout-config".to_owned())];
+    let shared: BTreeMap<String, String> = config["data"]
+        .as_mapping()
+        .expect("data")
+        .iter()
+        .map(|(k, v)| (k.as_str().expect("key").to_owned(), str_of(v)))
+        .collect();
+    let secrets = example_secrets();
+    let owner_vars: BTreeSet<&str> = owner_url_vars().into_iter().map(|(_, v)| v).collect();
+    let deployments: Vec<&String> = objects
+        .keys()
+        .filter(|(kind, _)| kind == "Deployment")
+        .map(|(_, name)| name)
+        .collect();
+    let expected = expected_services();
+    assert_eq!(
+        deployments
+            .iter()
+            .map(|n| n.as_str())
+            .collect::<BTreeSet<_>>(),
+        expected.iter().map(|(n, _, _)| n.as_str()).collect(),
+        "one Deployment per service: the orchestrator, the gateway, a worker per step"
+    );
+    for (name, args, own_db) in expected {
+        let deployment = &objects[&("Deployment".to_owned(), name.clone())];
+        let container = container(deployment);
+        assert_eq!(container["image"].as_str(), Some("checkout-saga"), "{name}");
+        let command: Vec<String> = container["args"]
+            .as_sequence()
+            .expect("args")
+            .iter()
+            .map(str_of)
+            .collect();
+        assert_eq!(command, args, "{name} runs `checkout {}`", args.join(" "));
+        let help = help(&command);
+        let mut env: BTreeMap<String, &Value> = BTreeMap::new();
+        for var in container["env"].as_sequence().expect("env") {
+            env.insert(var["name"].as_str().expect("name").to_owned(), var);
+        }
+        let from_config = container["envFrom"]
+            .as_sequence()
+            .map(|s| {
+                s.iter()
+                    .any(|e| e["configMapRef"]["name"] == "checkout-config")
+            })
+            .unwrap_or(false);
+        assert!(from_config, "{name} takes the shared settings");
+        for key in env.keys().chain(shared.keys()) {
+            assert!(
+                SDK_VARIABLES.contains(&key.as_str()) || help.contains(&format!("[env: {key}=")),
+                "{name}: `checkout {}` does not read {key}",
+                command.join(" ")
+            );
+        }
+        let service = name.strip_prefix("worker-").unwrap_or(&name);
+        assert_eq!(
+            env.get("OTEL_SERVICE_NAME")
+                .map(|v| str_of(&v["value"]))
+                .as_deref(),
+            Some(service)
+        );
+        // Its own database, from a Secret, and no other owner's nor the shared one.
+        let secret = &env
+            .get(own_db)
+            .unwrap_or_else(|| panic!("{name} lacks {own_db}"))["valueFrom"]["secretKeyRef"];
+        let (secret_name, key) = (str_of(&secret["name"]), str_of(&secret["key"]));
+        assert!(
+            secrets
+                .get(&secret_name)
+                .is_some_and(|keys| keys.contains(&key)),
+            "{name}: Secret {secret_name} with key {key} is not in the example"
+        );
+        for other in owner_vars.iter().chain([&SHARED_URL_VAR]) {
+            let set = env.contains_key(*other) || shared.contains_key(*other);
+            assert!(*other == own_db || !set, "{name} is given {other}");
+        }
+    }
+}
+
+/// The longest a message in hand can keep a draining service: its ack wait, after which
+/// JetStream redelivers it to another instance anyway.
+fn longest_ack_wait_secs() -> u64 {
+    let text = std::fs::read_to_string(root().join("nats/jetstream.json")).expect("topology");
+    let topology: serde_json::Value = serde_json::from_str(&text).expect("JSON");
+    let mut waits: Vec<u64> = topology["consumers"]
+        .as_array()
+        .expect("consumers")
+        .iter()
+        .chain([&topology["worker_consumer"]])
+        .map(|c| c["ack_wait_secs"].as_u64().expect("ack_wait_secs"))
+        .collect();
+    waits.sort_unstable();
+    *waits.last().expect("a consumer")
+}
+
+#[test]
+fn kubernetes_probes_ports_and_termination_match_what_the_services_serve() {
+    let objects = objects();
+    let routes = checkout_gateway::openapi::document()["paths"]
+        .as_object()
+        .expect("paths")
+        .keys()
+        .cloned()
+        .collect::<BTreeSet<_>>();
+    // The drain: the messages in hand (each at most its ack wait), then a database wait
+    // (the pools' 10 s acquire timeout) and the span flush (the exporter's 10 s timeout).
+    let drain = longest_ack_wait_secs() + 10 + 10;
+    for (name, _, _) in expected_services() {
+        let deployment = &objects[&("Deployment".to_owned(), name.clone())];
+        let pod = &deployment["spec"]["template"]["spec"];
+        let container = container(deployment);
+        let pause = container["lifecycle"]["preStop"]["sleep"]["seconds"]
+            .as_u64()
+            .unwrap_or(0);
+        let grace = pod["terminationGracePeriodSeconds"]
+            .as_u64()
+            .expect("grace");
+        assert!(
+            grace > drain + pause,
+            "{name}: {grace} s of grace for a drain of up to {drain} s after {pause} s"
+        );
+        assert_eq!(
+            pod["securityContext"]["runAsUser"].as_u64(),
+            dockerfile_uid(),
+            "{name} runs as the image's user"
+        );
+        let probes = ["readinessProbe", "livenessProbe", "startupProbe"];
+        if name != "gateway" {
+            // The orchestrator and the workers serve no HTTP: a probe would name a port
+            // nothing listens on.
+            for probe in probes {
+                assert!(container[probe].is_null(), "{name} has a {probe}");
+            }
+            assert!(container["ports"].is_null(), "{name} serves no port");
+            continue;
+        }
+        let env: BTreeMap<String, String> = container["env"]
+            .as_sequence()
+            .expect("env")
+            .iter()
+            .filter(|v| !v["value"].is_null())
+            .map(|v| (str_of(&v["name"]), str_of(&v["value"])))
+            .collect();
+        let listen = &env["GATEWAY_LISTEN"];
+        assert!(
+            listen.starts_with("0.0.0.0:"),
+            "reachable from outside the pod"
+        );
+        let port: u64 = listen.rsplit(':').next().unwrap().parse().unwrap();
+        let ports: BTreeMap<String, u64> = container["ports"]
+            .as_sequence()
+            .expect("ports")
+            .iter()
+            .map(|p| (str_of(&p["name"]), p["containerPort"].as_u64().unwrap()))
+            .collect();
+        assert_eq!(ports.values().copied().collect::<Vec<_>>(), vec![port]);
+        for (probe, path) in [("readinessProbe", "/readyz"), ("livenessProbe", "/healthz")] {
+            let get = &container[probe]["httpGet"];
+            assert_eq!(get["path"].as_str(), Some(path), "{probe}");
+            assert!(routes.contains(path), "the gateway serves no {path}");
+            assert_eq!(
+                ports.get(&str_of(&get["port"])),
+                Some(&port),
+                "{probe} port"
+            );
+        }
+        let service = &objects[&("Service".to_owned(), "gateway".to_owned())];
+        assert_eq!(
+            service["spec"]["selector"],
+            deployment["spec"]["selector"]["matchLabels"]
+        );
+        for p in service["spec"]["ports"].as_sequence().expect("ports") {
+            assert!(
+                ports.contains_key(&str_of(&p["targetPort"])),
+                "Service targets {p:?}"
+            );
+        }
+    }
+}
+
+/// The uid of the Dockerfile's `USER uid:gid`.
+fn dockerfile_uid() -> Option<u64> {
+    let text = std::fs::read_to_string(root().join("Dockerfile")).expect("Dockerfile");
+    text.lines()
+        .filter_map(|l| l.strip_prefix("USER "))
+        .next_back()
+        .and_then(|user| user.split(':').next()?.trim().parse().ok())
+}
+
+#[test]
+fn kubernetes_nats_values_give_the_cluster_the_services_expect() {
+    let values = documents("nats-values.yaml").remove(0);
+    let config = &values["config"];
+    assert_eq!(config["cluster"]["enabled"].as_bool(), Some(true));
+    let nodes = config["cluster"]["replicas"].as_u64().expect("replicas");
+    assert_eq!(config["jetstream"]["enabled"].as_bool(), Some(true));
+    let file = &config["jetstream"]["fileStore"];
+    assert_eq!(
+        file["enabled"].as_bool(),
+        Some(true),
+        "JetStream on file storage"
+    );
+    assert_eq!(
+        file["pvc"]["enabled"].as_bool(),
+        Some(true),
+        "on a volume per node"
+    );
+    assert_ne!(
+        config["jetstream"]["memoryStore"]["enabled"].as_bool(),
+        Some(true)
+    );
+    // The same server release compose runs (and the tests pin).
+    let compose_image = compose()["nats"]["image"]
+        .as_str()
+        .expect("image")
+        .to_owned();
+    let tag = values["container"]["image"]["tag"].as_str().expect("tag");
+    assert_eq!(compose_image, format!("nats:{tag}"));
+
+    let objects = objects();
+    let shared = &objects[&("ConfigMap".to_owned(), "checkout-config".to_owned())]["data"];
+    let replicas: u64 = str_of(&shared["STREAM_REPLICAS"]).parse().expect("number");
+    assert_eq!(replicas, 3, "every stream on three nodes");
+    assert!(replicas <= nodes, "{replicas} replicas on {nodes} nodes");
+    // NATS_URL lists every pod of the chart's StatefulSet, on the client port.
+    let name = values["fullnameOverride"]
+        .as_str()
+        .expect("fullnameOverride");
+    let port = config["nats"]["port"].as_u64().expect("port");
+    let expected: Vec<String> = (0..nodes)
+        .map(|i| format!("nats://{name}-{i}.{name}-headless:{port}"))
+        .collect();
+    assert_eq!(str_of(&shared["NATS_URL"]), expected.join(","));
+    // Pinned: the chart version the values are written for, and the services' image.
+    let text = std::fs::read_to_string(dir().join("nats-values.yaml")).expect("values");
+    assert!(
+        text.contains("--version 2."),
+        "the chart's version is named"
+    );
+    let images = kustomization()["images"]
+        .as_sequence()
+        .expect("images")
+        .clone();
+    assert_eq!(images.len(), 1);
+    assert_eq!(images[0]["name"].as_str(), Some("checkout-saga"));
+    assert_eq!(
+        str_of(&images[0]["newTag"]),
+        env!("CARGO_PKG_VERSION"),
+        "the image of this release"
+    );
+}
+
+#[test]
+fn every_kubernetes_manifest_is_applied_and_every_applied_file_exists() {
+    let listed: BTreeSet<String> = kustomization()["resources"]
+        .as_sequence()
+        .expect("resources")
+        .iter()
+        .map(str_of)
+        .collect();
+    let on_disk: BTreeSet<String> = std::fs::read_dir(dir())
+        .expect("deploy/kubernetes")
+        .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+        .filter(|f| f.ends_with(".yaml"))
+        // Applied otherwise: by helm, by the user with their own URLs, or the list itself.
+        .filter(|f| {
+            !["kustomization.yaml", "nats-values.yaml"].contains(&f.as_str())
+                && !f.ends_with(".example.yaml")
+        })
+        .collect();
+    assert_eq!(listed, on_disk);
+}
