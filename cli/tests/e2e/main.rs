@@ -11,6 +11,7 @@ mod flow;
 mod gateway;
 mod gateway_input;
 mod gateway_status;
+mod health;
 mod help;
 mod http;
 mod kubernetes;
