@@ -1,12 +1,13 @@
 //! deploy/kubernetes/ cannot be applied here (no cluster), so it is checked against the code:
 //! every service runs a real subcommand with variables that subcommand reads, each takes its
-//! own database URL (and only it) from a Secret the example defines, probes name routes and
-//! ports the code serves (and a service that serves no HTTP has none), the grace period
-//! outlasts the drain, and the NATS Helm values give the cluster the services expect.
+//! own database URL (and only it) from a Secret the example defines, probes name the routes
+//! the code serves on the port it is told to listen on, the grace period outlasts the drain,
+//! and the NATS Helm values give the cluster the services expect.
 
 use crate::compose::{compose, root};
 use checkout_cli::databases::worker_url_var;
 use checkout_cli::databases::{GATEWAY_URL_VAR, SAGA_URL_VAR, SHARED_URL_VAR, owner_url_vars};
+use checkout_cli::health;
 use checkout_shared::Step;
 use serde::Deserialize as _;
 use serde_yaml::Value;
@@ -261,16 +262,6 @@ fn kubernetes_probes_ports_and_termination_match_what_the_services_serve() {
             dockerfile_uid(),
             "{name} runs as the image's user"
         );
-        let probes = ["readinessProbe", "livenessProbe", "startupProbe"];
-        if name != "gateway" {
-            // The orchestrator and the workers serve no HTTP: a probe would name a port
-            // nothing listens on.
-            for probe in probes {
-                assert!(container[probe].is_null(), "{name} has a {probe}");
-            }
-            assert!(container["ports"].is_null(), "{name} serves no port");
-            continue;
-        }
         let env: BTreeMap<String, String> = container["env"]
             .as_sequence()
             .expect("env")
@@ -278,10 +269,19 @@ fn kubernetes_probes_ports_and_termination_match_what_the_services_serve() {
             .filter(|v| !v["value"].is_null())
             .map(|v| (str_of(&v["name"]), str_of(&v["value"])))
             .collect();
-        let listen = &env["GATEWAY_LISTEN"];
+        // The gateway serves its probes on its own port; the orchestrator and the workers
+        // on --health-listen's, which they serve only when it is set.
+        let (listen_var, ready, alive) = if name == "gateway" {
+            ("GATEWAY_LISTEN", "/readyz", "/healthz")
+        } else {
+            ("HEALTH_LISTEN", health::READYZ, health::HEALTHZ)
+        };
+        let listen = env
+            .get(listen_var)
+            .unwrap_or_else(|| panic!("{name} serves no port without {listen_var}"));
         assert!(
             listen.starts_with("0.0.0.0:"),
-            "reachable from outside the pod"
+            "{name}: reachable from outside the pod"
         );
         let port: u64 = listen.rsplit(':').next().unwrap().parse().unwrap();
         let ports: BTreeMap<String, u64> = container["ports"]
@@ -290,16 +290,25 @@ fn kubernetes_probes_ports_and_termination_match_what_the_services_serve() {
             .iter()
             .map(|p| (str_of(&p["name"]), p["containerPort"].as_u64().unwrap()))
             .collect();
-        assert_eq!(ports.values().copied().collect::<Vec<_>>(), vec![port]);
-        for (probe, path) in [("readinessProbe", "/readyz"), ("livenessProbe", "/healthz")] {
+        assert_eq!(
+            ports.values().copied().collect::<Vec<_>>(),
+            vec![port],
+            "{name}"
+        );
+        for (probe, path) in [("readinessProbe", ready), ("livenessProbe", alive)] {
             let get = &container[probe]["httpGet"];
-            assert_eq!(get["path"].as_str(), Some(path), "{probe}");
-            assert!(routes.contains(path), "the gateway serves no {path}");
+            assert_eq!(get["path"].as_str(), Some(path), "{name} {probe}");
             assert_eq!(
                 ports.get(&str_of(&get["port"])),
                 Some(&port),
-                "{probe} port"
+                "{name} {probe} port"
             );
+        }
+        if name != "gateway" {
+            continue;
+        }
+        for path in [ready, alive] {
+            assert!(routes.contains(path), "the gateway serves no {path}");
         }
         let service = &objects[&("Service".to_owned(), "gateway".to_owned())];
         assert_eq!(
