@@ -15,6 +15,7 @@ mod health;
 mod help;
 mod http;
 mod kubernetes;
+mod nats_urls;
 mod notify;
 mod otelite;
 mod outage;
