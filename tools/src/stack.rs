@@ -86,12 +86,22 @@ impl PrivateStack {
         options: &StackOptions,
         receiver: OtlpReceiver,
     ) -> anyhow::Result<Self> {
+        let nats = Broker::start(options.nats_nodes).await?;
+        Self::start_infra_on(options, receiver, nats).await
+    }
+
+    /// As [`PrivateStack::start_infra`], on a broker the caller started (the benchmark's
+    /// cluster has direct routes).
+    pub async fn start_infra_on(
+        options: &StackOptions,
+        receiver: OtlpReceiver,
+        nats: Broker,
+    ) -> anyhow::Result<Self> {
         // The database proxy needs a URL whose port it can replace: the private cluster's.
         anyhow::ensure!(
             options.private_postgres || !options.proxies,
             "proxies need the private PostgreSQL cluster"
         );
-        let nats = Broker::start(options.nats_nodes).await?;
         let (db, db_url, db_port) = if options.private_postgres {
             let cluster = PgCluster::start().await?;
             let admin = PgPool::connect(&cluster.url("postgres")).await?;
