@@ -58,7 +58,8 @@ shared processes (WAL writer, checkpointer, ...) another, which may include othe
 Examples:
   checkout-tools bench --duration 20 --concurrency 16,64 --tracing both
   checkout-tools bench --tracing off --skeleton false --instances inventory=3
-  checkout-tools bench --soak 1000000 --rate 300 --json")]
+  checkout-tools bench --soak 1000000 --rate 300 --json
+  checkout-tools bench --matrix --duration 15 --warmup 3   # R1/R3 x 1/2 workers per kind")]
 pub struct BenchArgs {
     /// Seconds measured per run.
     #[arg(long, default_value_t = 20.0, value_parser = seconds(1.0, 3600.0))]
