@@ -78,6 +78,8 @@ pub struct Cell {
     pub cpu_ms_per_saga: f64,
     /// Of which the nats-server processes'.
     pub nats_cpu_ms_per_saga: f64,
+    /// nats-server processes measured (the cell's nodes, if it ran what it was asked).
+    pub nats_processes: u64,
     /// Sagas that failed.
     pub failed: u64,
 }
@@ -94,13 +96,17 @@ impl Cell {
                 .as_f64()
                 .ok_or_else(|| anyhow::anyhow!("the cell's run has no {key}"))
         };
-        let nats_cpu_ms_per_saga = run["processes"]
+        let nats: Vec<&Value> = run["processes"]
             .as_array()
             .into_iter()
             .flatten()
             .filter(|p| p["process"].as_str().is_some_and(|n| n.starts_with("nats")))
+            .collect();
+        let nats_cpu_ms_per_saga = nats
+            .iter()
             .filter_map(|p| p["cpu_ms_per_saga"].as_f64())
             .sum();
+        let nats_processes = nats.iter().filter_map(|p| p["processes"].as_u64()).sum();
         Ok(Cell {
             nats_nodes: nodes,
             replicas: nodes,
@@ -109,6 +115,7 @@ impl Cell {
             p99_ms: number("p99_ms")?,
             cpu_ms_per_saga: number("cpu_ms_per_saga")?,
             nats_cpu_ms_per_saga,
+            nats_processes,
             failed: run["failed"].as_u64().unwrap_or(0),
         })
     }
@@ -201,8 +208,8 @@ mod tests {
         let report = serde_json::json!({"runs": [{
             "throughput_per_s": 120.5, "p99_ms": 80.0, "cpu_ms_per_saga": 9.5, "failed": 0,
             "processes": [
-                {"process": "nats-server", "cpu_ms_per_saga": 1.5},
-                {"process": "nats-2", "cpu_ms_per_saga": 1.0},
+                {"process": "nats-server", "cpu_ms_per_saga": 1.5, "processes": 2},
+                {"process": "nats-2", "cpu_ms_per_saga": 1.0, "processes": 1},
                 {"process": "orchestrator", "cpu_ms_per_saga": 3.0}
             ]
         }]});
@@ -212,6 +219,7 @@ mod tests {
             (120.5, 80.0, 9.5)
         );
         assert!((cell.nats_cpu_ms_per_saga - 2.5).abs() < 1e-9);
+        assert_eq!(cell.nats_processes, 3);
         assert_eq!((cell.replicas, cell.workers_per_kind), (3, 2));
         assert!(table(&[cell]).contains("R3"));
         assert!(Cell::from_report(1, 1, &serde_json::json!({"runs": []})).is_err());
