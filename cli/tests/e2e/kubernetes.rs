@@ -4,7 +4,7 @@
 //! the code serves on the port it is told to listen on, the grace period outlasts the drain,
 //! and the NATS Helm values give the cluster the services expect.
 
-use crate::compose::{compose, root};
+use crate::compose::root;
 use checkout_cli::databases::worker_url_var;
 use checkout_cli::databases::{GATEWAY_URL_VAR, SAGA_URL_VAR, SHARED_URL_VAR, owner_url_vars};
 use checkout_cli::health;
@@ -21,12 +21,12 @@ const SDK_VARIABLES: [&str; 3] = [
     "OTEL_TRACES_SAMPLER",
 ];
 
-fn dir() -> std::path::PathBuf {
+pub(crate) fn dir() -> std::path::PathBuf {
     root().join("deploy/kubernetes")
 }
 
 /// Every document of a YAML file.
-fn documents(file: &str) -> Vec<Value> {
+pub(crate) fn documents(file: &str) -> Vec<Value> {
     let text = std::fs::read_to_string(dir().join(file)).unwrap_or_else(|e| panic!("{file}: {e}"));
     serde_yaml::Deserializer::from_str(&text)
         .map(|doc| Value::deserialize(doc).unwrap_or_else(|e| panic!("{file}: {e}")))
@@ -34,12 +34,12 @@ fn documents(file: &str) -> Vec<Value> {
         .collect()
 }
 
-fn kustomization() -> Value {
+pub(crate) fn kustomization() -> Value {
     documents("kustomization.yaml").remove(0)
 }
 
 /// The objects `kubectl apply -k` creates, by (kind, name).
-fn objects() -> BTreeMap<(String, String), Value> {
+pub(crate) fn objects() -> BTreeMap<(String, String), Value> {
     let resources = kustomization()["resources"]
         .as_sequence()
         .expect("resources")
@@ -57,7 +57,7 @@ fn objects() -> BTreeMap<(String, String), Value> {
         .collect()
 }
 
-fn str_of(value: &Value) -> String {
+pub(crate) fn str_of(value: &Value) -> String {
     match value {
         Value::String(s) => s.clone(),
         Value::Number(n) => n.to_string(),
@@ -331,88 +331,4 @@ fn dockerfile_uid() -> Option<u64> {
         .filter_map(|l| l.strip_prefix("USER "))
         .next_back()
         .and_then(|user| user.split(':').next()?.trim().parse().ok())
-}
-
-#[test]
-fn kubernetes_nats_values_give_the_cluster_the_services_expect() {
-    let values = documents("nats-values.yaml").remove(0);
-    let config = &values["config"];
-    assert_eq!(config["cluster"]["enabled"].as_bool(), Some(true));
-    let nodes = config["cluster"]["replicas"].as_u64().expect("replicas");
-    assert_eq!(config["jetstream"]["enabled"].as_bool(), Some(true));
-    let file = &config["jetstream"]["fileStore"];
-    assert_eq!(
-        file["enabled"].as_bool(),
-        Some(true),
-        "JetStream on file storage"
-    );
-    assert_eq!(
-        file["pvc"]["enabled"].as_bool(),
-        Some(true),
-        "on a volume per node"
-    );
-    assert_ne!(
-        config["jetstream"]["memoryStore"]["enabled"].as_bool(),
-        Some(true)
-    );
-    // The same server release compose runs (and the tests pin).
-    let compose_image = compose()["nats"]["image"]
-        .as_str()
-        .expect("image")
-        .to_owned();
-    let tag = values["container"]["image"]["tag"].as_str().expect("tag");
-    assert_eq!(compose_image, format!("nats:{tag}"));
-
-    let objects = objects();
-    let shared = &objects[&("ConfigMap".to_owned(), "checkout-config".to_owned())]["data"];
-    let replicas: u64 = str_of(&shared["STREAM_REPLICAS"]).parse().expect("number");
-    assert_eq!(replicas, 3, "every stream on three nodes");
-    assert!(replicas <= nodes, "{replicas} replicas on {nodes} nodes");
-    // NATS_URL lists every pod of the chart's StatefulSet, on the client port.
-    let name = values["fullnameOverride"]
-        .as_str()
-        .expect("fullnameOverride");
-    let port = config["nats"]["port"].as_u64().expect("port");
-    let expected: Vec<String> = (0..nodes)
-        .map(|i| format!("nats://{name}-{i}.{name}-headless:{port}"))
-        .collect();
-    assert_eq!(str_of(&shared["NATS_URL"]), expected.join(","));
-    // Pinned: the chart version the values are written for, and the services' image.
-    let text = std::fs::read_to_string(dir().join("nats-values.yaml")).expect("values");
-    assert!(
-        text.contains("--version 2."),
-        "the chart's version is named"
-    );
-    let images = kustomization()["images"]
-        .as_sequence()
-        .expect("images")
-        .clone();
-    assert_eq!(images.len(), 1);
-    assert_eq!(images[0]["name"].as_str(), Some("checkout-saga"));
-    assert_eq!(
-        str_of(&images[0]["newTag"]),
-        env!("CARGO_PKG_VERSION"),
-        "the image of this release"
-    );
-}
-
-#[test]
-fn every_kubernetes_manifest_is_applied_and_every_applied_file_exists() {
-    let listed: BTreeSet<String> = kustomization()["resources"]
-        .as_sequence()
-        .expect("resources")
-        .iter()
-        .map(str_of)
-        .collect();
-    let on_disk: BTreeSet<String> = std::fs::read_dir(dir())
-        .expect("deploy/kubernetes")
-        .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
-        .filter(|f| f.ends_with(".yaml"))
-        // Applied otherwise: by helm, by the user with their own URLs, or the list itself.
-        .filter(|f| {
-            !["kustomization.yaml", "nats-values.yaml"].contains(&f.as_str())
-                && !f.ends_with(".example.yaml")
-        })
-        .collect();
-    assert_eq!(listed, on_disk);
 }

@@ -15,6 +15,7 @@ mod health;
 mod help;
 mod http;
 mod kubernetes;
+mod kubernetes_nats;
 mod nats_urls;
 mod notify;
 mod otelite;
