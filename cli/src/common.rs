@@ -19,10 +19,11 @@ pub struct NatsArgs {
     pub nats_url: String,
 }
 
-/// Where PostgreSQL is.
+/// Where PostgreSQL is: the URL every schema uses unless its own says otherwise
+/// (`crate::databases`).
 #[derive(Debug, Clone, Args)]
 pub struct DbArgs {
-    /// PostgreSQL URL.
+    /// PostgreSQL URL: every schema's, unless its own URL (below) says otherwise.
     #[arg(long, env = "DATABASE_URL", default_value = DEFAULT_DATABASE_URL)]
     pub database_url: String,
 }

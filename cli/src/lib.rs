@@ -5,6 +5,8 @@
 
 pub mod client;
 pub mod common;
+pub mod databases;
+pub mod health;
 pub mod load;
 pub mod ops;
 pub mod otelite;

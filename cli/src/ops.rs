@@ -1,6 +1,7 @@
 //! Operators' commands: list `stuck` sagas, `retry` one (`show` is in `show.rs`).
 
 use crate::common::{DbArgs, NatsArgs, TimingArgs};
+use crate::databases::{SagaDbArgs, redact};
 use anyhow::Context as _;
 use checkout_orchestrator::machine::{Input, SagaStatus};
 use checkout_orchestrator::{Executor, store};
@@ -10,10 +11,12 @@ use sqlx::PgPool;
 use std::process::ExitCode;
 use uuid::Uuid;
 
-async fn pool(db: &DbArgs) -> anyhow::Result<PgPool> {
-    PgPool::connect(&db.database_url)
+/// The saga store, the only schema these commands read.
+async fn pool(db: &DbArgs, saga_db: &SagaDbArgs) -> anyhow::Result<PgPool> {
+    let url = saga_db.url(db);
+    PgPool::connect(url)
         .await
-        .with_context(|| format!("connecting to {}", db.database_url))
+        .with_context(|| format!("connecting to the saga store at {}", redact(url)))
 }
 
 /// Options of `checkout stuck`.
@@ -21,11 +24,13 @@ async fn pool(db: &DbArgs) -> anyhow::Result<PgPool> {
 pub struct StuckArgs {
     #[command(flatten)]
     db: DbArgs,
+    #[command(flatten)]
+    saga_db: SagaDbArgs,
 }
 
 /// `checkout stuck`.
 pub async fn stuck(args: StuckArgs) -> anyhow::Result<ExitCode> {
-    let pool = pool(&args.db).await?;
+    let pool = pool(&args.db, &args.saga_db).await?;
     let rows = store::stuck(&pool).await?;
     if rows.is_empty() {
         println!("no stuck sagas");
@@ -51,6 +56,8 @@ pub struct RetryArgs {
     #[command(flatten)]
     db: DbArgs,
     #[command(flatten)]
+    saga_db: SagaDbArgs,
+    #[command(flatten)]
     nats: NatsArgs,
     /// The deployed orchestrators' timing: the undo's next deadline is written by it.
     #[command(flatten)]
@@ -62,7 +69,7 @@ pub struct RetryArgs {
 /// `checkout retry <id>`: sends a stuck saga's undo now, afresh. The saga's own retries go on
 /// regardless; this only saves the wait for the next one.
 pub async fn retry(args: RetryArgs) -> anyhow::Result<ExitCode> {
-    let pool = pool(&args.db).await?;
+    let pool = pool(&args.db, &args.saga_db).await?;
     match store::get(&pool, args.saga_id).await? {
         None => {
             println!("no saga {}", args.saga_id);

@@ -2,6 +2,8 @@
 //! `checkout gateway`: the long-running services.
 
 use crate::common::{DbArgs, NatsArgs, SERVICE_FILTER, TelemetryArgs, TimingArgs};
+use crate::databases::{GatewayDbArgs, SAGA_SCHEMA, SagaDbArgs, WorkerDbArgs};
+use crate::health::{self, HealthArgs};
 use checkout_orchestrator::OrchestratorConfig;
 use checkout_shared::retention::Retention;
 use checkout_shared::telemetry::SpanFlusher;
@@ -19,6 +21,10 @@ pub struct OrchestratorArgs {
     nats: NatsArgs,
     #[command(flatten)]
     db: DbArgs,
+    #[command(flatten)]
+    saga_db: SagaDbArgs,
+    #[command(flatten)]
+    health: HealthArgs,
     #[command(flatten)]
     telemetry: TelemetryArgs,
     /// Messages handled at once per consumer.
@@ -65,6 +71,10 @@ pub struct WorkerArgs {
     nats: NatsArgs,
     #[command(flatten)]
     db: DbArgs,
+    #[command(flatten)]
+    worker_db: WorkerDbArgs,
+    #[command(flatten)]
+    health: HealthArgs,
     #[command(flatten)]
     telemetry: TelemetryArgs,
     /// Messages handled at once.
@@ -137,6 +147,8 @@ pub struct GatewayArgs {
     #[command(flatten)]
     db: DbArgs,
     #[command(flatten)]
+    gateway_db: GatewayDbArgs,
+    #[command(flatten)]
     telemetry: TelemetryArgs,
     /// Address to serve HTTP on.
     #[arg(long, env = "GATEWAY_LISTEN", default_value = "127.0.0.1:8080")]
@@ -164,8 +176,8 @@ pub async fn gateway(args: GatewayArgs) -> anyhow::Result<ExitCode> {
     let telemetry = args.telemetry.init("gateway", SERVICE_FILTER)?;
     let config = checkout_gateway::GatewayConfig {
         listen: args.listen,
+        database_url: args.gateway_db.url(&args.db).to_owned(),
         nats_url: args.nats.nats_url,
-        database_url: args.db.database_url,
         max_connections: args.db_connections,
         replicas: args.replicas,
         idempotency_retention: retention(
@@ -185,9 +197,20 @@ pub async fn gateway(args: GatewayArgs) -> anyhow::Result<ExitCode> {
 /// Runs the orchestrator until SIGTERM or Ctrl-C.
 pub async fn orchestrator(args: OrchestratorArgs) -> anyhow::Result<ExitCode> {
     let telemetry = args.telemetry.init("orchestrator", SERVICE_FILTER)?;
+    let shutdown = shutdown::on_signals();
+    let db_url = args.saga_db.url(&args.db);
+    let nats_url = &args.nats.nats_url;
+    health::serve(
+        &args.health,
+        nats_url,
+        db_url,
+        SAGA_SCHEMA,
+        shutdown.clone(),
+    )
+    .await?;
     let config = OrchestratorConfig {
-        nats_url: args.nats.nats_url,
-        database_url: args.db.database_url,
+        database_url: db_url.to_owned(),
+        nats_url: nats_url.clone(),
         concurrency: args.concurrency,
         max_connections: args.db_connections,
         replicas: args.replicas,
@@ -197,7 +220,7 @@ pub async fn orchestrator(args: OrchestratorArgs) -> anyhow::Result<ExitCode> {
     let result = checkout_orchestrator::run(
         config,
         flusher(&telemetry, args.trace_flush_before_send),
-        shutdown::on_signals(),
+        shutdown,
     )
     .await;
     finish(telemetry, result.map_err(anyhow::Error::from)).await
@@ -207,10 +230,21 @@ pub async fn orchestrator(args: OrchestratorArgs) -> anyhow::Result<ExitCode> {
 pub async fn worker(args: WorkerArgs) -> anyhow::Result<ExitCode> {
     let kind: Step = args.kind.parse()?;
     let telemetry = args.telemetry.init(kind.as_str(), SERVICE_FILTER)?;
+    let shutdown = shutdown::on_signals();
+    let db_url = args.worker_db.url(kind, &args.db);
+    let nats_url = &args.nats.nats_url;
+    health::serve(
+        &args.health,
+        nats_url,
+        db_url,
+        kind.schema(),
+        shutdown.clone(),
+    )
+    .await?;
     let config = WorkerConfig {
         kind,
-        nats_url: args.nats.nats_url,
-        database_url: args.db.database_url,
+        database_url: db_url.to_owned(),
+        nats_url: nats_url.clone(),
         concurrency: args.concurrency,
         max_connections: args.db_connections,
         replicas: args.replicas,
@@ -233,7 +267,7 @@ pub async fn worker(args: WorkerArgs) -> anyhow::Result<ExitCode> {
     let result = checkout_workers::run(
         config,
         flusher(&telemetry, args.trace_flush_before_send),
-        shutdown::on_signals(),
+        shutdown,
     )
     .await;
     finish(telemetry, result.map_err(anyhow::Error::from)).await

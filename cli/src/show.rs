@@ -3,6 +3,7 @@
 //! for a checkout the door refused, why (its reason code, the field at fault, the reason).
 
 use crate::common::DbArgs;
+use crate::databases::{SagaDbArgs, redact};
 use crate::trace_links::TraceUiArgs;
 use anyhow::Context as _;
 use checkout_orchestrator::rejections::{self, RejectionRow};
@@ -20,6 +21,8 @@ use uuid::Uuid;
 pub struct ShowArgs {
     #[command(flatten)]
     db: DbArgs,
+    #[command(flatten)]
+    saga_db: SagaDbArgs,
     #[command(flatten)]
     links: TraceUiArgs,
     /// The saga.
@@ -110,9 +113,11 @@ pub fn timeline(log: &[LogRow]) -> Vec<Entry> {
 
 /// `checkout show <id>`.
 pub async fn show(args: ShowArgs) -> anyhow::Result<ExitCode> {
-    let pool = PgPool::connect(&args.db.database_url)
+    // The saga store holds the log and the door's refusals: nothing else is read.
+    let url = args.saga_db.url(&args.db);
+    let pool = PgPool::connect(url)
         .await
-        .with_context(|| format!("connecting to {}", args.db.database_url))?;
+        .with_context(|| format!("connecting to the saga store at {}", redact(url)))?;
     let Some(row) = store::get(&pool, args.saga_id).await? else {
         if let Some(refused) = rejections::get(&pool, args.saga_id).await? {
             show_rejection(&refused, args.json);

@@ -19,13 +19,20 @@ impl Broker {
     /// One server when `nodes` is 1, else a cluster of `nodes` with proxies on its routes
     /// (so the chaos runner can cut a node off).
     pub async fn start(nodes: usize) -> anyhow::Result<Broker> {
+        Self::start_with(nodes, true).await
+    }
+
+    /// As [`Broker::start`], with the cluster's routes direct when not `route_proxies`: the
+    /// benchmark measures the cluster, not the proxies it would otherwise run in its own
+    /// process.
+    pub async fn start_with(nodes: usize, route_proxies: bool) -> anyhow::Result<Broker> {
         Ok(match nodes {
             0 => anyhow::bail!("the broker needs at least one node"),
             1 => Broker::Single(NatsServer::start_async().await?),
             nodes => Broker::Cluster(
                 NatsCluster::start(ClusterOptions {
                     nodes,
-                    route_proxies: true,
+                    route_proxies,
                 })
                 .await?,
             ),

@@ -4,6 +4,7 @@
 use crate::local::{self, LocalStack};
 use checkout_cli::client::{Client, describe};
 use checkout_cli::common::{CLIENT_FILTER, DbArgs, NatsArgs, TelemetryArgs};
+use checkout_cli::databases::{SagaDbArgs, WorkerDbArgs, services_env};
 use checkout_cli::trace_links::{Links, TraceUiArgs};
 use checkout_harness::trace_check;
 use checkout_shared::messages::{CheckoutRequested, LineItem};
@@ -20,6 +21,10 @@ pub struct DemoArgs {
     nats: NatsArgs,
     #[command(flatten)]
     db: DbArgs,
+    #[command(flatten)]
+    saga_db: SagaDbArgs,
+    #[command(flatten)]
+    worker_db: WorkerDbArgs,
     #[command(flatten)]
     telemetry: TelemetryArgs,
     /// Print one JSON object per saga on standard output (the narrative goes to stderr).
@@ -106,7 +111,8 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
             println!("{line}")
         }
     };
-    let mut stack = LocalStack::up(&args.nats.nats_url, &args.db.database_url, &say).await?;
+    let databases = services_env(&args.db, &args.saga_db, &args.worker_db);
+    let mut stack = LocalStack::up(&args.nats.nats_url, &databases, &say).await?;
     let telemetry = args.telemetry.init("checkout-client", CLIENT_FILTER)?;
     let outcome = drive(&args, &stack, telemetry.flusher(), &say).await;
     telemetry.shutdown().await;

@@ -2,6 +2,7 @@
 //! and start what does not, then stop exactly what was started.
 
 use checkout_cli::common::{pulling, wait_until};
+use checkout_cli::databases::redact;
 use checkout_harness::{NatsServer, OtlpReceiver, Service};
 use checkout_shared::streams::EVENTS_CONSUMER;
 use checkout_shared::subjects;
@@ -33,10 +34,12 @@ fn listening(port: u16) -> bool {
 }
 
 impl LocalStack {
-    /// Finds or starts NATS, the database, a span receiver and the four services.
+    /// Finds or starts NATS, the databases, a span receiver and the four services.
+    /// `databases` is the services' database environment (`DATABASE_URL` and each owner's
+    /// `<SCHEMA>_DATABASE_URL`); each database named there is created if it does not exist.
     pub async fn up(
         nats_url: &str,
-        database_url: &str,
+        databases: &[(String, String)],
         say: &impl Fn(String),
     ) -> anyhow::Result<Self> {
         let mut nats_url = nats_url.to_owned();
@@ -57,8 +60,13 @@ impl LocalStack {
                 Some(server)
             }
         };
-        ensure_database(database_url).await?;
-        say(format!("postgres     using {}", redact(database_url)));
+        let mut urls: Vec<&str> = databases.iter().map(|(_, url)| url.as_str()).collect();
+        urls.sort_unstable();
+        urls.dedup();
+        for url in urls {
+            ensure_database(url).await?;
+            say(format!("postgres     using {}", redact(url)));
+        }
         let own_collector =
             std::env::var_os("OTEL_EXPORTER_OTLP_ENDPOINT").is_none() && !listening(OTLP_PORT);
         let receiver = if own_collector {
@@ -81,13 +89,13 @@ impl LocalStack {
             services: Vec::new(),
             log_dir,
         };
-        stack.start_missing_services(database_url, say).await?;
+        stack.start_missing_services(databases, say).await?;
         Ok(stack)
     }
 
     async fn start_missing_services(
         &mut self,
-        database_url: &str,
+        databases: &[(String, String)],
         say: &impl Fn(String),
     ) -> anyhow::Result<()> {
         let client =
@@ -108,12 +116,12 @@ impl LocalStack {
                 continue;
             }
             let args: Vec<String> = args.into_iter().map(str::to_owned).collect();
-            let envs = vec![
+            let mut envs = vec![
                 ("NATS_URL".to_owned(), self.nats_url.clone()),
-                ("DATABASE_URL".to_owned(), database_url.to_owned()),
                 ("OTEL_SERVICE_NAME".to_owned(), name.to_owned()),
                 ("LOG_FORMAT".to_owned(), "json".to_owned()),
             ];
+            envs.extend(databases.iter().cloned());
             let service = Service::spawn(name, &exe, &args, &envs, &self.log_dir)?;
             say(format!(
                 "{name:<13}started (pid {}), log {}",
@@ -192,18 +200,6 @@ pub async fn ensure_database(url: &str) -> anyhow::Result<()> {
     }
     conn.close().await?;
     Ok(())
-}
-
-fn redact(url: &str) -> String {
-    match url.split_once('@') {
-        Some((scheme_user, host))
-            if scheme_user.contains(':') && scheme_user.matches(':').count() > 1 =>
-        {
-            let scheme = scheme_user.split("://").next().unwrap_or("postgres");
-            format!("{scheme}://***@{host}")
-        }
-        _ => url.to_owned(),
-    }
 }
 
 /// The reason of the next rejected checkout.

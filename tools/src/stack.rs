@@ -86,12 +86,22 @@ impl PrivateStack {
         options: &StackOptions,
         receiver: OtlpReceiver,
     ) -> anyhow::Result<Self> {
+        let nats = Broker::start(options.nats_nodes).await?;
+        Self::start_infra_on(options, receiver, nats).await
+    }
+
+    /// As [`PrivateStack::start_infra`], on a broker the caller started (the benchmark's
+    /// cluster has direct routes).
+    pub async fn start_infra_on(
+        options: &StackOptions,
+        receiver: OtlpReceiver,
+        nats: Broker,
+    ) -> anyhow::Result<Self> {
         // The database proxy needs a URL whose port it can replace: the private cluster's.
         anyhow::ensure!(
             options.private_postgres || !options.proxies,
             "proxies need the private PostgreSQL cluster"
         );
-        let nats = Broker::start(options.nats_nodes).await?;
         let (db, db_url, db_port) = if options.private_postgres {
             let cluster = PgCluster::start().await?;
             let admin = PgPool::connect(&cluster.url("postgres")).await?;
@@ -182,6 +192,11 @@ impl PrivateStack {
                 ),
             ];
             envs.extend(options.env.iter().cloned());
+            // Every owner's URL too, all this stack's one database: one inherited from the
+            // caller's environment (`SAGA_DATABASE_URL`, ...) would send a service elsewhere.
+            envs.extend(checkout_cli::databases::one_database_env(
+                &self.service_db_url(),
+            ));
             let service = Service::spawn(&name, &exe, &args, &envs, &self.log_dir)?;
             self.services.push(service);
             if name == "inventory-1" {

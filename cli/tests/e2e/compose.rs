@@ -153,7 +153,12 @@ fn compose_urls_point_at_services_and_ports_they_expose() {
         ("DATABASE_URL", "postgres", 5432),
         ("OTEL_EXPORTER_OTLP_ENDPOINT", "otel-collector", 4317),
     ];
-    for (name, service) in services.iter().filter(|(_, s)| s.get("build").is_some()) {
+    // The cluster profile's services reach their own nodes and database (compose_cluster.rs).
+    let single = |s: &Value| !strings(s.get("profiles")).iter().any(|p| p == "cluster");
+    for (name, service) in services
+        .iter()
+        .filter(|(_, s)| s.get("build").is_some() && single(s))
+    {
         let env = env(service);
         for (key, host, port) in expects {
             let Some(url) = env.get(key) else {

@@ -5,13 +5,17 @@
 
 mod bad_input;
 mod compose;
+mod compose_cluster;
 mod crash;
 mod flow;
 mod gateway;
 mod gateway_input;
 mod gateway_status;
+mod health;
 mod help;
 mod http;
+mod kubernetes;
+mod kubernetes_nats;
 mod nats_urls;
 mod notify;
 mod otelite;
@@ -26,6 +30,7 @@ mod replay;
 mod schemathesis;
 mod show;
 mod signals;
+mod split_databases;
 mod stack;
 mod support;
 mod traces;

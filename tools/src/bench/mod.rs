@@ -13,6 +13,7 @@
 //! messages per saga. `--soak N` runs N sagas instead and reports every tenth of them.
 
 pub mod drive;
+pub mod matrix;
 pub mod probe;
 pub mod procstat;
 pub mod report;
@@ -57,7 +58,8 @@ shared processes (WAL writer, checkpointer, ...) another, which may include othe
 Examples:
   checkout-tools bench --duration 20 --concurrency 16,64 --tracing both
   checkout-tools bench --tracing off --skeleton false --instances inventory=3
-  checkout-tools bench --soak 1000000 --rate 300 --json")]
+  checkout-tools bench --soak 1000000 --rate 300 --json
+  checkout-tools bench --matrix --duration 15 --warmup 3   # R1/R3 x 1/2 workers per kind")]
 pub struct BenchArgs {
     /// Seconds measured per run.
     #[arg(long, default_value_t = 20.0, value_parser = seconds(1.0, 3600.0))]
@@ -110,6 +112,15 @@ pub struct BenchArgs {
     /// End with one JSON object on the last line.
     #[arg(long)]
     json: bool,
+    /// nats-server processes: 1, or a JetStream cluster of that many on loopback (every
+    /// stream at min(nodes, 3) replicas).
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u8).range(1..=5))]
+    nats_nodes: u8,
+    /// Instead of the runs above: one run of the product (the first concurrency and tracing
+    /// mode) per cell of {1 NATS node (R1), a 3-node cluster (R3)} x {1, 2 workers per kind},
+    /// each in a bench of its own, then a table of sagas/s, p99 and CPU per saga.
+    #[arg(long, conflicts_with_all = ["soak", "nats_nodes", "workers_per_kind", "instances"])]
+    matrix: bool,
 }
 
 /// The environment that sets a process's Tokio worker threads; none for Tokio's default.
@@ -177,7 +188,7 @@ impl BenchArgs {
             duration: Duration::from_secs_f64(self.duration),
             warmup: Duration::from_secs_f64(self.warmup),
             services: StackOptions {
-                nats_nodes: 1,
+                nats_nodes: usize::from(self.nats_nodes),
                 orchestrators: 1,
                 workers_per_kind: usize::from(self.workers_per_kind),
                 seed_stock,
@@ -208,6 +219,9 @@ impl BenchArgs {
 
 /// `checkout-tools bench`.
 pub async fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
+    if args.matrix {
+        return matrix::run(&matrix::CellArgs::of(&args), args.json).await;
+    }
     let machine = procstat::Machine::read();
     let mut bench = Bench::start(&args.plan().services).await?;
     let result = measure_all(&args, &mut bench, &machine).await;
@@ -296,12 +310,13 @@ async fn timed_runs(
     let shown: Vec<_> = skeletons.iter().chain(&runs).cloned().collect();
     println!(
         "checkout bench: {} s per run after {} s warm-up, decline rate {}, {} SKUs, \
-         {} worker(s) per kind{}, runtime threads per process {}; {} cores ({}), {:.0} GiB, \
-         load {:.2} at start",
+         {} NATS node(s), {} worker(s) per kind{}, runtime threads per process {}; {} cores \
+         ({}), {:.0} GiB, load {:.2} at start",
         args.duration,
         args.warmup,
         args.decline_rate,
         args.skus,
+        args.nats_nodes,
         args.workers_per_kind,
         args.instances
             .iter()

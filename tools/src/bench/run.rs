@@ -50,7 +50,9 @@ impl Bench {
     /// Starts the stack (no service yet) with a receiver that counts spans.
     pub async fn start(options: &crate::stack::StackOptions) -> anyhow::Result<Bench> {
         let receiver = checkout_harness::OtlpReceiver::start_counting().await?;
-        let stack = PrivateStack::start_infra(options, receiver).await?;
+        // Direct routes between a cluster's nodes: proxies would run in this process.
+        let broker = crate::broker::Broker::start_with(options.nats_nodes, false).await?;
+        let stack = PrivateStack::start_infra_on(options, receiver, broker).await?;
         let nats = checkout_shared::connect::connect(&stack.nats.url(), "bench", false).await?;
         let pg = sqlx::postgres::PgPoolOptions::new()
             .max_connections(1)
@@ -189,8 +191,14 @@ pub async fn groups(bench: &Bench) -> anyhow::Result<Vec<Group>> {
         shared_memory: false,
     };
     let mut groups = Vec::new();
-    if let Some(pid) = stack.nats.pid() {
-        groups.push(one("nats-server", pid));
+    // Every node of a cluster in one row: what the broker costs, replication included.
+    let nodes = stack.nats.pids();
+    if !nodes.is_empty() {
+        groups.push(Group {
+            name: "nats-server".to_owned(),
+            pids: nodes,
+            shared_memory: false,
+        });
     }
     groups.extend(probe::pg_groups(&bench.pg).await?);
     for (name, pid) in stack.pids() {

@@ -74,3 +74,42 @@ fn a_tiny_bench_reports_every_figure_and_loses_no_span() {
     let skeleton = &report["skeleton_runs"][0];
     assert_eq!(skeleton["js_messages_per_saga"], 7.0, "{skeleton:#}");
 }
+
+#[test]
+fn the_matrix_runs_r1_and_r3_with_one_and_two_workers_per_kind() {
+    let (succeeded, stdout, stderr, report) = run_json_report(&[
+        "bench",
+        "--matrix",
+        "--duration",
+        "2",
+        "--warmup",
+        "1",
+        "--concurrency",
+        "4",
+        "--json",
+    ]);
+    assert!(succeeded, "bench --matrix failed:\n{stderr}\n{report:#}");
+    assert!(
+        stdout.contains("CPU ms/saga"),
+        "a table before the JSON:\n{stdout}"
+    );
+    let cells = report["matrix"].as_array().expect("matrix");
+    let shape: Vec<(u64, u64, u64)> = cells
+        .iter()
+        .map(|c| {
+            let n = |k: &str| c[k].as_u64().unwrap_or_else(|| panic!("{k}: {c:#}"));
+            (n("nats_nodes"), n("replicas"), n("workers_per_kind"))
+        })
+        .collect();
+    assert_eq!(shape, [(1, 1, 1), (1, 1, 2), (3, 3, 1), (3, 3, 2)]);
+    for cell in cells {
+        // Each cell ran as many nats-server processes as it names, and measured them.
+        assert_eq!(cell["nats_processes"], cell["nats_nodes"], "{cell:#}");
+        assert!(
+            cell["nats_cpu_ms_per_saga"].as_f64() > Some(0.0),
+            "{cell:#}"
+        );
+        assert!(cell["sagas_per_s"].as_f64() > Some(0.0), "{cell:#}");
+        assert_eq!(cell["failed"], 0, "{cell:#}");
+    }
+}
