@@ -124,23 +124,24 @@ impl<S: SagaStore, T: Transport> Executor<S, T> {
         data: SagaData,
         parent: &opentelemetry::Context,
     ) -> Result<bool, ExecError> {
-        let Some(row) = self.record_start(data, parent).await? else {
+        let Some((row, write)) = self.record_start(data, parent).await? else {
             return Ok(false);
         };
+        self.emit(&row, &write);
         self.lifecycle(&row, LifecycleKind::Started, None, String::new())
             .await;
         self.send_current(&row).await?;
         Ok(true)
     }
 
-    /// Records a new saga (row and log, one transaction) without sending anything: what a
-    /// crash between the commit and the first publish leaves, for recovery to finish.
-    /// `None` when the saga already exists.
+    /// Records a new saga (row, log and its "started" spans, one transaction) without sending
+    /// or emitting anything: what a crash between the commit and the first publish leaves, for
+    /// recovery to finish. `None` when the saga already exists.
     pub async fn record_start(
         &self,
         data: SagaData,
         parent: &opentelemetry::Context,
-    ) -> Result<Option<SagaRow>, ExecError> {
+    ) -> Result<Option<(SagaRow, Write)>, ExecError> {
         use opentelemetry::trace::TraceContextExt;
         let saga_id = data.request.checkout_id;
         let parent_sc = parent.span().span_context().clone();
@@ -173,12 +174,20 @@ impl<S: SagaStore, T: Transport> Executor<S, T> {
             updated_at: now,
             stuck_reason: None,
         };
+        // The saga's and its first step's "started" spans: the parents of all it does.
         let write = Write {
             log: transition.log,
-            pending_spans: vec![],
+            pending_spans: vec![
+                spans::saga_started_span(&row),
+                spans::step_started_span(&row),
+            ],
             deadline_at: Some(self.deadline(now, 0)),
         };
-        Ok(self.store.insert(&row, &write).await?.then_some(row))
+        Ok(self
+            .store
+            .insert(&row, &write)
+            .await?
+            .then_some((row, write)))
     }
 
     /// Sagas whose deadline has passed, oldest first.
@@ -252,12 +261,7 @@ impl<S: SagaStore, T: Transport> Executor<S, T> {
         t: &Transition,
         write: &Write,
     ) -> Result<(), ExecError> {
-        for span in &write.pending_spans {
-            spans::emit(span);
-        }
-        if !write.pending_spans.is_empty() {
-            let _ = self.exported.try_send((after.saga_id, after.version));
-        }
+        self.emit(after, write);
         if let Some(finished) = &t.finished {
             let outcome = crate::observe::step_outcome(finished);
             let detail = match &finished.result {
@@ -298,6 +302,17 @@ impl<S: SagaStore, T: Transport> Executor<S, T> {
             self.send_current(after).await?;
         }
         Ok(())
+    }
+
+    /// Emits the spans a written transition planned (before its command is sent, which
+    /// flushes them), and queues their confirmation.
+    fn emit(&self, after: &SagaRow, write: &Write) {
+        for span in &write.pending_spans {
+            spans::emit(span);
+        }
+        if !write.pending_spans.is_empty() {
+            let _ = self.exported.try_send((after.saga_id, after.version));
+        }
     }
 
     /// Sends the command the stored state implies, under the current step's span.
