@@ -265,9 +265,11 @@ async fn an_idempotency_key_is_one_saga_across_replays_restarts_and_gateways() {
         Duration::from_secs(60),
     )
     .await;
+    // The stream ends with the confirmation's reply, which follows `completed`.
+    assert!(events.iter().any(|(k, _)| k == "completed"), "{events:?}");
     assert_eq!(
         events.last().map(|(k, _)| k.as_str()),
-        Some("completed"),
+        Some("step"),
         "{events:?}"
     );
     let sagas: i64 = sqlx::query_scalar("SELECT count(*) FROM saga.sagas")
