@@ -10,6 +10,7 @@
 
 pub mod db;
 pub mod nats;
+pub mod otelite;
 pub mod otlp;
 pub mod pg_cluster;
 pub mod process;
