@@ -13,6 +13,7 @@ mod gateway_status;
 mod help;
 mod http;
 mod live_trace;
+mod nats_urls;
 mod notify;
 mod otelite;
 mod outage;
