@@ -6,6 +6,7 @@
 pub mod client;
 pub mod common;
 pub mod load;
+pub mod nats_trace_bridge;
 pub mod ops;
 pub mod otelite;
 pub mod publish;

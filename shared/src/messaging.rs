@@ -173,7 +173,8 @@ fn mark_unsent(producer: &Context, subject: &str, msg_id: &str, err: &PublishFai
 /// under the same `Nats-Msg-Id` while a cluster elects a stream leader (bounded: see
 /// [`AckRetry::DEFAULT`]); the duplicate window makes a send that was stored after all count
 /// once.
-pub async fn send(js: &jetstream::Context, msg: Outgoing) -> Result<(), PublishFailed> {
+pub async fn send(js: &jetstream::Context, mut msg: Outgoing) -> Result<(), PublishFailed> {
+    crate::broker_trace::mark(&mut msg.headers);
     let subject = msg.subject.clone();
     let (result, _attempts) = send_until_acked(AckRetry::DEFAULT, || {
         let publish = PublishMessage::build()
