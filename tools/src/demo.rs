@@ -118,6 +118,8 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
     )
     .await?;
     let telemetry = args.telemetry.init("checkout-client", CLIENT_FILTER)?;
+    // The demo shows every hop through the broker (its services trace all, too).
+    checkout_shared::broker_trace::set_share(1.0);
     let outcome = drive(&args, &stack, telemetry.flusher(), &say).await;
     telemetry.shutdown().await;
     say("stopping what the demo started ...".into());

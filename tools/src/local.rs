@@ -160,6 +160,9 @@ impl LocalStack {
                 ("DATABASE_URL".to_owned(), database_url.to_owned()),
                 ("OTEL_SERVICE_NAME".to_owned(), name.to_owned()),
                 ("LOG_FORMAT".to_owned(), "json".to_owned()),
+                // Every message of the demo traced by the broker (nats-server 2.11 or later;
+                // an older one ignores the header), for the bridge started below.
+                ("NATS_TRACE_SHARE".to_owned(), "1".to_owned()),
             ];
             let service = Service::spawn(name, &exe, &args, &envs, &self.log_dir)?;
             say(format!(
@@ -168,6 +171,21 @@ impl LocalStack {
                 service.log_path().display()
             ));
             self.services.push(service);
+        }
+        if !self.services.is_empty() {
+            // The broker's hops as spans, from nats-server's trace events.
+            let envs = vec![
+                ("NATS_URL".to_owned(), self.nats_url.clone()),
+                ("LOG_FORMAT".to_owned(), "json".to_owned()),
+            ];
+            let args = vec!["nats-trace-bridge".to_owned()];
+            let bridge = Service::spawn("nats-bridge", &exe, &args, &envs, &self.log_dir)?;
+            say(format!(
+                "{:<13}started (pid {}): nats-server's trace events become spans",
+                "nats-bridge",
+                bridge.pid().unwrap_or(0)
+            ));
+            self.services.push(bridge);
         }
         for durable in checkout_shared::steps::worker_kinds().chain([EVENTS_CONSUMER]) {
             let ready = wait_until(Duration::from_secs(60), || pulling(&js, durable)).await;

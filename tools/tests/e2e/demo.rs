@@ -138,6 +138,11 @@ async fn with_nothing_at_the_otlp_endpoint_the_demo_starts_otelite_and_leaves_it
         let problems = trace_check::check_tree(&spans);
         assert!(problems.is_empty(), "{trace_id}: {problems:#?}");
         assert!(spans.iter().any(|s| s.service_name == "orchestrator"));
+        // The broker's hops too: the demo traces every message, and bridges the events.
+        assert!(
+            spans.iter().any(|s| s.service_name == "nats-server"),
+            "{trace_id}: no nats-server span"
+        );
     }
     assert!(
         !otelite.metric_names().await.unwrap().is_empty(),
