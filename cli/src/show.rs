@@ -124,13 +124,15 @@ pub async fn show(args: ShowArgs) -> anyhow::Result<ExitCode> {
     let log = store::log(&pool, args.saga_id).await?;
     let entries = timeline(&log);
     let trace_id = row.trace.trace_id.to_string();
+    // Where a saga that has not ended stands. A completed checkout whose confirmation is still
+    // out has ended: its confirmation shows in the timeline, not as a `now`.
     let waiting = match row.state.waiting_for() {
-        Some(at) => Some(Waiting::of(
+        Some(at) if row.state.status.is_active() => Some(Waiting::of(
             &row,
             at,
             next_deadline(&pool, row.saga_id).await?,
         )),
-        None => None,
+        _ => None,
     };
     let links = args.links.resolve().await;
     let link = if row.state.status.is_active() {
