@@ -46,6 +46,11 @@ pub struct TelemetryArgs {
     /// Span exporter: `otlp` (to OTEL_EXPORTER_OTLP_ENDPOINT, default localhost:4317) or `none`.
     #[arg(long, env = "OTEL_TRACES_EXPORTER", default_value = "otlp")]
     pub traces_exporter: String,
+    /// Share (0 to 1) of traces whose messages nats-server (2.11 or later) traces to
+    /// `checkout.trace.nats`, which `checkout nats-trace-bridge` turns into spans: 1 in a
+    /// demo, a small share in production (each traced message costs the broker a trace event).
+    #[arg(long, env = "NATS_TRACE_SHARE", default_value_t = 0.0)]
+    pub nats_trace_share: f64,
 }
 
 impl TelemetryArgs {
@@ -61,6 +66,7 @@ impl TelemetryArgs {
             default_filter: default_filter.to_owned(),
             endpoint: None,
         };
+        checkout_shared::broker_trace::set_share(self.nats_trace_share);
         Ok(telemetry::init(&config)?)
     }
 }

@@ -8,6 +8,7 @@ pub mod common;
 pub mod databases;
 pub mod health;
 pub mod load;
+pub mod nats_trace_bridge;
 pub mod ops;
 pub mod otelite;
 pub mod publish;

@@ -9,7 +9,7 @@
 //! The demo, the chaos runner and the benchmark are another binary, `checkout-tools` (crate
 //! `tools/`): this one, which the image ships, holds no test infrastructure.
 
-use checkout_cli::{load, ops, publish, services, show, watch};
+use checkout_cli::{load, nats_trace_bridge, ops, publish, services, show, watch};
 
 use clap::{Parser, Subcommand};
 
@@ -45,6 +45,9 @@ enum Command {
     Stuck(ops::StuckArgs),
     /// Send a stuck saga's undo again now, instead of at its next retry.
     Retry(ops::RetryArgs),
+    /// Turn nats-server's message-trace events (NATS_TRACE_SHARE, nats-server 2.11 or later)
+    /// into spans of service `nats-server`, between the producer's and the consumer's.
+    NatsTraceBridge(nats_trace_bridge::BridgeArgs),
 }
 
 fn main() -> std::process::ExitCode {
@@ -70,6 +73,7 @@ fn main() -> std::process::ExitCode {
             Command::Show(args) => show::show(args).await,
             Command::Stuck(args) => ops::stuck(args).await,
             Command::Retry(args) => ops::retry(args).await,
+            Command::NatsTraceBridge(args) => nats_trace_bridge::run(args).await,
         }
     });
     match result {

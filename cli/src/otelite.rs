@@ -52,9 +52,28 @@ pub struct Span {
     /// Attributes, values as text.
     #[serde(default)]
     pub attributes: HashMap<String, String>,
+    /// The resource of the process that sent it.
+    #[serde(default)]
+    pub resource: Option<Resource>,
+}
+
+/// A span's resource, as otelite returns it.
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct Resource {
+    /// Resource attributes (`service.name`, ...), values as text.
+    #[serde(default)]
+    pub attributes: HashMap<String, String>,
 }
 
 impl Span {
+    /// The service that sent it (`service.name`), empty when otelite does not say.
+    pub fn service(&self) -> &str {
+        self.resource
+            .as_ref()
+            .and_then(|r| r.attributes.get("service.name"))
+            .map_or("", String::as_str)
+    }
+
     /// The parent, with otelite's empty string for "none" read as none.
     pub fn parent(&self) -> Option<&str> {
         self.parent_span_id.as_deref().filter(|p| !p.is_empty())

@@ -129,7 +129,22 @@ pub async fn show(args: ShowArgs) -> anyhow::Result<ExitCode> {
     let log = store::log(&pool, args.saga_id).await?;
     let entries = timeline(&log);
     let trace_id = row.trace.trace_id.to_string();
-    let link = args.links.resolve().await.link(&trace_id).await;
+    // Where a saga that has not ended stands. A completed checkout whose confirmation is still
+    // out has ended: its confirmation shows in the timeline, not as a `now`.
+    let waiting = match row.state.waiting_for() {
+        Some(at) if row.state.status.is_active() => Some(Waiting::of(
+            &row,
+            at,
+            next_deadline(&pool, row.saga_id).await?,
+        )),
+        _ => None,
+    };
+    let links = args.links.resolve().await;
+    let link = if row.state.status.is_active() {
+        links.link_running(&trace_id).await
+    } else {
+        links.link(&trace_id).await
+    };
     let ended = ended_at(&log);
     if args.json {
         let out = serde_json::json!({
@@ -137,7 +152,7 @@ pub async fn show(args: ShowArgs) -> anyhow::Result<ExitCode> {
             "trace_id": trace_id, "trace_url": link.as_ref().ok().map(|l| &l.url),
             "version": row.version, "started_at": row.started_at, "ended_at": ended,
             "failure": row.state.failure, "stuck_reason": row.stuck_reason,
-            "data": row.state.data, "timeline": entries, "log": log,
+            "waiting_for": waiting, "data": row.state.data, "timeline": entries, "log": log,
         });
         println!("{out}");
         return Ok(ExitCode::SUCCESS);
@@ -160,6 +175,9 @@ pub async fn show(args: ShowArgs) -> anyhow::Result<ExitCode> {
     if let Some(reason) = &row.stuck_reason {
         println!("stuck    {reason}");
     }
+    if let Some(waiting) = &waiting {
+        println!("now      {}", waiting.describe(Utc::now()));
+    }
     println!("trace    {trace_id}");
     match &link {
         Ok(link) => {
@@ -175,6 +193,81 @@ pub async fn show(args: ShowArgs) -> anyhow::Result<ExitCode> {
         println!("  {}", line(row.started_at, entry));
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// What a saga that has not ended (or a completed one whose follow-up is out) waits for.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Waiting {
+    /// How it stands (`running`, `compensating`, `stuck`, or `completed` for a follow-up).
+    pub status: &'static str,
+    /// The step in hand.
+    pub step: String,
+    /// `do` or `undo`.
+    pub phase: &'static str,
+    /// The command whose reply it waits for (`payment.refund`).
+    pub command: String,
+    /// The worker kind that answers it.
+    pub worker: String,
+    /// Whether the saga waits for it (a fire-and-forget step's does not).
+    pub awaited: bool,
+    /// When the step (or undo) began.
+    pub since: DateTime<Utc>,
+    /// Sends of the command so far.
+    pub sends: u32,
+    /// When it is sent again if no reply comes.
+    pub next_send: Option<DateTime<Utc>>,
+}
+
+impl Waiting {
+    /// What `row`, waiting at `at`, waits for; `deadline` is its row's next deadline.
+    pub fn of(
+        row: &store::SagaRow,
+        at: checkout_shared::messages::StepRef,
+        deadline: Option<DateTime<Utc>>,
+    ) -> Waiting {
+        let verb = at.step.verb(at.phase).unwrap_or("none");
+        Waiting {
+            status: row.state.status.as_str(),
+            step: at.step.to_string(),
+            phase: at.phase.as_str(),
+            command: format!("{}.{verb}", at.step),
+            worker: at.step.to_string(),
+            awaited: !at.step.is_follow_up(),
+            since: row.step_started_at,
+            sends: row.state.attempts.saturating_add(1),
+            next_send: deadline,
+        }
+    }
+
+    /// One line: where the saga is and what it waits for, as of `now`.
+    pub fn describe(&self, now: DateTime<Utc>) -> String {
+        let waited = (now - self.since).num_milliseconds().max(0) as f64 / 1e3;
+        let sends = match self.sends {
+            1 => "sent once".to_owned(),
+            n => format!("sent {n} times"),
+        };
+        let mut out = format!(
+            "{} at {} {}: waiting {waited:.1} s for the {} worker's reply to {} ({sends}",
+            self.status, self.phase, self.step, self.worker, self.command
+        );
+        if !self.awaited {
+            out.push_str(", fire-and-forget");
+        }
+        if let Some(next) = self.next_send {
+            out.push_str(&format!(", next send {}", next.format("%H:%M:%S%.3f UTC")));
+        }
+        out.push(')');
+        out
+    }
+}
+
+/// The saga's next deadline (when its command is re-sent), if it has one.
+async fn next_deadline(pool: &PgPool, saga_id: Uuid) -> anyhow::Result<Option<DateTime<Utc>>> {
+    let deadline = sqlx::query_scalar("SELECT deadline_at FROM saga.sagas WHERE saga_id = $1")
+        .bind(saga_id)
+        .fetch_optional(pool)
+        .await?;
+    Ok(deadline.flatten())
 }
 
 /// A checkout the door refused: it has no timeline (it never started) and no saga span (its

@@ -114,3 +114,36 @@ fn a_saga_refused_at_its_first_step_has_an_end_and_a_step_failure_is_not_one() {
     ];
     assert_eq!(ended_at(&compensating), None);
 }
+
+fn waiting(status: &'static str, step: &str, phase: &'static str, sends: u32) -> Waiting {
+    Waiting {
+        status,
+        step: step.to_owned(),
+        phase,
+        command: format!("{step}.refund"),
+        worker: step.to_owned(),
+        awaited: true,
+        since: at(0),
+        sends,
+        next_send: None,
+    }
+}
+
+#[test]
+fn a_running_saga_says_where_it_is_and_what_it_waits_for() {
+    let mut stuck = waiting("stuck", "payment", "undo", 3);
+    stuck.next_send = Some(at(20_000));
+    assert_eq!(
+        stuck.describe(at(12_400)),
+        "stuck at undo payment: waiting 12.4 s for the payment worker's reply to payment.refund \
+         (sent 3 times, next send 22:13:40.000 UTC)"
+    );
+    let mut follow_up = waiting("completed", "notification", "do", 1);
+    follow_up.command = "notification.send".into();
+    follow_up.awaited = false;
+    assert_eq!(
+        follow_up.describe(at(300)),
+        "completed at do notification: waiting 0.3 s for the notification worker's reply to \
+         notification.send (sent once, fire-and-forget)"
+    );
+}

@@ -101,31 +101,37 @@ pub struct TraceLink {
 }
 
 impl Links {
-    /// The link of `trace_id`, or why there is none. For otelite, only once it holds a span
-    /// of the trace: spans may have gone elsewhere (another `OTEL_EXPORTER_OTLP_ENDPOINT`).
+    /// The link of an ended saga's trace `trace_id`, or why there is none. For otelite, only
+    /// once it holds a span of the trace: spans may have gone elsewhere (another
+    /// `OTEL_EXPORTER_OTLP_ENDPOINT`).
     pub async fn link(&self, trace_id: &str) -> Result<TraceLink, String> {
+        // The saga span is emitted when the saga ends: the rest have arrived by then.
+        self.link_once(trace_id, "saga checkout").await
+    }
+
+    /// The link of a saga's trace while it runs: its "started" span is out from its start.
+    pub async fn link_running(&self, trace_id: &str) -> Result<TraceLink, String> {
+        self.link_once(trace_id, "saga checkout started").await
+    }
+
+    /// The link of `trace_id`, for otelite once it holds a span named `span` (bounded).
+    async fn link_once(&self, trace_id: &str, span: &str) -> Result<TraceLink, String> {
         match self {
-            Links::Otelite(otelite) => {
-                // The saga span is emitted when the saga ends: the rest have arrived by then.
-                match otelite
-                    .wait_for_span(trace_id, "saga checkout", ARRIVAL)
-                    .await
-                {
-                    Ok(Some(spans)) if !spans.is_empty() => Ok(TraceLink {
-                        url: otelite.ui_url(),
-                        notes: vec![
-                            "(otelite: paste the trace id into the Trace ID filter)".to_owned(),
-                            format!("json  {}", otelite.trace_url(trace_id)),
-                        ],
-                    }),
-                    Ok(_) => Err(format!(
-                        "otelite at {} has no span of this trace: its spans went elsewhere \
+            Links::Otelite(otelite) => match otelite.wait_for_span(trace_id, span, ARRIVAL).await {
+                Ok(Some(spans)) if !spans.is_empty() => Ok(TraceLink {
+                    url: otelite.ui_url(),
+                    notes: vec![
+                        "(otelite: paste the trace id into the Trace ID filter)".to_owned(),
+                        format!("json  {}", otelite.trace_url(trace_id)),
+                    ],
+                }),
+                Ok(_) => Err(format!(
+                    "otelite at {} has no span of this trace: its spans went elsewhere \
                          (OTEL_EXPORTER_OTLP_ENDPOINT?)",
-                        otelite.base()
-                    )),
-                    Err(err) => Err(format!("otelite at {}: {err:#}", otelite.base())),
-                }
-            }
+                    otelite.base()
+                )),
+                Err(err) => Err(format!("otelite at {}: {err:#}", otelite.base())),
+            },
             Links::Jaeger(base) => Ok(TraceLink {
                 url: format!("{base}/trace/{trace_id}"),
                 notes: vec![],

@@ -135,8 +135,9 @@ async fn accepted_trace(state: &AppState, saga_id: Uuid) -> Result<String, Probl
 
 /// A checkout's lifecycle events, as server-sent events.
 ///
-/// Every event so far, then each new one as it happens, until the saga ends (the stream ends
-/// after `completed`, `compensated` or `failed`). Each event is named by its kind (`started`,
+/// Every event so far, then each new one as it happens, until the saga's last event: after
+/// `compensated` or `failed`, and for a completed checkout after the `step` event of its
+/// confirmation, which follows `completed` (so the stream names every step the saga ran). Each event is named by its kind (`started`,
 /// `step`, `completed`, `compensated`, `failed`, `stuck`), carries the lifecycle stream's
 /// sequence as its `id`, and its `data` is a `CheckoutEvent` (JSON). A comment line keeps the
 /// connection alive every 15 s.
@@ -217,7 +218,7 @@ fn sse_stream(
                     continue;
                 };
                 let event = CheckoutEvent::from(event);
-                let last = event.is_terminal();
+                let last = event.is_last();
                 let data = serde_json::to_string(&event).unwrap_or_default();
                 let mut sse = Event::default().event(event.name()).data(data);
                 if let Ok(info) = message.info() {

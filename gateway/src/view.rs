@@ -214,9 +214,14 @@ pub struct CheckoutEvent {
 }
 
 impl CheckoutEvent {
-    /// Whether the saga has ended with this event (the stream ends with it).
-    pub fn is_terminal(&self) -> bool {
-        self.kind.is_terminal()
+    /// Whether this is the saga's last event (the stream ends with it): it has ended and
+    /// waits for nothing more. A completed checkout's `completed` says it still waits for its
+    /// confirmation (`next`), so its stream ends with that step's event instead, and names
+    /// every step the saga ran. An ended saga's event without a `next` (from a release before
+    /// `next`) is its last, as it was then.
+    pub fn is_last(&self) -> bool {
+        let ended = self.kind.is_terminal() || self.status.is_some_and(|s| s.is_terminal());
+        ended && self.next.is_none()
     }
 
     /// The event's name.

@@ -11,6 +11,7 @@
 
 pub mod db;
 pub mod nats;
+pub mod otelite;
 pub mod otlp;
 pub mod pg_cluster;
 pub mod process;

@@ -10,18 +10,16 @@
 use crate::machine::{Input, Policy, SagaState, SagaStatus, Transition};
 use crate::ports::{Locked, Planned, SagaStore, Transport};
 use crate::postgres::PgStore;
-use crate::saga::{self, PlanId, SagaData};
+use crate::saga::{PlanId, SagaData};
 use crate::spans::{self, SagaTrace};
 use crate::store::{SagaRow, Write};
 use crate::transport::NatsTransport;
 use bytes::Bytes;
-use checkout_shared::envelope::Envelope;
-use checkout_shared::messages::{CommandMessage, LifecycleEvent, LifecycleKind, StepRef};
-use checkout_shared::messaging::{self, Outgoing};
+use checkout_shared::messages::{LifecycleEvent, LifecycleKind, StepRef};
+use checkout_shared::messaging;
 use checkout_shared::telemetry::{SpanFlusher, new_span_id};
-use checkout_shared::{Phase, StepOutcome, subjects};
+use checkout_shared::{StepOutcome, subjects};
 use chrono::{DateTime, Utc};
-use opentelemetry::KeyValue;
 use sqlx::PgPool;
 use std::time::Duration;
 use tokio::sync::mpsc;
@@ -124,23 +122,24 @@ impl<S: SagaStore, T: Transport> Executor<S, T> {
         data: SagaData,
         parent: &opentelemetry::Context,
     ) -> Result<bool, ExecError> {
-        let Some(row) = self.record_start(data, parent).await? else {
+        let Some((row, write)) = self.record_start(data, parent).await? else {
             return Ok(false);
         };
+        self.emit(&row, &write);
         self.lifecycle(&row, LifecycleKind::Started, None, String::new())
             .await;
         self.send_current(&row).await?;
         Ok(true)
     }
 
-    /// Records a new saga (row and log, one transaction) without sending anything: what a
-    /// crash between the commit and the first publish leaves, for recovery to finish.
-    /// `None` when the saga already exists.
+    /// Records a new saga (row, log and its "started" spans, one transaction) without sending
+    /// or emitting anything: what a crash between the commit and the first publish leaves, for
+    /// recovery to finish. `None` when the saga already exists.
     pub async fn record_start(
         &self,
         data: SagaData,
         parent: &opentelemetry::Context,
-    ) -> Result<Option<SagaRow>, ExecError> {
+    ) -> Result<Option<(SagaRow, Write)>, ExecError> {
         use opentelemetry::trace::TraceContextExt;
         let saga_id = data.request.checkout_id;
         let parent_sc = parent.span().span_context().clone();
@@ -173,12 +172,20 @@ impl<S: SagaStore, T: Transport> Executor<S, T> {
             updated_at: now,
             stuck_reason: None,
         };
+        // The saga's and its first step's "started" spans: the parents of all it does.
         let write = Write {
             log: transition.log,
-            pending_spans: vec![],
+            pending_spans: vec![
+                spans::saga_started_span(&row),
+                spans::step_started_span(&row),
+            ],
             deadline_at: Some(self.deadline(now, 0)),
         };
-        Ok(self.store.insert(&row, &write).await?.then_some(row))
+        Ok(self
+            .store
+            .insert(&row, &write)
+            .await?
+            .then_some((row, write)))
     }
 
     /// Sagas whose deadline has passed, oldest first.
@@ -252,12 +259,7 @@ impl<S: SagaStore, T: Transport> Executor<S, T> {
         t: &Transition,
         write: &Write,
     ) -> Result<(), ExecError> {
-        for span in &write.pending_spans {
-            spans::emit(span);
-        }
-        if !write.pending_spans.is_empty() {
-            let _ = self.exported.try_send((after.saga_id, after.version));
-        }
+        self.emit(after, write);
         if let Some(finished) = &t.finished {
             let outcome = crate::observe::step_outcome(finished);
             let detail = match &finished.result {
@@ -300,43 +302,15 @@ impl<S: SagaStore, T: Transport> Executor<S, T> {
         Ok(())
     }
 
-    /// Sends the command the stored state implies, under the current step's span.
-    pub async fn send_current(&self, row: &SagaRow) -> Result<(), ExecError> {
-        let state = &row.state;
-        let step = state.step();
-        let Some(command) = saga::command(step, state.phase, &state.data) else {
-            // The machine never undoes a step without an undo; a state that asks for it is a
-            // bug, reported rather than sent as a command no worker knows.
-            tracing::error!(saga_id = %row.saga_id, %step, "no undo to send");
-            return Ok(());
-        };
-        let envelope = Envelope::command(row.saga_id, step, state.phase);
-        let msg_id = state.msg_id(row.saga_id);
-        let mut headers = async_nats::HeaderMap::new();
-        envelope.write(&mut headers, &msg_id);
-        let body = CommandMessage {
-            saga_id: row.saga_id,
-            command,
-        };
-        let payload = serde_json::to_vec(&body)
-            .map(Bytes::from)
-            .map_err(|source| ExecError::Serialize {
-                what: "a command",
-                source,
-            })?;
-        let subject = subjects::command(step, state.phase);
-        let parent = row.trace.context_of(row.step_span_id);
-        let extra = saga_attributes(row.saga_id, step, state.phase);
-        let outgoing = Outgoing {
-            subject,
-            msg_id,
-            headers,
-            payload,
-        };
-        self.transport
-            .send_command(&parent, outgoing, extra)
-            .await?;
-        Ok(())
+    /// Emits the spans a written transition planned (before its command is sent, which
+    /// flushes them), and queues their confirmation.
+    fn emit(&self, after: &SagaRow, write: &Write) {
+        for span in &write.pending_spans {
+            spans::emit(span);
+        }
+        if !write.pending_spans.is_empty() {
+            let _ = self.exported.try_send((after.saga_id, after.version));
+        }
     }
 
     /// Tells watchers what happened and where the saga (as `row` has it afterwards) stands.
@@ -374,16 +348,9 @@ impl<S: SagaStore, T: Transport> Executor<S, T> {
     }
 }
 
-fn saga_attributes(saga_id: Uuid, step: checkout_shared::Step, phase: Phase) -> Vec<KeyValue> {
-    vec![
-        KeyValue::new("saga.id", saga_id.to_string()),
-        KeyValue::new("saga.step", step.as_str()),
-        KeyValue::new("saga.phase", phase.as_str()),
-    ]
-}
-
 mod plan;
 mod recovery;
+mod send;
 
 #[cfg(test)]
 mod fakes;

@@ -155,6 +155,7 @@ fn insert_item(row: &SagaRow, write: &Write) -> Value {
         "step_started_at": timestamp(row.step_started_at),
         "deadline_at": write.deadline_at.map(timestamp),
         "started_at": timestamp(row.started_at),
+        "pending": (!write.pending_spans.is_empty()).then_some(&write.pending_spans),
         "log": log_json(&write.log),
     })
 }
@@ -178,26 +179,29 @@ fn save_item(expected_version: i64, row: &SagaRow, write: &Write) -> Value {
     })
 }
 
-/// New sagas and their logs; an existing saga is left alone, and so is a checkout the door
-/// refused (a second delivery gets the same refusal, not a saga). Each saga first claims its
-/// id in `saga.checkout_ids`, as a refusal does: the unique key, not a look at the other
-/// table, decides which of a saga and a refusal racing for one id gets it (claims in id
-/// order, so two batches never deadlock). Returns the positions written.
+/// New sagas, their logs and their "started" spans; an existing saga is left alone, and so is a
+/// checkout the door refused (a second delivery gets the same refusal, not a saga). Each saga
+/// first claims its id in `saga.checkout_ids`, as a refusal does: the unique key, not a look at
+/// the other table, decides which of a saga and a refusal racing for one id gets it (claims in
+/// id order, so two batches never deadlock). Returns the positions written.
 const INSERT: &str = "\
 WITH input AS ( \
   SELECT e.n, r.* FROM jsonb_array_elements($1::jsonb) WITH ORDINALITY AS e(item, n), \
     jsonb_to_record(e.item) AS r(saga_id uuid, status text, state jsonb, version bigint, \
       trace_id text, parent_span_id text, saga_span_id text, sampled boolean, \
       step_span_id text, step_started_at timestamptz, deadline_at timestamptz, \
-      started_at timestamptz, log jsonb)), \
+      started_at timestamptz, pending jsonb, log jsonb)), \
 claimed AS ( \
   INSERT INTO saga.checkout_ids (saga_id) SELECT saga_id FROM input ORDER BY saga_id \
   ON CONFLICT (saga_id) DO NOTHING RETURNING saga_id), \
 ins AS ( \
   INSERT INTO saga.sagas (saga_id, status, state, version, trace_id, parent_span_id, \
-    saga_span_id, sampled, step_span_id, step_started_at, deadline_at, started_at, updated_at) \
+    saga_span_id, sampled, step_span_id, step_started_at, deadline_at, started_at, updated_at, \
+    pending_spans) \
   SELECT saga_id, status, state, version, trace_id, parent_span_id, saga_span_id, sampled, \
-    step_span_id, step_started_at, deadline_at, started_at, started_at \
+    step_span_id, step_started_at, deadline_at, started_at, started_at, \
+    CASE WHEN pending IS NULL THEN NULL ELSE jsonb_build_object(version::text, \
+      jsonb_build_object('at', extract(epoch FROM now()), 'spans', pending)) END \
   FROM input JOIN claimed USING (saga_id) \
   ORDER BY n ON CONFLICT (saga_id) DO NOTHING RETURNING saga_id), \
 log AS ( \

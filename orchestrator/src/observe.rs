@@ -59,10 +59,11 @@ fn since(start: DateTime<Utc>, end: DateTime<Utc>) -> Duration {
 
 /// Records a committed transition from `before` to `after`.
 ///
-/// Log lines are written with the OpenTelemetry context of the span they are about (the step
-/// span, the compensation span, the saga span), which the log bridge stamps on the record: so
-/// a saga's logs are found by its trace id even when the transition was driven by a deadline
-/// (whose own span is not part of the saga's trace) and the span is emitted only later.
+/// Log lines are written with the OpenTelemetry context of the span they are about (the step's,
+/// the compensation's or the saga's "started" span, out from their start), which the log
+/// bridge stamps on the record: so a saga's logs are found by its trace id, and on a span a
+/// trace UI already shows, even when the transition was driven by a deadline (whose own span
+/// is not part of the saga's trace).
 pub fn committed(before: &SagaRow, after: &SagaRow, t: &Transition) {
     let m = metrics::get();
     let saga_id = after.saga_id;

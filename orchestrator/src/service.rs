@@ -207,6 +207,7 @@ async fn consume(
                 &def.durable,
                 &msg_id,
                 delivered,
+                messaging::Stored::of(&message).as_ref(),
             );
             let ack = if durable == REQUESTS_CONSUMER {
                 on_request(&ctx, &message, def.nak_delay(delivered))

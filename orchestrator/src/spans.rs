@@ -1,7 +1,20 @@
-//! Saga and step spans whose ids and start times are chosen when they begin and stored with
-//! the saga, and which are emitted when they end, by whichever orchestrator process is alive
-//! then. A finished span is kept in the saga row until its export is confirmed, so a crash
-//! between the transition and the export re-emits it rather than loses it.
+//! Saga and step spans, in two parts so that a saga's trace is one tree at every moment.
+//!
+//! ```text
+//! publish checkout.requested             (client)
+//! └ saga checkout started                 emitted when the saga starts: parents the rest
+//!   ├ saga checkout                       emitted when the saga ends: start to end, outcome
+//!   └ step payment.charge started         emitted when the step starts: parents its work
+//!     ├ step payment.charge               emitted when the step ends: start to end, outcome
+//!     └ publish checkout.cmd.payment.charge ─ process ... (worker)
+//! ```
+//!
+//! Spans are exported when they end, so whatever parents the work must be out before the
+//! work is: the short "started" spans are, the full-length ones cannot be. Every span of both
+//! kinds is planned in the transition that makes it (ids and times stored in the saga row) and
+//! emitted by whichever orchestrator process is alive then, before the command that names it
+//! is sent. It is kept in the saga row until its export is confirmed, so a crash between the
+//! transition and the export re-emits it rather than loses it.
 
 use chrono::{DateTime, Utc};
 use opentelemetry::trace::{
@@ -21,9 +34,10 @@ use checkout_shared::Phase;
 pub struct SagaTrace {
     /// The checkout's trace.
     pub trace_id: TraceId,
-    /// The span the saga span hangs under (the orchestrator's `process checkout.requested`).
+    /// The span the saga hangs under (the client's `publish checkout.requested`).
     pub parent_span_id: Option<SpanId>,
-    /// The saga-level span.
+    /// The saga's "started" span, emitted when it starts: the parent of its steps' spans and
+    /// of its full-length span.
     pub saga_span_id: SpanId,
     /// The sampling decision inherited from the client.
     pub sampled: bool,
@@ -126,13 +140,83 @@ pub fn hex(span_id: SpanId) -> String {
     span_id.to_string()
 }
 
-/// The span of a step (or undo) that `finished` ends.
-pub fn step_span(row: &SagaRow, finished: &Finished, now: DateTime<Utc>) -> PlannedSpan {
+/// What ends the name of a "started" span: `saga checkout started`, `step payment.charge
+/// started`, `compensate payment.charge started`.
+pub const STARTED: &str = " started";
+
+/// Whether `name` is the name of a "started" span (the short span that parents the work of a
+/// saga or a step, emitted when it begins).
+pub fn is_started(name: &str) -> bool {
+    name.ends_with(STARTED)
+}
+
+/// The full-length span's name of the step or undo `step`/`phase`.
+fn step_name(step: checkout_shared::Step, phase: Phase) -> String {
+    let action = step.action_name();
+    match phase {
+        Phase::Do => format!("step {action}"),
+        Phase::Undo => format!("compensate {action}"),
+    }
+}
+
+/// The "started" span of the saga in `row`, emitted when it starts: a moment long, under the
+/// client's publish span, the parent of everything the saga does.
+pub fn saga_started_span(row: &SagaRow) -> PlannedSpan {
+    PlannedSpan {
+        name: format!("saga checkout{STARTED}"),
+        span_id: hex(row.trace.saga_span_id),
+        parent_span_id: row.trace.parent_span_id.map(hex),
+        trace_id: row.trace.trace_id.to_string(),
+        sampled: row.trace.sampled,
+        start: row.started_at,
+        end: row.started_at,
+        attributes: vec![
+            ("saga.id".into(), row.saga_id.to_string()),
+            ("saga.name".into(), "checkout".into()),
+            ("saga.plan".into(), row.state.plan.to_string()),
+        ],
+        error: None,
+        link: None,
+    }
+}
+
+/// The "started" span of the step (or undo) in hand in `row`, emitted when it begins: a
+/// moment long, under the saga's "started" span, the parent of the step's commands (and so of
+/// the workers' spans) and of its full-length span.
+pub fn step_started_span(row: &SagaRow) -> PlannedSpan {
+    let (step, phase) = (row.state.step(), row.state.phase);
+    PlannedSpan {
+        name: format!("{}{STARTED}", step_name(step, phase)),
+        span_id: hex(row.step_span_id),
+        parent_span_id: Some(hex(row.trace.saga_span_id)),
+        trace_id: row.trace.trace_id.to_string(),
+        sampled: row.trace.sampled,
+        start: row.step_started_at,
+        end: row.step_started_at,
+        attributes: vec![
+            ("saga.id".into(), row.saga_id.to_string()),
+            ("checkout.step".into(), step.as_str().into()),
+            ("saga.step".into(), step.as_str().into()),
+            ("saga.phase".into(), phase.as_str().into()),
+        ],
+        error: None,
+        link: None,
+    }
+}
+
+/// The full-length span (id `span_id`) of the step (or undo) that `finished` ends: from the
+/// step's start to `now`, under the step's "started" span, with its outcome.
+pub fn step_span(
+    row: &SagaRow,
+    finished: &Finished,
+    span_id: SpanId,
+    now: DateTime<Utc>,
+) -> PlannedSpan {
     let step = finished.step.as_str();
-    let action = finished.step.action_name();
-    let (name, link) = match finished.phase {
-        Phase::Do => (format!("step {action}"), None),
-        Phase::Undo => (format!("compensate {action}"), row.failed_span_id.map(hex)),
+    let name = step_name(finished.step, finished.phase);
+    let link = match finished.phase {
+        Phase::Do => None,
+        Phase::Undo => row.failed_span_id.map(hex),
     };
     let outcome = crate::observe::step_outcome(finished).as_str();
     let mut attributes: Vec<(String, String)> = vec![
@@ -147,8 +231,8 @@ pub fn step_span(row: &SagaRow, finished: &Finished, now: DateTime<Utc>) -> Plan
     }
     PlannedSpan {
         name,
-        span_id: hex(row.step_span_id),
-        parent_span_id: Some(hex(row.trace.saga_span_id)),
+        span_id: hex(span_id),
+        parent_span_id: Some(hex(row.step_span_id)),
         trace_id: row.trace.trace_id.to_string(),
         sampled: row.trace.sampled,
         start: row.step_started_at,
@@ -159,9 +243,10 @@ pub fn step_span(row: &SagaRow, finished: &Finished, now: DateTime<Utc>) -> Plan
     }
 }
 
-/// The saga-level span, ended `now`, with the business context a person debugging a
-/// checkout needs. The payment token is deliberately absent: it is a secret.
-pub fn saga_span(row: &SagaRow, now: DateTime<Utc>) -> PlannedSpan {
+/// The saga's full-length span (id `span_id`), from its start to `now`, under its "started"
+/// span, with the business context a person debugging a checkout needs. The payment token is
+/// deliberately absent: it is a secret.
+pub fn saga_span(row: &SagaRow, span_id: SpanId, now: DateTime<Utc>) -> PlannedSpan {
     let outcome = row.state.status.as_str();
     let request = &row.state.data.request;
     let item_count: i64 = request.items.iter().map(|l| i64::from(l.quantity)).sum();
@@ -191,8 +276,8 @@ pub fn saga_span(row: &SagaRow, now: DateTime<Utc>) -> PlannedSpan {
     }
     PlannedSpan {
         name: "saga checkout".into(),
-        span_id: hex(row.trace.saga_span_id),
-        parent_span_id: row.trace.parent_span_id.map(hex),
+        span_id: hex(span_id),
+        parent_span_id: Some(hex(row.trace.saga_span_id)),
         trace_id: row.trace.trace_id.to_string(),
         sampled: row.trace.sampled,
         start: row.started_at,

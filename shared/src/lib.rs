@@ -17,6 +17,7 @@
 //! There is no business logic and no database schema in this crate.
 
 pub mod ack_retry;
+pub mod broker_trace;
 pub mod connect;
 pub mod envelope;
 pub mod flusher;

@@ -173,7 +173,8 @@ fn mark_unsent(producer: &Context, subject: &str, msg_id: &str, err: &PublishFai
 /// under the same `Nats-Msg-Id` while a cluster elects a stream leader (bounded: see
 /// [`AckRetry::DEFAULT`]); the duplicate window makes a send that was stored after all count
 /// once.
-pub async fn send(js: &jetstream::Context, msg: Outgoing) -> Result<(), PublishFailed> {
+pub async fn send(js: &jetstream::Context, mut msg: Outgoing) -> Result<(), PublishFailed> {
+    crate::broker_trace::mark(&mut msg.headers);
     let subject = msg.subject.clone();
     let (result, _attempts) = send_until_acked(AckRetry::DEFAULT, || {
         let publish = PublishMessage::build()
@@ -192,7 +193,36 @@ pub async fn send(js: &jetstream::Context, msg: Outgoing) -> Result<(), PublishF
     result.map_err(|source| PublishFailed::Publish { subject, source })
 }
 
-/// A CONSUMER span `process <subject>` whose parent is the producer span in `headers`.
+/// Where a JetStream message was stored and how long it waited there, from its metadata.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Stored {
+    /// The stream that held it.
+    pub stream: String,
+    /// Its sequence in that stream.
+    pub sequence: u64,
+    /// From its storing (the server's clock) to now (this process's), in milliseconds: the
+    /// time it waited in the stream for this delivery, redeliveries' waits included.
+    pub waited_ms: f64,
+}
+
+impl Stored {
+    /// What `message`'s metadata says; `None` for a message without JetStream metadata.
+    pub fn of(message: &async_nats::jetstream::Message) -> Option<Stored> {
+        let info = message.info().ok()?;
+        let waited = async_nats::datetime::now() - info.published;
+        Some(Stored {
+            stream: info.stream.to_owned(),
+            sequence: info.stream_sequence,
+            // A clock behind the server's reads as no wait rather than a negative one.
+            waited_ms: (waited.as_seconds_f64() * 1e3).max(0.0),
+        })
+    }
+}
+
+/// A CONSUMER span `process <subject>` whose parent is the producer span in `headers`, with
+/// its delivery count (on redeliveries) and, from `stored`, the stream that held the message
+/// and how long it waited there: so a slow step shows whether it waited on the broker's queue
+/// or on the worker.
 ///
 /// The parent is set before the span is entered, as tracing-opentelemetry requires; the
 /// span's `trace_id` and `span_id` are recorded as fields so that every log line inside it
@@ -203,6 +233,7 @@ pub fn consumer_span(
     consumer: &str,
     msg_id: &str,
     delivered: i64,
+    stored: Option<&Stored>,
 ) -> tracing::Span {
     let span = tracing::info_span!(
         "process",
@@ -216,6 +247,9 @@ pub fn consumer_span(
         messaging.consumer.group.name = %consumer,
         messaging.message.id = %msg_id,
         messaging.nats.delivery_count = tracing::field::Empty,
+        messaging.nats.stream = tracing::field::Empty,
+        messaging.nats.stream_sequence = tracing::field::Empty,
+        messaging.nats.stream_wait_ms = tracing::field::Empty,
         saga.id = tracing::field::Empty,
         saga.step = tracing::field::Empty,
         saga.phase = tracing::field::Empty,
@@ -227,6 +261,11 @@ pub fn consumer_span(
     );
     if delivered > 1 {
         span.record("messaging.nats.delivery_count", delivered);
+    }
+    if let Some(stored) = stored {
+        span.record("messaging.nats.stream", stored.stream.as_str());
+        span.record("messaging.nats.stream_sequence", stored.sequence);
+        span.record("messaging.nats.stream_wait_ms", stored.waited_ms);
     }
     let _ = span.set_parent(propagation::extract(headers));
     record_ids(&span);

@@ -6,7 +6,7 @@ use checkout_cli::client::{Client, describe};
 use checkout_cli::common::{CLIENT_FILTER, DbArgs, NatsArgs, TelemetryArgs};
 use checkout_cli::databases::{SagaDbArgs, WorkerDbArgs, services_env};
 use checkout_cli::trace_links::{Links, TraceUiArgs};
-use checkout_harness::trace_check;
+use checkout_harness::{ReceivedSpan, SpanKind, trace_check};
 use checkout_shared::messages::{CheckoutRequested, LineItem};
 use clap::Args;
 use serde::Serialize;
@@ -30,6 +30,10 @@ pub struct DemoArgs {
     /// Print one JSON object per saga on standard output (the narrative goes to stderr).
     #[arg(long)]
     json: bool,
+    /// Stop the otelite the demo started (when nothing listened on the OTLP port) as it ends;
+    /// by default it is left running for you to browse, with the command that stops it.
+    #[arg(long)]
+    stop_otelite: bool,
     #[command(flatten)]
     links: TraceUiArgs,
 }
@@ -112,8 +116,16 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
         }
     };
     let databases = services_env(&args.db, &args.saga_db, &args.worker_db);
-    let mut stack = LocalStack::up(&args.nats.nats_url, &databases, &say).await?;
+    let mut stack = LocalStack::up(
+        &args.nats.nats_url,
+        &databases,
+        &args.links.otelite_url,
+        &say,
+    )
+    .await?;
     let telemetry = args.telemetry.init("checkout-client", CLIENT_FILTER)?;
+    // The demo shows every hop through the broker (its services trace all, too).
+    checkout_shared::broker_trace::set_share(1.0);
     let outcome = drive(&args, &stack, telemetry.flusher(), &say).await;
     telemetry.shutdown().await;
     say("stopping what the demo started ...".into());
@@ -122,6 +134,23 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
             "  {name:<12} exited {}",
             code.map_or("by signal".to_owned(), |c| c.to_string())
         ));
+    }
+    if let Some(mut otelite) = stack.otelite.take() {
+        let ui = otelite.ui_url();
+        if args.stop_otelite {
+            let code = otelite.terminate(Duration::from_secs(10))?;
+            say(format!(
+                "  {:<12} exited {} (--stop-otelite), its storage removed",
+                "otelite",
+                code.map_or("by signal".to_owned(), |c| c.to_string())
+            ));
+        } else {
+            let stop = otelite.leave_running();
+            say(format!(
+                "\notelite is still running: the traces, logs and metrics of this run are at \
+                 {ui}/#traces\nstop it with: {stop}\n(or run the demo with --stop-otelite)"
+            ));
+        }
     }
     outcome
 }
@@ -147,6 +176,7 @@ async fn drive(
         let trace_id = client.publish(&scenario.request).await?;
         followed.push((scenario, trace_id, events));
     }
+    say_running(&links, &followed, say).await;
     let bad = br#"{"checkout_id":"7d0c3c55-5a6f-4d59-9d1e-3f1b2c3d4e5f","customer_id":"cust-x","items":[{"sku":"SKU-MUG","quantity":-1,"unit_price_cents":100}],"payment_token":"tok_visa","amount_cents":-100,"currency":"EUR"}"#;
     client
         .publish_raw("demo-bad-input".into(), bytes::Bytes::from_static(bad))
@@ -182,6 +212,20 @@ async fn drive(
                 }
             }
             Err(why) => say(format!("    link  none: {why}")),
+        }
+        if let (Some(_), Links::Otelite(otelite)) = (&stack.otelite, &links) {
+            // The saga span is in (the link waited for it); let the workers' last batch land.
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            let spans = otelite
+                .trace(&trace_id)
+                .await
+                .ok()
+                .flatten()
+                .unwrap_or_default();
+            let spans: Vec<_> = spans.iter().map(received).collect();
+            for line in trace_check::render_tree(&spans).lines() {
+                say(format!("    | {line}"));
+            }
         }
         if let Some(receiver) = &stack.receiver {
             let whole = receiver
@@ -220,4 +264,45 @@ async fn drive(
     } else {
         ExitCode::FAILURE
     })
+}
+
+/// The link of each saga just sent, while it runs: its trace is whole from its start.
+async fn say_running<E>(links: &Links, followed: &[(&Scenario, String, E)], say: &impl Fn(String)) {
+    let Links::Otelite(otelite) = links else {
+        return;
+    };
+    say(format!(
+        "\nsent {} checkouts; their traces are whole while they run, in {}/#traces:",
+        followed.len(),
+        otelite.base()
+    ));
+    for (scenario, trace_id, _) in followed {
+        let at = match links.link_running(trace_id).await {
+            Ok(_) => otelite.trace_url(trace_id),
+            Err(why) => format!("none: {why}"),
+        };
+        say(format!(
+            "  running    {:<14} trace {trace_id}  {at}",
+            scenario.name
+        ));
+    }
+}
+
+/// An otelite span as the harness's, for the tree printout.
+fn received(span: &checkout_cli::otelite::Span) -> ReceivedSpan {
+    ReceivedSpan {
+        trace_id: span.trace_id.clone(),
+        span_id: span.span_id.clone(),
+        parent_span_id: span.parent().map(str::to_owned),
+        name: span.name.clone(),
+        kind: SpanKind::Unspecified,
+        service_name: span.service().to_owned(),
+        attributes: span.attributes.clone().into_iter().collect(),
+        error: false,
+        status_message: String::new(),
+        start_unix_nanos: u64::try_from(span.start_time).unwrap_or(0),
+        end_unix_nanos: u64::try_from(span.end_time).unwrap_or(0),
+        links: vec![],
+        events: vec![],
+    }
 }

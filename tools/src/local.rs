@@ -3,6 +3,7 @@
 
 use checkout_cli::common::{pulling, wait_until};
 use checkout_cli::databases::redact;
+use checkout_harness::otelite::{self, OtelitePorts, OteliteProcess};
 use checkout_harness::{NatsServer, OtlpReceiver, Service};
 use checkout_shared::streams::EVENTS_CONSUMER;
 use checkout_shared::subjects;
@@ -16,13 +17,20 @@ use std::time::Duration;
 
 /// The standard OTLP/gRPC port.
 const OTLP_PORT: u16 = 4317;
+/// The standard OTLP/HTTP port, otelite's other OTLP port when it takes the standard gRPC one.
+const OTLP_HTTP_PORT: u16 = 4318;
+/// How long otelite may take to answer after it starts.
+const OTELITE_START: Duration = Duration::from_secs(30);
 
 /// What the demo found or started.
 pub struct LocalStack {
     /// The NATS URL in use.
     pub nats_url: String,
-    /// The demo's own span receiver, when no collector was listening.
+    /// The demo's own span receiver, when no collector was listening and otelite could not be
+    /// started.
     pub receiver: Option<OtlpReceiver>,
+    /// The otelite the demo started, when nothing listened on the OTLP port.
+    pub otelite: Option<OteliteProcess>,
     nats_server: Option<NatsServer>,
     services: Vec<Service>,
     log_dir: PathBuf,
@@ -37,9 +45,15 @@ impl LocalStack {
     /// Finds or starts NATS, the databases, a span receiver and the four services.
     /// `databases` is the services' database environment (`DATABASE_URL` and each owner's
     /// `<SCHEMA>_DATABASE_URL`); each database named there is created if it does not exist.
+    ///
+    /// When nothing listens at the OTLP endpoint (`OTEL_EXPORTER_OTLP_ENDPOINT`, default
+    /// `127.0.0.1:4317`), it starts otelite there, with its UI at `otelite_url`'s port, so that
+    /// the services' spans, logs and metrics and the trace links all find it; without otelite,
+    /// it receives the spans itself.
     pub async fn up(
         nats_url: &str,
         databases: &[(String, String)],
+        otelite_url: &str,
         say: &impl Fn(String),
     ) -> anyhow::Result<Self> {
         let mut nats_url = nats_url.to_owned();
@@ -67,24 +81,57 @@ impl LocalStack {
             ensure_database(url).await?;
             say(format!("postgres     using {}", redact(url)));
         }
-        let own_collector =
-            std::env::var_os("OTEL_EXPORTER_OTLP_ENDPOINT").is_none() && !listening(OTLP_PORT);
-        let receiver = if own_collector {
-            let receiver =
-                OtlpReceiver::start_on(SocketAddr::from(([127, 0, 0, 1], OTLP_PORT))).await?;
-            say("traces       no collector on :4317; the demo receives the spans itself and prints each trace".into());
-            Some(receiver)
-        } else {
-            let endpoint = std::env::var("OTEL_EXPORTER_OTLP_ENDPOINT")
-                .unwrap_or_else(|_| format!("the collector on :{OTLP_PORT}"));
-            say(format!("traces       exporting over OTLP to {endpoint}"));
-            None
+        let configured = std::env::var("OTEL_EXPORTER_OTLP_ENDPOINT").ok();
+        let otlp_port = match configured.as_deref() {
+            None => Some(OTLP_PORT),
+            Some(endpoint) => loopback_port(endpoint),
+        };
+        // Something to start only where the services send, on this machine, and nothing is.
+        let vacant = otlp_port.filter(|port| !listening(*port));
+        let otelite = match (vacant, loopback_port(otelite_url)) {
+            (Some(grpc), Some(ui)) => {
+                let http = if grpc == OTLP_PORT {
+                    OTLP_HTTP_PORT
+                } else {
+                    checkout_harness::free_port()
+                };
+                start_otelite(OtelitePorts { ui, grpc, http }, say).await
+            }
+            _ => None,
+        };
+        let receiver = match (vacant, &otelite) {
+            (Some(_), Some(otelite)) => {
+                say(format!(
+                    "traces       nothing on :{}; started otelite (pid {}) at {}, its storage in \
+                     {}: every service sends its traces, logs and metrics there",
+                    otlp_port.unwrap_or(OTLP_PORT),
+                    otelite.pid().unwrap_or(0),
+                    otelite.ui_url(),
+                    otelite.dir().display()
+                ));
+                None
+            }
+            (Some(port), None) => {
+                let receiver =
+                    OtlpReceiver::start_on(SocketAddr::from(([127, 0, 0, 1], port))).await?;
+                say(format!(
+                    "traces       no collector on :{port}; the demo receives the spans itself and prints each trace"
+                ));
+                Some(receiver)
+            }
+            (None, _) => {
+                let endpoint =
+                    configured.unwrap_or_else(|| format!("the collector on :{OTLP_PORT}"));
+                say(format!("traces       exporting over OTLP to {endpoint}"));
+                None
+            }
         };
         let log_dir = std::env::temp_dir().join(format!("checkout-demo-{}", std::process::id()));
         std::fs::create_dir_all(&log_dir)?;
         let mut stack = LocalStack {
             nats_url,
             receiver,
+            otelite,
             nats_server,
             services: Vec::new(),
             log_dir,
@@ -120,6 +167,9 @@ impl LocalStack {
                 ("NATS_URL".to_owned(), self.nats_url.clone()),
                 ("OTEL_SERVICE_NAME".to_owned(), name.to_owned()),
                 ("LOG_FORMAT".to_owned(), "json".to_owned()),
+                // Every message of the demo traced by the broker (nats-server 2.11 or later;
+                // an older one ignores the header), for the bridge started below.
+                ("NATS_TRACE_SHARE".to_owned(), "1".to_owned()),
             ];
             envs.extend(databases.iter().cloned());
             let service = Service::spawn(name, &exe, &args, &envs, &self.log_dir)?;
@@ -129,6 +179,21 @@ impl LocalStack {
                 service.log_path().display()
             ));
             self.services.push(service);
+        }
+        if !self.services.is_empty() {
+            // The broker's hops as spans, from nats-server's trace events.
+            let envs = vec![
+                ("NATS_URL".to_owned(), self.nats_url.clone()),
+                ("LOG_FORMAT".to_owned(), "json".to_owned()),
+            ];
+            let args = vec!["nats-trace-bridge".to_owned()];
+            let bridge = Service::spawn("nats-bridge", &exe, &args, &envs, &self.log_dir)?;
+            say(format!(
+                "{:<13}started (pid {}): nats-server's trace events become spans",
+                "nats-bridge",
+                bridge.pid().unwrap_or(0)
+            ));
+            self.services.push(bridge);
         }
         for durable in checkout_shared::steps::worker_kinds().chain([EVENTS_CONSUMER]) {
             let ready = wait_until(Duration::from_secs(60), || pulling(&js, durable)).await;
@@ -170,6 +235,62 @@ impl LocalStack {
         self.nats_server.take();
         codes
     }
+}
+
+/// Starts otelite on its usual ports with its storage in a temporary directory, and waits
+/// until it answers; `None` (with the reason said) when it is not installed, its UI port is
+/// taken, or it does not come up.
+async fn start_otelite(ports: OtelitePorts, say: &impl Fn(String)) -> Option<OteliteProcess> {
+    let Some(bin) = otelite::find_bin() else {
+        say(format!(
+            "otelite      not installed, so no trace UI to start (install it: {})",
+            otelite::INSTALL
+        ));
+        return None;
+    };
+    if listening(ports.ui) {
+        say(format!(
+            "otelite      not started: its UI port {} is taken (by a UI whose OTLP port is not \
+             where the services send?)",
+            ports.ui
+        ));
+        return None;
+    }
+    let dir = std::env::temp_dir().join(format!("checkout-demo-otelite-{}", std::process::id()));
+    let mut process = match OteliteProcess::start(&bin, ports, dir) {
+        Ok(process) => process,
+        Err(err) => {
+            say(format!("otelite      could not be started: {err:#}"));
+            return None;
+        }
+    };
+    let api = checkout_cli::otelite::Otelite::new(&process.ui_url()).ok()?;
+    let answered = wait_until(OTELITE_START, || {
+        let api = api.clone();
+        async move { api.health().await.is_ok() }
+    })
+    .await;
+    if answered && process.is_running() {
+        return Some(process);
+    }
+    say(format!(
+        "otelite      did not answer within {} s; its log:\n{}",
+        OTELITE_START.as_secs(),
+        process.log()
+    ));
+    // Stopped, its directory removed: nothing is left behind by a start that failed.
+    let _ = process.terminate(Duration::from_secs(5));
+    None
+}
+
+/// The port of `url` (`http://127.0.0.1:4317`, `localhost:3000/`) when its host is this
+/// machine's loopback; `None` for another host or no port.
+fn loopback_port(url: &str) -> Option<u16> {
+    let rest = url.split_once("://").map_or(url, |(_, rest)| rest);
+    let authority = rest.split('/').next()?;
+    let (host, port) = authority.rsplit_once(':')?;
+    let loopback = matches!(host, "127.0.0.1" | "localhost" | "[::1]");
+    loopback.then(|| port.parse().ok()).flatten()
 }
 
 /// Creates the database of `url` if it does not exist.
@@ -215,4 +336,20 @@ pub async fn rejected_reasons(
             .and_then(|h| h.get(checkout_shared::envelope::REASON))
             .map(|v| v.as_str().to_owned())
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::loopback_port;
+
+    #[test]
+    fn only_a_loopback_url_with_a_port_names_a_port_to_start_on() {
+        assert_eq!(loopback_port("http://127.0.0.1:4317"), Some(4317));
+        assert_eq!(loopback_port("http://localhost:3000/"), Some(3000));
+        assert_eq!(loopback_port("https://[::1]:14317/v1"), Some(14317));
+        assert_eq!(loopback_port("127.0.0.1:4318"), Some(4318));
+        assert_eq!(loopback_port("http://collector:4317"), None);
+        assert_eq!(loopback_port("http://127.0.0.1"), None);
+        assert_eq!(loopback_port("http://127.0.0.1:notaport"), None);
+    }
 }

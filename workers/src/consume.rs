@@ -64,6 +64,7 @@ pub async fn process(ctx: &Context, message: jetstream::Message) {
         &ctx.consumer.durable,
         &msg_id,
         delivered,
+        messaging::Stored::of(&message).as_ref(),
     );
     let handled = {
         let work = handle(ctx, &message, &msg_id).instrument(span.clone());

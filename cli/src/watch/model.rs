@@ -18,6 +18,9 @@ pub const IN_FLIGHT_CAP: usize = 20_000;
 pub const WINDOW: Duration = Duration::from_secs(60);
 /// At most this many durations per window (1,000 sagas/s for a minute fits).
 pub const WINDOW_CAP: usize = 60_000;
+/// At most this many stuck sagas are listed (the earliest flagged kept): an outage that
+/// strands more says so by their count.
+pub const STUCK_CAP: usize = 1_000;
 
 /// One thing the watcher saw.
 #[derive(Debug, Clone)]
@@ -69,6 +72,29 @@ pub struct Model {
     counts: HashMap<&'static str, u64>,
     window: VecDeque<(Instant, &'static str)>,
     durations: VecDeque<(Instant, Duration)>,
+    stuck: HashMap<Uuid, Stuck>,
+}
+
+/// A saga flagged stuck and not ended since, as the watcher saw it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Stuck {
+    /// The saga.
+    pub saga_id: Uuid,
+    /// When the watcher saw it flagged.
+    pub since: Instant,
+    /// Why (the undo that does not succeed).
+    pub reason: String,
+}
+
+/// The saga running longest among those the watcher saw start.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Oldest {
+    /// The saga.
+    pub saga_id: Uuid,
+    /// How long it has run.
+    pub running_for: Duration,
+    /// The step in hand, as its line says (empty when its line left the recent list).
+    pub step: String,
 }
 
 impl Model {
@@ -82,6 +108,7 @@ impl Model {
             counts: HashMap::new(),
             window: VecDeque::new(),
             durations: VecDeque::new(),
+            stuck: HashMap::new(),
         }
     }
 
@@ -131,6 +158,16 @@ impl Model {
             // Not an end: an operator's retry resumes it, so its start time stays.
             LifecycleKind::Stuck => {
                 self.count("stuck", now);
+                if self.stuck.len() < STUCK_CAP {
+                    let reason = event.detail.clone();
+                    let saga_id = event.saga_id;
+                    let flagged = Stuck {
+                        saga_id,
+                        since: now,
+                        reason,
+                    };
+                    self.stuck.entry(saga_id).or_insert(flagged);
+                }
                 None
             }
             // Counted by its request on `checkout.rejected` (once, however often the same
@@ -178,6 +215,7 @@ impl Model {
 
     fn finish(&mut self, saga_id: Uuid, outcome: &'static str, now: Instant) {
         self.count(outcome, now);
+        self.stuck.remove(&saga_id);
         // A saga that started before the watcher did has no known duration: leave it out.
         if let Some(start) = self.starts.remove(&saga_id) {
             let took = now.saturating_duration_since(start);
@@ -251,6 +289,32 @@ impl Model {
     /// How many sagas are running or compensating (among those seen start).
     pub fn in_flight(&self) -> usize {
         self.starts.len()
+    }
+
+    /// The sagas flagged stuck and not ended since, the earliest flagged first.
+    pub fn stuck(&self) -> Vec<&Stuck> {
+        let mut stuck: Vec<&Stuck> = self.stuck.values().collect();
+        stuck.sort_by_key(|s| (s.since, s.saga_id));
+        stuck
+    }
+
+    /// The saga running longest, among those seen start and not ended, as of `now`.
+    pub fn oldest_running(&self, now: Instant) -> Option<Oldest> {
+        let (saga_id, started) = self
+            .start_order
+            .iter()
+            .find_map(|id| self.starts.get(id).map(|at| (*id, *at)))?;
+        let step = self
+            .recent
+            .iter()
+            .find(|l| l.saga_id == saga_id)
+            .map(|l| l.step.clone())
+            .unwrap_or_default();
+        Some(Oldest {
+            saga_id,
+            running_for: now.saturating_duration_since(started),
+            step,
+        })
     }
 }
 

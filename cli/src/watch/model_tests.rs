@@ -280,3 +280,39 @@ fn a_checkout_refused_at_the_door_is_listed_with_its_code_and_field_and_counted_
     assert_eq!(model.count_of("rejected"), 1, "one refused checkout");
     assert_eq!(model.in_flight(), 0, "it never started");
 }
+
+#[test]
+fn stuck_sagas_and_the_oldest_running_one_are_listed_until_they_end() {
+    let t0 = Instant::now();
+    let mut model = Model::new(t0);
+    let (first, second) = (Uuid::new_v4(), Uuid::new_v4());
+    let at = |secs: u64| t0 + Duration::from_secs(secs);
+    model.apply(&event(first, LifecycleKind::Started, None, ""), at(0));
+    model.apply(&event(second, LifecycleKind::Started, None, ""), at(1));
+    let reason = "payment undo has not succeeded for 300s; still retrying";
+    model.apply(&event(first, LifecycleKind::Stuck, None, reason), at(2));
+    model.apply(&event(first, LifecycleKind::Stuck, None, reason), at(3));
+
+    let stuck = model.stuck();
+    assert_eq!(stuck.len(), 1, "flagged once, listed once: {stuck:?}");
+    assert_eq!((stuck[0].saga_id, stuck[0].since), (first, at(2)));
+    assert_eq!(stuck[0].reason, reason);
+    let oldest = model.oldest_running(at(5)).expect("two in flight");
+    assert_eq!(
+        (oldest.saga_id, oldest.running_for),
+        (first, Duration::from_secs(5))
+    );
+
+    model.apply(
+        &event(first, LifecycleKind::Compensated, None, "refused"),
+        at(6),
+    );
+    assert!(model.stuck().is_empty(), "ended: no longer stuck");
+    let oldest = model.oldest_running(at(7)).expect("one in flight");
+    assert_eq!(
+        (oldest.saga_id, oldest.running_for),
+        (second, Duration::from_secs(6))
+    );
+    model.apply(&event(second, LifecycleKind::Completed, None, ""), at(8));
+    assert_eq!(model.oldest_running(at(9)), None);
+}

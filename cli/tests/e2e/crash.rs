@@ -65,13 +65,20 @@ async fn the_orchestrator_killed_between_two_steps_finishes_the_saga_after_a_res
         "trace is not whole after the crash: {problems:#?}"
     );
     let saga = spans.iter().find(|s| s.name == "saga checkout").unwrap();
+    let saga_started = spans
+        .iter()
+        .find(|s| s.name == "saga checkout started")
+        .unwrap();
     let steps: Vec<_> = spans
         .iter()
-        .filter(|s| s.name.starts_with("step "))
+        .filter(|s| s.name.starts_with("step ") && !s.name.ends_with(" started"))
         .collect();
     assert_eq!(steps.len(), 4, "{steps:#?}");
     for step in &steps {
-        assert_eq!(step.parent_span_id.as_ref(), Some(&saga.span_id));
+        let started_name = format!("{} started", step.name);
+        let started = spans.iter().find(|s| s.name == started_name).unwrap();
+        assert_eq!(step.parent_span_id.as_ref(), Some(&started.span_id));
+        assert_eq!(started.parent_span_id.as_ref(), Some(&saga_started.span_id));
         if step.name == "step notification.send" {
             // Fire-and-forget: it starts as the saga ends and may outlast it.
             continue;

@@ -116,10 +116,21 @@ async fn each_step_traces_its_business_context_and_no_token_is_exported() {
         assert_eq!(span.attr("saga.step"), Some(step.as_str()));
         assert!(!span.error, "{step} succeeded");
     }
+    // Each full-length span hangs under its "started" span, which was out before any work.
+    let started = one(&spans, "saga checkout started");
+    assert_eq!(
+        saga.parent_span_id.as_deref(),
+        Some(started.span_id.as_str())
+    );
     let notify = one(&spans, "step notification.send");
+    let notify_started = one(&spans, "step notification.send started");
     assert_eq!(
         notify.parent_span_id.as_deref(),
-        Some(saga.span_id.as_str()),
+        Some(notify_started.span_id.as_str())
+    );
+    assert_eq!(
+        notify_started.parent_span_id.as_deref(),
+        Some(started.span_id.as_str()),
         "the confirmation is a step of the saga"
     );
     let lines = named(&spans, "inventory reserve line");

@@ -4,6 +4,7 @@
 #![allow(clippy::unwrap_used)] // a failed unwrap is a failed test
 
 mod bad_input;
+mod broker_hop;
 mod compose;
 mod compose_cluster;
 mod crash;
@@ -16,11 +17,13 @@ mod help;
 mod http;
 mod kubernetes;
 mod kubernetes_nats;
+mod live_trace;
 mod nats_urls;
 mod notify;
 mod otelite;
 mod outage;
 mod outcomes;
+mod private_otelite;
 mod promql;
 mod race;
 mod readme;

@@ -229,8 +229,9 @@ async fn metrics_and_logs_go_out_over_otlp_with_units_attributes_and_trace_ids()
             .map(|s| s.span_id.clone())
             .unwrap()
     };
+    // On the step's "started" span, which is out from the step's start.
     let failed = log_line(&declined_trace, "orchestrator", "step failed").await;
-    assert_eq!(failed.span_id, span_id("step payment.charge"));
+    assert_eq!(failed.span_id, span_id("step payment.charge started"));
     assert_eq!(failed.severity, "WARN");
     assert_eq!(
         failed.attributes.get("step").map(String::as_str),
@@ -239,7 +240,7 @@ async fn metrics_and_logs_go_out_over_otlp_with_units_attributes_and_trace_ids()
     let compensation = log_line(&declined_trace, "orchestrator", "compensation done").await;
     assert_eq!(
         compensation.span_id,
-        span_id("compensate inventory.reserve")
+        span_id("compensate inventory.reserve started")
     );
     log_line(&declined_trace, "payment", "step refused").await;
     let rejection = log_line(&rejected_trace, "orchestrator", "checkout rejected").await;

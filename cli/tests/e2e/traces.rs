@@ -48,6 +48,18 @@ fn assert_whole(spans: &[ReceivedSpan], saga_id: &str, services: &[&str]) {
         assert_eq!(span.attr("messaging.system"), Some("nats"));
         assert_eq!(span.attr("messaging.operation.type"), Some("process"));
         assert!(span.attr("messaging.consumer.group.name").is_some());
+        // From the JetStream metadata: the stream that held it and how long it waited there.
+        assert!(
+            span.attr("messaging.nats.stream").is_some(),
+            "{}",
+            span.name
+        );
+        let waited: f64 = span
+            .attr("messaging.nats.stream_wait_ms")
+            .unwrap()
+            .parse()
+            .unwrap();
+        assert!(waited >= 0.0, "{}: {waited}", span.name);
         let parent = spans
             .iter()
             .find(|p| Some(&p.span_id) == span.parent_span_id.as_ref());
@@ -171,6 +183,75 @@ async fn a_compensated_checkout_is_one_whole_trace_with_a_span_per_compensation(
     assert!(
         named(&spans, "compensate order.create").is_empty(),
         "a step that said no is not undone"
+    );
+    stack.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_command_that_waited_in_its_stream_says_so_on_its_process_span() {
+    let mut stack = Stack::start(Options::default()).await;
+    // No payment worker for a while: the charge waits in the command stream.
+    stack.service("payment").kill();
+    let client = stack.client().await;
+    let checkout = request("cust-wait", "tok_visa", &[("SKU-MUG", 1)], 0);
+    let events = client.follow(checkout.checkout_id);
+    let trace_id = client.publish(&checkout).await.unwrap();
+    let mut charging = false;
+    for _ in 0..200 {
+        let step: Option<String> =
+            sqlx::query_scalar("SELECT state->>'step' FROM saga.sagas WHERE saga_id = $1")
+                .bind(checkout.checkout_id)
+                .fetch_optional(&stack.pool)
+                .await
+                .unwrap();
+        if step.as_deref() == Some("payment") {
+            charging = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert!(charging, "the saga never sent its charge");
+    // At least this long in the stream, by construction: a lower bound, not a timing.
+    let held = std::time::Duration::from_secs(2);
+    tokio::time::sleep(held).await;
+    stack.service("payment").restart().unwrap();
+    let last = client
+        .wait(
+            checkout.checkout_id,
+            events,
+            std::time::Duration::from_secs(60),
+            |_| {},
+        )
+        .await;
+    assert_eq!(
+        last.map(|e| e.kind.as_str().to_owned()).as_deref(),
+        Some("completed")
+    );
+    let spans = trace_with(&trace_id, "step notification.send").await;
+    let charge = named(&spans, "process checkout.cmd.payment.charge");
+    assert_eq!(charge.len(), 1, "{charge:#?}");
+    assert_eq!(
+        charge[0].attr("messaging.nats.stream"),
+        Some("CHECKOUT_COMMANDS")
+    );
+    let waited: f64 = charge[0]
+        .attr("messaging.nats.stream_wait_ms")
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(
+        waited >= held.as_secs_f64() * 1e3 - 500.0,
+        "waited {waited} ms in the stream, held {held:?}"
+    );
+    let reserve = named(&spans, "process checkout.cmd.inventory.reserve");
+    let quick: f64 = reserve[0]
+        .attr("messaging.nats.stream_wait_ms")
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(
+        quick < waited,
+        "the reservation did not wait as the charge did: {quick} ms"
     );
     stack.stop().await;
 }

@@ -78,7 +78,11 @@ impl SagaStore for MemStore {
         let stored = Stored {
             row: Some(row.clone()),
             deadline: write.deadline_at,
-            pending: vec![],
+            pending: if write.pending_spans.is_empty() {
+                vec![]
+            } else {
+                vec![(row.version, write.pending_spans.clone())]
+            },
         };
         sagas.insert(row.saga_id, stored);
         Ok(true)

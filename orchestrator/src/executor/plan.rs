@@ -4,7 +4,7 @@
 use super::Executor;
 use crate::machine::{SagaStatus, Transition};
 use crate::ports::{SagaStore, Transport};
-use crate::spans::{saga_span, step_span};
+use crate::spans::{saga_span, step_span, step_started_span};
 use crate::store::{SagaRow, Write};
 use checkout_shared::LogEvent;
 use checkout_shared::Phase;
@@ -25,14 +25,19 @@ impl<S: SagaStore, T: Transport> Executor<S, T> {
         after.updated_at = now;
         let mut pending = Vec::new();
         if let Some(finished) = &t.finished {
-            pending.push(step_span(before, finished, now));
+            let span_id = new_span_id();
+            pending.push(step_span(before, finished, span_id, now));
             if finished.phase == Phase::Do && finished.result.is_err() {
-                after.failed_span_id = Some(before.step_span_id);
+                // Compensations link to the failed step's full-length span, which has the
+                // error status and the reason.
+                after.failed_span_id = Some(span_id);
             }
         }
         if t.started {
             after.step_span_id = new_span_id();
             after.step_started_at = now;
+            // Out before the step's command is sent: it parents the command's spans.
+            pending.push(step_started_span(&after));
         }
         match after.state.status {
             // The saga span ends when the saga does, once: a fire-and-forget step's reply
@@ -40,7 +45,7 @@ impl<S: SagaStore, T: Transport> Executor<S, T> {
             SagaStatus::Completed | SagaStatus::Compensated | SagaStatus::Failed
                 if before.state.status.is_active() =>
             {
-                pending.push(saga_span(&after, now))
+                pending.push(saga_span(&after, new_span_id(), now))
             }
             SagaStatus::Completed | SagaStatus::Compensated | SagaStatus::Failed => {}
             SagaStatus::Stuck if before.state.status != SagaStatus::Stuck => {

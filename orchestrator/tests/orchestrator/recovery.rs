@@ -17,6 +17,18 @@ async fn recovery_sends_the_command_a_recorded_transition_implied() {
         .unwrap();
     assert!(recorded.is_some());
     assert!(commands(&js, "checkout.cmd.inventory.>").await.is_empty());
+    // The spans that parent the saga's work are stored with it, for recovery to emit.
+    let pending: Vec<Vec<String>> = store::pending_spans(&pool)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|(_, _, spans)| spans.into_iter().map(|s| s.name).collect())
+        .collect();
+    assert_eq!(
+        pending,
+        [["saga checkout started", "step inventory.reserve started"]],
+        "the saga's and its first step's started spans wait in its row"
+    );
 
     let stop = CancellationToken::new();
     let config = config(&nats, &db);
@@ -214,15 +226,18 @@ async fn a_confirmation_forgets_only_its_own_transitions_spans_and_the_sweep_fin
     };
     assert_eq!(
         pending().await,
-        vec![(2, 1), (3, 1)],
-        "each step's span, by version"
+        vec![(1, 2), (2, 2), (3, 2)],
+        "the saga's and its first step's started spans, then each step's span and the next \
+         step's started span, by version"
     );
-    // Only the later transition (version 3) is confirmed exported.
-    store::clear_pending(&pool, &[(saga_id, 3)]).await.unwrap();
+    // Only the first and the last transitions (versions 1 and 3) are confirmed exported.
+    store::clear_pending(&pool, &[(saga_id, 1), (saga_id, 3)])
+        .await
+        .unwrap();
     assert_eq!(
         pending().await,
-        vec![(2, 1)],
-        "the unconfirmed earlier transition's span stays"
+        vec![(2, 2)],
+        "the unconfirmed transition's spans stay"
     );
 
     let stale = |age_secs: f64| {
@@ -250,10 +265,10 @@ async fn a_confirmation_forgets_only_its_own_transitions_spans_and_the_sweep_fin
         vec![],
         "too fresh: its writer is still at it"
     );
-    assert_eq!(stale(15.0).await, vec![(saga_id, 2, 1)], "pending for 15 s");
+    assert_eq!(stale(15.0).await, vec![(saga_id, 2, 2)], "pending for 15 s");
     assert_eq!(
         stale(3_600.0).await,
-        vec![(saga_id, 2, 1)],
+        vec![(saga_id, 2, 2)],
         "pending for an hour: still owed to the trace"
     );
     store::clear_pending(&pool, &[(saga_id, 2)]).await.unwrap();

@@ -3,7 +3,7 @@
 //!
 //! ```text
 //!  PlanId::CURRENT.steps() ──▶ the commands a saga of each outcome sends (step, do|undo)
-//!  per command ──▶ the orchestrator's 3 spans, the worker's 4 and its own (worker_spans)
+//!  per command ──▶ the orchestrator's 4 spans, the worker's 4 and its own (worker_spans)
 //! ```
 
 use super::drive::{Ended, Outcome};
@@ -17,11 +17,11 @@ const CLIENT: &str = "checkout-client";
 const ORCHESTRATOR: &str = "orchestrator";
 
 /// The orchestrator's spans of a saga besides its commands': its process span of the request,
-/// its validation span and the saga span.
-const ORCHESTRATOR_PER_SAGA: u64 = 3;
+/// its validation span, the saga's "started" span and its full-length span.
+const ORCHESTRATOR_PER_SAGA: u64 = 4;
 /// The orchestrator's spans per command: its publish, its process span of the reply, and the
-/// step span (or the compensation span, for an undo).
-const ORCHESTRATOR_PER_COMMAND: u64 = 3;
+/// step's (or the compensation's) "started" and full-length spans.
+const ORCHESTRATOR_PER_COMMAND: u64 = 4;
 /// A worker's spans per command it handles: its process span, its transaction span, its
 /// action (or undo) span and its reply's publish.
 const WORKER_PER_COMMAND: u64 = 4;
@@ -119,7 +119,7 @@ mod tests {
             expected_spans_per_saga(Outcome::Completed),
             named(&[
                 ("checkout-client", 1),
-                ("orchestrator", 15),
+                ("orchestrator", 20),
                 ("inventory", 5),
                 ("payment", 5),
                 ("order", 4),
@@ -130,7 +130,7 @@ mod tests {
             expected_spans_per_saga(Outcome::Compensated),
             named(&[
                 ("checkout-client", 1),
-                ("orchestrator", 12),
+                ("orchestrator", 16),
                 ("inventory", 9),
                 ("payment", 5),
             ])

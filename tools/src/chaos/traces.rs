@@ -6,15 +6,17 @@
 //! completed saga, and every command's publish span has its worker's process span beneath it.
 //!
 //! Span ids seen more than once are counted, never silently merged. The orchestrator emits
-//! its saga, step and compensation spans when they end and re-emits them after a crash if their
-//! export was in doubt (same ids, same content): such identical copies are one span delivered
-//! twice, reported as a figure of their own. Copies that differ (another name, parent, time or
+//! its saga, step and compensation spans (the "started" ones when they begin, the full-length
+//! ones when they end) and re-emits them after a crash if their export was in doubt (same ids,
+//! same content): such identical copies are one span delivered twice, reported as a figure of
+//! their own. Copies that differ (another name, parent, time or
 //! attribute under the same id) are two spans sharing an id: a violation.
 
 use super::commands;
 use checkout_harness::trace_check::check_tree;
 use checkout_harness::{OtlpReceiver, ReceivedSpan};
 use checkout_orchestrator::saga::PlanId;
+use checkout_orchestrator::spans::{STARTED, is_started};
 use checkout_shared::SagaStatus;
 use sqlx::PgPool;
 use std::collections::{HashMap, HashSet};
@@ -45,10 +47,16 @@ pub struct TraceAudit {
     pub broker_lost_commands: usize,
 }
 
+/// The orchestrator's saga, step and compensation spans, "started" and full-length.
 fn is_deferred(span: &ReceivedSpan) -> bool {
-    span.name == "saga checkout"
+    span.name.starts_with("saga checkout")
         || span.name.starts_with("step ")
         || span.name.starts_with("compensate ")
+}
+
+/// A full-length compensation span (not its "started" span).
+fn is_compensation(span: &ReceivedSpan) -> bool {
+    span.name.starts_with("compensate ") && !is_started(&span.name)
 }
 
 /// Waits (bounded) until every ended saga's span arrived and every command publish has a
@@ -210,7 +218,10 @@ fn saga_problems(spans: &[ReceivedSpan], status: SagaStatus, undos: usize) -> Ve
             let uncovered = spans
                 .iter()
                 .filter(|s| is_deferred(s) && s.name != saga.name)
-                .filter(|s| !follow_ups.contains(&s.name))
+                .filter(|s| {
+                    let full_name = s.name.trim_end_matches(STARTED);
+                    !follow_ups.iter().any(|f| f == full_name)
+                })
                 .any(|s| {
                     s.start_unix_nanos < saga.start_unix_nanos
                         || s.end_unix_nanos > saga.end_unix_nanos
@@ -220,10 +231,7 @@ fn saga_problems(spans: &[ReceivedSpan], status: SagaStatus, undos: usize) -> Ve
             }
         }
     }
-    let compensations = spans
-        .iter()
-        .filter(|s| s.name.starts_with("compensate "))
-        .count();
+    let compensations = spans.iter().filter(|s| is_compensation(s)).count();
     if matches!(status, SagaStatus::Compensated | SagaStatus::Failed) && compensations != undos {
         problems.push(format!(
             "{compensations} compensation spans for {undos} undos"

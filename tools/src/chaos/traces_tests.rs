@@ -28,8 +28,9 @@ fn timed(mut span: ReceivedSpan, start: u64, end: u64) -> ReceivedSpan {
     span
 }
 
-/// A step's span (`step <action>` or `compensate <action>`) over `[start, end]`, with its
-/// command's publish beneath it and the worker's process span beneath that.
+/// A step's "started" span at `start` (id `<do|undo>-<step>`) with, beneath it, its
+/// full-length span (`step <action>` or `compensate <action>`, id `...-full`) over
+/// `[start, end]`, its command's publish, and the worker's process span beneath that.
 fn step_spans(trace: &str, step: Step, phase: Phase, start: u64, end: u64) -> Vec<ReceivedSpan> {
     let (prefix, tag) = match phase {
         Phase::Do => ("step", "do"),
@@ -61,9 +62,21 @@ fn step_spans(trace: &str, step: Step, phase: Phase, start: u64, end: u64) -> Ve
     );
     process.kind = SpanKind::Consumer;
     process.attributes = message.into();
+    let started = format!("{name} started");
     vec![
         timed(
-            span(trace, &id, Some("saga"), &name, "orchestrator"),
+            span(trace, &id, Some("saga"), &started, "orchestrator"),
+            start,
+            start,
+        ),
+        timed(
+            span(
+                trace,
+                &format!("{id}-full"),
+                Some(&id),
+                &name,
+                "orchestrator",
+            ),
             start,
             end,
         ),
@@ -72,13 +85,31 @@ fn step_spans(trace: &str, step: Step, phase: Phase, start: u64, end: u64) -> Ve
     ]
 }
 
-/// The client's publish and the saga span over `[10, 1000]`.
+/// The client's publish, the saga's "started" span at 10 (id `saga`) and beneath it the
+/// saga span over `[10, 1000]` (id `saga-full`).
 fn saga_spans(trace: &str) -> Vec<ReceivedSpan> {
     let mut root = span(trace, "root", None, "publish checkout.requested", "client");
     root.kind = SpanKind::Producer;
-    let mut saga = span(trace, "saga", Some("root"), "saga checkout", "orchestrator");
+    let started = span(
+        trace,
+        "saga",
+        Some("root"),
+        "saga checkout started",
+        "orchestrator",
+    );
+    let mut saga = span(
+        trace,
+        "saga-full",
+        Some("saga"),
+        "saga checkout",
+        "orchestrator",
+    );
     saga.attributes = [("saga.plan".to_owned(), PlanId::CURRENT.to_string())].into();
-    vec![timed(root, 0, 10), timed(saga, 10, 1000)]
+    vec![
+        timed(root, 0, 10),
+        timed(started, 10, 10),
+        timed(saga, 10, 1000),
+    ]
 }
 
 /// A whole trace of a completed saga: every step of the plan, a follow-up ending after the
@@ -99,7 +130,7 @@ fn compensated(trace: &str) -> Vec<ReceivedSpan> {
     let mut spans = saga_spans(trace);
     spans.extend(step_spans(trace, Step::Inventory, Phase::Do, 100, 150));
     let mut payment = step_spans(trace, Step::Payment, Phase::Do, 200, 250);
-    payment[0].error = true;
+    payment[1].error = true;
     spans.extend(payment);
     spans.extend(step_spans(trace, Step::Inventory, Phase::Undo, 300, 350));
     spans
@@ -176,10 +207,8 @@ fn a_completed_saga_missing_any_step_span_of_its_plan_is_reported() {
         let audit = planted(
             &format!("0 '{name}' spans in a completed saga"),
             |_, spans| {
-                // Its command hangs from the saga span instead: only the step span is missing.
-                let gone = remove(spans, &id("c", &format!("do-{step}")));
-                find(spans, &id("c", &format!("publish-do-{step}"))).parent_span_id =
-                    gone.parent_span_id;
+                // Its started span parents its command: only the full-length span is missing.
+                remove(spans, &id("c", &format!("do-{step}-full")));
             },
         );
         // Nothing else is wrong with the trace.
@@ -193,7 +222,7 @@ fn a_completed_saga_with_a_step_span_twice_is_reported() {
     planted(
         "2 'step payment.charge' spans in a completed saga",
         |_, spans| {
-            let mut again = find(spans, &id("c", "do-payment")).clone();
+            let mut again = find(spans, &id("c", "do-payment-full")).clone();
             again.span_id = id("c", "do-payment-again");
             spans.push(again);
         },
@@ -204,6 +233,19 @@ fn a_completed_saga_with_a_step_span_twice_is_reported() {
 fn a_trace_that_lost_a_parent_is_incomplete() {
     planted("which is not among the spans", |_, spans| {
         remove(spans, &id("c", "do-order"));
+    });
+}
+
+#[test]
+fn a_trace_whose_work_hangs_under_a_full_length_span_is_incomplete_until_it_ends() {
+    // The shape before "started" spans: the work under the step's full-length span, which is
+    // out only once the step ends. Mid-step, the command's spans are orphans.
+    planted("which is not among the spans", |_, spans| {
+        find(spans, &id("c", "publish-do-order")).parent_span_id = Some(id("c", "do-order-full"));
+        remove(spans, &id("c", "do-order-full"));
+    });
+    planted("which is not among the spans", |_, spans| {
+        remove(spans, &id("k", "saga"));
     });
 }
 
@@ -235,12 +277,7 @@ fn a_saga_with_no_spans_at_all_is_incomplete() {
 #[test]
 fn a_trace_without_its_saga_span_is_incomplete() {
     let audit = planted("no saga span", |_, spans| {
-        let saga = remove(spans, &id("k", "saga"));
-        for s in spans.iter_mut() {
-            if s.parent_span_id.as_ref() == Some(&saga.span_id) {
-                s.parent_span_id.clone_from(&saga.parent_span_id);
-            }
-        }
+        remove(spans, &id("k", "saga-full"));
     });
     assert_eq!(audit.problems[0].matches("; ").count(), 0, "{audit:#?}");
 }
@@ -249,10 +286,10 @@ fn a_trace_without_its_saga_span_is_incomplete() {
 fn a_step_span_outside_its_saga_span_is_incomplete() {
     // An awaited step may not outlast its saga (the follow-up in the whole trace does).
     planted("the saga span does not cover its steps", |_, spans| {
-        find(spans, &id("c", "do-order")).end_unix_nanos = 1001;
+        find(spans, &id("c", "do-order-full")).end_unix_nanos = 1001;
     });
     planted("the saga span does not cover its steps", |_, spans| {
-        find(spans, &id("k", "undo-inventory")).start_unix_nanos = 5;
+        find(spans, &id("k", "undo-inventory-full")).start_unix_nanos = 5;
     });
 }
 
@@ -278,7 +315,11 @@ fn a_command_published_and_never_processed_is_incomplete() {
 #[test]
 fn different_spans_sharing_an_id_are_a_violation() {
     // A worker's span and an orchestrator's deferred span, each given a different twin.
-    for (trace, of) in [("c", "process-do-payment"), ("k", "do-payment")] {
+    for (trace, of) in [
+        ("c", "process-do-payment"),
+        ("k", "do-payment-full"),
+        ("k", "do-payment"),
+    ] {
         let audit = planted("shared by", |_, spans| {
             let mut twin = find(spans, &id(trace, of)).clone();
             twin.end_unix_nanos += 1;
@@ -292,14 +333,15 @@ fn different_spans_sharing_an_id_are_a_violation() {
 #[test]
 fn identical_copies_of_a_span_are_counted_not_a_violation() {
     let (sagas, mut spans) = whole();
-    let deferred = find(&mut spans, &id("c", "do-payment")).clone();
+    let deferred = find(&mut spans, &id("c", "do-payment-full")).clone();
+    let started = find(&mut spans, &id("c", "do-payment")).clone();
     let other = find(&mut spans, &id("k", "process-do-payment")).clone();
-    spans.extend([deferred.clone(), deferred, other]);
+    spans.extend([deferred.clone(), deferred, started, other]);
     let audit = audit_spans(&sagas, spans);
     assert_eq!(audit.incomplete, 0, "{audit:#?}");
     assert_eq!(audit.conflicting_span_ids, 0);
     assert_eq!(
         (audit.reemitted_copies, audit.other_identical_copies),
-        (2, 1)
+        (3, 1)
     );
 }

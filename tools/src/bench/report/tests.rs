@@ -51,11 +51,11 @@ fn run() -> (Timed, Counters) {
         deadlocks: 2,
         fallbacks: 3,
         messages: BTreeMap::from([("A".to_owned(), 50), ("B".to_owned(), 10)]),
-        // 3 completed (35 spans each) and 1 compensated (27) make 132; one payment span went
+        // 3 completed (40 spans each) and 1 compensated (31) make 151; one payment span went
         // missing.
         spans: Some(BTreeMap::from([
             ("checkout-client".to_owned(), 4),
-            ("orchestrator".to_owned(), 3 * 15 + 12),
+            ("orchestrator".to_owned(), 3 * 20 + 16),
             ("inventory".to_owned(), 3 * 5 + 9),
             ("payment".to_owned(), 4 * 5 - 1),
             ("order".to_owned(), 12),

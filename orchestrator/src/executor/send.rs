@@ -1,0 +1,62 @@
+//! Sending the command a saga's stored state implies, under its current step's span.
+
+use super::{ExecError, Executor};
+use crate::ports::{SagaStore, Transport};
+use crate::saga;
+use crate::store::SagaRow;
+use bytes::Bytes;
+use checkout_shared::envelope::Envelope;
+use checkout_shared::messages::CommandMessage;
+use checkout_shared::messaging::Outgoing;
+use checkout_shared::{Phase, subjects};
+use opentelemetry::KeyValue;
+use uuid::Uuid;
+
+impl<S: SagaStore, T: Transport> Executor<S, T> {
+    /// Sends the command the stored state implies, under the current step's span.
+    pub async fn send_current(&self, row: &SagaRow) -> Result<(), ExecError> {
+        let state = &row.state;
+        let step = state.step();
+        let Some(command) = saga::command(step, state.phase, &state.data) else {
+            // The machine never undoes a step without an undo; a state that asks for it is a
+            // bug, reported rather than sent as a command no worker knows.
+            tracing::error!(saga_id = %row.saga_id, %step, "no undo to send");
+            return Ok(());
+        };
+        let envelope = Envelope::command(row.saga_id, step, state.phase);
+        let msg_id = state.msg_id(row.saga_id);
+        let mut headers = async_nats::HeaderMap::new();
+        envelope.write(&mut headers, &msg_id);
+        let body = CommandMessage {
+            saga_id: row.saga_id,
+            command,
+        };
+        let payload = serde_json::to_vec(&body)
+            .map(Bytes::from)
+            .map_err(|source| ExecError::Serialize {
+                what: "a command",
+                source,
+            })?;
+        let subject = subjects::command(step, state.phase);
+        let parent = row.trace.context_of(row.step_span_id);
+        let extra = saga_attributes(row.saga_id, step, state.phase);
+        let outgoing = Outgoing {
+            subject,
+            msg_id,
+            headers,
+            payload,
+        };
+        self.transport
+            .send_command(&parent, outgoing, extra)
+            .await?;
+        Ok(())
+    }
+}
+
+fn saga_attributes(saga_id: Uuid, step: checkout_shared::Step, phase: Phase) -> Vec<KeyValue> {
+    vec![
+        KeyValue::new("saga.id", saga_id.to_string()),
+        KeyValue::new("saga.step", step.as_str()),
+        KeyValue::new("saga.phase", phase.as_str()),
+    ]
+}
