@@ -10,18 +10,14 @@
 use crate::machine::{Input, Policy, SagaState, SagaStatus, Transition};
 use crate::ports::{Locked, Planned, SagaStore, Transport};
 use crate::postgres::PgStore;
-use crate::saga::{self, PlanId, SagaData};
+use crate::saga::{PlanId, SagaData};
 use crate::spans::{self, SagaTrace};
 use crate::store::{SagaRow, Write};
 use crate::transport::NatsTransport;
-use bytes::Bytes;
-use checkout_shared::envelope::Envelope;
-use checkout_shared::messages::{CommandMessage, LifecycleEvent, LifecycleKind, StepRef};
-use checkout_shared::messaging::{self, Outgoing};
+use checkout_shared::messages::{LifecycleKind, StepRef};
+use checkout_shared::messaging;
 use checkout_shared::telemetry::{SpanFlusher, new_span_id};
-use checkout_shared::{Phase, StepOutcome, subjects};
 use chrono::{DateTime, Utc};
-use opentelemetry::KeyValue;
 use sqlx::PgPool;
 use std::time::Duration;
 use tokio::sync::mpsc;
@@ -210,11 +206,37 @@ impl<S: SagaStore, T: Transport> Executor<S, T> {
         input: Input,
         now: DateTime<Utc>,
     ) -> Result<Option<SagaStatus>, ExecError> {
+        let Some((before, after)) = self.apply_gated(saga_id, input, now, |_| true).await? else {
+            tracing::warn!(%saga_id, "input for an unknown saga ignored");
+            return Ok(None);
+        };
+        if after.is_none() {
+            tracing::debug!(%saga_id, "stale, duplicate or no longer due input ignored");
+        }
+        Ok(Some(after.unwrap_or(before.state.status)))
+    }
+
+    /// Applies `input` if `gate` lets it through on the saga as it is under its lock. `None`
+    /// for an unknown saga; else the row the input was judged on and the status afterwards,
+    /// `None` when nothing changed (the gate or the machine found nothing to do).
+    async fn apply_gated<G>(
+        &self,
+        saga_id: Uuid,
+        input: Input,
+        now: DateTime<Utc>,
+        gate: G,
+    ) -> Result<Option<(SagaRow, Option<SagaStatus>)>, ExecError>
+    where
+        G: Fn(&SagaState) -> bool + Send + Sync,
+    {
         let policy = self.timing.policy();
         let is_timeout = matches!(input, Input::Timeout { .. });
         let locked = self
             .store
             .transact(saga_id, is_timeout, |before| {
+                if !gate(&before.state) {
+                    return None;
+                }
                 let input = match &input {
                     // The machine judges how long the step has waited, not the scanner.
                     Input::Timeout { .. } => Input::Timeout {
@@ -232,17 +254,16 @@ impl<S: SagaStore, T: Transport> Executor<S, T> {
             })
             .await?;
         let Some(Locked { before, planned }) = locked else {
-            tracing::warn!(%saga_id, "input for an unknown saga ignored");
             return Ok(None);
         };
         let Some(planned) = planned else {
-            tracing::debug!(%saga_id, "stale, duplicate or no longer due input ignored");
-            return Ok(Some(before.state.status));
+            return Ok(Some((before, None)));
         };
         crate::observe::committed(&before, &planned.after, &planned.extra);
         self.carry_out(&before, &planned.after, &planned.extra, &planned.write)
             .await?;
-        Ok(Some(planned.after.state.status))
+        let status = planned.after.state.status;
+        Ok(Some((before, Some(status))))
     }
 
     async fn carry_out(
@@ -299,91 +320,14 @@ impl<S: SagaStore, T: Transport> Executor<S, T> {
         }
         Ok(())
     }
-
-    /// Sends the command the stored state implies, under the current step's span.
-    pub async fn send_current(&self, row: &SagaRow) -> Result<(), ExecError> {
-        let state = &row.state;
-        let step = state.step();
-        let Some(command) = saga::command(step, state.phase, &state.data) else {
-            // The machine never undoes a step without an undo; a state that asks for it is a
-            // bug, reported rather than sent as a command no worker knows.
-            tracing::error!(saga_id = %row.saga_id, %step, "no undo to send");
-            return Ok(());
-        };
-        let envelope = Envelope::command(row.saga_id, step, state.phase);
-        let msg_id = state.msg_id(row.saga_id);
-        let mut headers = async_nats::HeaderMap::new();
-        envelope.write(&mut headers, &msg_id);
-        let body = CommandMessage {
-            saga_id: row.saga_id,
-            command,
-        };
-        let payload = serde_json::to_vec(&body)
-            .map(Bytes::from)
-            .map_err(|source| ExecError::Serialize {
-                what: "a command",
-                source,
-            })?;
-        let subject = subjects::command(step, state.phase);
-        let parent = row.trace.context_of(row.step_span_id);
-        let extra = saga_attributes(row.saga_id, step, state.phase);
-        let outgoing = Outgoing {
-            subject,
-            msg_id,
-            headers,
-            payload,
-        };
-        self.transport
-            .send_command(&parent, outgoing, extra)
-            .await?;
-        Ok(())
-    }
-
-    /// Tells watchers what happened and where the saga (as `row` has it afterwards) stands.
-    async fn lifecycle(
-        &self,
-        row: &SagaRow,
-        kind: LifecycleKind,
-        ended: Option<(StepRef, StepOutcome)>,
-        detail: String,
-    ) {
-        let event = LifecycleEvent {
-            saga_id: row.saga_id,
-            kind,
-            status: Some(row.state.status),
-            step: ended.map(|(s, _)| s.step),
-            phase: ended.map(|(s, _)| s.phase),
-            outcome: ended.map(|(_, outcome)| outcome),
-            next: row.state.waiting_for(),
-            failure_code: row.state.failure_code,
-            rejection: None,
-            field: None,
-            detail,
-            trace_id: row.trace.trace_id.to_string(),
-        };
-        match serde_json::to_vec(&event) {
-            Ok(payload) => {
-                let subject = subjects::lifecycle(row.saga_id, kind.as_str());
-                self.transport
-                    .lifecycle(subject, Bytes::from(payload))
-                    .await;
-            }
-            // Watchers are best-effort (the saga row is the truth), but a bug is not hidden.
-            Err(err) => tracing::error!(error = %err, "lifecycle event not serialisable"),
-        }
-    }
 }
 
-fn saga_attributes(saga_id: Uuid, step: checkout_shared::Step, phase: Phase) -> Vec<KeyValue> {
-    vec![
-        KeyValue::new("saga.id", saga_id.to_string()),
-        KeyValue::new("saga.step", step.as_str()),
-        KeyValue::new("saga.phase", phase.as_str()),
-    ]
-}
-
+mod outgoing;
 mod plan;
 mod recovery;
+mod replies;
+
+pub use replies::Answered;
 
 #[cfg(test)]
 mod fakes;
