@@ -194,12 +194,12 @@ async fn accept(state: &AppState, headers: &HeaderMap, body: Body) -> Result<Res
     // Parsed twice on purpose: as JSON first, so that a body that is not JSON at all is told
     // apart (400) from JSON that is not a cart (422), and so that the idempotency hash is
     // taken over the canonical form.
-    let json: serde_json::Value = serde_json::from_slice(&raw).map_err(|e| {
-        Problem::from_rejection(&Rejection::Malformed(e.to_string()), true).refused()
-    })?;
-    let cart: Cart = serde_json::from_value(json.clone()).map_err(|e| {
-        Problem::from_rejection(&Rejection::Malformed(e.to_string()), false).refused()
-    })?;
+    // serde's words without the values the caller sent: a token or card number in the wrong
+    // place must not come back in the detail, nor reach a log or a span.
+    let json: serde_json::Value = serde_json::from_slice(&raw)
+        .map_err(|e| Problem::from_rejection(&validate::malformed(&e), true).refused())?;
+    let cart: Cart = serde_json::from_value(json.clone())
+        .map_err(|e| Problem::from_rejection(&validate::malformed(&e), false).refused())?;
     let server_cx = tracing::Span::current().context();
     let trace_id = server_cx.span().span_context().trace_id().to_string();
     let (saga_id, trace_id, replay) = match &key {

@@ -23,6 +23,7 @@ mod readme_examples;
 mod refused;
 mod replay;
 mod schemathesis;
+mod secrets;
 mod show;
 mod signals;
 mod stack;

@@ -313,6 +313,14 @@ impl Stack {
         out
     }
 
+    /// Every line every service has logged so far.
+    pub fn all_logs(&self) -> String {
+        self.services
+            .iter()
+            .map(|s| std::fs::read_to_string(s.log_path()).unwrap_or_default())
+            .collect()
+    }
+
     /// Stops every service with SIGTERM (each must exit 0) and drops the database.
     pub async fn stop(mut self) {
         for mut service in self.services.drain(..).rev() {
