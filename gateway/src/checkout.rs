@@ -13,7 +13,9 @@
 use crate::AppState;
 use crate::accepted;
 use crate::idempotency::{self, Claim};
-use crate::openapi::{Problem400, Problem409, Problem413, Problem415, Problem422, Problem503};
+use crate::openapi::{
+    Problem400, Problem409, Problem413, Problem415, Problem422, Problem429, Problem503,
+};
 use crate::problem::{Problem, Reason};
 use axum::body::Body;
 use axum::extract::State;
@@ -151,8 +153,13 @@ pub struct Accepted {
             body = Problem415, content_type = "application/problem+json"),
         (status = 422, description = "Not a cart, or refused by the door or the catalog",
             body = Problem422, content_type = "application/problem+json"),
-        (status = 503, description = "The broker or the database is unavailable: retry \
-            (with the same `Idempotency-Key`)", body = Problem503,
+        (status = 429, description = "This gateway handles as many checkouts at once as it \
+            may: retry (with the same `Idempotency-Key`)", body = Problem429,
+            content_type = "application/problem+json",
+            headers(("Retry-After" = u32, description = "Seconds to wait before retrying"))),
+        (status = 503, description = "The system is behind, or the broker, the database or \
+            the catalog is unavailable or did not acknowledge: retry (with the same \
+            `Idempotency-Key`)", body = Problem503,
             content_type = "application/problem+json",
             headers(("Retry-After" = u32, description = "Seconds to wait before retrying"))),
     )
@@ -165,6 +172,8 @@ pub async fn post(State(state): State<Arc<AppState>>, headers: HeaderMap, body: 
 }
 
 async fn accept(state: &AppState, headers: &HeaderMap, body: Body) -> Result<Response, Problem> {
+    // Before anything is read: a flood is refused for the price of a permit check.
+    let _slot = state.shedding.admit()?;
     let content_type = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
@@ -218,9 +227,15 @@ async fn accept(state: &AppState, headers: &HeaderMap, body: Body) -> Result<Res
     // A replay publishes again: if the first attempt's publish failed after its key was
     // stored, this is what starts the saga; if it succeeded, JetStream's duplicate window
     // (and, after it, the orchestrator's saga-id check) drops the copy.
-    publish(state, &server_cx, &request)
-        .await
-        .map_err(|err| unavailable("broker", &err.to_string()))?;
+    let timeout = state.shedding.limits().publish_timeout;
+    match tokio::time::timeout(timeout, publish(state, &server_cx, &request)).await {
+        Ok(Ok(())) => {}
+        Ok(Err(err)) => return Err(unavailable("broker", &err.to_string())),
+        Err(_) => {
+            let error = format!("no acknowledgement within {} ms", timeout.as_millis());
+            return Err(unavailable("broker", &error));
+        }
+    }
     tracing::info!(%saga_id, replay, "checkout accepted");
     let status_url = format!("/checkouts/{saga_id}");
     let body = Accepted {
@@ -287,9 +302,23 @@ fn to_request(saga_id: Uuid, cart: &Cart) -> CheckoutRequested {
     }
 }
 
+/// How long a body may take to arrive: a caller that never finishes its body must not hold
+/// one of the gateway's slots (`shedding`) for ever.
+const BODY_WITHIN: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// Reads the body, refusing (413) as soon as it passes the limit rather than after it has
-/// all been buffered.
+/// all been buffered, and (400) when it does not arrive within [`BODY_WITHIN`].
 async fn read_limited(body: Body) -> Result<Bytes, Problem> {
+    let slow = || {
+        let detail = format!("the body did not arrive within {} s", BODY_WITHIN.as_secs());
+        Problem::new(Reason::UnreadableBody, detail).refused()
+    };
+    tokio::time::timeout(BODY_WITHIN, read_all(body))
+        .await
+        .map_err(|_| slow())?
+}
+
+async fn read_all(body: Body) -> Result<Bytes, Problem> {
     let mut stream = body.into_data_stream();
     let mut buffer = BytesMut::new();
     while let Some(chunk) = stream.next().await {

@@ -24,6 +24,7 @@ mod refused;
 mod replay;
 mod schemathesis;
 mod secrets;
+mod shedding;
 mod show;
 mod signals;
 mod stack;

@@ -196,8 +196,13 @@ impl Stack {
 
     /// Starts a gateway process named `name` on a free port and waits until it is ready.
     pub async fn spawn_gateway(&mut self, name: &str) -> SocketAddr {
+        self.spawn_gateway_with(name, &[]).await
+    }
+
+    /// [`Stack::spawn_gateway`] with extra environment (its limits, say).
+    pub async fn spawn_gateway_with(&mut self, name: &str, extra: &[(&str, &str)]) -> SocketAddr {
         let addr = SocketAddr::from(([127, 0, 0, 1], checkout_harness::free_port()));
-        let envs = vec![
+        let mut envs = vec![
             ("NATS_URL".to_owned(), self.nats.url()),
             ("DATABASE_URL".to_owned(), self.db_url()),
             (
@@ -208,6 +213,11 @@ impl Stack {
             ("LOG_FORMAT".to_owned(), "json".to_owned()),
             ("GATEWAY_LISTEN".to_owned(), addr.to_string()),
         ];
+        envs.extend(
+            extra
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned())),
+        );
         let exe = PathBuf::from(env!("CARGO_BIN_EXE_checkout"));
         let args = vec!["gateway".to_owned()];
         let service = Service::spawn(name, &exe, &args, &envs, self.logs.path()).expect("spawn");
