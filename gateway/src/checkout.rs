@@ -12,6 +12,7 @@
 
 use crate::AppState;
 use crate::accepted;
+use crate::cart_input;
 use crate::idempotency::{self, Claim};
 use crate::openapi::{
     Problem400, Problem409, Problem413, Problem415, Problem422, Problem429, Problem503,
@@ -21,13 +22,12 @@ use axum::body::Body;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use bytes::{Bytes, BytesMut};
-use checkout_door::validate::{self, Rejection};
+use bytes::Bytes;
+use checkout_door::validate;
 use checkout_shared::envelope::{MSG_ID, SAGA_ID};
-use checkout_shared::messages::{CheckoutRequested, LineItem, MAX_REQUEST_BYTES};
+use checkout_shared::messages::{CheckoutRequested, LineItem};
 use checkout_shared::messaging::{self, Outgoing};
 use checkout_shared::subjects;
-use futures::StreamExt;
 use opentelemetry::KeyValue;
 use opentelemetry::trace::TraceContextExt;
 use serde::{Deserialize, Serialize};
@@ -174,41 +174,12 @@ pub async fn post(State(state): State<Arc<AppState>>, headers: HeaderMap, body: 
 async fn accept(state: &AppState, headers: &HeaderMap, body: Body) -> Result<Response, Problem> {
     // Before anything is read: a flood is refused for the price of a permit check.
     let _slot = state.shedding.admit()?;
-    let content_type = headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("");
-    let essence = content_type.split(';').next().unwrap_or("").trim();
-    if !essence.eq_ignore_ascii_case("application/json") {
-        return Err(Problem::new(
-            Reason::UnsupportedMediaType,
-            format!("the cart must be application/json, not {content_type:?}"),
-        )
-        .field(Some("Content-Type".into()))
-        .refused());
-    }
-    let key = match headers.get("idempotency-key").map(|v| v.to_str()) {
-        None => None,
-        Some(Ok(key)) if idempotency::valid_key(key) => Some(key.to_owned()),
-        Some(_) => {
-            return Err(Problem::new(
-                Reason::InvalidIdempotencyKey,
-                "the Idempotency-Key must be 1 to 255 visible ASCII characters".into(),
-            )
-            .field(Some("Idempotency-Key".into()))
-            .refused());
-        }
-    };
-    let raw = read_limited(body).await?;
+    let key = cart_input::read_headers(headers)?;
+    let raw = cart_input::read_limited(body).await?;
     // Parsed twice on purpose: as JSON first, so that a body that is not JSON at all is told
     // apart (400) from JSON that is not a cart (422), and so that the idempotency hash is
     // taken over the canonical form.
-    // serde's words without the values the caller sent: a token or card number in the wrong
-    // place must not come back in the detail, nor reach a log or a span.
-    let json: serde_json::Value = serde_json::from_slice(&raw)
-        .map_err(|e| Problem::from_rejection(&validate::malformed(&e), true).refused())?;
-    let cart: Cart = serde_json::from_value(json.clone())
-        .map_err(|e| Problem::from_rejection(&validate::malformed(&e), false).refused())?;
+    let (json, cart) = cart_input::decode(&raw)?;
     let server_cx = tracing::Span::current().context();
     let trace_id = server_cx.span().span_context().trace_id().to_string();
     let (saga_id, trace_id, replay) = match &key {
@@ -300,38 +271,6 @@ fn to_request(saga_id: Uuid, cart: &Cart) -> CheckoutRequested {
         amount_cents: cart.amount_cents,
         currency: cart.currency.clone(),
     }
-}
-
-/// How long a body may take to arrive: a caller that never finishes its body must not hold
-/// one of the gateway's slots (`shedding`) for ever.
-const BODY_WITHIN: std::time::Duration = std::time::Duration::from_secs(10);
-
-/// Reads the body, refusing (413) as soon as it passes the limit rather than after it has
-/// all been buffered, and (400) when it does not arrive within [`BODY_WITHIN`].
-async fn read_limited(body: Body) -> Result<Bytes, Problem> {
-    let slow = || {
-        let detail = format!("the body did not arrive within {} s", BODY_WITHIN.as_secs());
-        Problem::new(Reason::UnreadableBody, detail).refused()
-    };
-    tokio::time::timeout(BODY_WITHIN, read_all(body))
-        .await
-        .map_err(|_| slow())?
-}
-
-async fn read_all(body: Body) -> Result<Bytes, Problem> {
-    let mut stream = body.into_data_stream();
-    let mut buffer = BytesMut::new();
-    while let Some(chunk) = stream.next().await {
-        let chunk =
-            chunk.map_err(|e| Problem::new(Reason::UnreadableBody, e.to_string()).refused())?;
-        buffer.extend_from_slice(&chunk);
-        if buffer.len() > MAX_REQUEST_BYTES {
-            return Err(
-                Problem::from_rejection(&Rejection::TooLarge(buffer.len()), false).refused(),
-            );
-        }
-    }
-    Ok(buffer.freeze())
 }
 
 /// The door's rules and the catalog, under a `validate checkout` span that records each

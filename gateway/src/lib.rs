@@ -21,6 +21,7 @@
 //! what it accepts the orchestrator accepts.
 
 mod accepted;
+mod cart_input;
 mod checkout;
 mod http_span;
 mod idempotency;
@@ -29,6 +30,9 @@ mod problem;
 mod shedding;
 mod status;
 mod view;
+
+#[cfg(test)]
+mod fuzz;
 
 use async_nats::jetstream;
 use axum::Router;

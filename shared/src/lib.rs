@@ -40,6 +40,9 @@ pub mod supervise;
 pub mod telemetry;
 pub mod vocabulary;
 
+#[cfg(test)]
+mod fuzz;
+
 pub use command_id::CommandId;
 pub use envelope::{Envelope, EnvelopeError, MsgType};
 pub use steps::{Phase, Step};
