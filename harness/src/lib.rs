@@ -1,7 +1,8 @@
 //! Test and operations harness for the checkout saga.
 //!
 //! Integration tests and the tools (`checkout-tools demo`, `chaos`, `bench`) all need the same
-//! disposable infrastructure: a private NATS JetStream server they can crash and restart, a fresh
+//! disposable infrastructure: a private NATS JetStream server or cluster they can crash and
+//! restart (and whose routes they can cut), a fresh
 //! PostgreSQL database (or a private cluster it can crash), TCP proxies whose connections it can
 //! cut or slow down, an OTLP receiver that keeps every span for inspection, and control over the
 //! real service binaries as child processes. Everything here returns errors instead of panicking
@@ -23,7 +24,7 @@ pub mod trace_check;
 use std::net::{Ipv4Addr, TcpListener};
 
 pub use db::TestDb;
-pub use nats::NatsServer;
+pub use nats::{ClusterOptions, NatsCluster, NatsServer};
 pub use otlp::OtlpReceiver;
 pub use pg_cluster::PgCluster;
 pub use process::Service;

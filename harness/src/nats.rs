@@ -1,19 +1,19 @@
-//! A private `nats-server` with JetStream, owned by the caller.
+//! A private `nats-server` with JetStream, owned by the caller, alone or as one node of a
+//! [`NatsCluster`].
 //!
 //! Each [`NatsServer`] gets its own port and its own JetStream store in a temporary directory,
 //! so parallel tests never see each other's streams, and a crash ([`NatsServer::kill`]) followed
-//! by [`NatsServer::restart`] exercises real file-store recovery on the same data.
+//! by [`NatsServer::restart`] exercises real file-store recovery on the same data. It runs the
+//! pinned release ([`PINNED_VERSION`], see `locate.rs`) with `sync_interval: always`, so a
+//! SIGKILL loses nothing the server acknowledged.
 
 use std::fs::{self, OpenOptions};
-use std::future::Future;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::thread;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, anyhow};
-use bytes::Bytes;
 use tempfile::TempDir;
 
 use crate::free_port;
@@ -26,8 +26,8 @@ pub const NATS_SERVER_BIN_ENV: &str = "NATS_SERVER_BIN";
 /// PATH of unprivileged users, so it is checked explicitly.
 const DEBIAN_BINARY: &str = "/usr/sbin/nats-server";
 
-/// The command that fixes a missing binary on the Debian machines this project runs on.
-const INSTALL_HINT: &str = "apt-get update && apt-get install -y nats-server";
+/// The first release that knows `sync_interval: always`.
+const SYNC_ALWAYS_SINCE: Version = (2, 11, 0);
 
 /// How long a start or restart may take until JetStream answers. Recovery of a large store after
 /// a crash is the slow case; an empty store is ready in well under a second.
@@ -64,8 +64,8 @@ const LOG_TAIL_BYTES: u64 = 2_000;
 #[derive(Debug)]
 pub struct NatsServer {
     binary: PathBuf,
-    port: u16,
-    store_dir: PathBuf,
+    spec: NodeSpec,
+    config_path: PathBuf,
     log_path: PathBuf,
     child: Option<Child>,
     /// Held only for its own drop, which deletes the store and log after `Drop` killed the
@@ -76,7 +76,7 @@ pub struct NatsServer {
 /// What to do when the process exits before it is ready, which almost always means its port was
 /// taken.
 #[derive(Clone, Copy)]
-enum OnEarlyExit {
+pub(crate) enum OnEarlyExit {
     /// A fresh server has no clients yet, so it can simply move to another free port.
     TryAnotherPort,
     /// A restarted server must keep its port (clients reconnect to it), so wait for it instead.
@@ -84,7 +84,7 @@ enum OnEarlyExit {
 }
 
 /// Why one start attempt failed, which decides whether another attempt can help.
-enum AttemptError {
+pub(crate) enum AttemptError {
     /// The process exited before it was ready, typically because the port was taken.
     Exited(anyhow::Error),
     /// Anything else (spawn failure, readiness timeout); retrying would only waste time.
@@ -98,31 +98,51 @@ impl NatsServer {
     /// Tokio runtime (the readiness probe runs on a helper thread with its own runtime), but
     /// async code that must not block a worker should prefer [`NatsServer::start_async`].
     pub fn start() -> anyhow::Result<NatsServer> {
-        let mut server = Self::prepare()?;
+        let mut server = Self::prepare("checkout-nats", free_port(), None)?;
         block_on_helper(server.run_until_ready(OnEarlyExit::TryAnotherPort))??;
         Ok(server)
     }
 
     /// Async variant of [`NatsServer::start`] that awaits readiness instead of blocking.
     pub async fn start_async() -> anyhow::Result<NatsServer> {
-        let mut server = Self::prepare()?;
+        let mut server = Self::prepare("checkout-nats", free_port(), None)?;
         server.run_until_ready(OnEarlyExit::TryAnotherPort).await?;
         Ok(server)
     }
 
     /// The client URL, `nats://127.0.0.1:PORT`.
     pub fn url(&self) -> String {
-        format!("nats://127.0.0.1:{}", self.port)
+        format!("nats://127.0.0.1:{}", self.spec.port)
     }
 
     /// The client port on 127.0.0.1; it stays the same across restarts.
     pub fn port(&self) -> u16 {
-        self.port
+        self.spec.port
     }
 
     /// The client listen address, `127.0.0.1:PORT`.
     pub fn addr(&self) -> SocketAddr {
-        SocketAddr::from((Ipv4Addr::LOCALHOST, self.port))
+        SocketAddr::from((Ipv4Addr::LOCALHOST, self.spec.port))
+    }
+
+    /// The monitoring endpoint, `http://127.0.0.1:PORT` (`/varz`, `/jsz`, `/routez`).
+    pub fn monitor_url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.spec.http_port)
+    }
+
+    /// The server's name (`server_name`), as JetStream names stream and consumer leaders.
+    pub fn name(&self) -> &str {
+        &self.spec.name
+    }
+
+    /// The binary this server runs.
+    pub fn binary(&self) -> &Path {
+        &self.binary
+    }
+
+    /// Whether the server writes each message to disk before acknowledging it.
+    pub fn syncs_always(&self) -> bool {
+        self.spec.sync_always
     }
 
     /// The pid of the running server, e.g. to read its CPU time from `/proc`; `None` after a
@@ -133,7 +153,7 @@ impl NatsServer {
 
     /// The JetStream store directory (`-sd`); it survives kills and restarts.
     pub fn store_dir(&self) -> &Path {
-        &self.store_dir
+        &self.spec.store_dir
     }
 
     /// The file receiving the server's stdout and stderr across all restarts.
@@ -180,7 +200,11 @@ impl NatsServer {
     }
 
     /// Finds the binary and lays out the temporary directory; spawns nothing yet.
-    fn prepare() -> anyhow::Result<NatsServer> {
+    pub(crate) fn prepare(
+        name: &str,
+        port: u16,
+        cluster: Option<ClusterSpec>,
+    ) -> anyhow::Result<NatsServer> {
         let binary = find_binary()?;
         let dir = tempfile::Builder::new()
             .prefix("checkout-nats-")
@@ -189,10 +213,18 @@ impl NatsServer {
         let store_dir = dir.path().join("jetstream");
         fs::create_dir_all(&store_dir)
             .with_context(|| format!("creating JetStream store dir {}", store_dir.display()))?;
+        let sync_always = version_of(&binary).is_some_and(|v| v >= SYNC_ALWAYS_SINCE);
         Ok(NatsServer {
             binary,
-            port: free_port(),
-            store_dir,
+            spec: NodeSpec {
+                name: name.to_owned(),
+                port,
+                http_port: free_port(),
+                store_dir,
+                sync_always,
+                cluster,
+            },
+            config_path: dir.path().join("nats-server.conf"),
             log_path: dir.path().join("nats-server.log"),
             child: None,
             _temp_dir: dir,
@@ -200,12 +232,18 @@ impl NatsServer {
     }
 
     /// Spawns the server until one attempt gets JetStream ready, retrying early exits.
-    async fn run_until_ready(&mut self, on_early_exit: OnEarlyExit) -> anyhow::Result<()> {
+    pub(crate) async fn run_until_ready(
+        &mut self,
+        on_early_exit: OnEarlyExit,
+    ) -> anyhow::Result<()> {
         let mut last = None;
         for attempt in 0..START_ATTEMPTS {
             if attempt > 0 {
                 match on_early_exit {
-                    OnEarlyExit::TryAnotherPort => self.port = free_port(),
+                    OnEarlyExit::TryAnotherPort => {
+                        self.spec.port = free_port();
+                        self.spec.http_port = free_port();
+                    }
                     OnEarlyExit::WaitForPort => tokio::time::sleep(RESTART_BACKOFF).await,
                 }
             }
@@ -231,7 +269,7 @@ impl NatsServer {
         result
     }
 
-    fn spawn(&mut self) -> anyhow::Result<()> {
+    pub(crate) fn spawn(&mut self) -> anyhow::Result<()> {
         let log = OpenOptions::new()
             .create(true)
             .append(true)
@@ -240,17 +278,18 @@ impl NatsServer {
         let log_err = log
             .try_clone()
             .context("duplicating the NATS log file handle")?;
-        let port = self.port.to_string();
+        fs::write(&self.config_path, self.spec.render())
+            .with_context(|| format!("writing {}", self.config_path.display()))?;
         let child = Command::new(&self.binary)
-            .args(["-a", "127.0.0.1", "-p", &port, "-js", "-sd"])
-            .arg(&self.store_dir)
+            .arg("-c")
+            .arg(&self.config_path)
             .stdin(Stdio::null())
             .stdout(log)
             .stderr(log_err)
             .spawn()
             .with_context(|| {
                 format!(
-                    "running {} failed; if it is missing or broken, reinstall it with `{}`",
+                    "running {} failed; if it is missing or broken, reinstall it with {}",
                     self.binary.display(),
                     INSTALL_HINT
                 )
@@ -261,7 +300,7 @@ impl NatsServer {
 
     /// Polls until a client can connect and get JetStream account info, which is the point at
     /// which streams (including ones recovered from the store) are usable.
-    async fn wait_ready(&mut self) -> Result<(), AttemptError> {
+    pub(crate) async fn wait_ready(&mut self) -> Result<(), AttemptError> {
         let deadline = Instant::now() + READY_TIMEOUT;
         let url = self.url();
         loop {
@@ -275,7 +314,7 @@ impl NatsServer {
                 self.child = None;
                 return Err(AttemptError::Exited(anyhow!(
                     "nats-server on port {} exited before it was ready ({status}); log tail:\n{}",
-                    self.port,
+                    self.spec.port,
                     log_tail(&self.log_path)
                 )));
             }
@@ -287,7 +326,7 @@ impl NatsServer {
                 return Err(AttemptError::Fatal(anyhow!(
                     "nats-server on port {} did not get JetStream ready within {:?} (last probe: \
                      {probe_error}); log tail:\n{}",
-                    self.port,
+                    self.spec.port,
                     READY_TIMEOUT,
                     log_tail(&self.log_path)
                 )));
@@ -304,58 +343,12 @@ impl Drop for NatsServer {
     }
 }
 
-/// One readiness probe: TCP accept, NATS handshake, then a JetStream account-info request.
-///
-/// The request is sent raw instead of via `jetstream::Context::query_account` because
-/// async-nats 0.51 requires account fields (`reserved_memory`, `reserved_storage`) that
-/// nats-server 2.9 (Debian's package) does not send, so the typed call fails against a perfectly
-/// ready server. A JSON reply without an `error` member means JetStream is serving requests.
-async fn probe(url: &str) -> Result<(), String> {
-    let work = async {
-        let client = async_nats::ConnectOptions::new()
-            .connection_timeout(PROBE_TIMEOUT)
-            .connect(url)
-            .await
-            .map_err(|err| format!("connect: {err}"))?;
-        let reply = client
-            .request(JS_ACCOUNT_INFO_SUBJECT, Bytes::new())
-            .await
-            .map_err(|err| format!("JetStream account info request: {err}"))?;
-        let body: serde_json::Value = serde_json::from_slice(&reply.payload)
-            .map_err(|err| format!("JetStream account info reply is not JSON: {err}"))?;
-        match body.get("error") {
-            None => Ok(()),
-            Some(error) => Err(format!("JetStream account info returned an error: {error}")),
-        }
-    };
-    tokio::time::timeout(PROBE_TIMEOUT, work)
-        .await
-        .unwrap_or_else(|_| Err(format!("probe timed out after {PROBE_TIMEOUT:?}")))
-}
-
-/// Runs `future` to completion on a helper thread with its own current-thread runtime.
-///
-/// A blocking API cannot call `Runtime::block_on` on a thread that is already inside a Tokio
-/// runtime (Tokio panics), and the caller may or may not be in one; a fresh thread works in
-/// both cases. Everything the future spawns dies with the helper runtime.
-fn block_on_helper<F>(future: F) -> anyhow::Result<F::Output>
-where
-    F: Future + Send,
-    F::Output: Send,
-{
-    thread::scope(|scope| {
-        scope
-            .spawn(|| {
-                let runtime = tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build()
-                    .context("building a helper Tokio runtime for the NATS readiness probe")?;
-                Ok(runtime.block_on(future))
-            })
-            .join()
-            .map_err(|_| anyhow!("the NATS readiness probe thread panicked"))?
-    })
-}
-
+pub mod cluster;
+mod config;
 mod locate;
-use locate::{find_binary, log_tail};
+mod ready;
+pub use cluster::{ClusterOptions, NatsCluster};
+use config::{ClusterSpec, NodeSpec};
+use locate::{INSTALL_HINT, find_binary, log_tail};
+pub use locate::{PINNED_VERSION, Version, version_of};
+use ready::{block_on_helper, probe};

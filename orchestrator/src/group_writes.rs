@@ -179,8 +179,10 @@ fn save_item(expected_version: i64, row: &SagaRow, write: &Write) -> Value {
 }
 
 /// New sagas and their logs; an existing saga is left alone, and so is a checkout the door
-/// refused (its id is in `saga.rejections`: a second delivery gets the same refusal, not a
-/// saga). Returns the positions written.
+/// refused (a second delivery gets the same refusal, not a saga). Each saga first claims its
+/// id in `saga.checkout_ids`, as a refusal does: the unique key, not a look at the other
+/// table, decides which of a saga and a refusal racing for one id gets it (claims in id
+/// order, so two batches never deadlock). Returns the positions written.
 const INSERT: &str = "\
 WITH input AS ( \
   SELECT e.n, r.* FROM jsonb_array_elements($1::jsonb) WITH ORDINALITY AS e(item, n), \
@@ -188,12 +190,15 @@ WITH input AS ( \
       trace_id text, parent_span_id text, saga_span_id text, sampled boolean, \
       step_span_id text, step_started_at timestamptz, deadline_at timestamptz, \
       started_at timestamptz, log jsonb)), \
+claimed AS ( \
+  INSERT INTO saga.checkout_ids (saga_id) SELECT saga_id FROM input ORDER BY saga_id \
+  ON CONFLICT (saga_id) DO NOTHING RETURNING saga_id), \
 ins AS ( \
   INSERT INTO saga.sagas (saga_id, status, state, version, trace_id, parent_span_id, \
     saga_span_id, sampled, step_span_id, step_started_at, deadline_at, started_at, updated_at) \
   SELECT saga_id, status, state, version, trace_id, parent_span_id, saga_span_id, sampled, \
-    step_span_id, step_started_at, deadline_at, started_at, started_at FROM input \
-  WHERE NOT EXISTS (SELECT 1 FROM saga.rejections r WHERE r.saga_id = input.saga_id) \
+    step_span_id, step_started_at, deadline_at, started_at, started_at \
+  FROM input JOIN claimed USING (saga_id) \
   ORDER BY n ON CONFLICT (saga_id) DO NOTHING RETURNING saga_id), \
 log AS ( \
   INSERT INTO saga.saga_log (saga_id, step, event, detail) \

@@ -14,7 +14,8 @@
 //!
 //! The stored answer stands even if the catalog changes: a request sent again after its price
 //! was fixed is still the refused checkout (a new checkout has a new id), and a saga is never
-//! started for a refused id (the saga insert skips ids recorded here).
+//! started for a refused id (a saga and a refusal both claim the id in `saga.checkout_ids`,
+//! and only the first claim stands).
 
 use async_nats::jetstream::{self, AckKind};
 use bytes::Bytes;
@@ -161,17 +162,20 @@ impl StoredJson {
 }
 
 /// Records a refusal unless the id already has one (or a saga); returns the answer stored for
-/// the id, the new one or the earlier, or `None` when a saga has the id.
-pub async fn record(
-    pool: &PgPool,
+/// the id, the new one or the earlier, or `None` when a saga has the id. The refusal claims
+/// the id in `saga.checkout_ids` first, as a saga does, so that a saga and a refusal racing
+/// for one id can never both commit.
+pub async fn record<'e>(
+    db: impl sqlx::PgExecutor<'e>,
     rejection: &RejectionRow,
 ) -> Result<Option<RejectionRow>, sqlx::Error> {
     // The outer SELECT reads the table as it was before the INSERT: one row either way.
     sqlx::query_as(concat!(
-        "WITH ins AS (INSERT INTO saga.rejections (",
+        "WITH claimed AS (INSERT INTO saga.checkout_ids (saga_id) VALUES ($1) \
+           ON CONFLICT (saga_id) DO NOTHING RETURNING saga_id), \
+         ins AS (INSERT INTO saga.rejections (",
         columns!(),
-        ") SELECT $1, $2, $3, $4, $5, $6 \
-           WHERE NOT EXISTS (SELECT 1 FROM saga.sagas WHERE saga_id = $1) \
+        ") SELECT $1, $2, $3, $4, $5, $6 FROM claimed \
            ON CONFLICT (saga_id) DO NOTHING RETURNING ",
         columns!(),
         ") SELECT ",
@@ -186,7 +190,7 @@ pub async fn record(
     .bind(&rejection.field)
     .bind(&rejection.trace_id)
     .bind(rejection.at)
-    .fetch_optional(pool)
+    .fetch_optional(db)
     .await
 }
 

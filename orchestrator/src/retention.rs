@@ -32,7 +32,7 @@ const SAGAS: Target = Target {
 };
 
 /// Deletes one batch: the oldest `$2` prunable sagas ended more than `$1` seconds ago, and
-/// their log rows in the same statement (the log references the saga). `SKIP LOCKED`: a row
+/// their log rows and id claims in the same statement (the log references the saga). `SKIP LOCKED`: a row
 /// another orchestrator is pruning (or, however unlikely, writing) is left for a later pass
 /// rather than waited for. Only the pruner deletes rows, and only rows past the retention.
 const DELETE_BATCH: &str = "\
@@ -46,15 +46,21 @@ const DELETE_BATCH: &str = "\
         FOR UPDATE SKIP LOCKED \
     ), log AS ( \
         DELETE FROM saga.saga_log l USING doomed d WHERE l.saga_id = d.saga_id \
+    ), claims AS ( \
+        DELETE FROM saga.checkout_ids c USING doomed d WHERE c.saga_id = d.saga_id \
     ) \
     DELETE FROM saga.sagas s USING doomed d WHERE s.saga_id = d.saga_id";
 
 /// Deletes one batch of refused checkouts recorded more than `$1` seconds ago: they are kept
 /// as long as sagas, for the same reasons (`show`, and the same answer to a late retry).
 const DELETE_REJECTIONS: &str = "\
-    DELETE FROM saga.rejections WHERE saga_id IN ( \
+    WITH doomed AS ( \
         SELECT saga_id FROM saga.rejections WHERE at < now() - make_interval(secs => $1) \
-        ORDER BY at LIMIT $2 FOR UPDATE SKIP LOCKED)";
+        ORDER BY at LIMIT $2 FOR UPDATE SKIP LOCKED \
+    ), claims AS ( \
+        DELETE FROM saga.checkout_ids c USING doomed d WHERE c.saga_id = d.saga_id \
+    ) \
+    DELETE FROM saga.rejections r USING doomed d WHERE r.saga_id = d.saga_id";
 
 /// One bounded pass: deletes the sagas (and their log) past `retention`, then the refused
 /// checkouts past it. Returns how many sagas and refused checkouts went.

@@ -1,23 +1,70 @@
 //! One way to connect to NATS: retry the first connection, reconnect forever after, and name
 //! the connection so that `nats-server` monitoring shows who is who.
+//!
+//! `NATS_URL` may list several servers, comma-separated (`nats://n1:4222,nats://n2:4222`): the
+//! nodes of one cluster. The client connects to one of them and, when that node dies, reconnects
+//! to another; each entry is checked up front, so a typo names itself instead of surfacing as
+//! the client library's bare "invalid port number".
 
-use async_nats::{Client, ConnectOptions, jetstream};
+use async_nats::{Client, ConnectOptions, ServerAddr, jetstream};
 use std::time::Duration;
 
 /// Why NATS could not be reached.
 #[derive(Debug, thiserror::Error)]
-#[error("connecting to NATS at {url}: {source}")]
-pub struct ConnectFailed {
-    /// The URL tried.
-    pub url: String,
-    /// Why.
-    pub source: async_nats::ConnectError,
+pub enum ConnectFailed {
+    /// An entry of the URL list is not a NATS server address.
+    #[error(
+        "NATS URL list {list:?}: entry {position} ({entry:?}) is not a server address: {reason}"
+    )]
+    BadUrl {
+        /// The whole list as given.
+        list: String,
+        /// The 1-based position of the bad entry.
+        position: usize,
+        /// The bad entry, trimmed.
+        entry: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// No server of the list answered.
+    #[error("connecting to NATS at {url}: {source}")]
+    Unreachable {
+        /// The URL list tried.
+        url: String,
+        /// Why.
+        source: async_nats::ConnectError,
+    },
 }
 
-/// Connects to `url` as `name`. With `wait`, a broker that is down at start-up is waited for
-/// (a service should outlive a broker restart); without it, the first failure is returned
-/// (a command-line client should say so at once).
+/// Parses a comma-separated list of server URLs (one URL is a list of one). Spaces around
+/// entries are ignored; an empty entry (`a,,b`, a trailing comma) is refused, since it is more
+/// likely a mistake than a wish.
+pub fn server_addrs(list: &str) -> Result<Vec<ServerAddr>, ConnectFailed> {
+    let bad = |position: usize, entry: &str, reason: String| ConnectFailed::BadUrl {
+        list: list.to_owned(),
+        position,
+        entry: entry.to_owned(),
+        reason,
+    };
+    list.split(',')
+        .enumerate()
+        .map(|(index, entry)| {
+            let entry = entry.trim();
+            if entry.is_empty() {
+                return Err(bad(index + 1, entry, String::from("empty entry")));
+            }
+            entry
+                .parse::<ServerAddr>()
+                .map_err(|err| bad(index + 1, entry, err.to_string()))
+        })
+        .collect()
+}
+
+/// Connects to the server list `url` as `name`. With `wait`, a broker that is down at start-up
+/// is waited for (a service should outlive a broker restart); without it, the first failure is
+/// returned (a command-line client should say so at once).
 pub async fn connect(url: &str, name: &str, wait: bool) -> Result<Client, ConnectFailed> {
+    let addrs = server_addrs(url)?;
     let mut options = ConnectOptions::new()
         .name(name)
         .max_reconnects(None)
@@ -25,10 +72,13 @@ pub async fn connect(url: &str, name: &str, wait: bool) -> Result<Client, Connec
     if wait {
         options = options.retry_on_initial_connect();
     }
-    options.connect(url).await.map_err(|source| ConnectFailed {
-        url: url.to_owned(),
-        source,
-    })
+    options
+        .connect(addrs.as_slice())
+        .await
+        .map_err(|source| ConnectFailed::Unreachable {
+            url: url.to_owned(),
+            source,
+        })
 }
 
 /// The JetStream context of a client, with a publish-ack timeout that outlasts a broker
@@ -37,4 +87,55 @@ pub fn jetstream(client: Client) -> jetstream::Context {
     jetstream::ContextBuilder::new()
         .timeout(Duration::from_secs(5))
         .build(client)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn one_url_is_a_list_of_one() {
+        let addrs = server_addrs("nats://127.0.0.1:4222").expect("one URL");
+        assert_eq!(addrs.len(), 1);
+        assert_eq!(addrs[0].port(), 4222);
+    }
+
+    #[test]
+    fn a_comma_separated_list_gives_every_node_in_order() {
+        let addrs = server_addrs("nats://127.0.0.1:4222, nats://127.0.0.1:4223,nats://n3:4224")
+            .expect("three URLs");
+        let ports: Vec<u16> = addrs.iter().map(ServerAddr::port).collect();
+        assert_eq!(ports, [4222, 4223, 4224]);
+        assert_eq!(addrs[2].host(), "n3");
+    }
+
+    #[test]
+    fn a_bad_entry_is_named_with_its_position() {
+        let err = server_addrs("nats://127.0.0.1:4222,nats://127.0.0.1:notaport")
+            .expect_err("a port that is not a number");
+        let text = err.to_string();
+        assert!(
+            matches!(&err, ConnectFailed::BadUrl { position: 2, entry, .. }
+                if entry == "nats://127.0.0.1:notaport"),
+            "{text}"
+        );
+        assert!(text.contains("entry 2"), "{text}");
+    }
+
+    #[test]
+    fn an_empty_entry_is_refused() {
+        let err = server_addrs("nats://127.0.0.1:4222,").expect_err("a trailing comma");
+        assert!(err.to_string().contains("entry 2 (\"\")"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn connect_refuses_a_bad_list_before_dialling() {
+        let err = connect("nats://127.0.0.1:4222,nats://x:1:2", "test", true)
+            .await
+            .expect_err("a malformed entry");
+        assert!(
+            matches!(err, ConnectFailed::BadUrl { position: 2, .. }),
+            "{err}"
+        );
+    }
 }

@@ -6,6 +6,7 @@
 //! [`crate::telemetry::SpanFlusher`]): a span that a message names as its parent must exist
 //! even if the sender is killed the moment after.
 
+use crate::ack_retry::{AckRetry, send_until_acked};
 use crate::flusher::{FLUSH_WAIT, Flushed, SpanFlusher};
 use crate::{envelope, propagation};
 use async_nats::HeaderMap;
@@ -173,23 +174,27 @@ fn mark_unsent(producer: &Context, subject: &str, msg_id: &str, err: &PublishFai
     span.end();
 }
 
-/// Publishes an already stamped message and waits for the stream's ack.
+/// Publishes an already stamped message and waits for the stream's ack, sending it again
+/// under the same `Nats-Msg-Id` while a cluster elects a stream leader (bounded: see
+/// [`AckRetry::DEFAULT`]); the duplicate window makes a send that was stored after all count
+/// once.
 pub async fn send(js: &jetstream::Context, msg: Outgoing) -> Result<(), PublishFailed> {
     let subject = msg.subject.clone();
-    let err = |source| PublishFailed::Publish {
-        subject: subject.clone(),
-        source,
-    };
-    let publish = PublishMessage::build()
-        .payload(msg.payload)
-        .headers(msg.headers)
-        .message_id(msg.msg_id);
-    let result = match js.send_publish(msg.subject.clone(), publish).await {
-        Ok(ack) => ack.await.map(drop),
-        Err(e) => Err(e),
-    };
+    let (result, _attempts) = send_until_acked(AckRetry::DEFAULT, || {
+        let publish = PublishMessage::build()
+            .payload(msg.payload.clone())
+            .headers(msg.headers.clone())
+            .message_id(msg.msg_id.clone());
+        async {
+            match js.send_publish(msg.subject.clone(), publish).await {
+                Ok(ack) => ack.await.map(drop),
+                Err(e) => Err(e),
+            }
+        }
+    })
+    .await;
     crate::metrics::get().sent(&subject, result.is_ok());
-    result.map_err(err)
+    result.map_err(|source| PublishFailed::Publish { subject, source })
 }
 
 /// A CONSUMER span `process <subject>` whose parent is the producer span in `headers`.

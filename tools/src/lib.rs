@@ -11,6 +11,7 @@
 //! ```
 
 pub mod bench;
+pub mod broker;
 pub mod chaos;
 pub mod demo;
 pub mod local;

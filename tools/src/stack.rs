@@ -1,5 +1,5 @@
 //! A private stack for the chaos runner and the benchmark: its own nats-server (free port,
-//! temporary store), a fresh database (on the shared server, or on a private cluster that can
+//! temporary store) or cluster of them ([`Broker`]), a fresh database (on the shared server, or on a private cluster that can
 //! itself be killed), its own OTLP receiver, and the real services as separate processes, any
 //! of which can be killed and restarted. With proxies, the services reach the broker and the
 //! database through TCP proxies whose connections the caller can cut or slow down; the stack's
@@ -9,9 +9,13 @@
 //!  services ──▶ [nats proxy] ──▶ nats-server        runner pool ──▶ PostgreSQL (direct)
 //!           └─▶ [db proxy]   ──▶ PostgreSQL
 //! ```
+//!
+//! On a cluster there is one nats proxy per node, the services list them all in `NATS_URL`,
+//! and the streams are provisioned at three replicas (`STREAM_REPLICAS`).
 
+use crate::broker::Broker;
 use checkout_cli::common::{pulling, wait_until};
-use checkout_harness::{NatsServer, OtlpReceiver, PgCluster, Service, TcpProxy, TestDb};
+use checkout_harness::{OtlpReceiver, PgCluster, Service, TcpProxy, TestDb};
 use checkout_shared::streams::EVENTS_CONSUMER;
 use sqlx::PgPool;
 use std::collections::BTreeMap;
@@ -21,6 +25,10 @@ use std::time::Duration;
 /// How many of each process, and how they are configured.
 #[derive(Debug, Clone)]
 pub struct StackOptions {
+    /// nats-server processes: 1, or a cluster of 3 (streams then at 3 replicas).
+    pub nats_nodes: usize,
+    /// Orchestrator processes.
+    pub orchestrators: usize,
     /// Instances of each worker kind.
     pub workers_per_kind: usize,
     /// Stock seeded by the inventory workers.
@@ -45,8 +53,8 @@ const PRIVATE_DB: &str = "checkout";
 
 /// The running stack.
 pub struct PrivateStack {
-    /// The broker, which can itself be killed and restarted.
-    pub nats: NatsServer,
+    /// The broker (a server or a cluster), whose nodes can be killed and restarted.
+    pub nats: Broker,
     /// The spans every process exported.
     pub receiver: OtlpReceiver,
     /// The system's database, connected directly (never through a proxy).
@@ -54,8 +62,8 @@ pub struct PrivateStack {
     /// The direct URL of the system's database, for admin connections.
     pub db_url: String,
     db: Option<Database>,
-    /// The proxy in front of the broker, when the stack has proxies.
-    pub nats_proxy: Option<TcpProxy>,
+    /// The proxies in front of the broker's nodes, when the stack has proxies.
+    pub nats_proxies: Vec<TcpProxy>,
     /// The proxy in front of the database, when the stack has proxies.
     pub db_proxy: Option<TcpProxy>,
     services: Vec<Service>,
@@ -83,7 +91,7 @@ impl PrivateStack {
             options.private_postgres || !options.proxies,
             "proxies need the private PostgreSQL cluster"
         );
-        let nats = NatsServer::start_async().await?;
+        let nats = Broker::start(options.nats_nodes).await?;
         let (db, db_url, db_port) = if options.private_postgres {
             let cluster = PgCluster::start().await?;
             let admin = PgPool::connect(&cluster.url("postgres")).await?;
@@ -100,14 +108,15 @@ impl PrivateStack {
             (Database::Shared(db), url, port)
         };
         let pool = PgPool::connect(&db_url).await?;
-        let (nats_proxy, db_proxy) = if options.proxies {
+        let (nats_proxies, db_proxy) = if options.proxies {
             let db_addr = std::net::SocketAddr::from(([127, 0, 0, 1], db_port));
-            (
-                Some(TcpProxy::start(nats.addr()).await?),
-                Some(TcpProxy::start(db_addr).await?),
-            )
+            let mut nats_proxies = Vec::new();
+            for node in nats.nodes() {
+                nats_proxies.push(TcpProxy::start(node.addr()).await?);
+            }
+            (nats_proxies, Some(TcpProxy::start(db_addr).await?))
         } else {
-            (None, None)
+            (Vec::new(), None)
         };
         let log_dir =
             std::env::temp_dir().join(format!("checkout-stack-{}", uuid::Uuid::new_v4().simple()));
@@ -118,14 +127,14 @@ impl PrivateStack {
             pool,
             db_url,
             db: Some(db),
-            nats_proxy,
+            nats_proxies,
             db_proxy,
             services: vec![],
             log_dir,
         })
     }
 
-    /// Starts the services (one orchestrator, `workers_per_kind` of each worker kind) and
+    /// Starts the services (`orchestrators`, `workers_per_kind` of each worker kind) and
     /// waits until every kind consumes.
     pub async fn spawn_services(&mut self, options: &StackOptions) -> anyhow::Result<()> {
         self.spawn_services_with(options, &BTreeMap::new()).await
@@ -153,11 +162,9 @@ impl PrivateStack {
                 ));
             }
         }
-        plan.push((
-            "orchestrator".into(),
-            vec!["orchestrator".into()],
-            "orchestrator",
-        ));
+        for name in orchestrator_names(options.orchestrators) {
+            plan.push((name, vec!["orchestrator".into()], "orchestrator"));
+        }
         for (name, args, service_name) in plan {
             let mut envs = vec![
                 ("NATS_URL".to_owned(), self.service_nats_url()),
@@ -169,6 +176,10 @@ impl PrivateStack {
                 ("OTEL_SERVICE_NAME".to_owned(), service_name.to_owned()),
                 ("LOG_FORMAT".to_owned(), "json".to_owned()),
                 ("SEED_STOCK".to_owned(), options.seed_stock.clone()),
+                (
+                    "STREAM_REPLICAS".to_owned(),
+                    self.nats.replicas().to_string(),
+                ),
             ];
             envs.extend(options.env.iter().cloned());
             let service = Service::spawn(&name, &exe, &args, &envs, &self.log_dir)?;
@@ -212,12 +223,18 @@ impl PrivateStack {
         self.db_url.clone()
     }
 
-    /// The broker as the services see it: through its proxy when there is one.
+    /// The broker as the services see it: every node, through its proxy when there are
+    /// proxies.
     fn service_nats_url(&self) -> String {
-        match &self.nats_proxy {
-            Some(proxy) => format!("nats://{}", proxy.addr()),
-            None => self.nats.url(),
+        if self.nats_proxies.is_empty() {
+            return self.nats.url();
         }
+        let urls: Vec<String> = self
+            .nats_proxies
+            .iter()
+            .map(|proxy| format!("nats://{}", proxy.addr()))
+            .collect();
+        urls.join(",")
     }
 
     /// The database as the services see it: through its proxy when there is one.
@@ -241,7 +258,8 @@ impl PrivateStack {
     }
 
     async fn wait_pulling(&self, durable: &str) -> anyhow::Result<()> {
-        let client = async_nats::connect(self.nats.url()).await?;
+        let client =
+            checkout_shared::connect::connect(&self.nats.url(), "checkout-stack", false).await?;
         let js = async_nats::jetstream::new(client);
         let ready = wait_until(Duration::from_secs(60), || pulling(&js, durable)).await;
         anyhow::ensure!(
@@ -286,6 +304,15 @@ impl PrivateStack {
     }
 }
 
+/// The orchestrators' service names: `orchestrator` alone, `orchestrator-1`, ... for several
+/// (the chaos runner's kills and counts go by the part before the dash).
+pub fn orchestrator_names(count: usize) -> Vec<String> {
+    match count {
+        0 | 1 => vec!["orchestrator".into()],
+        n => (1..=n).map(|i| format!("orchestrator-{i}")).collect(),
+    }
+}
+
 /// The port of a `postgres://user@host:port/db` URL (5432 when none is given).
 fn port_of(url: &str) -> u16 {
     let authority = url
@@ -303,7 +330,13 @@ fn port_of(url: &str) -> u16 {
 
 #[cfg(test)]
 mod tests {
-    use super::port_of;
+    use super::{orchestrator_names, port_of};
+
+    #[test]
+    fn one_orchestrator_keeps_its_plain_name() {
+        assert_eq!(orchestrator_names(1), ["orchestrator"]);
+        assert_eq!(orchestrator_names(2), ["orchestrator-1", "orchestrator-2"]);
+    }
 
     #[test]
     fn ports_are_read_from_urls() {

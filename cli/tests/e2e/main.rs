@@ -12,6 +12,7 @@ mod gateway_input;
 mod gateway_status;
 mod help;
 mod http;
+mod nats_urls;
 mod notify;
 mod otelite;
 mod outage;

@@ -25,6 +25,7 @@ const WAIT: Duration = Duration::from_secs(15);
 // ---------------------------------------------------------------------------------------------
 // NATS
 
+mod cluster;
 mod nats_db;
 mod otlp;
 mod processes;

@@ -32,6 +32,7 @@ async fn saga(pool: &PgPool, status: &str, age_days: f64, deadline: Option<f64>)
     .execute(pool)
     .await
     .unwrap();
+    claim(pool, saga_id).await;
     for event in ["started", "succeeded"] {
         sqlx::query(
             "INSERT INTO saga.saga_log (saga_id, step, event, at) \
@@ -45,6 +46,23 @@ async fn saga(pool: &PgPool, status: &str, age_days: f64, deadline: Option<f64>)
         .unwrap();
     }
     saga_id
+}
+
+/// Claims the id as a saga or a refusal does (`saga.checkout_ids`).
+async fn claim(pool: &PgPool, saga_id: Uuid) {
+    sqlx::query("INSERT INTO saga.checkout_ids (saga_id) VALUES ($1)")
+        .bind(saga_id)
+        .execute(pool)
+        .await
+        .unwrap();
+}
+
+/// The claimed ids, sorted.
+async fn claims(pool: &PgPool) -> Vec<Uuid> {
+    sqlx::query_scalar("SELECT saga_id FROM saga.checkout_ids ORDER BY saga_id")
+        .fetch_all(pool)
+        .await
+        .unwrap()
 }
 
 async fn kept(pool: &PgPool) -> Vec<(Uuid, i64)> {
@@ -93,6 +111,11 @@ async fn a_pass_deletes_only_sagas_that_ended_before_the_retention_with_their_lo
     let left = kept(&pool).await;
     let ids: Vec<Uuid> = left.iter().map(|(id, _)| *id).collect();
     assert_eq!(ids, survivors);
+    assert_eq!(
+        claims(&pool).await,
+        survivors,
+        "the pruned ids' claims went too"
+    );
     assert!(
         left.iter().all(|(_, log)| *log == 2),
         "their log is whole: {left:?}"
@@ -166,6 +189,7 @@ async fn refused_checkouts_are_kept_as_long_as_sagas() {
             .execute(&pool)
             .await
             .unwrap();
+            claim(&pool, saga_id).await;
             saga_id
         }
     };
@@ -177,6 +201,7 @@ async fn refused_checkouts_are_kept_as_long_as_sagas() {
         .await
         .unwrap();
     assert_eq!(left, vec![recent], "only the one past the week went");
+    assert_eq!(claims(&pool).await, vec![recent], "and its claim with it");
     pool.close().await;
     db.drop_db().await.unwrap();
 }

@@ -177,6 +177,8 @@ impl BenchArgs {
             duration: Duration::from_secs_f64(self.duration),
             warmup: Duration::from_secs_f64(self.warmup),
             services: StackOptions {
+                nats_nodes: 1,
+                orchestrators: 1,
                 workers_per_kind: usize::from(self.workers_per_kind),
                 seed_stock,
                 env: runtime_env(self.runtime_threads),

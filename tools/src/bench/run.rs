@@ -51,7 +51,7 @@ impl Bench {
     pub async fn start(options: &crate::stack::StackOptions) -> anyhow::Result<Bench> {
         let receiver = checkout_harness::OtlpReceiver::start_counting().await?;
         let stack = PrivateStack::start_infra(options, receiver).await?;
-        let nats = async_nats::connect(stack.nats.url()).await?;
+        let nats = checkout_shared::connect::connect(&stack.nats.url(), "bench", false).await?;
         let pg = sqlx::postgres::PgPoolOptions::new()
             .max_connections(1)
             .connect(&stack.database_url())

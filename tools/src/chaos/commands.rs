@@ -8,7 +8,12 @@
 //!   action key whatever the message: so when the action was done fresh (not replayed) under
 //!   a later message of the same series, this message was never done at all, and its
 //!   `process` span is not missing but never existed. A worker that replays a stored decision
-//!   says so on its span (`saga.replayed`).
+//!   says so on its span (`saga.replayed`). A broker that syncs every message before its ack
+//!   (`sync_interval: always`, 2.11 and later, as the harness runs it) no longer loses one,
+//!   but the same picture comes from a sender SIGKILLed between exporting its publish span
+//!   and sending: with two orchestrators, the survivor's deadline re-sends the command under
+//!   a new id before the killed one's recovery could re-send the first (seen in the cluster
+//!   test), so the excuse stays, counted apart.
 
 use checkout_harness::{ReceivedSpan, SpanKind};
 use checkout_shared::messaging;

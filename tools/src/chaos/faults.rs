@@ -11,23 +11,28 @@ pub enum FaultKind {
     Worker,
     /// SIGKILL of the orchestrator (then restarted).
     Orchestrator,
-    /// SIGKILL of nats-server (then restarted on the same store).
+    /// SIGKILL of nats-server, or of one node of the cluster (the first time the one leading
+    /// the most streams and consumers), then restarted on the same store.
     Broker,
     /// SIGKILL of the PostgreSQL cluster (then restarted), and one worker's tables unusable for
     /// longer than a command's delivery budget.
     Database,
     /// Connections through the proxies cut (and refused for a moment), or slowed down.
     Network,
+    /// One node of the cluster cut off from the others (its routes cut and refused for a
+    /// moment, through the proxies on the routes) while it and its clients keep running.
+    Partition,
 }
 
 impl FaultKind {
-    /// Every kind, the default of `--faults`.
-    pub const ALL: [FaultKind; 5] = [
+    /// Every kind; `all` is every kind but [`FaultKind::Partition`] on a single server.
+    pub const ALL: [FaultKind; 6] = [
         FaultKind::Worker,
         FaultKind::Orchestrator,
         FaultKind::Broker,
         FaultKind::Database,
         FaultKind::Network,
+        FaultKind::Partition,
     ];
 
     /// The name on the command line and in the report.
@@ -38,16 +43,22 @@ impl FaultKind {
             FaultKind::Broker => "broker",
             FaultKind::Database => "database",
             FaultKind::Network => "network",
+            FaultKind::Partition => "partition",
         }
     }
 }
 
-/// Parses `--faults`: a comma-separated list of kinds, or `all`.
-pub fn parse_faults(list: &str) -> Result<Vec<FaultKind>, String> {
+/// Parses `--faults`: a comma-separated list of kinds, or `all`; `partition` needs a
+/// `cluster` (it has routes to cut), and `all` includes it only there.
+pub fn parse_faults(list: &str, cluster: bool) -> Result<Vec<FaultKind>, String> {
     let mut kinds = Vec::new();
     for word in list.split(',').map(str::trim).filter(|w| !w.is_empty()) {
         if word == "all" {
-            kinds.extend(FaultKind::ALL);
+            kinds.extend(
+                FaultKind::ALL
+                    .into_iter()
+                    .filter(|k| cluster || *k != FaultKind::Partition),
+            );
             continue;
         }
         let kind = FaultKind::ALL
@@ -60,6 +71,13 @@ pub fn parse_faults(list: &str) -> Result<Vec<FaultKind>, String> {
                     names.join(", ")
                 )
             })?;
+        if kind == FaultKind::Partition && !cluster {
+            return Err(
+                "the partition fault cuts a node off from the others: it needs a cluster \
+                 (--nats-nodes 3)"
+                    .to_owned(),
+            );
+        }
         kinds.push(kind);
     }
     kinds.sort();
@@ -67,7 +85,7 @@ pub fn parse_faults(list: &str) -> Result<Vec<FaultKind>, String> {
     if kinds.is_empty() {
         return Err(
             "no fault named; the faults are worker, orchestrator, broker, database, \
-                    network (or all)"
+                    network, partition (or all)"
                 .to_owned(),
         );
     }
@@ -93,7 +111,7 @@ pub struct Fault {
 
 impl Fault {
     /// The process killed, if this fault was a kill (`payment-2`, `orchestrator`, `nats`,
-    /// `postgres`).
+    /// `nats-n2 (leading 9 of 16)`, `postgres`).
     pub fn victim(&self) -> Option<&str> {
         self.action.strip_prefix("kill ")
     }
@@ -120,7 +138,7 @@ pub fn never_injected(counts: &BTreeMap<String, usize>) -> Vec<String> {
 }
 
 /// Kills per kind of process (`inventory`, `payment`, `order`, `orchestrator`, `nats`,
-/// `postgres`).
+/// `postgres`): the victim's name up to its first dash.
 pub fn kills_by_process(faults: &[Fault]) -> BTreeMap<String, usize> {
     let mut counts = BTreeMap::new();
     for victim in faults.iter().filter_map(Fault::victim) {
@@ -136,17 +154,28 @@ mod tests {
 
     #[test]
     fn fault_lists_parse_and_unknown_names_are_refused() {
-        assert_eq!(parse_faults("all").unwrap(), FaultKind::ALL.to_vec());
+        assert_eq!(parse_faults("all", true).unwrap(), FaultKind::ALL.to_vec());
         assert_eq!(
-            parse_faults(" network,worker,network ").unwrap(),
+            parse_faults("all", false).unwrap(),
+            FaultKind::ALL[..5].to_vec(),
+            "no partition on a single server"
+        );
+        assert_eq!(
+            parse_faults(" network,worker,network ", false).unwrap(),
             vec![FaultKind::Worker, FaultKind::Network]
         );
-        let err = parse_faults("worker,disk").unwrap_err();
+        let err = parse_faults("worker,disk", false).unwrap_err();
         assert!(
             err.contains("\"disk\"") && err.contains("database"),
             "{err}"
         );
-        assert!(parse_faults(",").is_err());
+        assert!(parse_faults(",", false).is_err());
+        let err = parse_faults("partition", false).unwrap_err();
+        assert!(err.contains("--nats-nodes"), "{err}");
+        assert_eq!(
+            parse_faults("partition,broker", true).unwrap(),
+            vec![FaultKind::Broker, FaultKind::Partition]
+        );
     }
 
     #[test]
@@ -165,6 +194,7 @@ mod tests {
         };
         let faults = [
             fault(FaultKind::Worker, "kill payment-2"),
+            fault(FaultKind::Broker, "kill nats-n2 (leading 9 of 16)"),
             fault(FaultKind::Database, "kill postgres"),
             fault(FaultKind::Database, "payment.ledger unusable"),
             failed,
@@ -177,6 +207,7 @@ mod tests {
         let kills = kills_by_process(&faults);
         assert_eq!(kills["payment"], 1);
         assert_eq!(kills["postgres"], 1);
-        assert_eq!(kills.len(), 2);
+        assert_eq!(kills["nats"], 1);
+        assert_eq!(kills.len(), 3);
     }
 }

@@ -7,7 +7,7 @@
 
 use super::faults::{Fault, FaultKind};
 use super::outage::{self, OutageReport};
-use super::schedule::{self, Action};
+use super::schedule::{self, Action, is_orchestrator};
 use crate::stack::PrivateStack;
 use checkout_harness::TcpProxy;
 use rand::rngs::StdRng;
@@ -40,15 +40,17 @@ pub async fn run(
     publishing: Arc<AtomicBool>,
 ) -> (PrivateStack, Vec<Fault>, Option<OutageReport>) {
     let mut rng = StdRng::seed_from_u64(plan.seed ^ 0x9e37_79b9_7f4a_7c15);
-    let names = stack.names();
-    let workers: Vec<String> = names
-        .iter()
-        .filter(|n| *n != "orchestrator")
-        .cloned()
-        .collect();
+    let (orchestrators, workers): (Vec<String>, Vec<String>) =
+        stack.names().into_iter().partition(|n| is_orchestrator(n));
     let start = tokio::time::Instant::now();
-    let first_round =
-        schedule::first_round(&plan.kinds, &workers, plan.every, plan.duration, &mut rng);
+    let first_round = schedule::first_round(
+        &plan.kinds,
+        &workers,
+        &orchestrators,
+        plan.every,
+        plan.duration,
+        &mut rng,
+    );
     let target = outage::TARGETS[rng.random_range(0..outage::TARGETS.len())];
     let mut outage_task = None;
     let mut faults = Vec::new();
@@ -67,7 +69,7 @@ pub async fn run(
                 if !publishing.load(Ordering::SeqCst) {
                     break;
                 }
-                schedule::pick(&mut rng, &plan.kinds, &workers)
+                schedule::pick(&mut rng, &plan.kinds, &workers, &orchestrators)
             }
         };
         if outage_task.is_none() && plan.kinds.contains(&FaultKind::Database) {
@@ -129,10 +131,23 @@ async fn inject(
 ) -> anyhow::Result<String> {
     match action {
         Action::KillBroker => {
-            stack.nats.kill();
+            let (node, led) = broker_victim(stack, rng).await?;
+            let name = stack.nats.node_name(node);
+            stack.nats.kill(node);
             tokio::time::sleep(down).await;
-            stack.nats.restart_async().await?;
-            Ok("kill nats".into())
+            stack.nats.restart(node).await?;
+            Ok(format!("kill {name}{led}"))
+        }
+        Action::CutOffNode => {
+            let node = rng.random_range(0..stack.nats.len());
+            let name = stack.nats.node_name(node);
+            let cluster = stack
+                .nats
+                .cluster()
+                .ok_or_else(|| anyhow::anyhow!("the broker is a single server: no routes"))?;
+            let routes = cluster.cut_off(node, down)?;
+            tokio::time::sleep(down).await;
+            Ok(format!("cut off {name} ({routes} routes)"))
         }
         Action::KillPostgres => {
             let cluster = stack
@@ -174,17 +189,45 @@ async fn inject(
     }
 }
 
+/// The node a broker kill hits: the single server; on a cluster, the node leading the most
+/// streams and consumers when the cluster can tell (the costliest death: every election at
+/// once), else one at random. With the node, what it led, for the log.
+async fn broker_victim(
+    stack: &mut PrivateStack,
+    rng: &mut StdRng,
+) -> anyhow::Result<(usize, String)> {
+    let Some(cluster) = stack.nats.cluster() else {
+        return Ok((0, String::new()));
+    };
+    let random = rng.random_range(0..cluster.len());
+    match cluster.leaders().await {
+        Ok(leaders) => {
+            let total: usize = leaders.values().sum();
+            let busiest = leaders
+                .iter()
+                .max_by_key(|(_, n)| **n)
+                .and_then(|(name, n)| Some((cluster.index_of(name)?, *n)));
+            Ok(match busiest {
+                Some((node, n)) => (node, format!(" (leading {n} of {total})")),
+                None => (random, " (no leader known)".into()),
+            })
+        }
+        Err(err) => Ok((random, format!(" (leaders unknown: {err})"))),
+    }
+}
+
 /// The proxies a network fault hits: the broker's, the database's or both (seeded).
 fn proxies<'a>(
     stack: &'a PrivateStack,
     rng: &mut StdRng,
 ) -> anyhow::Result<(&'static str, Vec<&'a TcpProxy>)> {
-    let (Some(nats), Some(db)) = (&stack.nats_proxy, &stack.db_proxy) else {
+    let Some(db) = &stack.db_proxy else {
         anyhow::bail!("the stack has no proxies");
     };
+    let nats = stack.nats_proxies.iter();
     Ok(match rng.random_range(0..3) {
-        0 => ("nats", vec![nats]),
+        0 => ("nats", nats.collect()),
         1 => ("db", vec![db]),
-        _ => ("nats+db", vec![nats, db]),
+        _ => ("nats+db", nats.chain([db]).collect()),
     })
 }

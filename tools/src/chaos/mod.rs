@@ -1,7 +1,7 @@
 //! `checkout-tools chaos`: a private stack under a load of checkouts while it is hurt at moments
 //! chosen from a seed (`--faults`: processes SIGKILLed, the database killed and one worker's
-//! table made unusable, connections cut and slowed down); then, once quiet, an audit of every
-//! invariant. Exits non-zero when one fails, or when a kind of fault asked for was never
+//! table made unusable, connections cut and slowed down; on a cluster, `--nats-nodes 3`, nodes
+//! killed and cut off from the others); then, once quiet, an audit of every invariant. Exits non-zero when one fails, or when a kind of fault asked for was never
 //! injected (the first round takes one of each, see `schedule.rs`).
 //!
 //! ```text
@@ -11,6 +11,7 @@
 //! ```
 
 pub mod audit;
+mod broker_report;
 mod commands;
 mod faults;
 mod inject;
@@ -49,10 +50,19 @@ pub struct ChaosArgs {
     /// Mean seconds between two faults.
     #[arg(long, alias = "every", default_value_t = 2.5)]
     kill_every: f64,
-    /// Faults to inject, comma-separated: worker, orchestrator, broker, database, network
-    /// (or all).
+    /// Faults to inject, comma-separated: worker, orchestrator, broker, database, network,
+    /// partition (a cluster node cut off from the others; only with --nats-nodes above 1), or
+    /// all (every kind the stack can take).
     #[arg(long, default_value = "all")]
     faults: String,
+    /// nats-server processes: 1, or a JetStream cluster on loopback (3: streams and consumers
+    /// at 3 replicas, the services given every node's URL); `broker` then kills one node (the
+    /// one leading the most streams and consumers) and restarts it on its store.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u8).range(1..=5))]
+    nats_nodes: u8,
+    /// Orchestrator processes sharing the work.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u8).range(1..=4))]
+    orchestrators: u8,
     /// Seed of the failure mix and of the fault schedule.
     #[arg(long, default_value_t = 1)]
     seed: u64,
@@ -80,7 +90,8 @@ struct Sent {
 /// `checkout-tools chaos`.
 pub async fn run(args: ChaosArgs) -> anyhow::Result<ExitCode> {
     let started = Instant::now();
-    let kinds = faults::parse_faults(&args.faults).map_err(anyhow::Error::msg)?;
+    let kinds =
+        faults::parse_faults(&args.faults, args.nats_nodes > 1).map_err(anyhow::Error::msg)?;
     let say = |line: String| {
         if args.json {
             eprintln!("{line}")
@@ -89,6 +100,8 @@ pub async fn run(args: ChaosArgs) -> anyhow::Result<ExitCode> {
         }
     };
     let options = StackOptions {
+        nats_nodes: usize::from(args.nats_nodes),
+        orchestrators: usize::from(args.orchestrators),
         workers_per_kind: args.workers_per_kind,
         seed_stock: "SKU-MUG=1000000,SKU-TEE=1000000,SKU-CAP=1000000,SKU-RARE=40".into(),
         env: vec![
@@ -100,12 +113,38 @@ pub async fn run(args: ChaosArgs) -> anyhow::Result<ExitCode> {
         private_postgres: true,
         proxies: kinds.contains(&FaultKind::Network),
     };
-    say("chaos: starting a private nats-server, PostgreSQL, OTLP receiver and services ...".into());
+    say(match (args.nats_nodes, args.orchestrators) {
+        (1, 1) => {
+            "chaos: starting a private nats-server, PostgreSQL, OTLP receiver and services ..."
+                .into()
+        }
+        (nodes, orchestrators) => format!(
+            "chaos: starting {}, PostgreSQL, OTLP receiver and services ({orchestrators} \
+             orchestrators, {} workers per kind) ...",
+            if nodes == 1 {
+                "a private nats-server".to_owned()
+            } else {
+                format!("a {nodes}-node nats-server cluster")
+            },
+            args.workers_per_kind
+        ),
+    });
     let stack = PrivateStack::start(&options).await?;
     say(format!("chaos: logs in {}", stack.log_dir.display()));
     let telemetry = checkout_cli::common::client_telemetry(stack.receiver.endpoint())?;
     let initial_stock = checkout_workers::inventory::stock(&stack.pool).await?;
     let client = Client::connect(&stack.nats.url(), telemetry.flusher()).await?;
+    let versions: Vec<String> = stack
+        .nats
+        .nodes()
+        .iter()
+        .map(|n| {
+            let v = checkout_harness::nats::version_of(n.binary());
+            v.map_or_else(|| "unknown".into(), |(a, b, c)| format!("{a}.{b}.{c}"))
+        })
+        .collect();
+    let broker_version = versions.first().cloned().unwrap_or_default();
+    let sync_always = stack.nats.nodes().iter().all(|n| n.syncs_always());
     let pool = stack.pool.clone();
 
     let sampler = sampler::Sampler::start(pool.clone());
@@ -174,6 +213,13 @@ pub async fn run(args: ChaosArgs) -> anyhow::Result<ExitCode> {
     report.kills_by_kind = faults::kills_by_process(&faults);
     report.kills = report.kills_by_kind.values().sum();
     report.broker_restarts = report.kills_by_kind.get("nats").copied().unwrap_or(0);
+    report.broker = report::BrokerReport::of(
+        &faults,
+        usize::from(args.nats_nodes),
+        usize::from(args.orchestrators),
+        broker_version,
+        sync_always,
+    );
     (report.max_recovery_ms, report.unrecovered_faults) =
         sampler::recovery(&faults, &samples.points, report.sagas);
     report.sampler_errors = samples.errors;

@@ -1,5 +1,6 @@
 //! The outcome of a chaos run, as JSON and as a table.
 
+pub use super::broker_report::BrokerReport;
 use super::faults::{self, Fault, FaultKind};
 use super::outage::OutageReport;
 use super::sampler::SagaWaits;
@@ -44,6 +45,8 @@ pub struct ChaosReport {
     pub broker_restarts: usize,
     /// Kills per kind of process (`inventory`, ..., `nats`, `postgres`).
     pub kills_by_kind: BTreeMap<String, usize>,
+    /// The broker (nodes, version) and the cluster faults.
+    pub broker: BrokerReport,
     /// The table made unusable, with `database`.
     pub outage: Option<OutageReport>,
     /// Sagas whose effects disagree with how they ended, by check (see `audit.rs`).
@@ -209,6 +212,26 @@ pub fn print(report: &ChaosReport, faults: &[Fault], say: &impl Fn(String)) {
         "{:<36} {:?}",
         "kills by process", report.kills_by_kind
     ));
+    let b = &report.broker;
+    row(
+        "nats-server nodes / version",
+        format!("{} / {}", b.nats_nodes, b.version),
+    );
+    row("  acked = on disk (sync always)", b.sync_always.to_string());
+    if b.nats_nodes > 1 {
+        row("  node kills", b.node_kills.to_string());
+        row(
+            "    of the busiest leader",
+            b.busiest_leader_kills.to_string(),
+        );
+        row("  nodes cut off", b.route_cuts.to_string());
+    }
+    if b.orchestrators > 1 {
+        row(
+            "orchestrator kills, another running",
+            b.orchestrator_kills_with_another_running.to_string(),
+        );
+    }
     if let Some(o) = &report.outage {
         check(
             &format!("{} unusable (s)", o.table),

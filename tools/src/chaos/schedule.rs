@@ -1,6 +1,6 @@
 //! What the injector does, and when. The first round takes one of each enabled fault (every
-//! worker kind, the orchestrator, the broker, the database process, a network cut and a slow
-//! spell) in a seeded order, at moments counted from the run's start and paced to fit in the
+//! worker kind, an orchestrator, the broker or a node of it, the database process, a network
+//! cut and a slow spell, a node cut off from its cluster) in a seeded order, at moments counted from the run's start and paced to fit in the
 //! publishing window, whatever `--count` and `--duration`; and the injector goes on past the
 //! publishing until that round is done, so that every kind asked for is tried. Later rounds
 //! pick a kind at random, every ~`--kill-every`, while publishing lasts.
@@ -23,10 +23,12 @@ const MAX_FAULTS: usize = 1_000;
 /// One action of the injector.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Action {
-    /// SIGKILL of a service (a worker or the orchestrator), by name.
+    /// SIGKILL of a service (a worker or an orchestrator), by name.
     Kill(String),
-    /// SIGKILL of nats-server.
+    /// SIGKILL of nats-server, or of a node of the cluster.
     KillBroker,
+    /// A node of the cluster cut off from the others.
+    CutOffNode,
     /// SIGKILL of the PostgreSQL cluster.
     KillPostgres,
     /// Connections through the proxies cut.
@@ -39,22 +41,44 @@ impl Action {
     /// The kind of fault this action is.
     pub fn kind(&self) -> FaultKind {
         match self {
-            Action::Kill(name) if name == "orchestrator" => FaultKind::Orchestrator,
+            Action::Kill(name) if is_orchestrator(name) => FaultKind::Orchestrator,
             Action::Kill(_) => FaultKind::Worker,
             Action::KillBroker => FaultKind::Broker,
             Action::KillPostgres => FaultKind::Database,
             Action::Cut | Action::Latency => FaultKind::Network,
+            Action::CutOffNode => FaultKind::Partition,
         }
     }
+}
+
+/// Whether a service is an orchestrator (`orchestrator`, `orchestrator-2`).
+pub fn is_orchestrator(name: &str) -> bool {
+    name.split('-').next() == Some("orchestrator")
+}
+
+/// One of `names`, chosen by `rng` when there is a choice (so that a stack of one orchestrator
+/// draws what it drew before there could be several: a seed gives the same run);
+/// `orchestrator` when there is none, which a stack never has.
+fn one_of(rng: &mut StdRng, names: &[String]) -> String {
+    let index = if names.len() > 1 {
+        rng.random_range(0..names.len())
+    } else {
+        0
+    };
+    names
+        .get(index)
+        .cloned()
+        .unwrap_or_else(|| "orchestrator".into())
 }
 
 /// The first round: one action of each enabled fault, in a seeded order, each with its moment
 /// from the run's start. The moments are evenly `pace` apart, `pace` being `every` or less, so
 /// that the whole round is due within `duration` (a fault that takes longer than its slot makes
-/// the next ones late: see [`goes_on`]). `workers` are the worker services' names.
+/// the next ones late: see [`goes_on`]). `workers` and `orchestrators` are the services' names.
 pub fn first_round(
     kinds: &[FaultKind],
     workers: &[String],
+    orchestrators: &[String],
     every: Duration,
     duration: Duration,
     rng: &mut StdRng,
@@ -71,10 +95,11 @@ pub fn first_round(
                     }
                 }
             }
-            FaultKind::Orchestrator => actions.push(Action::Kill("orchestrator".into())),
+            FaultKind::Orchestrator => actions.push(Action::Kill(one_of(rng, orchestrators))),
             FaultKind::Broker => actions.push(Action::KillBroker),
             FaultKind::Database => actions.push(Action::KillPostgres),
             FaultKind::Network => actions.extend([Action::Cut, Action::Latency]),
+            FaultKind::Partition => actions.push(Action::CutOffNode),
         }
     }
     actions.shuffle(rng);
@@ -87,14 +112,20 @@ pub fn first_round(
 }
 
 /// A fault of a later round, chosen at random among the enabled kinds.
-pub fn pick(rng: &mut StdRng, kinds: &[FaultKind], workers: &[String]) -> Action {
+pub fn pick(
+    rng: &mut StdRng,
+    kinds: &[FaultKind],
+    workers: &[String],
+    orchestrators: &[String],
+) -> Action {
     match kinds[rng.random_range(0..kinds.len())] {
         FaultKind::Worker => Action::Kill(workers[rng.random_range(0..workers.len())].clone()),
-        FaultKind::Orchestrator => Action::Kill("orchestrator".into()),
+        FaultKind::Orchestrator => Action::Kill(one_of(rng, orchestrators)),
         FaultKind::Broker => Action::KillBroker,
         FaultKind::Database => Action::KillPostgres,
         FaultKind::Network if rng.random_bool(0.5) => Action::Cut,
         FaultKind::Network => Action::Latency,
+        FaultKind::Partition => Action::CutOffNode,
     }
 }
 
@@ -109,6 +140,10 @@ pub fn goes_on(publishing: bool, injected: usize, first_round: usize) -> bool {
 mod tests {
     use super::*;
     use rand::SeedableRng;
+
+    fn orchestrators() -> Vec<String> {
+        vec!["orchestrator-1".into(), "orchestrator-2".into()]
+    }
 
     fn workers() -> Vec<String> {
         checkout_shared::steps::worker_kinds()
@@ -128,6 +163,7 @@ mod tests {
                 FaultKind::Broker,
                 FaultKind::Database,
             ],
+            vec![FaultKind::Orchestrator, FaultKind::Partition],
         ];
         // As `--faults` gives them: sorted, each once.
         for kinds in &subsets {
@@ -136,7 +172,14 @@ mod tests {
                 let duration = Duration::from_secs_f64(secs);
                 for seed in 0..20 {
                     let mut rng = StdRng::seed_from_u64(seed);
-                    let round = first_round(kinds, &workers(), every, duration, &mut rng);
+                    let round = first_round(
+                        kinds,
+                        &workers(),
+                        &orchestrators(),
+                        every,
+                        duration,
+                        &mut rng,
+                    );
                     let at = format!("{kinds:?} over {secs} s, seed {seed}: {round:?}");
                     let mut scheduled: Vec<FaultKind> =
                         round.iter().map(|(_, a)| a.kind()).collect();
@@ -169,6 +212,7 @@ mod tests {
         let round = first_round(
             &[FaultKind::Orchestrator, FaultKind::Broker],
             &workers(),
+            &orchestrators(),
             every,
             Duration::from_secs(60),
             &mut rng,
@@ -183,6 +227,7 @@ mod tests {
         let round = first_round(
             &[FaultKind::Worker],
             &workers(),
+            &orchestrators(),
             Duration::from_secs(1),
             Duration::from_secs(10),
             &mut rng,

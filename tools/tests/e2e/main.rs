@@ -7,6 +7,7 @@
 mod audit;
 mod bench;
 mod chaos;
+mod cluster;
 mod demo;
 mod json_report;
 mod product;

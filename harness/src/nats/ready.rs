@@ -1,0 +1,61 @@
+//! Waiting for a server: the readiness probe, and a blocking wrapper for callers that may or
+//! may not be inside a Tokio runtime.
+
+use super::{JS_ACCOUNT_INFO_SUBJECT, PROBE_TIMEOUT};
+use anyhow::{Context as _, anyhow};
+use bytes::Bytes;
+use std::future::Future;
+use std::thread;
+
+/// One readiness probe: TCP accept, NATS handshake, then a JetStream account-info request.
+///
+/// The request is sent raw instead of via `jetstream::Context::query_account` because
+/// async-nats 0.51 requires account fields (`reserved_memory`, `reserved_storage`) that
+/// nats-server 2.9 (Debian's package) does not send, so the typed call fails against a perfectly
+/// ready server. A JSON reply without an `error` member means JetStream is serving requests.
+pub(super) async fn probe(url: &str) -> Result<(), String> {
+    let work = async {
+        let client = async_nats::ConnectOptions::new()
+            .connection_timeout(PROBE_TIMEOUT)
+            .connect(url)
+            .await
+            .map_err(|err| format!("connect: {err}"))?;
+        let reply = client
+            .request(JS_ACCOUNT_INFO_SUBJECT, Bytes::new())
+            .await
+            .map_err(|err| format!("JetStream account info request: {err}"))?;
+        let body: serde_json::Value = serde_json::from_slice(&reply.payload)
+            .map_err(|err| format!("JetStream account info reply is not JSON: {err}"))?;
+        match body.get("error") {
+            None => Ok(()),
+            Some(error) => Err(format!("JetStream account info returned an error: {error}")),
+        }
+    };
+    tokio::time::timeout(PROBE_TIMEOUT, work)
+        .await
+        .unwrap_or_else(|_| Err(format!("probe timed out after {PROBE_TIMEOUT:?}")))
+}
+
+/// Runs `future` to completion on a helper thread with its own current-thread runtime.
+///
+/// A blocking API cannot call `Runtime::block_on` on a thread that is already inside a Tokio
+/// runtime (Tokio panics), and the caller may or may not be in one; a fresh thread works in
+/// both cases. Everything the future spawns dies with the helper runtime.
+pub(super) fn block_on_helper<F>(future: F) -> anyhow::Result<F::Output>
+where
+    F: Future + Send,
+    F::Output: Send,
+{
+    thread::scope(|scope| {
+        scope
+            .spawn(|| {
+                let runtime = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .context("building a helper Tokio runtime for the NATS readiness probe")?;
+                Ok(runtime.block_on(future))
+            })
+            .join()
+            .map_err(|_| anyhow!("the NATS readiness probe thread panicked"))?
+    })
+}
