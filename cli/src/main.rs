@@ -3,7 +3,7 @@
 //! ```text
 //!  services:   checkout orchestrator | checkout worker <inventory|payment|order|notification> | checkout gateway
 //!  clients:    checkout publish [--wait] | checkout load | checkout watch | checkout show <id>
-//!  operators:  checkout stuck | checkout retry <id>
+//!  operators:  checkout stuck | checkout retry <id> | checkout provision
 //! ```
 //!
 //! The demo, the chaos runner and the benchmark are another binary, `checkout-tools` (crate
@@ -19,6 +19,8 @@ use clap::{Parser, Subcommand};
 struct Cli {
     #[command(subcommand)]
     command: Command,
+    #[command(flatten)]
+    access: checkout_cli::common::NatsAccessArgs,
 }
 
 #[derive(Debug, Subcommand)]
@@ -45,10 +47,17 @@ enum Command {
     Stuck(ops::StuckArgs),
     /// Send a stuck saga's undo again now, instead of at its next retry.
     Retry(ops::RetryArgs),
+    /// Create or update every stream and consumer (the administrator's job when identities
+    /// are on: the services then only bind to them).
+    Provision(ops::ProvisionArgs),
 }
 
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
+    if let Err(err) = cli.access.install() {
+        eprintln!("error: {err:#}");
+        return std::process::ExitCode::FAILURE;
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -70,6 +79,7 @@ fn main() -> std::process::ExitCode {
             Command::Show(args) => show::show(args).await,
             Command::Stuck(args) => ops::stuck(args).await,
             Command::Retry(args) => ops::retry(args).await,
+            Command::Provision(args) => ops::provision(args).await,
         }
     });
     match result {

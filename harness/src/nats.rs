@@ -68,6 +68,11 @@ pub struct NatsServer {
     config_path: PathBuf,
     log_path: PathBuf,
     child: Option<Child>,
+    /// The administrator's user and password the readiness probe connects with, when the
+    /// server requires credentials.
+    probe_user: Option<(String, String)>,
+    /// The CA the readiness probe verifies the server with, when it requires TLS.
+    tls_ca: Option<PathBuf>,
     /// Held only for its own drop, which deletes the store and log after `Drop` killed the
     /// server (fields drop after `Drop::drop` runs).
     _temp_dir: TempDir,
@@ -100,6 +105,24 @@ impl NatsServer {
     pub fn start() -> anyhow::Result<NatsServer> {
         let mut server = Self::prepare("checkout-nats", free_port(), None)?;
         block_on_helper(server.run_until_ready(OnEarlyExit::TryAnotherPort))??;
+        Ok(server)
+    }
+
+    /// Starts a fresh server whose configuration ends with `extra` (an `authorization` block,
+    /// a `tls` block), probing its readiness as `admin` (user, password) when it requires
+    /// credentials, over TLS with `tls_ca` when it requires TLS.
+    pub async fn start_with(
+        extra: &str,
+        admin: Option<(&str, &str)>,
+        tls_ca: Option<&Path>,
+    ) -> anyhow::Result<NatsServer> {
+        let mut server = Self::prepare("checkout-nats", free_port(), None)?;
+        server.spec.extra = Some(extra.to_owned());
+        server.tls_ca = tls_ca.map(Path::to_path_buf);
+        if let Some((user, password)) = admin {
+            server.probe_user = Some((user.to_owned(), password.to_owned()));
+        }
+        server.run_until_ready(OnEarlyExit::WaitForPort).await?;
         Ok(server)
     }
 
@@ -223,10 +246,13 @@ impl NatsServer {
                 store_dir,
                 sync_always,
                 cluster,
+                extra: None,
             },
             config_path: dir.path().join("nats-server.conf"),
             log_path: dir.path().join("nats-server.log"),
             child: None,
+            probe_user: None,
+            tls_ca: None,
             _temp_dir: dir,
         })
     }
@@ -318,10 +344,11 @@ impl NatsServer {
                     log_tail(&self.log_path)
                 )));
             }
-            let probe_error = match probe(&url).await {
-                Ok(()) => return Ok(()),
-                Err(err) => err,
-            };
+            let probe_error =
+                match probe(&url, self.probe_user.as_ref(), self.tls_ca.as_deref()).await {
+                    Ok(()) => return Ok(()),
+                    Err(err) => err,
+                };
             if Instant::now() >= deadline {
                 return Err(AttemptError::Fatal(anyhow!(
                     "nats-server on port {} did not get JetStream ready within {:?} (last probe: \

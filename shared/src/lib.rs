@@ -16,6 +16,7 @@
 //! ([`saga_view`]).
 //! There is no business logic and no database schema in this crate.
 
+pub mod access;
 pub mod ack_retry;
 pub mod command_id;
 pub mod connect;

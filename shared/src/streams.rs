@@ -147,6 +147,17 @@ pub enum ProvisionError {
         /// Why.
         source: jetstream::stream::ConsumerError,
     },
+    /// A stream or consumer this process binds to (without provisioning) is not there.
+    #[error(
+        "{name} is not provisioned ({reason}): run `checkout provision` with the \
+         administrator's identity"
+    )]
+    Missing {
+        /// The stream, or `stream/consumer`.
+        name: String,
+        /// What the broker said.
+        reason: String,
+    },
 }
 
 impl Topology {
@@ -244,6 +255,38 @@ impl ConsumerDef {
 /// changed limit such as `max_messages` applies to streams provisioned by earlier versions.
 pub async fn provision(js: &jetstream::Context, replicas: usize) -> Result<(), ProvisionError> {
     let topology = Topology::load()?;
+    if !crate::access::get().provisions {
+        // Not this identity's job (`checkout provision` is the administrator's): check that
+        // every stream is there, and say what is missing.
+        // Each consumer is checked where it is bound (`bind_consumer`): an identity may read
+        // its own consumers only.
+        for def in &topology.streams {
+            js.get_stream(&def.name)
+                .await
+                .map_err(|err| ProvisionError::Missing {
+                    name: def.name.clone(),
+                    reason: err.to_string(),
+                })?;
+        }
+        return Ok(());
+    }
+    provision_all(js, replicas, &topology).await
+}
+
+/// Creates or updates every stream and consumer, whatever the process's access says: what
+/// `checkout provision` does with the administrator's identity.
+pub async fn provision_as_admin(
+    js: &jetstream::Context,
+    replicas: usize,
+) -> Result<(), ProvisionError> {
+    provision_all(js, replicas, &Topology::load()?).await
+}
+
+async fn provision_all(
+    js: &jetstream::Context,
+    replicas: usize,
+    topology: &Topology,
+) -> Result<(), ProvisionError> {
     for def in &topology.streams {
         js.create_or_update_stream(def.config(replicas))
             .await
@@ -253,16 +296,31 @@ pub async fn provision(js: &jetstream::Context, replicas: usize) -> Result<(), P
             })?;
     }
     for def in &topology.consumers {
-        bind_consumer(js, def).await?;
+        js.create_consumer_on_stream(def.config(), &def.stream)
+            .await
+            .map_err(|source| ProvisionError::Consumer {
+                name: def.durable.clone(),
+                source,
+            })?;
     }
     Ok(())
 }
 
-/// Creates (or updates to match) one durable pull consumer and returns it.
+/// Creates (or updates to match) one durable pull consumer and returns it; a process that
+/// does not provision binds to the consumer as the administrator made it.
 pub async fn bind_consumer(
     js: &jetstream::Context,
     def: &ConsumerDef,
 ) -> Result<consumer::PullConsumer, ProvisionError> {
+    if !crate::access::get().provisions {
+        return js
+            .get_consumer_from_stream(&def.durable, &def.stream)
+            .await
+            .map_err(|err| ProvisionError::Missing {
+                name: format!("{}/{}", def.stream, def.durable),
+                reason: err.to_string(),
+            });
+    }
     js.create_consumer_on_stream(def.config(), &def.stream)
         .await
         .map_err(|source| ProvisionError::Consumer {

@@ -12,6 +12,7 @@ mod gateway_input;
 mod gateway_status;
 mod help;
 mod http;
+mod identities;
 mod nats_urls;
 mod notify;
 mod otelite;

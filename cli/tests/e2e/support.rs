@@ -106,6 +106,9 @@ pub struct Options {
     pub gateway: bool,
     /// Where the services export over OTLP, instead of the shared receiver (e.g. otelite).
     pub otlp_endpoint: Option<String>,
+    /// Whether the broker requires identities (`nats/auth/users.conf`): each service then
+    /// connects as itself, and the administrator provisions.
+    pub identities: bool,
 }
 
 impl Default for Options {
@@ -117,6 +120,7 @@ impl Default for Options {
             env: vec![],
             gateway: false,
             otlp_endpoint: None,
+            identities: false,
         }
     }
 }
@@ -125,6 +129,8 @@ impl Default for Options {
 pub struct Stack {
     /// The private broker.
     pub nats: NatsServer,
+    /// The identities' passwords, when the broker requires identities.
+    pub identities: Option<crate::identities::Passwords>,
     /// The system's database.
     pub pool: PgPool,
     db: Option<TestDb>,
@@ -149,18 +155,28 @@ impl Stack {
             .otlp_endpoint
             .clone()
             .unwrap_or_else(|| shared().receiver.endpoint());
-        let nats = NatsServer::start_async().await.expect("nats-server");
+        let identities = options
+            .identities
+            .then(crate::identities::Passwords::generate);
+        let nats = match &identities {
+            Some(passwords) => passwords.start_broker().await,
+            None => NatsServer::start_async().await.expect("nats-server"),
+        };
         let db = TestDb::create().await.expect("database");
         let pool = PgPool::connect(&db.url()).await.expect("pool");
         let logs = tempfile::tempdir().expect("log dir");
         let mut stack = Stack {
             nats,
+            identities,
             pool,
             db: Some(db),
             services: vec![],
             logs,
             gateway: None,
         };
+        if let Some(passwords) = &stack.identities {
+            passwords.provision(&stack.nats.url()).await;
+        }
         for (name, args) in services() {
             let mut envs = vec![
                 ("NATS_URL".to_owned(), stack.nats.url()),
@@ -170,6 +186,9 @@ impl Stack {
                 ("LOG_FORMAT".to_owned(), "json".to_owned()),
                 ("SEED_STOCK".to_owned(), options.seed_stock.clone()),
             ];
+            if let Some(passwords) = &stack.identities {
+                envs.extend(passwords.service_env(name));
+            }
             for (service, key, value) in &options.env {
                 if *service == name {
                     envs.push(((*key).to_owned(), value.clone()));
@@ -243,6 +262,14 @@ impl Stack {
         );
     }
 
+    /// A connection to the broker, as the administrator when it requires identities.
+    pub async fn admin_client(&self) -> async_nats::Client {
+        match &self.identities {
+            Some(passwords) => passwords.admin(&self.nats.url()).await,
+            None => async_nats::connect(self.nats.url()).await.expect("nats"),
+        }
+    }
+
     /// The system's database URL.
     pub fn db_url(&self) -> String {
         self.db.as_ref().map(TestDb::url).unwrap_or_default()
@@ -250,7 +277,7 @@ impl Stack {
 
     /// Waits until some process pulls from `durable`.
     pub async fn wait_pulling(&self, durable: &str) {
-        let client = async_nats::connect(self.nats.url()).await.expect("nats");
+        let client = self.admin_client().await;
         let js = async_nats::jetstream::new(client);
         let ok = wait_until(Duration::from_secs(60), || pulling(&js, durable)).await;
         assert!(ok, "{durable} is not consuming; logs:\n{}", self.logs());

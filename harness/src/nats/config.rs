@@ -41,6 +41,8 @@ pub(crate) struct NodeSpec {
     pub sync_always: bool,
     /// The cluster, when the node is one of several.
     pub cluster: Option<ClusterSpec>,
+    /// More configuration, appended as is (an `authorization` block, `tls`).
+    pub extra: Option<String>,
 }
 
 /// A port nothing listens on (tcpmux, reserved and unused on loopback).
@@ -80,6 +82,10 @@ impl NodeSpec {
             let _ = writeln!(out, "  routes: [{}]", routes.join(", "));
             let _ = writeln!(out, "}}");
         }
+        if let Some(extra) = &self.extra {
+            out.push_str(extra);
+            out.push('\n');
+        }
         out
     }
 }
@@ -96,6 +102,7 @@ mod tests {
             store_dir: PathBuf::from("/tmp/x y/js"),
             sync_always,
             cluster,
+            extra: None,
         }
     }
 
