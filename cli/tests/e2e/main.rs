@@ -31,4 +31,5 @@ mod show;
 mod signals;
 mod stack;
 mod support;
+mod tls;
 mod traces;

@@ -109,6 +109,9 @@ pub struct Options {
     /// Whether the broker requires identities (`nats/auth/users.conf`): each service then
     /// connects as itself, and the administrator provisions.
     pub identities: bool,
+    /// Whether the broker speaks TLS only (a throw-away CA from `scripts/make-certs`): every
+    /// service then verifies it with `NATS_TLS_CA`.
+    pub tls: bool,
 }
 
 impl Default for Options {
@@ -121,6 +124,7 @@ impl Default for Options {
             gateway: false,
             otlp_endpoint: None,
             identities: false,
+            tls: false,
         }
     }
 }
@@ -131,6 +135,8 @@ pub struct Stack {
     pub nats: NatsServer,
     /// The identities' passwords, when the broker requires identities.
     pub identities: Option<crate::identities::Passwords>,
+    /// The certificates, when the broker speaks TLS only.
+    pub tls: Option<crate::tls::Certificates>,
     /// The system's database.
     pub pool: PgPool,
     db: Option<TestDb>,
@@ -158,9 +164,11 @@ impl Stack {
         let identities = options
             .identities
             .then(crate::identities::Passwords::generate);
-        let nats = match &identities {
-            Some(passwords) => passwords.start_broker().await,
-            None => NatsServer::start_async().await.expect("nats-server"),
+        let tls = options.tls.then(crate::tls::Certificates::make);
+        let nats = match (&identities, &tls) {
+            (Some(passwords), _) => passwords.start_broker().await,
+            (None, Some(tls)) => tls.start_broker().await,
+            (None, None) => NatsServer::start_async().await.expect("nats-server"),
         };
         let db = TestDb::create().await.expect("database");
         let pool = PgPool::connect(&db.url()).await.expect("pool");
@@ -168,6 +176,7 @@ impl Stack {
         let mut stack = Stack {
             nats,
             identities,
+            tls,
             pool,
             db: Some(db),
             services: vec![],
@@ -188,6 +197,9 @@ impl Stack {
             ];
             if let Some(passwords) = &stack.identities {
                 envs.extend(passwords.service_env(name));
+            }
+            if let Some(tls) = &stack.tls {
+                envs.push(("NATS_TLS_CA".to_owned(), tls.ca()));
             }
             for (service, key, value) in &options.env {
                 if *service == name {
@@ -264,9 +276,10 @@ impl Stack {
 
     /// A connection to the broker, as the administrator when it requires identities.
     pub async fn admin_client(&self) -> async_nats::Client {
-        match &self.identities {
-            Some(passwords) => passwords.admin(&self.nats.url()).await,
-            None => async_nats::connect(self.nats.url()).await.expect("nats"),
+        match (&self.identities, &self.tls) {
+            (Some(passwords), _) => passwords.admin(&self.nats.url()).await,
+            (None, Some(tls)) => tls.connect(&self.nats.url()).await,
+            (None, None) => async_nats::connect(self.nats.url()).await.expect("nats"),
         }
     }
 
