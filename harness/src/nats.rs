@@ -68,14 +68,20 @@ pub struct NatsServer {
     config_path: PathBuf,
     log_path: PathBuf,
     child: Option<Child>,
-    /// The administrator's user and password the readiness probe connects with, when the
-    /// server requires credentials.
-    probe_user: Option<(String, String)>,
-    /// The CA the readiness probe verifies the server with, when it requires TLS.
-    tls_ca: Option<PathBuf>,
+    /// How the readiness probe logs in and verifies the server, when it requires it (boxed:
+    /// rare, and the struct is held in enums).
+    probe_access: Option<Box<ProbeAccess>>,
     /// Held only for its own drop, which deletes the store and log after `Drop` killed the
     /// server (fields drop after `Drop::drop` runs).
     _temp_dir: TempDir,
+}
+
+/// How the readiness probe logs in (an administrator's user and password) and verifies the
+/// server (a CA), for a server that requires either.
+#[derive(Debug)]
+struct ProbeAccess {
+    user: Option<(String, String)>,
+    tls_ca: Option<PathBuf>,
 }
 
 /// What to do when the process exits before it is ready, which almost always means its port was
@@ -117,11 +123,11 @@ impl NatsServer {
         tls_ca: Option<&Path>,
     ) -> anyhow::Result<NatsServer> {
         let mut server = Self::prepare("checkout-nats", free_port(), None)?;
-        server.spec.extra = Some(extra.to_owned());
-        server.tls_ca = tls_ca.map(Path::to_path_buf);
-        if let Some((user, password)) = admin {
-            server.probe_user = Some((user.to_owned(), password.to_owned()));
-        }
+        server.spec.extra = Some(extra.into());
+        server.probe_access = Some(Box::new(ProbeAccess {
+            user: admin.map(|(user, password)| (user.to_owned(), password.to_owned())),
+            tls_ca: tls_ca.map(Path::to_path_buf),
+        }));
         server.run_until_ready(OnEarlyExit::WaitForPort).await?;
         Ok(server)
     }
@@ -251,8 +257,7 @@ impl NatsServer {
             config_path: dir.path().join("nats-server.conf"),
             log_path: dir.path().join("nats-server.log"),
             child: None,
-            probe_user: None,
-            tls_ca: None,
+            probe_access: None,
             _temp_dir: dir,
         })
     }
@@ -344,11 +349,13 @@ impl NatsServer {
                     log_tail(&self.log_path)
                 )));
             }
-            let probe_error =
-                match probe(&url, self.probe_user.as_ref(), self.tls_ca.as_deref()).await {
-                    Ok(()) => return Ok(()),
-                    Err(err) => err,
-                };
+            let access = self.probe_access.as_deref();
+            let user = access.and_then(|a| a.user.as_ref());
+            let tls_ca = access.and_then(|a| a.tls_ca.as_deref());
+            let probe_error = match probe(&url, user, tls_ca).await {
+                Ok(()) => return Ok(()),
+                Err(err) => err,
+            };
             if Instant::now() >= deadline {
                 return Err(AttemptError::Fatal(anyhow!(
                     "nats-server on port {} did not get JetStream ready within {:?} (last probe: \

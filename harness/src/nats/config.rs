@@ -41,8 +41,9 @@ pub(crate) struct NodeSpec {
     pub sync_always: bool,
     /// The cluster, when the node is one of several.
     pub cluster: Option<ClusterSpec>,
-    /// More configuration, appended as is (an `authorization` block, `tls`).
-    pub extra: Option<String>,
+    /// More configuration, appended as is (an `authorization` block, `tls`); boxed, as it is
+    /// rare and the spec is held in enums.
+    pub extra: Option<Box<str>>,
 }
 
 /// A port nothing listens on (tcpmux, reserved and unused on loopback).
