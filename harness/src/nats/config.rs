@@ -20,7 +20,9 @@ pub(crate) struct ClusterSpec {
     /// With proxies on the routes, the node must not tell the others its real route address:
     /// they would dial it directly, around the proxies, and a cut would not isolate it. It
     /// advertises an address that refuses connections instead, so every route is the
-    /// configured one.
+    /// configured one. Its client address is not gossiped to clients either (`no_advertise`):
+    /// a client would add it to its server list and come back from a reconnect around the
+    /// proxy in front of it, out of reach of the faults put on that proxy.
     pub hide_route_address: bool,
 }
 
@@ -74,6 +76,7 @@ impl NodeSpec {
             let _ = writeln!(out, "  listen: \"127.0.0.1:{}\"", cluster.port);
             if cluster.hide_route_address {
                 let _ = writeln!(out, "  advertise: {DEAD_ADDRESS:?}");
+                let _ = writeln!(out, "  no_advertise: true");
             }
             let routes: Vec<String> = cluster
                 .routes
@@ -137,5 +140,6 @@ mod tests {
             "{text}"
         );
         assert!(text.contains("advertise: \"127.0.0.1:1\""), "{text}");
+        assert!(text.contains("no_advertise: true"), "{text}");
     }
 }

@@ -176,3 +176,45 @@ async fn an_unanswered_confirmation_is_resent_by_its_deadline_then_given_up_and_
         "nothing undone"
     );
 }
+
+/// Two orchestrators on one database both find a saga's deadline due and time it out at
+/// once: the due check runs again under the saga's lock, so one of them writes the timeout
+/// and re-sends the command, and the other finds it no longer due: one transition, one
+/// re-send.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deadline_due_for_two_orchestrators_is_claimed_once() {
+    let (nats, db, pool, js) = setup().await;
+    let connect = || async {
+        let client = async_nats::connect(nats.url()).await.unwrap();
+        Executor::new(pool.clone(), client, SpanFlusher::disabled(), FAST).0
+    };
+    let (a, b) = (connect().await, connect().await);
+    let data = data();
+    let saga_id = data.request.checkout_id;
+    assert!(a.start(data, &opentelemetry::Context::new()).await.unwrap());
+    let version = || async { store::get(&pool, saga_id).await.unwrap().unwrap().version };
+    let before = version().await;
+    // Both see it due (bounded: the step's deadline is 300 ms away).
+    let mut due = false;
+    for _ in 0..100 {
+        let (due_a, due_b) = (a.due(10).await.unwrap(), b.due(10).await.unwrap());
+        if due_a.contains(&saga_id) && due_b.contains(&saga_id) {
+            due = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(due, "the saga never fell due for both");
+    let (by_a, by_b) = tokio::join!(a.time_out(saga_id), b.time_out(saga_id));
+    assert_eq!(by_a.unwrap(), Some(SagaStatus::Running));
+    assert_eq!(by_b.unwrap(), Some(SagaStatus::Running));
+    assert_eq!(version().await, before + 1, "one timeout written, not two");
+    let reserve = format!("{saga_id}.inventory.do");
+    assert_eq!(
+        commands(&js, "checkout.cmd.inventory.reserve").await,
+        vec![reserve.clone(), format!("{reserve}.r1")],
+        "one re-send, by whichever orchestrator wrote the timeout"
+    );
+    pool.close().await;
+    db.drop_db().await.unwrap();
+}

@@ -9,6 +9,7 @@ mod bench;
 mod chaos;
 mod cluster;
 mod demo;
+mod election;
 mod json_report;
 mod product;
 mod readme_examples;
