@@ -30,6 +30,7 @@ mod shedding;
 mod show;
 mod signals;
 mod stack;
+mod stack_data;
 mod support;
 mod tls;
 mod traces;

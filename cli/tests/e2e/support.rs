@@ -5,7 +5,7 @@
 use checkout_cli::client::Client;
 use checkout_cli::common::{pulling, wait_until};
 use checkout_harness::{NatsServer, OtlpReceiver, ReceivedSpan, Service, TestDb};
-use checkout_shared::messages::{CheckoutRequested, LineItem};
+use checkout_shared::messages::CheckoutRequested;
 use checkout_shared::streams::EVENTS_CONSUMER;
 use checkout_shared::telemetry::{self, LogFormat, SpanFlusher, Telemetry, TelemetryConfig};
 use sqlx::PgPool;
@@ -13,7 +13,6 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::OnceLock;
 use std::time::Duration;
-use uuid::Uuid;
 
 struct Shared {
     runtime: tokio::runtime::Runtime,
@@ -387,35 +386,6 @@ impl Stack {
             db.drop_db().await.expect("drop database");
         }
     }
-
-    /// Available stock of a SKU.
-    pub async fn stock(&self, sku: &str) -> i32 {
-        sqlx::query_scalar("SELECT available FROM inventory.stock WHERE sku = $1")
-            .bind(sku)
-            .fetch_one(&self.pool)
-            .await
-            .expect("stock")
-    }
-
-    /// Ledger entries of a saga: (kind, amount).
-    pub async fn ledger(&self, saga_id: Uuid) -> Vec<(String, i64)> {
-        sqlx::query_as(
-            "SELECT kind, amount_cents FROM payment.ledger WHERE saga_id = $1 ORDER BY kind",
-        )
-        .bind(saga_id)
-        .fetch_all(&self.pool)
-        .await
-        .expect("ledger")
-    }
-
-    /// Order statuses of a saga.
-    pub async fn orders(&self, saga_id: Uuid) -> Vec<String> {
-        sqlx::query_scalar("SELECT status FROM orders.orders WHERE saga_id = $1")
-            .bind(saga_id)
-            .fetch_all(&self.pool)
-            .await
-            .expect("orders")
-    }
 }
 
 impl Drop for Stack {
@@ -426,26 +396,4 @@ impl Drop for Stack {
     }
 }
 
-/// A checkout of the given lines.
-pub fn request(
-    customer: &str,
-    token: &str,
-    items: &[(&str, i32)],
-    amount_cents: i64,
-) -> CheckoutRequested {
-    CheckoutRequested {
-        checkout_id: Uuid::new_v4(),
-        customer_id: customer.to_owned(),
-        items: items
-            .iter()
-            .map(|(sku, quantity)| LineItem {
-                sku: (*sku).to_owned(),
-                quantity: *quantity,
-                unit_price_cents: None,
-            })
-            .collect(),
-        payment_token: token.to_owned(),
-        amount_cents,
-        currency: String::new(),
-    }
-}
+pub use crate::stack_data::request;
