@@ -75,6 +75,15 @@ if [ -z "${OTELITE_BIN:-}" ] && ! command -v otelite >/dev/null && [ ! -x "$HOME
   $otelite_install >&2 || die "could not install otelite; install it with: $otelite_install"
 fi
 
+# cargo-deny checks the dependencies' licenses, bans and sources (deny.toml) in scripts/test.
+# Pinned, built from source once (about five minutes on two cores), cached in ~/.cargo/bin.
+CARGO_DENY_VERSION=0.20.2
+deny_install="cargo install cargo-deny --locked --version $CARGO_DENY_VERSION"
+if ! cargo deny --version 2>/dev/null | grep -qF "$CARGO_DENY_VERSION"; then
+  say "installing cargo-deny: $deny_install (several minutes the first time)"
+  $deny_install >&2 || die "could not install cargo-deny; install it with: $deny_install"
+fi
+
 # schemathesis (PyPI) tests the gateway against its own OpenAPI document
 # (cli/tests/e2e/schemathesis.rs). Pinned: its checks and options change between releases. It
 # goes into a virtualenv of its own in the target directory (ignored by git, next to the

@@ -19,6 +19,64 @@ pub struct NatsArgs {
     pub nats_url: String,
 }
 
+/// Who this process is to NATS (every command; from the environment or flags, never from
+/// code). With identities on (`nats/auth/`), a service runs with `NATS_PROVISION=false` and the
+/// administrator provisions streams and consumers (`checkout provision`).
+#[derive(Debug, Clone, Args)]
+pub struct NatsAccessArgs {
+    /// NATS user (with --nats-password).
+    #[arg(long, env = "NATS_USER", global = true)]
+    pub nats_user: Option<String>,
+    /// NATS password of --nats-user.
+    #[arg(long, env = "NATS_PASSWORD", global = true, hide_env_values = true)]
+    pub nats_password: Option<String>,
+    /// A NATS credentials file (JWT and nkey seed).
+    #[arg(long, env = "NATS_CREDS", global = true)]
+    pub nats_creds: Option<std::path::PathBuf>,
+    /// A file holding this identity's nkey seed.
+    #[arg(long, env = "NATS_NKEY_SEED_FILE", global = true)]
+    pub nats_nkey_seed_file: Option<std::path::PathBuf>,
+    /// A CA certificate (PEM) to verify the NATS server's with; TLS is then required.
+    #[arg(long, env = "NATS_TLS_CA", global = true)]
+    pub nats_tls_ca: Option<std::path::PathBuf>,
+    /// Whether this process creates and updates streams and consumers (false: it only binds
+    /// to them, as a service whose identity may not provision must).
+    #[arg(long, env = "NATS_PROVISION", global = true, default_value_t = true,
+          action = clap::ArgAction::Set)]
+    pub nats_provision: bool,
+}
+
+impl NatsAccessArgs {
+    /// Makes these settings the process's access to NATS (before any connection).
+    pub fn install(&self) -> anyhow::Result<()> {
+        use checkout_shared::access::{Access, Identity};
+        let identity = match (
+            &self.nats_user,
+            &self.nats_password,
+            &self.nats_creds,
+            &self.nats_nkey_seed_file,
+        ) {
+            (None, None, None, None) => Identity::Anonymous,
+            (Some(user), Some(password), None, None) => Identity::UserPassword {
+                user: user.clone(),
+                password: password.clone(),
+            },
+            (None, None, Some(creds), None) => Identity::Creds(creds.clone()),
+            (None, None, None, Some(seed)) => Identity::NkeySeedFile(seed.clone()),
+            _ => anyhow::bail!(
+                "give one NATS identity: NATS_USER with NATS_PASSWORD, NATS_CREDS, or \
+                 NATS_NKEY_SEED_FILE"
+            ),
+        };
+        checkout_shared::access::set(Access {
+            identity,
+            provisions: self.nats_provision,
+            tls_ca: self.nats_tls_ca.clone(),
+        });
+        Ok(())
+    }
+}
+
 /// Where PostgreSQL is: the URL every schema uses unless its own says otherwise
 /// (`crate::databases`).
 #[derive(Debug, Clone, Args)]

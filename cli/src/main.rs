@@ -3,7 +3,7 @@
 //! ```text
 //!  services:   checkout orchestrator | checkout worker <inventory|payment|order|notification> | checkout gateway
 //!  clients:    checkout publish [--wait] | checkout load | checkout watch | checkout show <id>
-//!  operators:  checkout stuck | checkout retry <id>
+//!  operators:  checkout stuck | checkout retry <id> | checkout provision
 //! ```
 //!
 //! The demo, the chaos runner and the benchmark are another binary, `checkout-tools` (crate
@@ -19,6 +19,8 @@ use clap::{Parser, Subcommand};
 struct Cli {
     #[command(subcommand)]
     command: Command,
+    #[command(flatten)]
+    access: checkout_cli::common::NatsAccessArgs,
 }
 
 #[derive(Debug, Subcommand)]
@@ -48,10 +50,17 @@ enum Command {
     /// Turn nats-server's message-trace events (NATS_TRACE_SHARE, nats-server 2.11 or later)
     /// into spans of service `nats-server`, between the producer's and the consumer's.
     NatsTraceBridge(nats_trace_bridge::BridgeArgs),
+    /// Create or update every stream and consumer (the administrator's job when identities
+    /// are on: the services then only bind to them).
+    Provision(ops::ProvisionArgs),
 }
 
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
+    if let Err(err) = cli.access.install() {
+        eprintln!("error: {err:#}");
+        return std::process::ExitCode::FAILURE;
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -74,6 +83,7 @@ fn main() -> std::process::ExitCode {
             Command::Stuck(args) => ops::stuck(args).await,
             Command::Retry(args) => ops::retry(args).await,
             Command::NatsTraceBridge(args) => nats_trace_bridge::run(args).await,
+            Command::Provision(args) => ops::provision(args).await,
         }
     });
     match result {

@@ -101,3 +101,26 @@ pub async fn retry(args: RetryArgs) -> anyhow::Result<ExitCode> {
     );
     Ok(ExitCode::SUCCESS)
 }
+
+/// Options of `checkout provision`.
+#[derive(Debug, Args)]
+pub struct ProvisionArgs {
+    #[command(flatten)]
+    nats: NatsArgs,
+    /// Stream replicas (3 on a three-node cluster).
+    #[arg(long, env = "STREAM_REPLICAS", default_value_t = 1)]
+    replicas: usize,
+}
+
+/// `checkout provision`: creates or updates every stream and consumer of
+/// `nats/jetstream.json`, with the identity it is given (the administrator's, when identities
+/// are on).
+pub async fn provision(args: ProvisionArgs) -> anyhow::Result<ExitCode> {
+    let nats =
+        checkout_shared::connect::connect(&args.nats.nats_url, "checkout-provision", false).await?;
+    let js = checkout_shared::connect::jetstream(nats.clone());
+    checkout_shared::streams::provision_as_admin(&js, args.replicas).await?;
+    nats.flush().await?;
+    println!("streams and consumers provisioned");
+    Ok(ExitCode::SUCCESS)
+}

@@ -169,6 +169,17 @@ pub struct GatewayArgs {
     /// Export spans before each message that names them is sent (see the orchestrator).
     #[arg(long, env = "TRACE_FLUSH_BEFORE_SEND", default_value_t = true, action = clap::ArgAction::Set)]
     trace_flush_before_send: bool,
+    /// Checkouts this gateway handles at once; one more is answered 429 with Retry-After.
+    #[arg(long, env = "GATEWAY_MAX_CONCURRENT", default_value_t = 256)]
+    max_concurrent: usize,
+    /// Messages waiting in the work queues (requests, commands, replies: about the sagas in
+    /// flight) above which a checkout is answered 503 with Retry-After.
+    #[arg(long, env = "GATEWAY_MAX_BACKLOG", default_value_t = 5_000)]
+    max_backlog: u64,
+    /// Milliseconds a checkout's publish may wait for the broker's acknowledgement before it
+    /// is answered 503 with Retry-After.
+    #[arg(long, env = "GATEWAY_PUBLISH_TIMEOUT_MS", default_value_t = 2_000)]
+    publish_timeout_ms: u64,
 }
 
 /// Runs the HTTP gateway until SIGTERM or Ctrl-C.
@@ -184,6 +195,11 @@ pub async fn gateway(args: GatewayArgs) -> anyhow::Result<ExitCode> {
             args.idempotency_retention_secs,
             args.retention_interval_secs,
         ),
+        limits: checkout_gateway::Limits {
+            max_concurrent: args.max_concurrent,
+            max_backlog: args.max_backlog,
+            publish_timeout: Duration::from_millis(args.publish_timeout_ms),
+        },
     };
     let result = checkout_gateway::run(
         config,

@@ -15,3 +15,6 @@
 
 pub mod catalog;
 pub mod validate;
+
+#[cfg(test)]
+mod fuzz;

@@ -100,8 +100,12 @@ impl Rejection {
     pub fn field(&self) -> Option<String> {
         match self {
             Rejection::TooLarge(_) => None,
-            // serde names the field in backquotes (missing field `items`, unknown field `x`).
-            Rejection::Malformed(message) => message.split('`').nth(1).map(str::to_owned),
+            // serde names a missing field in backquotes (missing field `items`); other names
+            // it quotes are the caller's, left out of the message (`shared::json_error`).
+            Rejection::Malformed(message) => message
+                .strip_prefix("missing field `")
+                .and_then(|rest| rest.split('`').next())
+                .map(str::to_owned),
             Rejection::Invalid { field, .. }
             | Rejection::UnknownSku { field, .. }
             | Rejection::PriceMismatch { field, .. } => Some(field.clone()),
@@ -111,13 +115,18 @@ impl Rejection {
     }
 }
 
+/// The rejection of a body serde could not read as a checkout, in serde's words without the
+/// values the caller sent (a token or card number among them).
+pub fn malformed(err: &serde_json::Error) -> Rejection {
+    Rejection::Malformed(checkout_shared::json_error::describe(err))
+}
+
 /// Parses a request body and checks every field that needs no lookup.
 pub fn parse(payload: &[u8]) -> Result<CheckoutRequested, Rejection> {
     if payload.len() > MAX_REQUEST_BYTES {
         return Err(Rejection::TooLarge(payload.len()));
     }
-    let request: CheckoutRequested =
-        serde_json::from_slice(payload).map_err(|e| Rejection::Malformed(e.to_string()))?;
+    let request: CheckoutRequested = serde_json::from_slice(payload).map_err(|e| malformed(&e))?;
     check_fields(&request)?;
     Ok(request)
 }

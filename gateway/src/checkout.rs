@@ -12,20 +12,22 @@
 
 use crate::AppState;
 use crate::accepted;
+use crate::cart_input;
 use crate::idempotency::{self, Claim};
-use crate::openapi::{Problem400, Problem409, Problem413, Problem415, Problem422, Problem503};
+use crate::openapi::{
+    Problem400, Problem409, Problem413, Problem415, Problem422, Problem429, Problem503,
+};
 use crate::problem::{Problem, Reason};
 use axum::body::Body;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use bytes::{Bytes, BytesMut};
-use checkout_door::validate::{self, Rejection};
+use bytes::Bytes;
+use checkout_door::validate;
 use checkout_shared::envelope::{MSG_ID, SAGA_ID};
-use checkout_shared::messages::{CheckoutRequested, LineItem, MAX_REQUEST_BYTES};
+use checkout_shared::messages::{CheckoutRequested, LineItem};
 use checkout_shared::messaging::{self, Outgoing};
 use checkout_shared::subjects;
-use futures::StreamExt;
 use opentelemetry::KeyValue;
 use opentelemetry::trace::TraceContextExt;
 use serde::{Deserialize, Serialize};
@@ -151,8 +153,13 @@ pub struct Accepted {
             body = Problem415, content_type = "application/problem+json"),
         (status = 422, description = "Not a cart, or refused by the door or the catalog",
             body = Problem422, content_type = "application/problem+json"),
-        (status = 503, description = "The broker or the database is unavailable: retry \
-            (with the same `Idempotency-Key`)", body = Problem503,
+        (status = 429, description = "This gateway handles as many checkouts at once as it \
+            may: retry (with the same `Idempotency-Key`)", body = Problem429,
+            content_type = "application/problem+json",
+            headers(("Retry-After" = u32, description = "Seconds to wait before retrying"))),
+        (status = 503, description = "The system is behind, or the broker, the database or \
+            the catalog is unavailable or did not acknowledge: retry (with the same \
+            `Idempotency-Key`)", body = Problem503,
             content_type = "application/problem+json",
             headers(("Retry-After" = u32, description = "Seconds to wait before retrying"))),
     )
@@ -165,41 +172,14 @@ pub async fn post(State(state): State<Arc<AppState>>, headers: HeaderMap, body: 
 }
 
 async fn accept(state: &AppState, headers: &HeaderMap, body: Body) -> Result<Response, Problem> {
-    let content_type = headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("");
-    let essence = content_type.split(';').next().unwrap_or("").trim();
-    if !essence.eq_ignore_ascii_case("application/json") {
-        return Err(Problem::new(
-            Reason::UnsupportedMediaType,
-            format!("the cart must be application/json, not {content_type:?}"),
-        )
-        .field(Some("Content-Type".into()))
-        .refused());
-    }
-    let key = match headers.get("idempotency-key").map(|v| v.to_str()) {
-        None => None,
-        Some(Ok(key)) if idempotency::valid_key(key) => Some(key.to_owned()),
-        Some(_) => {
-            return Err(Problem::new(
-                Reason::InvalidIdempotencyKey,
-                "the Idempotency-Key must be 1 to 255 visible ASCII characters".into(),
-            )
-            .field(Some("Idempotency-Key".into()))
-            .refused());
-        }
-    };
-    let raw = read_limited(body).await?;
+    // Before anything is read: a flood is refused for the price of a permit check.
+    let _slot = state.shedding.admit()?;
+    let key = cart_input::read_headers(headers)?;
+    let raw = cart_input::read_limited(body).await?;
     // Parsed twice on purpose: as JSON first, so that a body that is not JSON at all is told
     // apart (400) from JSON that is not a cart (422), and so that the idempotency hash is
     // taken over the canonical form.
-    let json: serde_json::Value = serde_json::from_slice(&raw).map_err(|e| {
-        Problem::from_rejection(&Rejection::Malformed(e.to_string()), true).refused()
-    })?;
-    let cart: Cart = serde_json::from_value(json.clone()).map_err(|e| {
-        Problem::from_rejection(&Rejection::Malformed(e.to_string()), false).refused()
-    })?;
+    let (json, cart) = cart_input::decode(&raw)?;
     let server_cx = tracing::Span::current().context();
     let trace_id = server_cx.span().span_context().trace_id().to_string();
     let (saga_id, trace_id, replay) = match &key {
@@ -218,9 +198,15 @@ async fn accept(state: &AppState, headers: &HeaderMap, body: Body) -> Result<Res
     // A replay publishes again: if the first attempt's publish failed after its key was
     // stored, this is what starts the saga; if it succeeded, JetStream's duplicate window
     // (and, after it, the orchestrator's saga-id check) drops the copy.
-    publish(state, &server_cx, &request)
-        .await
-        .map_err(|err| unavailable("broker", &err.to_string()))?;
+    let timeout = state.shedding.limits().publish_timeout;
+    match tokio::time::timeout(timeout, publish(state, &server_cx, &request)).await {
+        Ok(Ok(())) => {}
+        Ok(Err(err)) => return Err(unavailable("broker", &err.to_string())),
+        Err(_) => {
+            let error = format!("no acknowledgement within {} ms", timeout.as_millis());
+            return Err(unavailable("broker", &error));
+        }
+    }
     tracing::info!(%saga_id, replay, "checkout accepted");
     let status_url = format!("/checkouts/{saga_id}");
     let body = Accepted {
@@ -285,24 +271,6 @@ fn to_request(saga_id: Uuid, cart: &Cart) -> CheckoutRequested {
         amount_cents: cart.amount_cents,
         currency: cart.currency.clone(),
     }
-}
-
-/// Reads the body, refusing (413) as soon as it passes the limit rather than after it has
-/// all been buffered.
-async fn read_limited(body: Body) -> Result<Bytes, Problem> {
-    let mut stream = body.into_data_stream();
-    let mut buffer = BytesMut::new();
-    while let Some(chunk) = stream.next().await {
-        let chunk =
-            chunk.map_err(|e| Problem::new(Reason::UnreadableBody, e.to_string()).refused())?;
-        buffer.extend_from_slice(&chunk);
-        if buffer.len() > MAX_REQUEST_BYTES {
-            return Err(
-                Problem::from_rejection(&Rejection::TooLarge(buffer.len()), false).refused(),
-            );
-        }
-    }
-    Ok(buffer.freeze())
 }
 
 /// The door's rules and the catalog, under a `validate checkout` span that records each

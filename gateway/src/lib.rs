@@ -2,6 +2,7 @@
 //!
 //! ```text
 //!  POST /checkout ─▶ server span (the caller's traceparent continued)
+//!       │  a slot free and the system not behind (429 / 503 with Retry-After if not)
 //!       │  content type, size, JSON, the door's rules and the catalog's prices (422 if not)
 //!       │  Idempotency-Key ─▶ gateway.idempotency_keys (same key, other body: 409)
 //!       └─▶ record it accepted ─▶ publish checkout.requested (Nats-Msg-Id = saga id)
@@ -20,13 +21,18 @@
 //! what it accepts the orchestrator accepts.
 
 mod accepted;
+mod cart_input;
 mod checkout;
 mod http_span;
 mod idempotency;
 pub mod openapi;
 mod problem;
+mod shedding;
 mod status;
 mod view;
+
+#[cfg(test)]
+mod fuzz;
 
 use async_nats::jetstream;
 use axum::Router;
@@ -45,6 +51,8 @@ use utoipa::OpenApi as _;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
+pub use shedding::Limits;
+
 /// Everything the gateway needs to run.
 #[derive(Debug, Clone)]
 pub struct GatewayConfig {
@@ -60,6 +68,8 @@ pub struct GatewayConfig {
     pub replicas: usize,
     /// How long idempotency keys are kept, and how often the pruner looks.
     pub idempotency_retention: Retention,
+    /// When to shed load rather than queue it.
+    pub limits: Limits,
 }
 
 /// Why the gateway could not start or keep serving.
@@ -93,6 +103,7 @@ pub(crate) struct AppState {
     pub lifecycle: jetstream::stream::Stream<()>,
     pub flusher: SpanFlusher,
     pub shutdown: CancellationToken,
+    pub shedding: Arc<shedding::Shedding>,
 }
 
 /// Applies the migrations of the `gateway` schema, with its own migration history.
@@ -142,14 +153,16 @@ pub async fn run(
         pool.close().await;
         return Ok(());
     };
+    let shedding = Arc::new(shedding::Shedding::new(config.limits));
     let state = Arc::new(AppState {
         nats: nats.clone(),
-        js,
+        js: js.clone(),
         pool: pool.clone(),
         catalog: Catalog::new(catalog),
         lifecycle,
         flusher,
         shutdown: shutdown.clone(),
+        shedding: shedding.clone(),
     });
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
@@ -184,13 +197,14 @@ pub async fn run(
             retention::every(target, keep, stop, || accepted::prune_pass(&pool, keep)).await;
         }
     });
+    let backlog = tokio::spawn(shedding::watch_backlog(js, shedding, stop_pruning.clone()));
     let served = axum::serve(listener, routes().0.with_state(state))
         .with_graceful_shutdown(shutdown.cancelled_owned())
         .await;
     stop_pruning.cancel();
-    for pruner in [keys, accepted] {
-        if let Err(err) = pruner.await {
-            tracing::error!(error = %err, "a pruner of the gateway schema panicked");
+    for task in [keys, accepted, backlog] {
+        if let Err(err) = task.await {
+            tracing::error!(error = %err, "a background task of the gateway panicked");
         }
     }
     tracing::info!("stopped serving; draining");

@@ -201,6 +201,7 @@ problem_of_status! {
     Problem413 = PAYLOAD_TOO_LARGE;
     Problem415 = UNSUPPORTED_MEDIA_TYPE;
     Problem422 = UNPROCESSABLE_ENTITY;
+    Problem429 = TOO_MANY_REQUESTS;
     Problem503 = SERVICE_UNAVAILABLE;
 }
 
@@ -269,7 +270,7 @@ mod tests {
             data["contentSchema"]["$ref"], "#/components/schemas/CheckoutEvent",
             "{data}"
         );
-        // Every error response is a problem of its status; every 503 says when to retry.
+        // Every error response is a problem of its status; every 503 and 429 says when to retry.
         let mut reasons_described = Vec::new();
         for (path, item) in doc["paths"].as_object().unwrap() {
             for (method, operation) in item.as_object().unwrap() {
@@ -286,7 +287,7 @@ mod tests {
                     for reason in body["properties"]["reason"]["enum"].as_array().unwrap() {
                         reasons_described.push(reason.as_str().unwrap().to_owned());
                     }
-                    if code == 503 {
+                    if code == 503 || code == 429 {
                         let retry = &response["headers"]["Retry-After"];
                         assert!(retry.is_object(), "{method} {path}: {response}");
                     }

@@ -16,7 +16,8 @@ use strum::VariantArray;
 /// Where the problem types are described; `type` is this plus the reason code.
 pub const TYPE_BASE: &str = "https://checkout-saga.example/problems/";
 
-/// How long a client should wait before retrying a `503` (the `Retry-After` header): long
+/// How long a client should wait before retrying a `503` or a `429` (the `Retry-After`
+/// header): long
 /// enough for a broker or database to come back from a blip, short enough for a checkout.
 pub const RETRY_AFTER_SECS: u32 = 2;
 
@@ -59,6 +60,10 @@ pub enum Reason {
     Unavailable,
     /// The readiness probe: the broker or the database is unreachable.
     NotReady,
+    /// The system is behind (too much work waits in its queues): retry after `Retry-After`.
+    Overloaded,
+    /// This gateway handles as many checkouts at once as it may: retry after `Retry-After`.
+    TooManyRequests,
 }
 
 impl Reason {
@@ -78,7 +83,8 @@ impl Reason {
             UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Malformed | Invalid | AmountMismatch | UnknownSku | PriceMismatch
             | CurrencyMismatch => StatusCode::UNPROCESSABLE_ENTITY,
-            Unavailable | NotReady => StatusCode::SERVICE_UNAVAILABLE,
+            Unavailable | NotReady | Overloaded => StatusCode::SERVICE_UNAVAILABLE,
+            TooManyRequests => StatusCode::TOO_MANY_REQUESTS,
         }
     }
 
@@ -102,6 +108,8 @@ impl Reason {
             CurrencyMismatch => "Wrong currency",
             Unavailable => "Try again",
             NotReady => "Not ready",
+            Overloaded => "Too busy",
+            TooManyRequests => "Too many requests",
         }
     }
 
@@ -222,7 +230,10 @@ impl IntoResponse for Problem {
             header::CONTENT_TYPE,
             HeaderValue::from_static("application/problem+json"),
         );
-        if self.status() == StatusCode::SERVICE_UNAVAILABLE {
+        if matches!(
+            self.status(),
+            StatusCode::SERVICE_UNAVAILABLE | StatusCode::TOO_MANY_REQUESTS
+        ) {
             headers.insert(header::RETRY_AFTER, HeaderValue::from(RETRY_AFTER_SECS));
         }
         response

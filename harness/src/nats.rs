@@ -68,9 +68,20 @@ pub struct NatsServer {
     config_path: PathBuf,
     log_path: PathBuf,
     child: Option<Child>,
+    /// How the readiness probe logs in and verifies the server, when it requires it (boxed:
+    /// rare, and the struct is held in enums).
+    probe_access: Option<Box<ProbeAccess>>,
     /// Held only for its own drop, which deletes the store and log after `Drop` killed the
     /// server (fields drop after `Drop::drop` runs).
     _temp_dir: TempDir,
+}
+
+/// How the readiness probe logs in (an administrator's user and password) and verifies the
+/// server (a CA), for a server that requires either.
+#[derive(Debug)]
+struct ProbeAccess {
+    user: Option<(String, String)>,
+    tls_ca: Option<PathBuf>,
 }
 
 /// What to do when the process exits before it is ready, which almost always means its port was
@@ -100,6 +111,24 @@ impl NatsServer {
     pub fn start() -> anyhow::Result<NatsServer> {
         let mut server = Self::prepare("checkout-nats", free_port(), None)?;
         block_on_helper(server.run_until_ready(OnEarlyExit::TryAnotherPort))??;
+        Ok(server)
+    }
+
+    /// Starts a fresh server whose configuration ends with `extra` (an `authorization` block,
+    /// a `tls` block), probing its readiness as `admin` (user, password) when it requires
+    /// credentials, over TLS with `tls_ca` when it requires TLS.
+    pub async fn start_with(
+        extra: &str,
+        admin: Option<(&str, &str)>,
+        tls_ca: Option<&Path>,
+    ) -> anyhow::Result<NatsServer> {
+        let mut server = Self::prepare("checkout-nats", free_port(), None)?;
+        server.spec.extra = Some(extra.into());
+        server.probe_access = Some(Box::new(ProbeAccess {
+            user: admin.map(|(user, password)| (user.to_owned(), password.to_owned())),
+            tls_ca: tls_ca.map(Path::to_path_buf),
+        }));
+        server.run_until_ready(OnEarlyExit::WaitForPort).await?;
         Ok(server)
     }
 
@@ -223,10 +252,12 @@ impl NatsServer {
                 store_dir,
                 sync_always,
                 cluster,
+                extra: None,
             },
             config_path: dir.path().join("nats-server.conf"),
             log_path: dir.path().join("nats-server.log"),
             child: None,
+            probe_access: None,
             _temp_dir: dir,
         })
     }
@@ -318,7 +349,10 @@ impl NatsServer {
                     log_tail(&self.log_path)
                 )));
             }
-            let probe_error = match probe(&url).await {
+            let access = self.probe_access.as_deref();
+            let user = access.and_then(|a| a.user.as_ref());
+            let tls_ca = access.and_then(|a| a.tls_ca.as_deref());
+            let probe_error = match probe(&url, user, tls_ca).await {
                 Ok(()) => return Ok(()),
                 Err(err) => err,
             };

@@ -14,11 +14,9 @@ use crate::saga::{PlanId, SagaData};
 use crate::spans::{self, SagaTrace};
 use crate::store::{SagaRow, Write};
 use crate::transport::NatsTransport;
-use bytes::Bytes;
-use checkout_shared::messages::{LifecycleEvent, LifecycleKind, StepRef};
+use checkout_shared::messages::{LifecycleKind, StepRef};
 use checkout_shared::messaging;
 use checkout_shared::telemetry::{SpanFlusher, new_span_id};
-use checkout_shared::{StepOutcome, subjects};
 use chrono::{DateTime, Utc};
 use sqlx::PgPool;
 use std::time::Duration;
@@ -217,11 +215,37 @@ impl<S: SagaStore, T: Transport> Executor<S, T> {
         input: Input,
         now: DateTime<Utc>,
     ) -> Result<Option<SagaStatus>, ExecError> {
+        let Some((before, after)) = self.apply_gated(saga_id, input, now, |_| true).await? else {
+            tracing::warn!(%saga_id, "input for an unknown saga ignored");
+            return Ok(None);
+        };
+        if after.is_none() {
+            tracing::debug!(%saga_id, "stale, duplicate or no longer due input ignored");
+        }
+        Ok(Some(after.unwrap_or(before.state.status)))
+    }
+
+    /// Applies `input` if `gate` lets it through on the saga as it is under its lock. `None`
+    /// for an unknown saga; else the row the input was judged on and the status afterwards,
+    /// `None` when nothing changed (the gate or the machine found nothing to do).
+    async fn apply_gated<G>(
+        &self,
+        saga_id: Uuid,
+        input: Input,
+        now: DateTime<Utc>,
+        gate: G,
+    ) -> Result<Option<(SagaRow, Option<SagaStatus>)>, ExecError>
+    where
+        G: Fn(&SagaState) -> bool + Send + Sync,
+    {
         let policy = self.timing.policy();
         let is_timeout = matches!(input, Input::Timeout { .. });
         let locked = self
             .store
             .transact(saga_id, is_timeout, |before| {
+                if !gate(&before.state) {
+                    return None;
+                }
                 let input = match &input {
                     // The machine judges how long the step has waited, not the scanner.
                     Input::Timeout { .. } => Input::Timeout {
@@ -239,17 +263,16 @@ impl<S: SagaStore, T: Transport> Executor<S, T> {
             })
             .await?;
         let Some(Locked { before, planned }) = locked else {
-            tracing::warn!(%saga_id, "input for an unknown saga ignored");
             return Ok(None);
         };
         let Some(planned) = planned else {
-            tracing::debug!(%saga_id, "stale, duplicate or no longer due input ignored");
-            return Ok(Some(before.state.status));
+            return Ok(Some((before, None)));
         };
         crate::observe::committed(&before, &planned.after, &planned.extra);
         self.carry_out(&before, &planned.after, &planned.extra, &planned.write)
             .await?;
-        Ok(Some(planned.after.state.status))
+        let status = planned.after.state.status;
+        Ok(Some((before, Some(status))))
     }
 
     async fn carry_out(
@@ -312,45 +335,14 @@ impl<S: SagaStore, T: Transport> Executor<S, T> {
             let _ = self.exported.try_send((after.saga_id, after.version));
         }
     }
-
-    /// Tells watchers what happened and where the saga (as `row` has it afterwards) stands.
-    async fn lifecycle(
-        &self,
-        row: &SagaRow,
-        kind: LifecycleKind,
-        ended: Option<(StepRef, StepOutcome)>,
-        detail: String,
-    ) {
-        let event = LifecycleEvent {
-            saga_id: row.saga_id,
-            kind,
-            status: Some(row.state.status),
-            step: ended.map(|(s, _)| s.step),
-            phase: ended.map(|(s, _)| s.phase),
-            outcome: ended.map(|(_, outcome)| outcome),
-            next: row.state.waiting_for(),
-            failure_code: row.state.failure_code,
-            rejection: None,
-            field: None,
-            detail,
-            trace_id: row.trace.trace_id.to_string(),
-        };
-        match serde_json::to_vec(&event) {
-            Ok(payload) => {
-                let subject = subjects::lifecycle(row.saga_id, kind.as_str());
-                self.transport
-                    .lifecycle(subject, Bytes::from(payload))
-                    .await;
-            }
-            // Watchers are best-effort (the saga row is the truth), but a bug is not hidden.
-            Err(err) => tracing::error!(error = %err, "lifecycle event not serialisable"),
-        }
-    }
 }
 
+mod outgoing;
 mod plan;
 mod recovery;
-mod send;
+mod replies;
+
+pub use replies::Answered;
 
 #[cfg(test)]
 mod fakes;

@@ -17,6 +17,8 @@
 //!   [`checkout_door`]'s;
 //! - [`rejections`] records the checkouts the door refused and answers each delivery of one
 //!   with the same `rejected` event;
+//! - [`replies`] applies a worker's reply only when it answers a command its saga sent and
+//!   waits for, and refuses every other with a reason;
 //! - [`service`] runs the consumers, the deadline scanner and recovery;
 //! - [`dead_ends`] dead-letters messages JetStream gave up on;
 //! - [`observe`] records the metrics and log lines of committed transitions;
@@ -31,6 +33,7 @@ pub mod observe;
 pub mod ports;
 pub mod postgres;
 pub mod rejections;
+pub mod replies;
 pub mod retention;
 pub mod saga;
 pub mod service;

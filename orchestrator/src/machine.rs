@@ -25,10 +25,11 @@
 
 use crate::saga::{PlanId, SagaData};
 use checkout_shared::messages::{Outcome, StepRef};
-use checkout_shared::{FailureCode, LogEvent, Phase, Step};
+use checkout_shared::{CommandId, FailureCode, LogEvent, Phase, Step};
 use serde::{Deserialize, Serialize};
 use std::time::Duration;
 
+pub use answers::ReplyRefusal;
 pub use checkout_shared::SagaStatus;
 
 /// The whole state of one saga.
@@ -170,19 +171,45 @@ impl SagaState {
     /// the work queue (consumed, its reply lost) while its id is still in the duplicate
     /// window, and the worker answers a copy from its processed-message row anyway.
     pub fn msg_id(&self, saga_id: uuid::Uuid) -> String {
-        let mut id = format!("{saga_id}.{}.{}", self.step(), self.phase);
-        if self.generation > 0 {
-            id.push_str(&format!(".g{}", self.generation));
+        self.command_id(saga_id).to_string()
+    }
+
+    /// The current command: its action key and its place in the attempt series, which its
+    /// reply must carry back ([`SagaState::answers`]).
+    pub fn command_id(&self, saga_id: uuid::Uuid) -> CommandId {
+        CommandId {
+            saga_id,
+            step: self.step,
+            phase: self.phase,
+            generation: self.generation,
+            attempt: self.attempts,
         }
-        if self.attempts > 0 {
-            id.push_str(&format!(".r{}", self.attempts));
-        }
-        id
     }
 
     /// Applies `input`. `None` means the input changes nothing: a duplicate or stale reply,
-    /// or an input for a saga that has ended.
+    /// or an input for a saga that has ended. The state afterwards keeps the payment token
+    /// only if the saga may still send the charge.
     pub fn next(&self, input: &Input, policy: Policy) -> Option<Transition> {
+        let mut transition = self.decide(input, policy)?;
+        transition.state.forget_token_unless_charging();
+        Some(transition)
+    }
+
+    /// Clears the payment token unless a command the saga may still send carries it: the
+    /// saga runs forward and the charge is the step in hand or one still ahead. Once the
+    /// charge has decided (or will never be sent) the token is a secret the saga no longer
+    /// needs, and the refund needs only the charge's reference.
+    fn forget_token_unless_charging(&mut self) {
+        let forward = self.status == SagaStatus::Running && self.phase == Phase::Do;
+        let mut ahead = self.plan.steps().iter().skip_while(|s| **s != self.step);
+        let may_charge =
+            forward && !self.follow_up && ahead.any(|s| crate::saga::carries_token(*s, Phase::Do));
+        if !may_charge && !self.data.request.payment_token.is_empty() {
+            self.data.request.payment_token.clear();
+        }
+    }
+
+    fn decide(&self, input: &Input, policy: Policy) -> Option<Transition> {
         match input {
             Input::Reply {
                 step,
@@ -326,6 +353,7 @@ impl SagaState {
     }
 }
 
+mod answers;
 mod follow_up;
 mod undo;
 mod wire;

@@ -154,6 +154,14 @@ impl From<SagaDataWire> for SagaData {
     }
 }
 
+/// Whether the command that does or undoes `step` carries the payment token: the charge
+/// alone, as [`command`] builds it. The saga keeps the token only while it may still send
+/// such a command ([`crate::machine::SagaState`] forgets it in the transition after which it
+/// cannot), so a token is never kept past the charge's decision.
+pub fn carries_token(step: Step, phase: Phase) -> bool {
+    matches!((step, phase), (Step::Payment, Phase::Do))
+}
+
 /// The command that does or undoes `step`; `None` for the undo of a step without one.
 /// Exhaustive: a new step does not compile until it says what it sends.
 pub fn command(step: Step, phase: Phase, data: &SagaData) -> Option<Command> {

@@ -3,14 +3,12 @@
 //! and recovery first.
 
 use crate::executor::{ExecError, Executor, Timing};
-use crate::machine::Input;
 use crate::saga::SagaData;
 use crate::store;
 use async_nats::jetstream::{self, AckKind};
 use checkout_door::catalog::{Catalog, CatalogError};
 use checkout_door::validate;
-use checkout_shared::envelope::{self, Envelope};
-use checkout_shared::messages::Reply;
+use checkout_shared::envelope;
 use checkout_shared::pull::pull_loop;
 use checkout_shared::shutdown::retry;
 use checkout_shared::streams::{self, EVENTS_CONSUMER, REQUESTS_CONSUMER, Topology};
@@ -214,7 +212,7 @@ async fn consume(
                     .instrument(span.clone())
                     .await
             } else {
-                on_reply(&ctx, &message, def.nak_delay(delivered))
+                crate::replies::on_reply(&ctx.executor, &ctx.js, &message, def.nak_delay(delivered))
                     .instrument(span.clone())
                     .await
             };
@@ -294,73 +292,6 @@ async fn on_request(ctx: &Ctx, message: &jetstream::Message, retry_after: Durati
             tracing::warn!(%saga_id, error = %err, "could not start the saga; retrying");
             metrics::get().redelivered("store_unavailable");
             AckKind::Nak(Some(retry_after))
-        }
-    }
-}
-
-/// A worker's reply: apply it to its saga.
-async fn on_reply(ctx: &Ctx, message: &jetstream::Message, retry_after: Duration) -> AckKind {
-    let decoded = Envelope::read(message.headers.as_ref())
-        .map_err(|e| e.to_string())
-        .and_then(|envelope| {
-            serde_json::from_slice::<Reply>(&message.payload)
-                .map_err(|e| format!("malformed reply: {e}"))
-                .map(|reply| (envelope, reply))
-        });
-    let (envelope, reply) = match decoded {
-        Ok(decoded) => decoded,
-        Err(reason) => return dead_letter(ctx, message, "undecodable", &reason).await,
-    };
-    let span = tracing::Span::current();
-    span.record("saga.id", reply.saga_id.to_string());
-    span.record("saga.step", reply.step.as_str());
-    span.record("saga.phase", reply.phase.as_str());
-    if envelope.saga_id != reply.saga_id {
-        let reason = "the body does not match the Saga-Id header";
-        return dead_letter(ctx, message, "mismatch", reason).await;
-    }
-    let input = Input::Reply {
-        step: reply.step,
-        phase: reply.phase,
-        outcome: reply.outcome,
-    };
-    match ctx.executor.apply(reply.saga_id, input).await {
-        Ok(_) | Err(ExecError::Publish(_)) => AckKind::Ack,
-        Err(err) => {
-            tracing::warn!(saga_id = %reply.saga_id, error = %err, "reply not applied; retrying");
-            metrics::get().redelivered("store_unavailable");
-            AckKind::Nak(Some(retry_after))
-        }
-    }
-}
-
-/// Dead-letters a reply; `code` is the stable reason for the metric, `reason` the detail.
-async fn dead_letter(
-    ctx: &Ctx,
-    message: &jetstream::Message,
-    code: &'static str,
-    reason: &str,
-) -> AckKind {
-    messaging::mark_error(&tracing::Span::current(), reason);
-    tracing::error!(subject = %message.subject, %reason, "dead-lettering message");
-    let seq = message.info().map(|i| i.stream_sequence).unwrap_or(0);
-    let key = format!("{}.{seq}", message.subject);
-    let payload = message.payload.clone();
-    let outgoing = messaging::dead_letter(
-        &message.subject,
-        &key,
-        message.headers.as_ref(),
-        payload,
-        reason,
-    );
-    match messaging::send(&ctx.js, outgoing).await {
-        Ok(()) => {
-            metrics::get().dead_lettered(code);
-            AckKind::Term
-        }
-        Err(_) => {
-            metrics::get().redelivered("dead_letter_not_stored");
-            AckKind::Nak(Some(Duration::from_secs(1)))
         }
     }
 }

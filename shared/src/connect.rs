@@ -26,6 +26,9 @@ pub enum ConnectFailed {
         /// What is wrong with it.
         reason: String,
     },
+    /// The credentials could not be read.
+    #[error(transparent)]
+    Access(#[from] crate::access::AccessError),
     /// No server of the list answered.
     #[error("connecting to NATS at {url}: {source}")]
     Unreachable {
@@ -72,7 +75,9 @@ pub async fn connect(url: &str, name: &str, wait: bool) -> Result<Client, Connec
     if wait {
         options = options.retry_on_initial_connect();
     }
-    options
+    // Who this process is, and TLS, as its binary set them (crate::access).
+    crate::access::apply(options)
+        .await?
         .connect(addrs.as_slice())
         .await
         .map_err(|source| ConnectFailed::Unreachable {

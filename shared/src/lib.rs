@@ -16,18 +16,22 @@
 //! ([`saga_view`]).
 //! There is no business logic and no database schema in this crate.
 
+pub mod access;
 pub mod ack_retry;
 pub mod broker_trace;
+pub mod command_id;
 pub mod connect;
 pub mod envelope;
 pub mod flusher;
 pub mod group_commit;
+pub mod json_error;
 pub mod messages;
 pub mod messaging;
 pub mod metrics;
 pub mod otlp;
 pub mod propagation;
 pub mod pull;
+pub mod redact;
 pub mod retention;
 pub mod saga_view;
 pub mod shutdown;
@@ -39,6 +43,10 @@ pub mod supervise;
 pub mod telemetry;
 pub mod vocabulary;
 
+#[cfg(test)]
+mod fuzz;
+
+pub use command_id::CommandId;
 pub use envelope::{Envelope, EnvelopeError, MsgType};
 pub use steps::{Phase, Step};
-pub use vocabulary::{FailureCode, LogEvent, RejectionCode, SagaStatus, StepOutcome};
+pub use vocabulary::{FailureCode, LogEvent, RejectionCode, ReplyRefusal, SagaStatus, StepOutcome};

@@ -63,7 +63,8 @@ pub fn stamp_producer_span(
 
 /// A copy of a message set aside on `subject` (the dead letters, the rejections): its headers
 /// and body, with the reason in `Saga-Reason`, the subject it came from, and `msg_id` as its
-/// de-duplication id, so setting the same message aside twice stores it once.
+/// de-duplication id, so setting the same message aside twice stores it once. It is kept for
+/// days, so its secrets are not ([`crate::redact`]).
 pub fn set_aside(
     subject: String,
     msg_id: String,
@@ -76,6 +77,10 @@ pub fn set_aside(
     headers.insert(envelope::MSG_ID, msg_id.as_str());
     headers.insert(envelope::REASON, reason);
     headers.insert(envelope::ORIGIN_SUBJECT, origin_subject);
+    let (payload, withheld) = crate::redact::for_keeping(payload);
+    if let Some(note) = withheld {
+        headers.insert(crate::redact::WITHHELD, note.as_str());
+    }
     Outgoing {
         subject,
         msg_id,

@@ -137,6 +137,12 @@ impl Metrics {
         self.rejections.add(1, &[kv(REASON, reason)]);
     }
 
+    /// A worker's reply was refused (never applied): counted under the refusal's code, and
+    /// not as a rejected checkout, since its saga goes on.
+    pub fn reply_refused(&self, reason: crate::ReplyRefusal) {
+        self.rejections.add(1, &[kv(REASON, reason.as_str())]);
+    }
+
     /// A step (or its undo) ended: `outcome` is `succeeded`, `failed` or `compensated`.
     pub fn step_finished(&self, step: Step, phase: Phase, outcome: StepOutcome, took: Duration) {
         let attrs = [

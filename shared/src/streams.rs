@@ -147,6 +147,17 @@ pub enum ProvisionError {
         /// Why.
         source: jetstream::stream::ConsumerError,
     },
+    /// A stream or consumer this process binds to (without provisioning) is not there.
+    #[error(
+        "{name} is not provisioned ({reason}): run `checkout provision` with the \
+         administrator's identity"
+    )]
+    Missing {
+        /// The stream, or `stream/consumer`.
+        name: String,
+        /// What the broker said.
+        reason: String,
+    },
 }
 
 impl Topology {
@@ -244,6 +255,38 @@ impl ConsumerDef {
 /// changed limit such as `max_messages` applies to streams provisioned by earlier versions.
 pub async fn provision(js: &jetstream::Context, replicas: usize) -> Result<(), ProvisionError> {
     let topology = Topology::load()?;
+    if !crate::access::get().provisions {
+        // Not this identity's job (`checkout provision` is the administrator's): check that
+        // every stream is there, and say what is missing.
+        // Each consumer is checked where it is bound (`bind_consumer`): an identity may read
+        // its own consumers only.
+        for def in &topology.streams {
+            js.get_stream(&def.name)
+                .await
+                .map_err(|err| ProvisionError::Missing {
+                    name: def.name.clone(),
+                    reason: err.to_string(),
+                })?;
+        }
+        return Ok(());
+    }
+    provision_all(js, replicas, &topology).await
+}
+
+/// Creates or updates every stream and consumer, whatever the process's access says: what
+/// `checkout provision` does with the administrator's identity.
+pub async fn provision_as_admin(
+    js: &jetstream::Context,
+    replicas: usize,
+) -> Result<(), ProvisionError> {
+    provision_all(js, replicas, &Topology::load()?).await
+}
+
+async fn provision_all(
+    js: &jetstream::Context,
+    replicas: usize,
+    topology: &Topology,
+) -> Result<(), ProvisionError> {
     for def in &topology.streams {
         js.create_or_update_stream(def.config(replicas))
             .await
@@ -253,16 +296,31 @@ pub async fn provision(js: &jetstream::Context, replicas: usize) -> Result<(), P
             })?;
     }
     for def in &topology.consumers {
-        bind_consumer(js, def).await?;
+        js.create_consumer_on_stream(def.config(), &def.stream)
+            .await
+            .map_err(|source| ProvisionError::Consumer {
+                name: def.durable.clone(),
+                source,
+            })?;
     }
     Ok(())
 }
 
-/// Creates (or updates to match) one durable pull consumer and returns it.
+/// Creates (or updates to match) one durable pull consumer and returns it; a process that
+/// does not provision binds to the consumer as the administrator made it.
 pub async fn bind_consumer(
     js: &jetstream::Context,
     def: &ConsumerDef,
 ) -> Result<consumer::PullConsumer, ProvisionError> {
+    if !crate::access::get().provisions {
+        return js
+            .get_consumer_from_stream(&def.durable, &def.stream)
+            .await
+            .map_err(|err| ProvisionError::Missing {
+                name: format!("{}/{}", def.stream, def.durable),
+                reason: err.to_string(),
+            });
+    }
     js.create_consumer_on_stream(def.config(), &def.stream)
         .await
         .map_err(|source| ProvisionError::Consumer {
@@ -272,84 +330,4 @@ pub async fn bind_consumer(
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::steps::Phase;
-    use crate::subjects;
-
-    #[test]
-    fn the_topology_file_is_valid_and_covers_every_subject() {
-        let topology = Topology::load().unwrap();
-        let captured = |subject: &str| {
-            topology.streams.iter().any(|s| {
-                s.subjects.iter().any(|p| {
-                    p == subject
-                        || p.strip_suffix('>')
-                            .is_some_and(|pre| subject.starts_with(pre))
-                })
-            })
-        };
-        assert!(captured(subjects::CHECKOUT_REQUESTED));
-        assert!(captured(subjects::REJECTED));
-        assert!(captured(&subjects::dead_letter(
-            "checkout.cmd.payment.charge"
-        )));
-        assert!(captured(&subjects::lifecycle(uuid::Uuid::nil(), "started")));
-        // One consumer per step, on the stream that captures its commands.
-        for &step in Step::ALL {
-            let def = topology.consumer(step.as_str()).unwrap();
-            assert!(captured(&subjects::command(step, Phase::Do)), "{step}");
-            let stream = topology
-                .streams
-                .iter()
-                .find(|s| s.name == def.stream)
-                .unwrap();
-            assert_eq!(stream.retention, "workqueue", "{step}");
-        }
-        assert!(topology.consumer(REQUESTS_CONSUMER).is_ok());
-        assert!(topology.consumer(EVENTS_CONSUMER).is_ok());
-        let lifecycle = topology.streams.iter().find(|s| s.name == LIFECYCLE_STREAM);
-        assert!(lifecycle.is_some_and(|s| s.subjects == ["checkout.saga.>"]));
-    }
-
-    #[test]
-    fn every_stream_that_keeps_messages_is_bounded_by_count_as_well_as_by_age() {
-        let topology = Topology::load().unwrap();
-        for def in topology.streams.iter().filter(|s| s.retention == "limits") {
-            let config = def.config(1);
-            assert_eq!(config.max_messages, def.max_messages, "{}", def.name);
-            // The catalog keeps one message per SKU, bounded by its SKUs instead.
-            if def.max_messages_per_subject < 0 {
-                assert!(def.max_messages > 0, "{} is unbounded by count", def.name);
-                assert!(def.max_age_secs > 0, "{} is unbounded by age", def.name);
-            }
-        }
-        // A definition without the field (an operator's older copy) keeps no count limit.
-        let old: StreamDef = serde_json::from_str(
-            r#"{"name": "S", "subjects": ["s"], "retention": "limits",
-                "duplicate_window_secs": 120, "max_age_secs": 60,
-                "max_messages_per_subject": -1, "description": "d"}"#,
-        )
-        .unwrap();
-        assert_eq!(old.config(1).max_messages, -1);
-    }
-
-    #[test]
-    fn a_workers_delivery_budget_is_the_documented_one() {
-        let topology = Topology::load().unwrap();
-        for &step in Step::ALL {
-            let def = topology.consumer(step.as_str()).unwrap();
-            assert_eq!(def.nak_delay(1), Duration::from_millis(200));
-            assert_eq!(def.nak_delay(2), Duration::from_millis(400));
-            assert_eq!(def.nak_delay(9), Duration::from_secs(10), "capped");
-            // The figure the module documentation gives.
-            assert_eq!(def.delivery_budget(), Some(Duration::from_millis(42_600)));
-        }
-        let replies = topology.consumer(EVENTS_CONSUMER).unwrap();
-        assert_eq!(
-            replies.delivery_budget(),
-            None,
-            "a reply is never given up on"
-        );
-    }
-}
+mod tests;

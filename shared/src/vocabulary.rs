@@ -156,6 +156,32 @@ impl StepOutcome {
     }
 }
 
+state_word! {
+    /// Why the orchestrator refused a worker's reply: never applied, acked, logged with its
+    /// trace id and counted in `checkout.rejections` under this code. A reply is applied
+    /// only if it answers the command its saga waits for, as the saga recorded sending it.
+    pub enum ReplyRefusal {
+        /// No saga has the reply's saga id: nothing ever sent its command.
+        ReplyUnknownSaga,
+        /// The saga has ended and waits for no reply.
+        ReplySagaEnded,
+        /// The saga waits for another step or phase (a reply for another step, for the
+        /// action of a step being undone, or an old one after the saga moved on).
+        ReplyNotAwaited,
+        /// The right step and phase, but a command id the saga never sent (a re-send or
+        /// a generation beyond the ones it recorded).
+        ReplyUnsent,
+        /// The reply names no command it answers (neither `Saga-Command-Id` nor the
+        /// previous release's message id), or a command id that does not parse.
+        ReplyUnkeyed,
+        /// The command it names is of another saga, step or phase than the reply says.
+        ReplyKeyMismatch,
+        /// It came on a subject its step's worker does not answer on (one worker's identity
+        /// speaking for another step, or an outcome on another outcome's subject).
+        ReplyWrongSubject,
+    }
+}
+
 /// Why a checkout failed: a step's refusal, by its code, or a step that never answered.
 /// Its text form is the refusal's code, or `timeout`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, SerializeDisplay, DeserializeFromStr)]

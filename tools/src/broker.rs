@@ -9,8 +9,8 @@ use checkout_harness::{ClusterOptions, NatsCluster, NatsServer};
 /// One server or a cluster.
 #[derive(Debug)]
 pub enum Broker {
-    /// A single nats-server.
-    Single(NatsServer),
+    /// A single nats-server (boxed: a server is far larger than a cluster's handle).
+    Single(Box<NatsServer>),
     /// A cluster of nats-server processes, with proxies on its routes.
     Cluster(NatsCluster),
 }
@@ -28,7 +28,7 @@ impl Broker {
     pub async fn start_with(nodes: usize, route_proxies: bool) -> anyhow::Result<Broker> {
         Ok(match nodes {
             0 => anyhow::bail!("the broker needs at least one node"),
-            1 => Broker::Single(NatsServer::start_async().await?),
+            1 => Broker::Single(Box::new(NatsServer::start_async().await?)),
             nodes => Broker::Cluster(
                 NatsCluster::start(ClusterOptions {
                     nodes,
@@ -50,7 +50,7 @@ impl Broker {
     /// The nodes.
     pub fn nodes(&self) -> Vec<&NatsServer> {
         match self {
-            Broker::Single(server) => vec![server],
+            Broker::Single(server) => vec![&**server],
             Broker::Cluster(cluster) => cluster.nodes().iter().collect(),
         }
     }

@@ -13,7 +13,9 @@ use crate::error::{Failure, FailureCode, MessageError};
 use crate::handler::{self, Handler};
 use async_nats::jetstream::{self, AckKind};
 use bytes::Bytes;
+use checkout_shared::command_id::COMMAND_ID;
 use checkout_shared::envelope::{self, Envelope, MsgType, Phase};
+use checkout_shared::json_error::describe;
 use checkout_shared::messages::{CommandMessage, Outcome, Refusal, RefusalCode, Reply};
 use checkout_shared::messaging::{self, Outgoing};
 use checkout_shared::metrics;
@@ -152,7 +154,7 @@ fn undeliverable(reason: String, reply: Option<Outgoing>) -> MessageError {
 
 fn decode(payload: &Bytes, envelope: &Envelope) -> Result<CommandMessage, String> {
     let command: CommandMessage =
-        serde_json::from_slice(payload).map_err(|e| format!("malformed body: {e}"))?;
+        serde_json::from_slice(payload).map_err(|e| format!("malformed body: {}", describe(&e)))?;
     if command.saga_id != envelope.saga_id
         || command.command.step_phase() != (envelope.step, envelope.phase)
     {
@@ -172,7 +174,8 @@ fn refusal_reply(envelope: &Envelope, reason: Refusal) -> Reply {
 
 /// The reply message, stamped with a producer span under the current (process) span. Its id
 /// derives from the command's: a redelivery's reply is a duplicate JetStream drops (the first
-/// is stored), while a command sent afresh (a new id) gets its reply through.
+/// is stored), while a command sent afresh (a new id) gets its reply through. It names the
+/// command it answers in `Saga-Command-Id`.
 fn outgoing(reply: &Reply, command_msg_id: &str) -> Result<Outgoing, Failure> {
     // Serialised first: a reply that cannot be is a failure, never an empty body.
     let payload = serde_json::to_vec(reply)
@@ -189,6 +192,9 @@ fn outgoing(reply: &Reply, command_msg_id: &str) -> Result<Outgoing, Failure> {
     let msg_id = format!("{command_msg_id}.reply");
     let mut headers = async_nats::HeaderMap::new();
     envelope.write(&mut headers, &msg_id);
+    // The command this answers, echoed: the orchestrator applies a reply only if it names a
+    // command the saga sent and waits for.
+    headers.insert(COMMAND_ID, command_msg_id);
     let parent = tracing::Span::current().context();
     messaging::stamp_producer_span(&parent, &subject, &msg_id, &mut headers, vec![]);
     Ok(Outgoing {

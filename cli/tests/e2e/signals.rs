@@ -102,6 +102,36 @@ async fn metrics_and_logs_go_out_over_otlp_with_units_attributes_and_trace_ids()
         .unwrap();
     ack.await.unwrap();
 
+    // A forged reply, for a saga nobody started, in a trace of our own: refused, not applied.
+    let forged_trace = format!("{:032x}", rand::random::<u128>());
+    let forged_saga = uuid::Uuid::new_v4();
+    let mut headers = async_nats::HeaderMap::new();
+    let traceparent = format!("00-{forged_trace}-{:016x}-01", rand::random::<u64>() | 1);
+    headers.insert("traceparent", traceparent.as_str());
+    let envelope = checkout_shared::Envelope {
+        saga_id: forged_saga,
+        step: Step::Payment,
+        phase: Phase::Do,
+        msg_type: checkout_shared::MsgType::event(Step::Payment, "charged"),
+    };
+    envelope.write(&mut headers, &format!("forged-{run}"));
+    headers.insert(
+        checkout_shared::command_id::COMMAND_ID,
+        format!("{forged_saga}.payment.do").as_str(),
+    );
+    let forged = json!({"saga_id": forged_saga, "step": "payment", "phase": "do",
+                        "outcome": "step_succeeded", "reference": null});
+    let ack = js
+        .publish_with_headers(
+            subjects::event(Step::Payment, "charged"),
+            headers,
+            Bytes::from(serde_json::to_vec(&forged).unwrap()),
+        )
+        .await
+        .unwrap();
+    ack.await.unwrap();
+    let refused_reply = [(m::REASON, "reply_unknown_saga")];
+
     // Metrics: every count arrives with the next export after the last checkout.
     let release = subjects::command(Step::Inventory, Phase::Undo);
     let consumed = [("messaging.destination.name", release.as_str())];
@@ -109,6 +139,7 @@ async fn metrics_and_logs_go_out_over_otlp_with_units_attributes_and_trace_ids()
         .wait_until(Duration::from_secs(30), |_| {
             total(&run, m::SAGAS.name, &[(m::OUTCOME, "completed")]) == 2.0
                 && total(&run, m::SAGAS.name, &[(m::OUTCOME, "rejected")]) == 1.0
+                && total(&run, m::REJECTIONS.name, &refused_reply) == 1.0
                 && total(&run, m::DEAD_LETTERS.name, &[]) == 1.0
                 && total(&run, m::IN_FLIGHT.name, &[]) == 0.0
                 && !points(&run, m::IN_FLIGHT.name).is_empty()
@@ -246,5 +277,15 @@ async fn metrics_and_logs_go_out_over_otlp_with_units_attributes_and_trace_ids()
     let rejection = log_line(&rejected_trace, "orchestrator", "checkout rejected").await;
     assert!(!rejection.span_id.is_empty());
     log_line(&dead_trace, "payment", "to the dead letters").await;
+    let refusal = log_line(&forged_trace, "orchestrator", "reply refused, not applied").await;
+    assert_eq!(refusal.severity, "WARN");
+    assert_eq!(
+        refusal.attributes.get("reason").map(String::as_str),
+        Some("reply_unknown_saga")
+    );
+    assert_eq!(
+        refusal.attributes.get("trace_id").map(String::as_str),
+        Some(forged_trace.as_str())
+    );
     stack.stop().await;
 }

@@ -5,7 +5,7 @@
 use checkout_cli::client::Client;
 use checkout_cli::common::{pulling, wait_until};
 use checkout_harness::{NatsServer, OtlpReceiver, ReceivedSpan, Service, TestDb};
-use checkout_shared::messages::{CheckoutRequested, LineItem};
+use checkout_shared::messages::CheckoutRequested;
 use checkout_shared::streams::EVENTS_CONSUMER;
 use checkout_shared::telemetry::{self, LogFormat, SpanFlusher, Telemetry, TelemetryConfig};
 use sqlx::PgPool;
@@ -13,7 +13,6 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::OnceLock;
 use std::time::Duration;
-use uuid::Uuid;
 
 struct Shared {
     runtime: tokio::runtime::Runtime,
@@ -106,6 +105,12 @@ pub struct Options {
     pub gateway: bool,
     /// Where the services export over OTLP, instead of the shared receiver (e.g. otelite).
     pub otlp_endpoint: Option<String>,
+    /// Whether the broker requires identities (`nats/auth/users.conf`): each service then
+    /// connects as itself, and the administrator provisions.
+    pub identities: bool,
+    /// Whether the broker speaks TLS only (a throw-away CA from `scripts/make-certs`): every
+    /// service then verifies it with `NATS_TLS_CA`.
+    pub tls: bool,
 }
 
 impl Default for Options {
@@ -117,6 +122,8 @@ impl Default for Options {
             env: vec![],
             gateway: false,
             otlp_endpoint: None,
+            identities: false,
+            tls: false,
         }
     }
 }
@@ -125,6 +132,10 @@ impl Default for Options {
 pub struct Stack {
     /// The private broker.
     pub nats: NatsServer,
+    /// The identities' passwords, when the broker requires identities.
+    pub identities: Option<crate::identities::Passwords>,
+    /// The certificates, when the broker speaks TLS only.
+    pub tls: Option<crate::tls::Certificates>,
     /// The system's database.
     pub pool: PgPool,
     db: Option<TestDb>,
@@ -149,18 +160,31 @@ impl Stack {
             .otlp_endpoint
             .clone()
             .unwrap_or_else(|| shared().receiver.endpoint());
-        let nats = NatsServer::start_async().await.expect("nats-server");
+        let identities = options
+            .identities
+            .then(crate::identities::Passwords::generate);
+        let tls = options.tls.then(crate::tls::Certificates::make);
+        let nats = match (&identities, &tls) {
+            (Some(passwords), _) => passwords.start_broker().await,
+            (None, Some(tls)) => tls.start_broker().await,
+            (None, None) => NatsServer::start_async().await.expect("nats-server"),
+        };
         let db = TestDb::create().await.expect("database");
         let pool = PgPool::connect(&db.url()).await.expect("pool");
         let logs = tempfile::tempdir().expect("log dir");
         let mut stack = Stack {
             nats,
+            identities,
+            tls,
             pool,
             db: Some(db),
             services: vec![],
             logs,
             gateway: None,
         };
+        if let Some(passwords) = &stack.identities {
+            passwords.provision(&stack.nats.url()).await;
+        }
         for (name, args) in services() {
             let mut envs = vec![
                 ("NATS_URL".to_owned(), stack.nats.url()),
@@ -170,6 +194,12 @@ impl Stack {
                 ("LOG_FORMAT".to_owned(), "json".to_owned()),
                 ("SEED_STOCK".to_owned(), options.seed_stock.clone()),
             ];
+            if let Some(passwords) = &stack.identities {
+                envs.extend(passwords.service_env(name));
+            }
+            if let Some(tls) = &stack.tls {
+                envs.push(("NATS_TLS_CA".to_owned(), tls.ca()));
+            }
             for (service, key, value) in &options.env {
                 if *service == name {
                     envs.push(((*key).to_owned(), value.clone()));
@@ -196,8 +226,13 @@ impl Stack {
 
     /// Starts a gateway process named `name` on a free port and waits until it is ready.
     pub async fn spawn_gateway(&mut self, name: &str) -> SocketAddr {
+        self.spawn_gateway_with(name, &[]).await
+    }
+
+    /// [`Stack::spawn_gateway`] with extra environment (its limits, say).
+    pub async fn spawn_gateway_with(&mut self, name: &str, extra: &[(&str, &str)]) -> SocketAddr {
         let addr = SocketAddr::from(([127, 0, 0, 1], checkout_harness::free_port()));
-        let envs = vec![
+        let mut envs = vec![
             ("NATS_URL".to_owned(), self.nats.url()),
             ("DATABASE_URL".to_owned(), self.db_url()),
             (
@@ -208,6 +243,11 @@ impl Stack {
             ("LOG_FORMAT".to_owned(), "json".to_owned()),
             ("GATEWAY_LISTEN".to_owned(), addr.to_string()),
         ];
+        envs.extend(
+            extra
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned())),
+        );
         let exe = PathBuf::from(env!("CARGO_BIN_EXE_checkout"));
         let args = vec!["gateway".to_owned()];
         let service = Service::spawn(name, &exe, &args, &envs, self.logs.path()).expect("spawn");
@@ -233,6 +273,15 @@ impl Stack {
         );
     }
 
+    /// A connection to the broker, as the administrator when it requires identities.
+    pub async fn admin_client(&self) -> async_nats::Client {
+        match (&self.identities, &self.tls) {
+            (Some(passwords), _) => passwords.admin(&self.nats.url()).await,
+            (None, Some(tls)) => tls.connect(&self.nats.url()).await,
+            (None, None) => async_nats::connect(self.nats.url()).await.expect("nats"),
+        }
+    }
+
     /// The system's database URL.
     pub fn db_url(&self) -> String {
         self.db.as_ref().map(TestDb::url).unwrap_or_default()
@@ -240,7 +289,7 @@ impl Stack {
 
     /// Waits until some process pulls from `durable`.
     pub async fn wait_pulling(&self, durable: &str) {
-        let client = async_nats::connect(self.nats.url()).await.expect("nats");
+        let client = self.admin_client().await;
         let js = async_nats::jetstream::new(client);
         let ok = wait_until(Duration::from_secs(60), || pulling(&js, durable)).await;
         assert!(ok, "{durable} is not consuming; logs:\n{}", self.logs());
@@ -313,6 +362,14 @@ impl Stack {
         out
     }
 
+    /// Every line every service has logged so far.
+    pub fn all_logs(&self) -> String {
+        self.services
+            .iter()
+            .map(|s| std::fs::read_to_string(s.log_path()).unwrap_or_default())
+            .collect()
+    }
+
     /// Stops every service with SIGTERM (each must exit 0) and drops the database.
     pub async fn stop(mut self) {
         for mut service in self.services.drain(..).rev() {
@@ -329,35 +386,6 @@ impl Stack {
             db.drop_db().await.expect("drop database");
         }
     }
-
-    /// Available stock of a SKU.
-    pub async fn stock(&self, sku: &str) -> i32 {
-        sqlx::query_scalar("SELECT available FROM inventory.stock WHERE sku = $1")
-            .bind(sku)
-            .fetch_one(&self.pool)
-            .await
-            .expect("stock")
-    }
-
-    /// Ledger entries of a saga: (kind, amount).
-    pub async fn ledger(&self, saga_id: Uuid) -> Vec<(String, i64)> {
-        sqlx::query_as(
-            "SELECT kind, amount_cents FROM payment.ledger WHERE saga_id = $1 ORDER BY kind",
-        )
-        .bind(saga_id)
-        .fetch_all(&self.pool)
-        .await
-        .expect("ledger")
-    }
-
-    /// Order statuses of a saga.
-    pub async fn orders(&self, saga_id: Uuid) -> Vec<String> {
-        sqlx::query_scalar("SELECT status FROM orders.orders WHERE saga_id = $1")
-            .bind(saga_id)
-            .fetch_all(&self.pool)
-            .await
-            .expect("orders")
-    }
 }
 
 impl Drop for Stack {
@@ -368,26 +396,4 @@ impl Drop for Stack {
     }
 }
 
-/// A checkout of the given lines.
-pub fn request(
-    customer: &str,
-    token: &str,
-    items: &[(&str, i32)],
-    amount_cents: i64,
-) -> CheckoutRequested {
-    CheckoutRequested {
-        checkout_id: Uuid::new_v4(),
-        customer_id: customer.to_owned(),
-        items: items
-            .iter()
-            .map(|(sku, quantity)| LineItem {
-                sku: (*sku).to_owned(),
-                quantity: *quantity,
-                unit_price_cents: None,
-            })
-            .collect(),
-        payment_token: token.to_owned(),
-        amount_cents,
-        currency: String::new(),
-    }
-}
+pub use crate::stack_data::request;

@@ -43,6 +43,9 @@ pub(crate) struct NodeSpec {
     pub sync_always: bool,
     /// The cluster, when the node is one of several.
     pub cluster: Option<ClusterSpec>,
+    /// More configuration, appended as is (an `authorization` block, `tls`); boxed, as it is
+    /// rare and the spec is held in enums.
+    pub extra: Option<Box<str>>,
 }
 
 /// A port nothing listens on (tcpmux, reserved and unused on loopback).
@@ -83,6 +86,10 @@ impl NodeSpec {
             let _ = writeln!(out, "  routes: [{}]", routes.join(", "));
             let _ = writeln!(out, "}}");
         }
+        if let Some(extra) = &self.extra {
+            out.push_str(extra);
+            out.push('\n');
+        }
         out
     }
 }
@@ -99,6 +106,7 @@ mod tests {
             store_dir: PathBuf::from("/tmp/x y/js"),
             sync_always,
             cluster,
+            extra: None,
         }
     }
 

@@ -13,10 +13,22 @@ use std::thread;
 /// async-nats 0.51 requires account fields (`reserved_memory`, `reserved_storage`) that
 /// nats-server 2.9 (Debian's package) does not send, so the typed call fails against a perfectly
 /// ready server. A JSON reply without an `error` member means JetStream is serving requests.
-pub(super) async fn probe(url: &str) -> Result<(), String> {
+pub(super) async fn probe(
+    url: &str,
+    user: Option<&(String, String)>,
+    tls_ca: Option<&std::path::Path>,
+) -> Result<(), String> {
     let work = async {
-        let client = async_nats::ConnectOptions::new()
-            .connection_timeout(PROBE_TIMEOUT)
+        let mut options = async_nats::ConnectOptions::new().connection_timeout(PROBE_TIMEOUT);
+        if let Some((user, password)) = user {
+            options = options.user_and_password(user.clone(), password.clone());
+        }
+        if let Some(ca) = tls_ca {
+            options = options
+                .add_root_certificates(ca.to_path_buf())
+                .require_tls(true);
+        }
+        let client = options
             .connect(url)
             .await
             .map_err(|err| format!("connect: {err}"))?;

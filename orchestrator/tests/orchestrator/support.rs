@@ -91,3 +91,52 @@ pub async fn commands(js: &jetstream::Context, subject: &str) -> Vec<String> {
     }
     ids
 }
+
+/// One warning the orchestrator logged, by field name (the message under `message`).
+pub type Warning = std::collections::BTreeMap<String, String>;
+
+static WARNINGS: std::sync::Mutex<Vec<Warning>> = std::sync::Mutex::new(Vec::new());
+
+struct CaptureWarnings;
+
+impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for CaptureWarnings {
+    fn on_event(&self, event: &tracing::Event<'_>, _: tracing_subscriber::layer::Context<'_, S>) {
+        if *event.metadata().level() != tracing::Level::WARN {
+            return;
+        }
+        struct Fields(Warning);
+        impl tracing::field::Visit for Fields {
+            fn record_debug(&mut self, field: &tracing::field::Field, value: &dyn std::fmt::Debug) {
+                self.0.insert(field.name().to_owned(), format!("{value:?}"));
+            }
+            fn record_str(&mut self, field: &tracing::field::Field, value: &str) {
+                self.0.insert(field.name().to_owned(), value.to_owned());
+            }
+        }
+        let mut fields = Fields(Warning::new());
+        event.record(&mut fields);
+        WARNINGS.lock().unwrap().push(fields.0);
+    }
+}
+
+/// Captures the process's warnings from now on (once per test process).
+pub fn capture_warnings() {
+    static INSTALLED: std::sync::Once = std::sync::Once::new();
+    INSTALLED.call_once(|| {
+        use tracing_subscriber::layer::SubscriberExt;
+        let subscriber = tracing_subscriber::registry().with(CaptureWarnings);
+        tracing::subscriber::set_global_default(subscriber).unwrap();
+    });
+}
+
+/// Every warning captured so far with `field` equal to `value` (the tests run side by side,
+/// so each picks its own by a saga id).
+pub fn warnings_with(field: &str, value: &str) -> Vec<Warning> {
+    WARNINGS
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|w| w.get(field).map(String::as_str) == Some(value))
+        .cloned()
+        .collect()
+}

@@ -132,7 +132,7 @@ instrument!(
     "checkout.rejections",
     Counter,
     "{checkout}",
-    "Checkout requests rejected at the door, by reason code.",
+    "Checkout requests rejected at the door and workers' replies refused, by reason code.",
     [REASON]
 );
 instrument!(

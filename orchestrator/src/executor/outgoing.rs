@@ -1,4 +1,5 @@
-//! Sending the command a saga's stored state implies, under its current step's span.
+//! What leaves the executor: the command a saga's state implies, and lifecycle events for
+//! watchers.
 
 use super::{ExecError, Executor};
 use crate::ports::{SagaStore, Transport};
@@ -6,9 +7,9 @@ use crate::saga;
 use crate::store::SagaRow;
 use bytes::Bytes;
 use checkout_shared::envelope::Envelope;
-use checkout_shared::messages::CommandMessage;
+use checkout_shared::messages::{CommandMessage, LifecycleEvent, LifecycleKind, StepRef};
 use checkout_shared::messaging::Outgoing;
-use checkout_shared::{Phase, subjects};
+use checkout_shared::{Phase, StepOutcome, subjects};
 use opentelemetry::KeyValue;
 use uuid::Uuid;
 
@@ -50,6 +51,40 @@ impl<S: SagaStore, T: Transport> Executor<S, T> {
             .send_command(&parent, outgoing, extra)
             .await?;
         Ok(())
+    }
+
+    /// Tells watchers what happened and where the saga (as `row` has it afterwards) stands.
+    pub(super) async fn lifecycle(
+        &self,
+        row: &SagaRow,
+        kind: LifecycleKind,
+        ended: Option<(StepRef, StepOutcome)>,
+        detail: String,
+    ) {
+        let event = LifecycleEvent {
+            saga_id: row.saga_id,
+            kind,
+            status: Some(row.state.status),
+            step: ended.map(|(s, _)| s.step),
+            phase: ended.map(|(s, _)| s.phase),
+            outcome: ended.map(|(_, outcome)| outcome),
+            next: row.state.waiting_for(),
+            failure_code: row.state.failure_code,
+            rejection: None,
+            field: None,
+            detail,
+            trace_id: row.trace.trace_id.to_string(),
+        };
+        match serde_json::to_vec(&event) {
+            Ok(payload) => {
+                let subject = subjects::lifecycle(row.saga_id, kind.as_str());
+                self.transport
+                    .lifecycle(subject, Bytes::from(payload))
+                    .await;
+            }
+            // Watchers are best-effort (the saga row is the truth), but a bug is not hidden.
+            Err(err) => tracing::error!(error = %err, "lifecycle event not serialisable"),
+        }
     }
 }
 
