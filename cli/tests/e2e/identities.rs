@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 /// Every identity of `nats/auth/users.conf`.
-const IDENTITIES: [&str; 8] = [
+const IDENTITIES: [&str; 9] = [
     "admin",
     "orchestrator",
     "gateway",
@@ -19,6 +19,7 @@ const IDENTITIES: [&str; 8] = [
     "payment",
     "order",
     "notification",
+    "tracebridge",
 ];
 
 /// One random password per identity, for one private broker.
@@ -233,4 +234,38 @@ async fn a_checkout_completes_with_every_service_connected_as_itself() {
         .await;
     assert!(out.contains("outcome: completed"), "{out}");
     stack.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_trace_bridge_reads_the_broker_s_trace_events_and_may_publish_nothing() {
+    use checkout_shared::broker_trace::{TRACE_DEST, TRACE_SUBJECT};
+    use futures::StreamExt as _;
+    let passwords = Passwords::generate();
+    let nats = passwords.start_broker().await;
+    let url = nats.url();
+    passwords.provision(&url).await;
+    let (bridge, mut bridge_errors) = passwords.connect("tracebridge", &url).await;
+    let mut events = bridge.subscribe(TRACE_SUBJECT).await.unwrap();
+    bridge.flush().await.unwrap();
+
+    let (client, _client_errors) = passwords.connect("client", &url).await;
+    let mut headers = async_nats::HeaderMap::new();
+    headers.insert(TRACE_DEST, TRACE_SUBJECT);
+    async_nats::jetstream::new(client)
+        .publish_with_headers("checkout.requested", headers, "{}".into())
+        .await
+        .expect("the client publishes a traced checkout")
+        .await
+        .expect("stored");
+    let event = tokio::time::timeout(Duration::from_secs(10), events.next())
+        .await
+        .expect("a trace event within 10 s")
+        .expect("the subscription is open");
+    assert!(
+        String::from_utf8_lossy(&event.payload).contains("checkout.requested"),
+        "the event names the traced subject"
+    );
+
+    refused(&bridge, &mut bridge_errors, "checkout.requested").await;
+    refused(&bridge, &mut bridge_errors, "checkout.evt.payment.charged").await;
 }
