@@ -15,6 +15,21 @@ const WEEK: Retention = Retention {
     interval: Duration::from_secs(60),
 };
 
+/// Prunes `kind`'s records until `key`'s is gone (bounded: 50 passes, 100 ms apart). A pass
+/// skips rows another transaction holds (`SKIP LOCKED`), and the worker under test prunes too
+/// (its own pruner's first pass can come late on a loaded machine and take the record first):
+/// what matters is that the record went, not which pass took it.
+async fn prune_until_gone(world: &World, kind: Step, key: &str) -> bool {
+    for _ in 0..50 {
+        prune_pass(&world.pool, kind, WEEK).await.unwrap();
+        if !world.processed(kind.schema(), key).await {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    false
+}
+
 /// Makes `key`'s record in `schema` look `days` old.
 async fn age(world: &World, schema: &str, key: &str, days: u32) {
     let sql = format!(
@@ -82,13 +97,7 @@ async fn a_reservation_delivered_again_after_its_record_was_pruned_reserves_noth
     assert_eq!(world.stock().await, 7);
 
     age(&world, "inventory", &key, 8).await;
-    assert_eq!(
-        prune_pass(&world.pool, Step::Inventory, WEEK)
-            .await
-            .unwrap(),
-        1
-    );
-    assert!(!world.processed("inventory", &key).await);
+    assert!(prune_until_gone(&world, Step::Inventory, &key).await);
     // The same action again, past JetStream's duplicate window (a new message id).
     world.send(saga, reserve(3), &format!("{key}.late")).await;
     let again = world.replies(1).await;
@@ -120,10 +129,7 @@ async fn a_charge_delivered_again_after_its_record_was_pruned_leaves_one_charge(
     );
 
     age(&world, "payment", &key, 8).await;
-    assert_eq!(
-        prune_pass(&world.pool, Step::Payment, WEEK).await.unwrap(),
-        1
-    );
+    assert!(prune_until_gone(&world, Step::Payment, &key).await);
     world.send(saga, charge(), &format!("{key}.late")).await;
     // The ledger is the record: the charge already there is the answer, not a second one.
     assert_eq!(world.replies(1).await, first, "the first charge's reply");
