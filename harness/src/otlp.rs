@@ -326,6 +326,12 @@ impl OtlpReceiver {
         lock(&self.store).counts.values().sum()
     }
 
+    /// Whether spans and log records are kept from now on (a counting receiver keeps none
+    /// until told to, e.g. for one run whose spans are read afterwards).
+    pub fn keep_spans(&self, keep: bool) {
+        lock(&self.store).keep = keep;
+    }
+
     /// Starts counting from zero (stored spans are left alone).
     pub fn reset_counts(&self) {
         lock(&self.store).counts.clear();

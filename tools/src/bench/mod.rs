@@ -12,6 +12,7 @@
 //! saga of every process (from `/proc`), peak memory, PostgreSQL commits and JetStream
 //! messages per saga. `--soak N` runs N sagas instead and reports every tenth of them.
 
+pub mod breakdown;
 pub mod drive;
 pub mod matrix;
 pub mod probe;
@@ -91,6 +92,11 @@ pub struct BenchArgs {
     /// measures the cost of that crash-safety guarantee).
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
     flush_before_send: bool,
+    /// Keep every span of the traced runs and print where a completed saga's time went: each
+    /// hop of its path (to the broker, waiting in the stream, each service's handling and its
+    /// database), mean ms per saga. Keeping the spans costs the benchmark's own process.
+    #[arg(long)]
+    breakdown: bool,
     /// Tokio worker threads of each service and skeleton process (`TOKIO_WORKER_THREADS`);
     /// 0 for Tokio's default, one per core. One suits many processes sharing few cores: on
     /// the 2-core build machine it cut the traced CPU per saga by a fifth (docs/performance.md).
@@ -199,6 +205,7 @@ impl BenchArgs {
             instances: self.instances.iter().cloned().collect(),
             flush_before_send: self.flush_before_send,
             timeout: Duration::from_secs_f64(self.timeout),
+            breakdown: self.breakdown,
         }
     }
 
@@ -332,6 +339,15 @@ async fn timed_runs(
         machine.load_at_start
     );
     print!("{}", report::table(&shown));
+    for run in &runs {
+        if let Some(breakdown) = &run.breakdown {
+            let label = format!("tracing on @{}", run.concurrency);
+            print!(
+                "{}",
+                breakdown::table(&label, breakdown, run.latency.p50_ms)
+            );
+        }
+    }
     let failed = runs.iter().chain(&skeletons).any(|r| r.failed > 0);
     if args.json {
         let json = serde_json::json!({

@@ -137,6 +137,9 @@ pub struct RunReport {
     pub skeleton_cpu_ms_per_saga: Option<f64>,
     /// This run's throughput over the skeleton's.
     pub ratio_to_skeleton: Option<f64>,
+    /// Where a completed saga's time went, hop by hop (`--breakdown`, traced runs).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub breakdown: Option<super::breakdown::Breakdown>,
 }
 
 impl RunReport {
@@ -218,6 +221,7 @@ impl RunReport {
             skeleton_p99_ms: None,
             skeleton_cpu_ms_per_saga: None,
             ratio_to_skeleton: None,
+            breakdown: None,
         }
     }
 

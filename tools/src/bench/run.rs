@@ -87,6 +87,8 @@ pub struct Plan {
     pub flush_before_send: bool,
     /// How long one saga may take.
     pub timeout: Duration,
+    /// Keep the traced runs' spans and report where a saga's time went.
+    pub breakdown: bool,
 }
 
 /// The product's checkouts, each its own trace when traced, 10% declined by default.
@@ -275,6 +277,9 @@ pub async fn measure<S: Sagas>(
     // The warm-up's last spans (the services flush theirs when they stop) land before the count.
     tokio::time::sleep(Duration::from_millis(500)).await;
     bench.stack.receiver.reset_counts();
+    let keep = tracing && plan.breakdown;
+    bench.stack.receiver.clear();
+    bench.stack.receiver.keep_spans(keep);
     let pg = probe::pg_counts(&bench.pg).await?;
     let fallbacks = probe::fallbacks_logged(&bench.stack.log_dir)?;
     let sequences = probe::stream_sequences(&bench.nats).await?;
@@ -291,6 +296,11 @@ pub async fn measure<S: Sagas>(
     let groups = groups(bench).await?;
     let usage = procstat::usage(&groups, &before, &Snapshot::take(&groups));
     let spans = tracing.then(|| bench.stack.receiver.counts());
+    let breakdown = keep
+        .then(|| super::breakdown::of(&bench.stack.receiver.spans()))
+        .flatten();
+    bench.stack.receiver.keep_spans(false);
+    bench.stack.receiver.clear();
     bench.stop().await;
     let pg_after = probe::pg_counts(&bench.pg).await?;
     let counters = Counters {
@@ -301,12 +311,7 @@ pub async fn measure<S: Sagas>(
         messages: probe::stored_between(&sequences, &probe::stream_sequences(&bench.nats).await?),
         spans,
     };
-    Ok(RunReport::build(
-        name,
-        concurrency,
-        tracing,
-        plan.duration,
-        &timed,
-        &counters,
-    ))
+    let mut report = RunReport::build(name, concurrency, tracing, plan.duration, &timed, &counters);
+    report.breakdown = breakdown;
+    Ok(report)
 }
