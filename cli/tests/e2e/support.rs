@@ -320,8 +320,7 @@ impl Stack {
         stdout
     }
 
-    /// A client of this stack as the administrator, exporting its spans to the shared
-    /// receiver.
+    /// A client of this stack (the administrator), exporting spans to the shared receiver.
     pub async fn client(&self) -> Client {
         Client::connect(&self.nats.admin_url(), shared().flusher.clone())
             .await
