@@ -40,7 +40,10 @@ impl Client {
         let nats = checkout_shared::connect::connect(url, "checkout-client", false)
             .await
             .with_context(|| {
-                format!("is nats-server running at {url}? (see README: quick start)")
+                format!(
+                    "is nats-server running at {}? (see README: quick start)",
+                    checkout_shared::connect::redacted(url)
+                )
             })?;
         let js = checkout_shared::connect::jetstream(nats.clone());
         let mut events = nats.subscribe(format!("{}.>", subjects::LIFECYCLE)).await?;

@@ -25,7 +25,7 @@ pub mod trace_check;
 use std::net::{Ipv4Addr, TcpListener};
 
 pub use db::TestDb;
-pub use nats::{ClusterOptions, NatsCluster, NatsServer};
+pub use nats::{ClusterOptions, NatsCluster, NatsServer, Passwords};
 pub use otlp::OtlpReceiver;
 pub use pg_cluster::PgCluster;
 pub use process::Service;

@@ -11,7 +11,7 @@ use std::fs::{self, OpenOptions};
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::{Context as _, anyhow};
 use tempfile::TempDir;
@@ -68,20 +68,13 @@ pub struct NatsServer {
     config_path: PathBuf,
     log_path: PathBuf,
     child: Option<Child>,
-    /// How the readiness probe logs in and verifies the server, when it requires it (boxed:
-    /// rare, and the struct is held in enums).
-    probe_access: Option<Box<ProbeAccess>>,
+    /// Who may log in: the server requires these identities (`auth.rs`).
+    passwords: Passwords,
+    /// The CA the readiness probe verifies the server with, when it speaks TLS only.
+    tls_ca: Option<PathBuf>,
     /// Held only for its own drop, which deletes the store and log after `Drop` killed the
     /// server (fields drop after `Drop::drop` runs).
     _temp_dir: TempDir,
-}
-
-/// How the readiness probe logs in (an administrator's user and password) and verifies the
-/// server (a CA), for a server that requires either.
-#[derive(Debug)]
-struct ProbeAccess {
-    user: Option<(String, String)>,
-    tls_ca: Option<PathBuf>,
 }
 
 /// What to do when the process exits before it is ready, which almost always means its port was
@@ -103,45 +96,69 @@ pub(crate) enum AttemptError {
 }
 
 impl NatsServer {
-    /// Starts a fresh server on a free port and waits until JetStream answers.
+    /// Starts a fresh server on a free port and waits until JetStream answers. It requires
+    /// the identities of `nats/auth/users.conf`, with fresh passwords ([`NatsServer::passwords`]):
+    /// an unauthenticated connection is refused.
     ///
     /// Blocks the calling thread for up to about ten seconds. It is safe to call from inside a
     /// Tokio runtime (the readiness probe runs on a helper thread with its own runtime), but
     /// async code that must not block a worker should prefer [`NatsServer::start_async`].
     pub fn start() -> anyhow::Result<NatsServer> {
-        let mut server = Self::prepare("checkout-nats", free_port(), None)?;
+        let mut server = Self::prepare("checkout-nats", free_port(), None, Passwords::generate())?;
         block_on_helper(server.run_until_ready(OnEarlyExit::TryAnotherPort))??;
         Ok(server)
     }
 
-    /// Starts a fresh server whose configuration ends with `extra` (an `authorization` block,
-    /// a `tls` block), probing its readiness as `admin` (user, password) when it requires
-    /// credentials, over TLS with `tls_ca` when it requires TLS.
-    pub async fn start_with(
-        extra: &str,
-        admin: Option<(&str, &str)>,
-        tls_ca: Option<&Path>,
-    ) -> anyhow::Result<NatsServer> {
-        let mut server = Self::prepare("checkout-nats", free_port(), None)?;
+    /// Starts a fresh server (with identities, as [`NatsServer::start`]) whose configuration
+    /// ends with `extra` (a `tls` block), probing its readiness over TLS with `tls_ca` when it
+    /// requires TLS.
+    pub async fn start_with(extra: &str, tls_ca: Option<&Path>) -> anyhow::Result<NatsServer> {
+        let mut server = Self::prepare("checkout-nats", free_port(), None, Passwords::generate())?;
         server.spec.extra = Some(extra.into());
-        server.probe_access = Some(Box::new(ProbeAccess {
-            user: admin.map(|(user, password)| (user.to_owned(), password.to_owned())),
-            tls_ca: tls_ca.map(Path::to_path_buf),
-        }));
+        server.tls_ca = tls_ca.map(Path::to_path_buf);
         server.run_until_ready(OnEarlyExit::WaitForPort).await?;
         Ok(server)
     }
 
     /// Async variant of [`NatsServer::start`] that awaits readiness instead of blocking.
     pub async fn start_async() -> anyhow::Result<NatsServer> {
-        let mut server = Self::prepare("checkout-nats", free_port(), None)?;
+        let mut server = Self::prepare("checkout-nats", free_port(), None, Passwords::generate())?;
         server.run_until_ready(OnEarlyExit::TryAnotherPort).await?;
         Ok(server)
     }
 
-    /// The client URL, `nats://127.0.0.1:PORT`.
+    /// The client URL, `nats://127.0.0.1:PORT`, without credentials: what a service takes as
+    /// `NATS_URL`, with its identity beside it ([`NatsServer::service_env`]).
     pub fn url(&self) -> String {
         format!("nats://127.0.0.1:{}", self.spec.port)
+    }
+
+    /// The client URL with the administrator's credentials, for `checkout_shared::connect`
+    /// (which logs in with them; plain async-nats ignores them: see
+    /// [`NatsServer::admin_client`]). A password: never print it.
+    pub fn admin_url(&self) -> String {
+        self.passwords.admin_url(&self.url())
+    }
+
+    /// The identities' passwords this server requires.
+    pub fn passwords(&self) -> &Passwords {
+        &self.passwords
+    }
+
+    /// What a service needs to connect as `identity` without provisioning.
+    pub fn service_env(&self, identity: &str) -> anyhow::Result<Vec<(String, String)>> {
+        self.passwords.service_env(identity)
+    }
+
+    /// A connection as the administrator (for tests: inspecting streams, publishing what no
+    /// service identity may).
+    pub async fn admin_client(&self) -> anyhow::Result<async_nats::Client> {
+        let url = self.url();
+        self.passwords
+            .admin_options()
+            .connect(&url)
+            .await
+            .with_context(|| format!("connecting to {url} as the administrator"))
     }
 
     /// The client port on 127.0.0.1; it stays the same across restarts.
@@ -233,12 +250,14 @@ impl NatsServer {
         name: &str,
         port: u16,
         cluster: Option<ClusterSpec>,
+        passwords: Passwords,
     ) -> anyhow::Result<NatsServer> {
         let binary = find_binary()?;
         let dir = tempfile::Builder::new()
             .prefix("checkout-nats-")
             .tempdir()
             .context("creating a temporary directory for the NATS JetStream store")?;
+        Passwords::write_users_conf(dir.path())?;
         let store_dir = dir.path().join("jetstream");
         fs::create_dir_all(&store_dir)
             .with_context(|| format!("creating JetStream store dir {}", store_dir.display()))?;
@@ -257,7 +276,8 @@ impl NatsServer {
             config_path: dir.path().join("nats-server.conf"),
             log_path: dir.path().join("nats-server.log"),
             child: None,
-            probe_access: None,
+            passwords,
+            tls_ca: None,
             _temp_dir: dir,
         })
     }
@@ -314,6 +334,8 @@ impl NatsServer {
         let child = Command::new(&self.binary)
             .arg("-c")
             .arg(&self.config_path)
+            // The passwords `users.conf` reads; kept out of the file and the command line.
+            .envs(self.passwords.server_env())
             .stdin(Stdio::null())
             .stdout(log)
             .stderr(log_err)
@@ -328,46 +350,6 @@ impl NatsServer {
         self.child = Some(child);
         Ok(())
     }
-
-    /// Polls until a client can connect and get JetStream account info, which is the point at
-    /// which streams (including ones recovered from the store) are usable.
-    pub(crate) async fn wait_ready(&mut self) -> Result<(), AttemptError> {
-        let deadline = Instant::now() + READY_TIMEOUT;
-        let url = self.url();
-        loop {
-            let exited = match self.child.as_mut().map(Child::try_wait) {
-                Some(Ok(None)) => None,
-                Some(Ok(Some(status))) => Some(status.to_string()),
-                Some(Err(err)) => Some(err.to_string()),
-                None => Some(String::from("process handle missing")),
-            };
-            if let Some(status) = exited {
-                self.child = None;
-                return Err(AttemptError::Exited(anyhow!(
-                    "nats-server on port {} exited before it was ready ({status}); log tail:\n{}",
-                    self.spec.port,
-                    log_tail(&self.log_path)
-                )));
-            }
-            let access = self.probe_access.as_deref();
-            let user = access.and_then(|a| a.user.as_ref());
-            let tls_ca = access.and_then(|a| a.tls_ca.as_deref());
-            let probe_error = match probe(&url, user, tls_ca).await {
-                Ok(()) => return Ok(()),
-                Err(err) => err,
-            };
-            if Instant::now() >= deadline {
-                return Err(AttemptError::Fatal(anyhow!(
-                    "nats-server on port {} did not get JetStream ready within {:?} (last probe: \
-                     {probe_error}); log tail:\n{}",
-                    self.spec.port,
-                    READY_TIMEOUT,
-                    log_tail(&self.log_path)
-                )));
-            }
-            tokio::time::sleep(PROBE_INTERVAL).await;
-        }
-    }
 }
 
 impl Drop for NatsServer {
@@ -377,12 +359,14 @@ impl Drop for NatsServer {
     }
 }
 
+mod auth;
 pub mod cluster;
 mod config;
 mod locate;
 mod ready;
+pub use auth::{ADMIN, IDENTITIES, Passwords};
 pub use cluster::{ClusterOptions, NatsCluster};
 use config::{ClusterSpec, NodeSpec};
 use locate::{INSTALL_HINT, find_binary, log_tail};
 pub use locate::{PINNED_VERSION, Version, version_of};
-use ready::{block_on_helper, probe};
+use ready::block_on_helper;

@@ -5,7 +5,13 @@
 //! nodes of one cluster. The client connects to one of them and, when that node dies, reconnects
 //! to another; each entry is checked up front, so a typo names itself instead of surfacing as
 //! the client library's bare "invalid port number".
+//!
+//! An entry may carry `user:password@` (the form other NATS clients take): a process without
+//! an identity of its own ([`crate::access`]) then logs in with it, which async-nats alone
+//! would not do (it parses the credentials and ignores them). Errors quote the list with every
+//! password replaced ([`redacted`]).
 
+use crate::access::Identity;
 use async_nats::{Client, ConnectOptions, ServerAddr, jetstream};
 use std::time::Duration;
 
@@ -44,9 +50,9 @@ pub enum ConnectFailed {
 /// likely a mistake than a wish.
 pub fn server_addrs(list: &str) -> Result<Vec<ServerAddr>, ConnectFailed> {
     let bad = |position: usize, entry: &str, reason: String| ConnectFailed::BadUrl {
-        list: list.to_owned(),
+        list: redacted(list),
         position,
-        entry: entry.to_owned(),
+        entry: redacted(entry),
         reason,
     };
     list.split(',')
@@ -75,15 +81,46 @@ pub async fn connect(url: &str, name: &str, wait: bool) -> Result<Client, Connec
     if wait {
         options = options.retry_on_initial_connect();
     }
-    // Who this process is, and TLS, as its binary set them (crate::access).
+    // Who this process is, and TLS, as its binary set them (crate::access); else the URL's
+    // credentials, if it has any.
+    let anonymous = matches!(crate::access::get().identity, Identity::Anonymous);
+    let in_url = addrs
+        .iter()
+        .find_map(|addr| Some((addr.username()?, addr.password()?)));
+    if let (true, Some((user, password))) = (anonymous, in_url) {
+        // The identity's own inbox, as `access::apply` gives a user of the environment.
+        options = options
+            .user_and_password(user.to_owned(), password.to_owned())
+            .custom_inbox_prefix(format!("_INBOX_{user}"));
+    }
     crate::access::apply(options)
         .await?
         .connect(addrs.as_slice())
         .await
         .map_err(|source| ConnectFailed::Unreachable {
-            url: url.to_owned(),
+            url: redacted(url),
             source,
         })
+}
+
+/// `list` with the password of every entry that has one replaced by `***`, fit to print.
+pub fn redacted(list: &str) -> String {
+    let entries: Vec<String> = list
+        .split(',')
+        .map(|entry| {
+            let Some((scheme, rest)) = entry.split_once("://") else {
+                return entry.to_owned();
+            };
+            match rest.rsplit_once('@') {
+                Some((userinfo, host)) => {
+                    let user = userinfo.split(':').next().unwrap_or_default();
+                    format!("{scheme}://{user}:***@{host}")
+                }
+                None => entry.to_owned(),
+            }
+        })
+        .collect();
+    entries.join(",")
 }
 
 /// The JetStream context of a client, with a publish-ack timeout that outlasts a broker
@@ -131,6 +168,16 @@ mod tests {
     fn an_empty_entry_is_refused() {
         let err = server_addrs("nats://127.0.0.1:4222,").expect_err("a trailing comma");
         assert!(err.to_string().contains("entry 2 (\"\")"), "{err}");
+    }
+
+    #[test]
+    fn passwords_in_a_list_are_redacted_and_nothing_else_is() {
+        assert_eq!(
+            redacted("nats://admin:s3cret@127.0.0.1:4222, nats://n2:4222,tls://u@h:1"),
+            "nats://admin:***@127.0.0.1:4222, nats://n2:4222,tls://u:***@h:1"
+        );
+        let err = server_addrs("nats://admin:s3cret@127.0.0.1:42x2").expect_err("bad port");
+        assert!(!err.to_string().contains("s3cret"), "{err}");
     }
 
     #[tokio::test]

@@ -1,10 +1,12 @@
 //! The private stack's broker: one nats-server, or a JetStream cluster of them on loopback.
 //!
 //! The stack, the chaos runner and the benchmark see one [`Broker`] either way: its URL list
-//! (what the services take as `NATS_URL`), its nodes (to kill and restart, or to put proxies in
-//! front of) and, on a cluster, which node leads the most streams and consumers.
+//! (what the services take as `NATS_URL`), the identities it requires (each service connects
+//! as its own, the tools as the administrator), its nodes (to kill and restart, or to put
+//! proxies in front of) and, on a cluster, which node leads the most streams and consumers.
+//! A restarted node keeps its configuration, identities included.
 
-use checkout_harness::{ClusterOptions, NatsCluster, NatsServer};
+use checkout_harness::{ClusterOptions, NatsCluster, NatsServer, Passwords};
 
 /// One server or a cluster.
 #[derive(Debug)]
@@ -44,6 +46,23 @@ impl Broker {
         match self {
             Broker::Single(server) => server.url(),
             Broker::Cluster(cluster) => cluster.urls(),
+        }
+    }
+
+    /// [`Broker::url`] with the administrator's credentials, for this process's own
+    /// connections (`checkout_shared::connect` logs in with them). Never print it.
+    pub fn admin_url(&self) -> String {
+        match self {
+            Broker::Single(server) => server.admin_url(),
+            Broker::Cluster(cluster) => cluster.admin_urls(),
+        }
+    }
+
+    /// The identities' passwords every node requires.
+    pub fn passwords(&self) -> &Passwords {
+        match self {
+            Broker::Single(server) => server.passwords(),
+            Broker::Cluster(cluster) => cluster.passwords(),
         }
     }
 

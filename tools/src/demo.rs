@@ -161,7 +161,7 @@ async fn drive(
     flusher: checkout_shared::telemetry::SpanFlusher,
     say: &impl Fn(String),
 ) -> anyhow::Result<ExitCode> {
-    let client = Client::connect(&stack.nats_url, flusher).await?;
+    let client = Client::connect(stack.admin_url(), flusher).await?;
     let links = args.links.resolve().await;
     say(match &links {
         Links::Otelite(otelite) => format!("trace UI     otelite at {}", otelite.base()),

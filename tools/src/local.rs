@@ -1,10 +1,15 @@
 //! A local stack for the demo: use what already runs (NATS, an OTLP collector, the services)
 //! and start what does not, then stop exactly what was started.
+//!
+//! A nats-server the demo starts requires identities, as every private broker does: the
+//! passwords are made for the run, kept in this process and handed to nats-server and each
+//! service through their environment, and die with them. The demo provisions as the
+//! administrator; each service it starts connects as itself with `NATS_PROVISION=false`.
 
 use checkout_cli::common::{pulling, wait_until};
 use checkout_cli::databases::redact;
 use checkout_harness::otelite::{self, OtelitePorts, OteliteProcess};
-use checkout_harness::{NatsServer, OtlpReceiver, Service};
+use checkout_harness::{NatsServer, OtlpReceiver, Passwords, Service};
 use checkout_shared::streams::EVENTS_CONSUMER;
 use checkout_shared::subjects;
 use futures::StreamExt;
@@ -24,8 +29,14 @@ const OTELITE_START: Duration = Duration::from_secs(30);
 
 /// What the demo found or started.
 pub struct LocalStack {
-    /// The NATS URL in use.
+    /// The NATS URL in use, fit to print (no credentials of the demo's).
     pub nats_url: String,
+    /// How the demo's own connections log in: the administrator's credentials in the URL on
+    /// the broker it started; the configured URL as given on one that already ran.
+    admin_url: String,
+    /// The identities of the broker the demo started (none on one that already ran, whose
+    /// services' credentials, if any, come from the caller's environment).
+    identities: Option<Passwords>,
     /// The demo's own span receiver, when no collector was listening and otelite could not be
     /// started.
     pub receiver: Option<OtlpReceiver>,
@@ -56,24 +67,29 @@ impl LocalStack {
         otelite_url: &str,
         say: &impl Fn(String),
     ) -> anyhow::Result<Self> {
-        let mut nats_url = nats_url.to_owned();
-        let nats_server = match checkout_shared::connect::connect(&nats_url, "checkout-demo", false)
+        let mut shown_url = checkout_shared::connect::redacted(nats_url);
+        let mut admin_url = nats_url.to_owned();
+        let nats_server = match checkout_shared::connect::connect(nats_url, "checkout-demo", false)
             .await
         {
             Ok(client) => {
-                say(format!("nats         using {nats_url}"));
+                say(format!("nats         using {shown_url}"));
                 drop(client);
                 None
             }
             Err(_) => {
                 let server = NatsServer::start_async().await?;
-                nats_url = server.url();
+                shown_url = server.url();
+                admin_url = server.admin_url();
                 say(format!(
-                    "nats         none at the configured URL; started a private nats-server at {nats_url}"
+                    "nats         none at the configured URL (or it refused the demo); started a \
+                     private nats-server at {shown_url}, requiring identities: passwords made \
+                     for this run, each service connects as itself"
                 ));
                 Some(server)
             }
         };
+        let identities = nats_server.as_ref().map(|s| s.passwords().clone());
         let mut urls: Vec<&str> = databases.iter().map(|(_, url)| url.as_str()).collect();
         urls.sort_unstable();
         urls.dedup();
@@ -129,7 +145,9 @@ impl LocalStack {
         let log_dir = std::env::temp_dir().join(format!("checkout-demo-{}", std::process::id()));
         std::fs::create_dir_all(&log_dir)?;
         let mut stack = LocalStack {
-            nats_url,
+            nats_url: shown_url,
+            admin_url,
+            identities,
             receiver,
             otelite,
             nats_server,
@@ -146,8 +164,9 @@ impl LocalStack {
         say: &impl Fn(String),
     ) -> anyhow::Result<()> {
         let client =
-            checkout_shared::connect::connect(&self.nats_url, "checkout-demo", false).await?;
+            checkout_shared::connect::connect(&self.admin_url, "checkout-demo", false).await?;
         let js = checkout_shared::connect::jetstream(client);
+        // The administrator's job, done before any service starts (theirs may not).
         checkout_shared::streams::provision(&js, 1).await?;
         let exe = crate::product::checkout_bin()?;
         // Every worker kind of the step table (its consumer is named after it), then the
@@ -164,7 +183,7 @@ impl LocalStack {
             }
             let args: Vec<String> = args.into_iter().map(str::to_owned).collect();
             let mut envs = vec![
-                ("NATS_URL".to_owned(), self.nats_url.clone()),
+                ("NATS_URL".to_owned(), self.service_url()),
                 ("OTEL_SERVICE_NAME".to_owned(), name.to_owned()),
                 ("LOG_FORMAT".to_owned(), "json".to_owned()),
                 // Every message of the demo traced by the broker (nats-server 2.11 or later;
@@ -172,6 +191,7 @@ impl LocalStack {
                 ("NATS_TRACE_SHARE".to_owned(), "1".to_owned()),
             ];
             envs.extend(databases.iter().cloned());
+            envs.extend(self.identity_env(name)?);
             let service = Service::spawn(name, &exe, &args, &envs, &self.log_dir)?;
             say(format!(
                 "{name:<13}started (pid {}), log {}",
@@ -182,10 +202,11 @@ impl LocalStack {
         }
         if !self.services.is_empty() {
             // The broker's hops as spans, from nats-server's trace events.
-            let envs = vec![
-                ("NATS_URL".to_owned(), self.nats_url.clone()),
+            let mut envs = vec![
+                ("NATS_URL".to_owned(), self.service_url()),
                 ("LOG_FORMAT".to_owned(), "json".to_owned()),
             ];
+            envs.extend(self.identity_env("tracebridge")?);
             let args = vec!["nats-trace-bridge".to_owned()];
             let bridge = Service::spawn("nats-bridge", &exe, &args, &envs, &self.log_dir)?;
             say(format!(
@@ -204,6 +225,30 @@ impl LocalStack {
             );
         }
         Ok(())
+    }
+
+    /// How the demo's own connections log in (the administrator on the broker it started:
+    /// its client also reads the rejections, which no caller's identity may). Never print it.
+    pub fn admin_url(&self) -> &str {
+        &self.admin_url
+    }
+
+    /// The URL the services take: the private broker's (each with its identity beside it),
+    /// or the configured one as given (credentials included, if it has any).
+    fn service_url(&self) -> String {
+        match &self.identities {
+            Some(_) => self.nats_url.clone(),
+            None => self.admin_url.clone(),
+        }
+    }
+
+    /// `identity`'s credentials on the broker the demo started; nothing on one that already
+    /// ran (the services then inherit the caller's environment).
+    fn identity_env(&self, identity: &str) -> anyhow::Result<Vec<(String, String)>> {
+        match &self.identities {
+            Some(passwords) => passwords.service_env(identity),
+            None => Ok(Vec::new()),
+        }
     }
 
     /// Where to look at the traces, when no trace UI was found (`no_ui`).

@@ -12,6 +12,10 @@
 //!
 //! On a cluster there is one nats proxy per node, the services list them all in `NATS_URL`,
 //! and the streams are provisioned at three replicas (`STREAM_REPLICAS`).
+//!
+//! The broker requires identities: the stack provisions the streams and consumers as the
+//! administrator, then each service connects as itself (`NATS_USER`, `NATS_PASSWORD`,
+//! `NATS_PROVISION=false`), as in production.
 
 use crate::broker::Broker;
 use checkout_cli::common::{pulling, wait_until};
@@ -158,6 +162,7 @@ impl PrivateStack {
         instances: &BTreeMap<String, usize>,
     ) -> anyhow::Result<()> {
         let exe = crate::product::checkout_bin()?;
+        self.provision().await?;
         let mut plan: Vec<(String, Vec<String>, &str)> = Vec::new();
         for kind in checkout_shared::steps::worker_kinds() {
             let count = instances
@@ -192,6 +197,8 @@ impl PrivateStack {
                 ),
             ];
             envs.extend(options.env.iter().cloned());
+            // Its own identity, after the caller's settings: a service is never someone else.
+            envs.extend(self.nats.passwords().service_env(service_name)?);
             // Every owner's URL too, all this stack's one database: one inherited from the
             // caller's environment (`SAGA_DATABASE_URL`, ...) would send a service elsewhere.
             envs.extend(checkout_cli::databases::one_database_env(
@@ -272,9 +279,21 @@ impl PrivateStack {
         }
     }
 
+    /// Creates or updates the streams and consumers as the administrator (no service's
+    /// identity may), at the broker's replicas; idempotent, so every run of services may.
+    async fn provision(&self) -> anyhow::Result<()> {
+        let client =
+            checkout_shared::connect::connect(&self.nats.admin_url(), "checkout-stack", false)
+                .await?;
+        let js = checkout_shared::connect::jetstream(client);
+        checkout_shared::streams::provision(&js, self.nats.replicas()).await?;
+        Ok(())
+    }
+
     async fn wait_pulling(&self, durable: &str) -> anyhow::Result<()> {
         let client =
-            checkout_shared::connect::connect(&self.nats.url(), "checkout-stack", false).await?;
+            checkout_shared::connect::connect(&self.nats.admin_url(), "checkout-stack", false)
+                .await?;
         let js = async_nats::jetstream::new(client);
         let ready = wait_until(Duration::from_secs(60), || pulling(&js, durable)).await;
         anyhow::ensure!(

@@ -86,7 +86,8 @@ pub async fn watch(args: WatchArgs) -> anyhow::Result<ExitCode> {
             }
         }
     });
-    let source = args.nats.nats_url.clone();
+    // Shown on screen: without a password the URL may carry.
+    let source = checkout_shared::connect::redacted(&args.nats.nats_url);
     let result = tokio::task::spawn_blocking(move || full_screen_loop(rx, limit, &source)).await;
     feed.abort();
     result??;

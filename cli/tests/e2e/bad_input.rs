@@ -70,7 +70,7 @@ async fn each_bad_input_is_rejected_with_its_reason_and_the_next_checkout_comple
     let (outcome, _) = stack.checkout(&client, &checkout).await;
     assert_eq!(outcome, "completed", "the service goes on after bad input");
 
-    let js = jetstream::new(async_nats::connect(stack.nats.url()).await.unwrap());
+    let js = jetstream::new(stack.admin_client().await);
     let stream = js.get_stream("CHECKOUT_REJECTED").await.unwrap();
     let consumer = stream
         .create_consumer(jetstream::consumer::pull::Config::default())

@@ -33,6 +33,7 @@ async fn every_command_and_reply_has_its_broker_span_between_producer_and_consum
         ("OTEL_EXPORTER_OTLP_ENDPOINT".to_owned(), endpoint.clone()),
         ("LOG_FORMAT".to_owned(), "json".to_owned()),
     ];
+    let envs = [envs, stack.nats.service_env("tracebridge").unwrap()].concat();
     let exe = PathBuf::from(env!("CARGO_BIN_EXE_checkout"));
     let args = vec!["nats-trace-bridge".to_owned()];
     let mut bridge = Service::spawn("bridge", &exe, &args, &envs, logs.path()).unwrap();

@@ -114,8 +114,9 @@ fn compose_services_run_real_commands_with_variables_the_code_reads() {
             if SDK_VARIABLES.contains(&key.as_str()) {
                 continue;
             }
+            // A secret's value is hidden: `[env: NATS_PASSWORD]`.
             assert!(
-                help.contains(&format!("[env: {key}=")),
+                help.contains(&format!("[env: {key}=")) || help.contains(&format!("[env: {key}]")),
                 "{name}: `checkout {}` does not read {key}",
                 command.join(" ")
             );
@@ -162,8 +163,10 @@ fn compose_urls_point_at_services_and_ports_they_expose() {
         let env = env(service);
         for (key, host, port) in expects {
             let Some(url) = env.get(key) else {
+                // The administrator's one shot (compose_auth.rs) neither stores nor traces.
                 assert!(
-                    ["client", "load"].contains(&name.as_str()) && key == "DATABASE_URL",
+                    (["client", "load"].contains(&name.as_str()) && key == "DATABASE_URL")
+                        || name == "provision",
                     "{name} lacks {key}"
                 );
                 continue;

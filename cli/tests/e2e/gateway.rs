@@ -62,7 +62,7 @@ async fn a_checkout_through_the_gateway_continues_the_callers_trace_through_ever
     })
     .await;
     let addr = stack.gateway.unwrap();
-    let nats = async_nats::connect(stack.nats.url()).await.unwrap();
+    let nats = stack.admin_client().await;
     let mut requested = nats.subscribe("checkout.requested").await.unwrap();
     nats.flush().await.unwrap();
     let (traceparent, trace_id, caller_id) = caller_span().await;

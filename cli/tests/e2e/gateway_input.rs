@@ -125,7 +125,7 @@ async fn bad_requests_get_their_status_and_problem_and_a_changed_price_is_refuse
     let spans = trace_with(&trace_id, "validate checkout").await;
     assert_price_mismatch(one(&spans, "gateway", "validate checkout"));
 
-    let js = async_nats::jetstream::new(async_nats::connect(stack.nats.url()).await.unwrap());
+    let js = async_nats::jetstream::new(stack.admin_client().await);
     let mut requests = js.get_stream("CHECKOUT_REQUESTS").await.unwrap();
     let requests = requests.info().await.unwrap().state.clone();
     assert_eq!(

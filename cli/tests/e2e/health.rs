@@ -21,11 +21,11 @@ async fn until(addr: SocketAddr, path: &str, status: u16, text: &str) -> bool {
     .await
 }
 
-fn spawn(name: &str, args: &[&str], env: &[(&str, String)], logs: &std::path::Path) -> Service {
+fn spawn(name: &str, args: &[&str], env: &[(String, String)], logs: &std::path::Path) -> Service {
     let args: Vec<String> = args.iter().map(|s| (*s).to_owned()).collect();
     let env: Vec<(String, String)> = env
         .iter()
-        .map(|(k, v)| ((*k).to_owned(), v.clone()))
+        .cloned()
         .chain([("OTEL_TRACES_EXPORTER".to_owned(), "none".to_owned())])
         .collect();
     let exe = PathBuf::from(env!("CARGO_BIN_EXE_checkout"));
@@ -39,19 +39,28 @@ async fn readiness_follows_the_broker_and_the_database_and_liveness_the_process(
     let logs = tempfile::tempdir().unwrap();
     let worker = SocketAddr::from(([127, 0, 0, 1], free_port()));
     let orchestrator = SocketAddr::from(([127, 0, 0, 1], free_port()));
-    let env = |addr: SocketAddr| {
-        vec![
-            ("NATS_URL", nats.url()),
-            ("DATABASE_URL", pg.url("postgres")),
-            ("HEALTH_LISTEN", addr.to_string()),
-        ]
+    crate::identities::provision(&nats, &[]).await;
+    // Each service as itself, on streams the administrator provisioned.
+    let env = |addr: SocketAddr, identity: &str| {
+        let mut env = vec![
+            ("NATS_URL".to_owned(), nats.url()),
+            ("DATABASE_URL".to_owned(), pg.url("postgres")),
+            ("HEALTH_LISTEN".to_owned(), addr.to_string()),
+        ];
+        env.extend(nats.service_env(identity).expect("an identity"));
+        env
     };
     let mut services = vec![
-        spawn("payment", &["worker", "payment"], &env(worker), logs.path()),
+        spawn(
+            "payment",
+            &["worker", "payment"],
+            &env(worker, "payment"),
+            logs.path(),
+        ),
         spawn(
             "orchestrator",
             &["orchestrator"],
-            &env(orchestrator),
+            &env(orchestrator, "orchestrator"),
             logs.path(),
         ),
     ];

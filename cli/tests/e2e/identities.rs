@@ -1,124 +1,43 @@
-//! Identities on the broker (`nats/auth/users.conf`), with a real nats-server: a connection
-//! without credentials is refused; the payment worker's identity cannot publish another
-//! step's reply or any command; the client's cannot publish a command or a reply; and a
-//! checkout completes with every service connected as itself, the administrator having
-//! provisioned the streams.
+//! Identities on the broker (`nats/auth/users.conf`), on by default in every broker the
+//! harness starts: a connection without credentials is refused; the payment worker's identity
+//! cannot publish another step's reply or any command; the client's cannot publish a command or a reply; and a
+//! default stack's checkout completes with every service connected as itself (as the broker's
+//! `connz` lists them), the administrator having provisioned the streams.
 
 use crate::support::{Options, Stack};
 use checkout_harness::NatsServer;
-use std::collections::BTreeMap;
 use std::time::Duration;
 
-/// Every identity of `nats/auth/users.conf`.
-const IDENTITIES: [&str; 9] = [
-    "admin",
-    "orchestrator",
-    "gateway",
-    "client",
-    "inventory",
-    "payment",
-    "order",
-    "notification",
-    "tracebridge",
-];
-
-/// One random password per identity, for one private broker.
-#[derive(Debug, Clone)]
-pub struct Passwords(BTreeMap<&'static str, String>);
-
-impl Passwords {
-    /// Fresh passwords.
-    pub fn generate() -> Self {
-        Passwords(
-            IDENTITIES
-                .iter()
-                .map(|id| (*id, format!("{:032x}", rand::random::<u128>())))
-                .collect(),
-        )
-    }
-
-    /// The broker's configuration: the passwords as variables, then the users file as shipped.
-    fn config(&self) -> String {
-        let users = include_str!("../../../nats/auth/users.conf");
-        let mut out: String = self
-            .0
-            .iter()
-            .map(|(id, password)| format!("{}_PASSWORD: {password:?}\n", id.to_uppercase()))
-            .collect();
-        out.push_str(users);
-        out
-    }
-
-    /// A private broker that requires these identities.
-    pub async fn start_broker(&self) -> NatsServer {
-        let admin = ("admin", self.0["admin"].as_str());
-        NatsServer::start_with(&self.config(), Some(admin), None)
-            .await
-            .expect("nats-server with identities")
-    }
-
-    /// A connection as the administrator.
-    pub async fn admin(&self, url: &str) -> async_nats::Client {
-        async_nats::ConnectOptions::new()
-            .user_and_password("admin".into(), self.0["admin"].clone())
-            .connect(url)
-            .await
-            .expect("connect as the administrator")
-    }
-
-    /// What a service needs to connect as `identity` without provisioning.
-    pub fn service_env(&self, identity: &str) -> Vec<(String, String)> {
-        vec![
-            ("NATS_USER".into(), identity.to_owned()),
-            ("NATS_PASSWORD".into(), self.0[identity].clone()),
-            ("NATS_PROVISION".into(), "false".into()),
-        ]
-    }
-
-    /// Runs `checkout provision` as the administrator.
-    pub async fn provision(&self, url: &str) {
-        let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_checkout"))
-            .arg("provision")
-            .env("NATS_URL", url)
-            .env("NATS_USER", "admin")
-            .env("NATS_PASSWORD", &self.0["admin"])
-            .kill_on_drop(true)
-            .output()
-            .await
-            .expect("checkout provision ran");
-        assert!(
-            output.status.success(),
-            "checkout provision: {}",
-            String::from_utf8_lossy(&output.stderr)
-        );
-    }
-
-    /// A connection as `identity`, and the server errors it is told of.
-    async fn connect(
-        &self,
-        identity: &str,
-        url: &str,
-    ) -> (
-        async_nats::Client,
-        tokio::sync::mpsc::UnboundedReceiver<String>,
-    ) {
-        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
-        let client = async_nats::ConnectOptions::new()
-            .user_and_password(identity.to_owned(), self.0[identity].clone())
-            .custom_inbox_prefix(format!("_INBOX_{identity}"))
-            .event_callback(move |event| {
-                let tx = tx.clone();
-                async move {
-                    if let async_nats::Event::ServerError(err) = event {
-                        let _ = tx.send(err.to_string());
-                    }
+/// A connection to `nats` as `identity` (with its own inbox, as a service makes), and the
+/// server errors it is told of.
+async fn connect(
+    nats: &NatsServer,
+    identity: &str,
+) -> (
+    async_nats::Client,
+    tokio::sync::mpsc::UnboundedReceiver<String>,
+) {
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    let password = nats
+        .passwords()
+        .of(identity)
+        .expect("an identity")
+        .to_owned();
+    let client = async_nats::ConnectOptions::new()
+        .user_and_password(identity.to_owned(), password)
+        .custom_inbox_prefix(format!("_INBOX_{identity}"))
+        .event_callback(move |event| {
+            let tx = tx.clone();
+            async move {
+                if let async_nats::Event::ServerError(err) = event {
+                    let _ = tx.send(err.to_string());
                 }
-            })
-            .connect(url)
-            .await
-            .expect("connect with an identity");
-        (client, rx)
-    }
+            }
+        })
+        .connect(nats.url())
+        .await
+        .expect("connect with an identity");
+    (client, rx)
 }
 
 /// Publishes on `subject` and waits (bounded) for the server's permission violation naming it.
@@ -152,8 +71,8 @@ async fn stored(admin: &async_nats::Client, stream: &str) -> u64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn each_identity_may_do_its_own_job_only() {
-    let passwords = Passwords::generate();
-    let nats = passwords.start_broker().await;
+    // The harness's default broker: no opting in.
+    let nats = NatsServer::start_async().await.expect("nats-server");
     let url = nats.url();
     assert!(
         async_nats::connect(&url).await.is_err(),
@@ -164,10 +83,10 @@ async fn each_identity_may_do_its_own_job_only() {
         .connect(&url)
         .await;
     assert!(wrong.is_err(), "nor one with a wrong password");
-    passwords.provision(&url).await;
-    let admin = passwords.admin(&url).await;
+    provision(&nats, &[]).await;
+    let admin = nats.admin_client().await.expect("the administrator");
 
-    let (payment, mut payment_errors) = passwords.connect("payment", &url).await;
+    let (payment, mut payment_errors) = connect(&nats, "payment").await;
     refused(
         &payment,
         &mut payment_errors,
@@ -177,7 +96,7 @@ async fn each_identity_may_do_its_own_job_only() {
     refused(&payment, &mut payment_errors, "checkout.cmd.payment.charge").await;
     refused(&payment, &mut payment_errors, "checkout.cmd.order.create").await;
     refused(&payment, &mut payment_errors, "checkout.requested").await;
-    let (client, mut client_errors) = passwords.connect("client", &url).await;
+    let (client, mut client_errors) = connect(&nats, "client").await;
     refused(
         &client,
         &mut client_errors,
@@ -207,14 +126,10 @@ async fn each_identity_may_do_its_own_job_only() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_checkout_completes_with_every_service_connected_as_itself() {
-    let stack = Stack::start(Options {
-        identities: true,
-        ..Options::default()
-    })
-    .await;
-    let passwords = stack.identities.clone().unwrap();
-    let client = passwords.service_env("client");
+async fn a_default_stack_runs_a_checkout_with_every_service_connected_as_itself() {
+    // No option asks for identities: they are the default.
+    let stack = Stack::start(Options::default()).await;
+    let client: Vec<(String, String)> = stack.nats.service_env("client").expect("client");
     let envs: Vec<(&str, String)> = client
         .iter()
         .map(|(k, v)| (k.as_str(), v.clone()))
@@ -233,22 +148,65 @@ async fn a_checkout_completes_with_every_service_connected_as_itself() {
         )
         .await;
     assert!(out.contains("outcome: completed"), "{out}");
+
+    // Who the broker says is connected: each service as itself, nobody anonymous. (A broker
+    // without authorization reports the user a client names, too: hence the refusal below.)
+    let users = connected_users(&stack.nats).await;
+    for service in [
+        "orchestrator",
+        "inventory",
+        "payment",
+        "order",
+        "notification",
+    ] {
+        assert!(
+            users.iter().any(|u| u == service),
+            "{service} is not connected as itself: {users:?}"
+        );
+    }
+    assert!(
+        users.iter().all(|u| !u.is_empty()),
+        "an anonymous connection: {users:?}"
+    );
+    assert!(
+        async_nats::connect(stack.nats.url()).await.is_err(),
+        "the default stack's broker lets an unauthenticated client in"
+    );
     stack.stop().await;
+}
+
+/// The authenticated user of every connection the broker has (`/connz?auth=true`; empty for
+/// an anonymous one).
+async fn connected_users(nats: &NatsServer) -> Vec<String> {
+    let port: u16 = nats
+        .monitor_url()
+        .rsplit(':')
+        .next()
+        .and_then(|p| p.parse().ok())
+        .expect("a monitoring port");
+    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+    let response = crate::http::request(addr, "GET", "/connz?auth=true&limit=1024", &[], b"").await;
+    assert_eq!(response.status, 200);
+    let connz: serde_json::Value = serde_json::from_slice(&response.body).expect("JSON");
+    let connections = connz["connections"].as_array().cloned().unwrap_or_default();
+    assert!(!connections.is_empty(), "no connection listed: {connz}");
+    connections
+        .iter()
+        .map(|c| c["authorized_user"].as_str().unwrap_or_default().to_owned())
+        .collect()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_trace_bridge_reads_the_broker_s_trace_events_and_may_publish_nothing() {
     use checkout_shared::broker_trace::{TRACE_DEST, TRACE_SUBJECT};
     use futures::StreamExt as _;
-    let passwords = Passwords::generate();
-    let nats = passwords.start_broker().await;
-    let url = nats.url();
-    passwords.provision(&url).await;
-    let (bridge, mut bridge_errors) = passwords.connect("tracebridge", &url).await;
+    let nats = NatsServer::start_async().await.expect("nats-server");
+    provision(&nats, &[]).await;
+    let (bridge, mut bridge_errors) = connect(&nats, "tracebridge").await;
     let mut events = bridge.subscribe(TRACE_SUBJECT).await.unwrap();
     bridge.flush().await.unwrap();
 
-    let (client, _client_errors) = passwords.connect("client", &url).await;
+    let (client, _client_errors) = connect(&nats, "client").await;
     let mut headers = async_nats::HeaderMap::new();
     headers.insert(TRACE_DEST, TRACE_SUBJECT);
     async_nats::jetstream::new(client)
@@ -268,4 +226,23 @@ async fn the_trace_bridge_reads_the_broker_s_trace_events_and_may_publish_nothin
 
     refused(&bridge, &mut bridge_errors, "checkout.requested").await;
     refused(&bridge, &mut bridge_errors, "checkout.evt.payment.charged").await;
+}
+
+/// Runs `checkout provision` as the administrator of `nats` (with `extra` environment: TLS),
+/// as an operator does before starting services whose identities may not provision.
+pub async fn provision(nats: &NatsServer, extra: &[(String, String)]) {
+    let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_checkout"))
+        .arg("provision")
+        .env("NATS_URL", nats.url())
+        .envs(nats.passwords().admin_env())
+        .envs(extra.iter().cloned())
+        .kill_on_drop(true)
+        .output()
+        .await
+        .expect("checkout provision ran");
+    assert!(
+        output.status.success(),
+        "checkout provision: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
 }

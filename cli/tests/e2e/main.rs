@@ -6,6 +6,7 @@
 mod bad_input;
 mod broker_hop;
 mod compose;
+mod compose_auth;
 mod compose_cluster;
 mod crash;
 mod flow;

@@ -39,6 +39,7 @@ fn cli_with(stack: &Stack, args: &[&str], envs: &[(&str, &str)]) -> (bool, Strin
     let db_url: String = stack.db_url();
     let out = Command::new(PathBuf::from(env!("CARGO_BIN_EXE_checkout")))
         .args(args)
+        .envs(stack.nats.passwords().admin_env())
         .envs(envs.iter().copied())
         .env("NATS_URL", stack.nats.url())
         .env("DATABASE_URL", db_url)

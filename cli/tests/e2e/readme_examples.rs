@@ -40,6 +40,8 @@ async fn the_readme_console_examples_print_what_the_readme_shows() {
         ("OTEL_METRICS_EXPORTER".to_owned(), "none".to_owned()),
         ("OTEL_LOGS_EXPORTER".to_owned(), "none".to_owned()),
     ];
+    // The README's commands are an operator's: the administrator's.
+    let envs = [envs, stack.nats.passwords().admin_env()].concat();
     let bin_dir = Path::new(env!("CARGO_BIN_EXE_checkout"))
         .parent()
         .unwrap()

@@ -23,6 +23,7 @@ async fn run(stack: &Stack, args: &[&str]) -> Run {
     let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_checkout"))
         .args(args)
         .env("NATS_URL", stack.nats.url())
+        .envs(stack.nats.passwords().admin_env())
         .env("DATABASE_URL", stack.db_url())
         .env("TRACE_UI", "none")
         .kill_on_drop(true)

@@ -21,7 +21,7 @@ async fn a_command_done_before_is_replayed_under_a_span_that_says_so() {
     // The saga's reservation again, under a re-send's id (as after a reply that was lost).
     let first_id = format!("{saga_id}.inventory.do");
     let again_id = format!("{first_id}.r9");
-    let js = async_nats::jetstream::new(async_nats::connect(stack.nats.url()).await.unwrap());
+    let js = async_nats::jetstream::new(stack.admin_client().await);
     let mut headers = async_nats::HeaderMap::new();
     Envelope::command(saga_id, Step::Inventory, Phase::Do).write(&mut headers, &again_id);
     let body = CommandMessage {

@@ -9,6 +9,7 @@ use crate::flow::leaks;
 use crate::http;
 use crate::support::{Options, Stack, receiver, request};
 use bytes::Bytes;
+use checkout_harness::NatsServer;
 use serde_json::{Value, json};
 use sqlx::Row;
 use std::time::Duration;
@@ -83,8 +84,8 @@ async fn stored_in_tables(pool: &sqlx::PgPool, secrets: &[&str]) -> Vec<String> 
 }
 
 /// Every stored message (subject, headers, body) of every stream holding a secret.
-async fn stored_in_streams(nats_url: &str, secrets: &[&str]) -> Vec<String> {
-    let js = async_nats::jetstream::new(async_nats::connect(nats_url).await.unwrap());
+async fn stored_in_streams(nats: &NatsServer, secrets: &[&str]) -> Vec<String> {
+    let js = async_nats::jetstream::new(nats.admin_client().await.unwrap());
     let topology = checkout_shared::streams::Topology::load().unwrap();
     let mut found = Vec::new();
     for def in &topology.streams {
@@ -115,8 +116,8 @@ async fn stored_in_streams(nats_url: &str, secrets: &[&str]) -> Vec<String> {
 }
 
 /// Waits until no command or request is left to do: every charge has been taken.
-async fn work_done(nats_url: &str) {
-    let js = async_nats::jetstream::new(async_nats::connect(nats_url).await.unwrap());
+async fn work_done(nats: &NatsServer) {
+    let js = async_nats::jetstream::new(nats.admin_client().await.unwrap());
     for _ in 0..300 {
         let mut left = 0;
         for name in ["CHECKOUT_REQUESTS", "CHECKOUT_COMMANDS", "CHECKOUT_EVENTS"] {
@@ -205,7 +206,7 @@ async fn no_payment_token_is_exported_logged_answered_or_kept_after_its_charge()
     for (saga_id, outcome) in &accepted {
         assert_eq!(ended(addr, saga_id).await, *outcome, "{saga_id}");
     }
-    work_done(&stack.nats.url()).await;
+    work_done(&stack.nats).await;
     // The rejections and their logs, then everything else that is exported in batches.
     let rejected = receiver()
         .wait_until(Duration::from_secs(30), |r| {
@@ -236,7 +237,7 @@ async fn no_payment_token_is_exported_logged_answered_or_kept_after_its_charge()
         }
     }
     found.extend(stored_in_tables(&stack.pool, &secrets).await);
-    found.extend(stored_in_streams(&stack.nats.url(), &secrets).await);
+    found.extend(stored_in_streams(&stack.nats, &secrets).await);
     assert!(found.is_empty(), "payment tokens leaked: {found:#?}");
 
     // Not vacuous: the charges saw the tokens (the decisions are in the ledger), the

@@ -94,7 +94,7 @@ async fn metrics_and_logs_go_out_over_otlp_with_units_attributes_and_trace_ids()
     let traceparent = format!("00-{dead_trace}-{:016x}-01", rand::random::<u64>() | 1);
     headers.insert("traceparent", traceparent.as_str());
     headers.insert("Nats-Msg-Id", format!("garbage-{run}").as_str());
-    let js = async_nats::jetstream::new(async_nats::connect(stack.nats.url()).await.unwrap());
+    let js = async_nats::jetstream::new(stack.admin_client().await);
     let subject = subjects::command(Step::Payment, Phase::Do);
     let ack = js
         .publish_with_headers(subject, headers, Bytes::from_static(b"{}"))

@@ -74,6 +74,7 @@ impl Split {
     fn spawn(&mut self, name: &str, args: &[&str]) {
         let mut env = self.env();
         env.push(("OTEL_SERVICE_NAME".to_owned(), name.to_owned()));
+        env.extend(self.nats.service_env(name).expect("an identity"));
         let args: Vec<String> = args.iter().map(|s| (*s).to_owned()).collect();
         let exe = PathBuf::from(env!("CARGO_BIN_EXE_checkout"));
         let service = Service::spawn(name, &exe, &args, &env, self.logs.path()).expect("spawn");
@@ -86,6 +87,7 @@ impl Split {
         command
             .args(args)
             .envs(self.env())
+            .envs(self.nats.passwords().admin_env())
             .env("TRACE_UI", "none")
             .kill_on_drop(true);
         let output = tokio::time::timeout(Duration::from_secs(90), command.output())
@@ -182,7 +184,8 @@ async fn every_schema_on_its_own_database_across_two_servers_and_nothing_reads_a
         services: vec![],
         logs: tempfile::tempdir().unwrap(),
     };
-    let js = async_nats::jetstream::new(async_nats::connect(split.nats.url()).await.unwrap());
+    let js = async_nats::jetstream::new(split.nats.admin_client().await.unwrap());
+    crate::identities::provision(&split.nats, &[]).await;
     for kind in checkout_shared::steps::worker_kinds() {
         split.spawn(kind, &["worker", kind]);
     }

@@ -105,9 +105,6 @@ pub struct Options {
     pub gateway: bool,
     /// Where the services export over OTLP, instead of the shared receiver (e.g. otelite).
     pub otlp_endpoint: Option<String>,
-    /// Whether the broker requires identities (`nats/auth/users.conf`): each service then
-    /// connects as itself, and the administrator provisions.
-    pub identities: bool,
     /// Whether the broker speaks TLS only (a throw-away CA from `scripts/make-certs`): every
     /// service then verifies it with `NATS_TLS_CA`.
     pub tls: bool,
@@ -122,7 +119,6 @@ impl Default for Options {
             env: vec![],
             gateway: false,
             otlp_endpoint: None,
-            identities: false,
             tls: false,
         }
     }
@@ -130,10 +126,10 @@ impl Default for Options {
 
 /// One system under test.
 pub struct Stack {
-    /// The private broker.
+    /// The private broker. It requires the identities of `nats/auth/users.conf` (the
+    /// harness's default): each service connects as itself, the administrator provisions,
+    /// and the tests' own connections are the administrator's.
     pub nats: NatsServer,
-    /// The identities' passwords, when the broker requires identities.
-    pub identities: Option<crate::identities::Passwords>,
     /// The certificates, when the broker speaks TLS only.
     pub tls: Option<crate::tls::Certificates>,
     /// The system's database.
@@ -160,21 +156,16 @@ impl Stack {
             .otlp_endpoint
             .clone()
             .unwrap_or_else(|| shared().receiver.endpoint());
-        let identities = options
-            .identities
-            .then(crate::identities::Passwords::generate);
         let tls = options.tls.then(crate::tls::Certificates::make);
-        let nats = match (&identities, &tls) {
-            (Some(passwords), _) => passwords.start_broker().await,
-            (None, Some(tls)) => tls.start_broker().await,
-            (None, None) => NatsServer::start_async().await.expect("nats-server"),
+        let nats = match &tls {
+            Some(tls) => tls.start_broker().await,
+            None => NatsServer::start_async().await.expect("nats-server"),
         };
         let db = TestDb::create().await.expect("database");
         let pool = PgPool::connect(&db.url()).await.expect("pool");
         let logs = tempfile::tempdir().expect("log dir");
         let mut stack = Stack {
             nats,
-            identities,
             tls,
             pool,
             db: Some(db),
@@ -182,9 +173,12 @@ impl Stack {
             logs,
             gateway: None,
         };
-        if let Some(passwords) = &stack.identities {
-            passwords.provision(&stack.nats.url()).await;
-        }
+        let tls_env: Vec<(String, String)> = stack
+            .tls
+            .iter()
+            .map(|tls| ("NATS_TLS_CA".to_owned(), tls.ca()))
+            .collect();
+        crate::identities::provision(&stack.nats, &tls_env).await;
         for (name, args) in services() {
             let mut envs = vec![
                 ("NATS_URL".to_owned(), stack.nats.url()),
@@ -194,12 +188,8 @@ impl Stack {
                 ("LOG_FORMAT".to_owned(), "json".to_owned()),
                 ("SEED_STOCK".to_owned(), options.seed_stock.clone()),
             ];
-            if let Some(passwords) = &stack.identities {
-                envs.extend(passwords.service_env(name));
-            }
-            if let Some(tls) = &stack.tls {
-                envs.push(("NATS_TLS_CA".to_owned(), tls.ca()));
-            }
+            envs.extend(stack.nats.service_env(name).expect("an identity"));
+            envs.extend(tls_env.iter().cloned());
             for (service, key, value) in &options.env {
                 if *service == name {
                     envs.push(((*key).to_owned(), value.clone()));
@@ -243,6 +233,12 @@ impl Stack {
             ("LOG_FORMAT".to_owned(), "json".to_owned()),
             ("GATEWAY_LISTEN".to_owned(), addr.to_string()),
         ];
+        envs.extend(self.nats.service_env("gateway").expect("an identity"));
+        envs.extend(
+            self.tls
+                .iter()
+                .map(|tls| ("NATS_TLS_CA".to_owned(), tls.ca())),
+        );
         envs.extend(
             extra
                 .iter()
@@ -273,12 +269,15 @@ impl Stack {
         );
     }
 
-    /// A connection to the broker, as the administrator when it requires identities.
+    /// A connection to the broker as the administrator (over TLS when it speaks TLS only).
     pub async fn admin_client(&self) -> async_nats::Client {
-        match (&self.identities, &self.tls) {
-            (Some(passwords), _) => passwords.admin(&self.nats.url()).await,
-            (None, Some(tls)) => tls.connect(&self.nats.url()).await,
-            (None, None) => async_nats::connect(self.nats.url()).await.expect("nats"),
+        match &self.tls {
+            Some(tls) => tls.connect(&self.nats).await,
+            None => self
+                .nats
+                .admin_client()
+                .await
+                .expect("nats as the administrator"),
         }
     }
 
@@ -296,13 +295,15 @@ impl Stack {
     }
 
     /// Runs the real `checkout` binary with `args` against this stack (its broker and database,
-    /// plus `envs`), and returns its standard output; panics with its output if it fails.
+    /// plus `envs`), and returns its standard output; panics with its output if it fails. It
+    /// runs as the administrator (the operators' commands), unless `envs` say otherwise.
     pub async fn run_checkout(&self, args: &[&str], envs: &[(&str, String)]) -> String {
         let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_checkout"));
         command
             .args(args)
             .env("NATS_URL", self.nats.url())
             .env("DATABASE_URL", self.db_url())
+            .envs(self.nats.passwords().admin_env())
             .envs(envs.iter().map(|(k, v)| (*k, v.as_str())))
             .kill_on_drop(true);
         let output = tokio::time::timeout(Duration::from_secs(90), command.output())
@@ -319,9 +320,9 @@ impl Stack {
         stdout
     }
 
-    /// A client of this stack, exporting its spans to the shared receiver.
+    /// A client of this stack (the administrator), exporting spans to the shared receiver.
     pub async fn client(&self) -> Client {
-        Client::connect(&self.nats.url(), shared().flusher.clone())
+        Client::connect(&self.nats.admin_url(), shared().flusher.clone())
             .await
             .expect("client")
     }

@@ -39,7 +39,8 @@ impl Certificates {
         self.file("ca.pem")
     }
 
-    /// A private broker that speaks TLS only, with the server certificate.
+    /// A private broker that speaks TLS only, with the server certificate (and the identities,
+    /// as every private broker).
     pub async fn start_broker(&self) -> NatsServer {
         let tls = format!(
             "tls {{\n  cert_file: {:?}\n  key_file: {:?}\n  timeout: 5\n}}\n",
@@ -47,17 +48,18 @@ impl Certificates {
             self.file("server-key.pem")
         );
         let ca = PathBuf::from(self.ca());
-        NatsServer::start_with(&tls, None, Some(&ca))
+        NatsServer::start_with(&tls, Some(&ca))
             .await
             .expect("nats-server over TLS")
     }
 
-    /// A connection that verifies the server with the CA.
-    pub async fn connect(&self, url: &str) -> async_nats::Client {
-        async_nats::ConnectOptions::new()
+    /// A connection as the administrator that verifies the server with the CA.
+    pub async fn connect(&self, nats: &NatsServer) -> async_nats::Client {
+        nats.passwords()
+            .admin_options()
             .add_root_certificates(PathBuf::from(self.ca()))
             .require_tls(true)
-            .connect(url)
+            .connect(nats.url())
             .await
             .expect("connect over TLS")
     }

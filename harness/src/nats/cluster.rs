@@ -13,7 +13,7 @@
 //! ```
 
 use super::config::ClusterSpec;
-use super::{AttemptError, NatsServer};
+use super::{AttemptError, NatsServer, Passwords};
 use crate::{TcpProxy, free_port};
 use anyhow::{Context as _, anyhow};
 use bytes::Bytes;
@@ -53,6 +53,9 @@ struct RouteLink {
 pub struct NatsCluster {
     nodes: Vec<NatsServer>,
     links: Vec<RouteLink>,
+    /// The identities every node requires (the same passwords on each: a client that fails
+    /// over logs in to the next node as itself).
+    passwords: Passwords,
 }
 
 /// How long one JetStream API request may take before the node is taken for unable to answer.
@@ -83,6 +86,7 @@ impl NatsCluster {
                 }
             }
         }
+        let passwords = Passwords::generate();
         let mut nodes = Vec::with_capacity(n);
         for (i, node_routes) in routes.into_iter().enumerate() {
             let spec = ClusterSpec {
@@ -95,6 +99,7 @@ impl NatsCluster {
                 &format!("{name}-n{}", i + 1),
                 free_port(),
                 Some(spec),
+                passwords.clone(),
             )?);
         }
         // Every node first, then the waits: none is ready before a quorum runs.
@@ -108,13 +113,34 @@ impl NatsCluster {
                 }
             })?;
         }
-        Ok(NatsCluster { nodes, links })
+        Ok(NatsCluster {
+            nodes,
+            links,
+            passwords,
+        })
     }
 
-    /// Every node's client URL, comma-separated: what the services take as `NATS_URL`.
+    /// Every node's client URL, comma-separated: what the services take as `NATS_URL`, with
+    /// their identity beside it ([`NatsCluster::service_env`]).
     pub fn urls(&self) -> String {
         let urls: Vec<String> = self.nodes.iter().map(NatsServer::url).collect();
         urls.join(",")
+    }
+
+    /// [`NatsCluster::urls`] with the administrator's credentials in each entry, for
+    /// `checkout_shared::connect`. A password: never print it.
+    pub fn admin_urls(&self) -> String {
+        self.passwords.admin_url(&self.urls())
+    }
+
+    /// The identities' passwords every node requires.
+    pub fn passwords(&self) -> &Passwords {
+        &self.passwords
+    }
+
+    /// What a service needs to connect as `identity` without provisioning.
+    pub fn service_env(&self, identity: &str) -> anyhow::Result<Vec<(String, String)>> {
+        self.passwords.service_env(identity)
     }
 
     /// The nodes, in order.
@@ -191,7 +217,9 @@ impl NatsCluster {
             .iter_mut()
             .find_map(|n| n.is_running().then(|| n.url()))
             .ok_or_else(|| anyhow!("no node of the cluster is running"))?;
-        let client = async_nats::ConnectOptions::new()
+        let client = self
+            .passwords
+            .admin_options()
             .connection_timeout(API_TIMEOUT)
             .connect(&url)
             .await

@@ -43,7 +43,7 @@ pub(crate) struct NodeSpec {
     pub sync_always: bool,
     /// The cluster, when the node is one of several.
     pub cluster: Option<ClusterSpec>,
-    /// More configuration, appended as is (an `authorization` block, `tls`); boxed, as it is
+    /// More configuration, appended as is (a `tls` block); boxed, as it is
     /// rare and the spec is held in enums.
     pub extra: Option<Box<str>>,
 }
@@ -60,6 +60,8 @@ impl NodeSpec {
         let _ = writeln!(out, "listen: \"127.0.0.1:{}\"", self.port);
         let _ = writeln!(out, "http: \"127.0.0.1:{}\"", self.http_port);
         let _ = writeln!(out, "max_payload: 1MB");
+        // Every private broker requires the shipped identities, as production does.
+        let _ = writeln!(out, "include {:?}", super::auth::USERS_CONF_PATH);
         let _ = writeln!(out, "jetstream {{");
         let _ = writeln!(
             out,
@@ -116,6 +118,7 @@ mod tests {
         assert!(text.contains("listen: \"127.0.0.1:4222\""), "{text}");
         assert!(text.contains("store_dir: \"/tmp/x y/js\""), "{text}");
         assert!(text.contains("sync_interval: always"), "{text}");
+        assert!(text.contains("include \"auth/users.conf\""), "{text}");
         assert!(!text.contains("cluster"), "{text}");
         assert!(!node(None, false).render().contains("sync_interval"));
     }

@@ -1,11 +1,16 @@
 //! Waiting for a server: the readiness probe, and a blocking wrapper for callers that may or
 //! may not be inside a Tokio runtime.
 
-use super::{JS_ACCOUNT_INFO_SUBJECT, PROBE_TIMEOUT};
+use super::{
+    AttemptError, JS_ACCOUNT_INFO_SUBJECT, NatsServer, PROBE_INTERVAL, PROBE_TIMEOUT,
+    READY_TIMEOUT, log_tail,
+};
 use anyhow::{Context as _, anyhow};
 use bytes::Bytes;
 use std::future::Future;
+use std::process::Child;
 use std::thread;
+use std::time::Instant;
 
 /// One readiness probe: TCP accept, NATS handshake, then a JetStream account-info request.
 ///
@@ -15,14 +20,11 @@ use std::thread;
 /// ready server. A JSON reply without an `error` member means JetStream is serving requests.
 pub(super) async fn probe(
     url: &str,
-    user: Option<&(String, String)>,
+    options: async_nats::ConnectOptions,
     tls_ca: Option<&std::path::Path>,
 ) -> Result<(), String> {
     let work = async {
-        let mut options = async_nats::ConnectOptions::new().connection_timeout(PROBE_TIMEOUT);
-        if let Some((user, password)) = user {
-            options = options.user_and_password(user.clone(), password.clone());
-        }
+        let mut options = options.connection_timeout(PROBE_TIMEOUT);
         if let Some(ca) = tls_ca {
             options = options
                 .add_root_certificates(ca.to_path_buf())
@@ -70,4 +72,44 @@ where
             .join()
             .map_err(|_| anyhow!("the NATS readiness probe thread panicked"))?
     })
+}
+
+impl NatsServer {
+    /// Polls until a client can connect and get JetStream account info, which is the point at
+    /// which streams (including ones recovered from the store) are usable.
+    pub(crate) async fn wait_ready(&mut self) -> Result<(), AttemptError> {
+        let deadline = Instant::now() + READY_TIMEOUT;
+        let url = self.url();
+        loop {
+            let exited = match self.child.as_mut().map(Child::try_wait) {
+                Some(Ok(None)) => None,
+                Some(Ok(Some(status))) => Some(status.to_string()),
+                Some(Err(err)) => Some(err.to_string()),
+                None => Some(String::from("process handle missing")),
+            };
+            if let Some(status) = exited {
+                self.child = None;
+                return Err(AttemptError::Exited(anyhow!(
+                    "nats-server on port {} exited before it was ready ({status}); log tail:\n{}",
+                    self.spec.port,
+                    log_tail(&self.log_path)
+                )));
+            }
+            let options = self.passwords.admin_options();
+            let probe_error = match probe(&url, options, self.tls_ca.as_deref()).await {
+                Ok(()) => return Ok(()),
+                Err(err) => err,
+            };
+            if Instant::now() >= deadline {
+                return Err(AttemptError::Fatal(anyhow!(
+                    "nats-server on port {} did not get JetStream ready within {:?} (last probe: \
+                     {probe_error}); log tail:\n{}",
+                    self.spec.port,
+                    READY_TIMEOUT,
+                    log_tail(&self.log_path)
+                )));
+            }
+            tokio::time::sleep(PROBE_INTERVAL).await;
+        }
+    }
 }

@@ -42,7 +42,9 @@ async fn a_replicated_stream_outlives_its_leader_and_a_node_restarts_on_its_stor
     assert_eq!(cluster.len(), 3);
     assert_eq!(cluster.urls().split(',').count(), 3);
     let urls: Vec<String> = cluster.nodes().iter().map(|n| n.url()).collect();
-    let client = async_nats::ConnectOptions::new()
+    let client = cluster
+        .passwords()
+        .admin_options()
         .max_reconnects(None)
         .connect(urls.as_slice())
         .await
@@ -74,6 +76,15 @@ async fn a_replicated_stream_outlives_its_leader_and_a_node_restarts_on_its_stor
         "the killed node is not running again"
     );
     assert_eq!(restarted.store_dir(), store, "restarted on another store");
+    // The restarted node still requires the identities, with the same passwords.
+    assert!(
+        async_nats::connect(restarted.url()).await.is_err(),
+        "the restarted node lets an unauthenticated client in"
+    );
+    restarted
+        .admin_client()
+        .await
+        .expect("the administrator logs in to the restarted node");
     let mut stream = js.get_stream("T").await.expect("the stream");
     let info = stream.info().await.expect("stream info").clone();
     assert_eq!(info.state.messages, 20, "{info:?}");
@@ -94,7 +105,10 @@ async fn a_node_cut_off_from_its_routes_is_alone_until_healed() {
     .await
     .expect("start a 3-node cluster with route proxies");
     let all = jetstream::new(
-        async_nats::connect(cluster.node(0).unwrap().url())
+        cluster
+            .node(0)
+            .unwrap()
+            .admin_client()
             .await
             .expect("connect to node 1"),
     );
@@ -108,7 +122,10 @@ async fn a_node_cut_off_from_its_routes_is_alone_until_healed() {
     let lonely = jetstream::ContextBuilder::new()
         .timeout(Duration::from_secs(1))
         .build(
-            async_nats::connect(cluster.node(cut).unwrap().url())
+            cluster
+                .node(cut)
+                .unwrap()
+                .admin_client()
                 .await
                 .expect("connect to the node to cut"),
         );

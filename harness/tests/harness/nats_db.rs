@@ -10,7 +10,7 @@ async fn nats_stream_survives_kill_and_restart() {
     let store = nats.store_dir().to_path_buf();
     assert!(store.is_dir());
 
-    let client = async_nats::connect(nats.url()).await.expect("connect");
+    let client = nats.admin_client().await.expect("connect");
     let js = jetstream::new(client.clone());
     js.create_stream(jetstream::stream::Config {
         name: "ORDERS".to_owned(),
@@ -45,7 +45,7 @@ async fn nats_stream_survives_kill_and_restart() {
     assert_eq!(nats.port(), port, "restart keeps the port");
     assert_eq!(nats.store_dir(), store, "restart keeps the store");
 
-    let js = jetstream::new(async_nats::connect(nats.url()).await.expect("reconnect"));
+    let js = jetstream::new(nats.admin_client().await.expect("reconnect"));
     let mut stream = js
         .get_stream("ORDERS")
         .await
@@ -65,9 +65,12 @@ async fn nats_async_start_and_restart() {
     let log = nats.log_path().to_path_buf();
     nats.restart_async().await.expect("restart while running");
     assert!(nats.is_running());
-    async_nats::connect(nats.url())
-        .await
-        .expect("connect after restart");
+    // Authentication is on by default, and a restart keeps it (same file, same passwords).
+    assert!(
+        async_nats::connect(nats.url()).await.is_err(),
+        "an unauthenticated connection is refused after a restart"
+    );
+    nats.admin_client().await.expect("connect after restart");
     assert!(log.is_file(), "server output goes to the log file");
 }
 

@@ -35,7 +35,7 @@ async fn sagas_with(pool: &PgPool, saga_id: Uuid) -> i64 {
 #[tokio::test]
 async fn a_saga_racing_an_uncommitted_refusal_for_its_id_is_not_started() {
     let (nats, _db, pool, _js) = setup().await;
-    let client = async_nats::connect(nats.url()).await.unwrap();
+    let client = nats.admin_client().await.unwrap();
     let (executor, _exported) = Executor::new(pool.clone(), client, SpanFlusher::disabled(), SLOW);
     let data = data();
     let saga_id = data.request.checkout_id;
@@ -77,7 +77,7 @@ async fn a_saga_racing_an_uncommitted_refusal_for_its_id_is_not_started() {
 #[tokio::test]
 async fn a_refusal_for_the_id_of_a_started_saga_is_not_recorded() {
     let (nats, _db, pool, _js) = setup().await;
-    let client = async_nats::connect(nats.url()).await.unwrap();
+    let client = nats.admin_client().await.unwrap();
     let (executor, _exported) = Executor::new(pool.clone(), client, SpanFlusher::disabled(), SLOW);
     let data = data();
     let saga_id = data.request.checkout_id;

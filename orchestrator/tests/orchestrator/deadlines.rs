@@ -6,7 +6,7 @@ use checkout_shared::LogEvent;
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_step_without_reply_is_undone_and_an_undo_without_reply_is_flagged_but_never_given_up() {
     let (nats, db, pool, js) = setup().await;
-    let client = async_nats::connect(nats.url()).await.unwrap();
+    let client = nats.admin_client().await.unwrap();
     let (executor, _exported) = Executor::new(pool.clone(), client, SpanFlusher::disabled(), FAST);
     let data = data();
     let saga_id = data.request.checkout_id;
@@ -123,7 +123,7 @@ async fn a_step_without_reply_is_undone_and_an_undo_without_reply_is_flagged_but
 async fn an_unanswered_confirmation_is_resent_by_its_deadline_then_given_up_and_the_checkout_stands()
  {
     let (_nats, _db, pool, js) = setup().await;
-    let client = async_nats::connect(_nats.url()).await.unwrap();
+    let client = _nats.admin_client().await.unwrap();
     let (executor, _exported) = Executor::new(pool.clone(), client, SpanFlusher::disabled(), FAST);
     let data = data();
     let saga_id = data.request.checkout_id;
@@ -185,7 +185,7 @@ async fn an_unanswered_confirmation_is_resent_by_its_deadline_then_given_up_and_
 async fn a_deadline_due_for_two_orchestrators_is_claimed_once() {
     let (nats, db, pool, js) = setup().await;
     let connect = || async {
-        let client = async_nats::connect(nats.url()).await.unwrap();
+        let client = nats.admin_client().await.unwrap();
         Executor::new(pool.clone(), client, SpanFlusher::disabled(), FAST).0
     };
     let (a, b) = (connect().await, connect().await);

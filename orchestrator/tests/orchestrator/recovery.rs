@@ -7,7 +7,7 @@ use checkout_shared::LogEvent;
 async fn recovery_sends_the_command_a_recorded_transition_implied() {
     let (nats, db, pool, js) = setup().await;
     // What an orchestrator leaves behind when killed after its commit, before its publish.
-    let client = async_nats::connect(nats.url()).await.unwrap();
+    let client = nats.admin_client().await.unwrap();
     let (recorder, _exported) = Executor::new(pool.clone(), client, SpanFlusher::disabled(), SLOW);
     let data = data();
     let saga_id = data.request.checkout_id;
@@ -149,7 +149,7 @@ async fn a_message_out_of_deliveries_is_moved_to_the_dead_letters() {
 async fn two_orchestrators_apply_each_reply_once_whatever_each_remembers() {
     let (nats, db, pool, _js) = setup().await;
     let connect = || async {
-        let client = async_nats::connect(nats.url()).await.unwrap();
+        let client = nats.admin_client().await.unwrap();
         Executor::new(pool.clone(), client, SpanFlusher::disabled(), SLOW).0
     };
     let (a, b) = (connect().await, connect().await);
@@ -198,7 +198,7 @@ async fn a_confirmation_forgets_only_its_own_transitions_spans_and_the_sweep_fin
     // nobody to emit them. The next transition's confirmation must not forget them, and the
     // sweep must find them once they are old enough, however old.
     let (nats, db, pool, _js) = setup().await;
-    let client = async_nats::connect(nats.url()).await.unwrap();
+    let client = nats.admin_client().await.unwrap();
     let (executor, _exported) = Executor::new(pool.clone(), client, SpanFlusher::disabled(), SLOW);
     let data = data();
     let saga_id = data.request.checkout_id;

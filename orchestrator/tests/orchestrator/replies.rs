@@ -122,7 +122,7 @@ async fn only_a_reply_to_a_command_the_saga_sent_and_waits_for_is_applied() {
         SpanFlusher::disabled(),
         stop.clone(),
     ));
-    let client = async_nats::connect(nats.url()).await.unwrap();
+    let client = nats.admin_client().await.unwrap();
     let (executor, _exported) = Executor::new(pool.clone(), client, SpanFlusher::disabled(), SLOW);
     let data = data();
     let saga = data.request.checkout_id;

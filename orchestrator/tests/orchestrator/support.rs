@@ -48,7 +48,8 @@ pub const SLOW: Timing = Timing {
 
 pub fn config(nats: &NatsServer, db: &TestDb) -> OrchestratorConfig {
     OrchestratorConfig {
-        nats_url: nats.url(),
+        // In process: the administrator, by the URL's credentials (see the workers' tests).
+        nats_url: nats.admin_url(),
         database_url: db.url(),
         concurrency: 4,
         max_connections: 4,
@@ -63,7 +64,7 @@ pub async fn setup() -> (NatsServer, TestDb, PgPool, jetstream::Context) {
     let db = TestDb::create().await.unwrap();
     let pool = PgPool::connect(&db.url()).await.unwrap();
     migrate(&pool).await.unwrap();
-    let js = jetstream::new(async_nats::connect(nats.url()).await.unwrap());
+    let js = jetstream::new(nats.admin_client().await.unwrap());
     checkout_shared::streams::provision(&js, 1).await.unwrap();
     (nats, db, pool, js)
 }

@@ -255,7 +255,7 @@ async fn measure_all(
     } else {
         checkout_shared::telemetry::SpanFlusher::disabled()
     };
-    let client = Client::connect(&bench.stack.nats.url(), flusher).await?;
+    let client = Client::connect(&bench.stack.nats.admin_url(), flusher).await?;
     let plan = args.plan();
     skeleton::provision(
         &checkout_shared::connect::jetstream(bench.nats.clone()),
@@ -297,7 +297,8 @@ async fn timed_runs(
         let concurrency = usize::from(concurrency);
         let skeleton = if args.skeleton {
             let sagas =
-                skeleton::SkeletonSagas::connect(&bench.stack.nats.url(), plan.timeout).await?;
+                skeleton::SkeletonSagas::connect(&bench.stack.nats.admin_url(), plan.timeout)
+                    .await?;
             let r = run::measure(bench, System::Skeleton, &sagas, concurrency, plan).await?;
             skeletons.push(r.clone());
             Some(r)

@@ -53,7 +53,8 @@ impl Bench {
         // Direct routes between a cluster's nodes: proxies would run in this process.
         let broker = crate::broker::Broker::start_with(options.nats_nodes, false).await?;
         let stack = PrivateStack::start_infra_on(options, receiver, broker).await?;
-        let nats = checkout_shared::connect::connect(&stack.nats.url(), "bench", false).await?;
+        let nats =
+            checkout_shared::connect::connect(&stack.nats.admin_url(), "bench", false).await?;
         let pg = sqlx::postgres::PgPoolOptions::new()
             .max_connections(1)
             .connect(&stack.database_url())
@@ -152,10 +153,13 @@ pub async fn start(bench: &mut Bench, system: System, plan: &Plan) -> anyhow::Re
             stack.spawn_services_with(&options, &plan.instances).await
         }
         System::Skeleton => {
-            // The skeleton's processes run as the services do (runtime threads included).
+            // The skeleton's processes run as the services do (runtime threads included), but
+            // as the administrator: the skeleton is not the product, has no identity of its own
+            // in users.conf, and makes its own streams (the URL's credentials, in the
+            // environment, never on a command line).
             let mut envs = plan.services.env.clone();
             envs.extend([
-                ("NATS_URL".to_owned(), stack.nats.url()),
+                ("NATS_URL".to_owned(), stack.nats.admin_url()),
                 ("DATABASE_URL".to_owned(), stack.database_url()),
             ]);
             let command = "bench-skeleton".to_owned();

@@ -133,7 +133,7 @@ pub async fn run(args: ChaosArgs) -> anyhow::Result<ExitCode> {
     say(format!("chaos: logs in {}", stack.log_dir.display()));
     let telemetry = checkout_cli::common::client_telemetry(stack.receiver.endpoint())?;
     let initial_stock = checkout_workers::inventory::stock(&stack.pool).await?;
-    let client = Client::connect(&stack.nats.url(), telemetry.flusher()).await?;
+    let client = Client::connect(&stack.nats.admin_url(), telemetry.flusher()).await?;
     let versions: Vec<String> = stack
         .nats
         .nodes()

@@ -27,7 +27,7 @@ async fn publishes_across_a_leader_s_death_are_neither_dropped_nor_doubled() {
     let mut cluster = NatsCluster::start(ClusterOptions::default())
         .await
         .expect("a 3-node cluster");
-    let client = checkout_shared::connect::connect(&cluster.urls(), "election-test", true)
+    let client = checkout_shared::connect::connect(&cluster.admin_urls(), "election-test", true)
         .await
         .expect("connect to every node");
     let js = checkout_shared::connect::jetstream(client);

@@ -30,7 +30,7 @@ impl World {
         let nats = NatsServer::start_async().await.expect("nats");
         let db = TestDb::create().await.expect("db");
         let pool = PgPool::connect(&db.url()).await.expect("pool");
-        let client = async_nats::connect(nats.url()).await.expect("connect");
+        let client = nats.admin_client().await.expect("connect");
         let js = jetstream::new(client.clone());
         checkout_shared::streams::provision(&js, 1)
             .await
@@ -48,7 +48,9 @@ impl World {
     pub fn config(&self, kind: Step) -> WorkerConfig {
         WorkerConfig {
             kind,
-            nats_url: self.nats.url(),
+            // In process, the worker shares the test process's (anonymous, provisioning)
+            // access: it logs in with the URL's administrator credentials.
+            nats_url: self.nats.admin_url(),
             database_url: self.db.url(),
             concurrency: 4,
             max_connections: 4,
