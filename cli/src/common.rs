@@ -81,7 +81,8 @@ impl NatsAccessArgs {
 /// (`crate::databases`).
 #[derive(Debug, Clone, Args)]
 pub struct DbArgs {
-    /// PostgreSQL URL: every schema's, unless its own URL (below) says otherwise.
+    /// PostgreSQL URL: every schema's, unless its own URL (below) says otherwise. Over TLS
+    /// with the server verified: append ?sslmode=verify-full&sslrootcert=<CA file>.
     #[arg(long, env = "DATABASE_URL", default_value = DEFAULT_DATABASE_URL)]
     pub database_url: String,
 }

@@ -11,6 +11,9 @@
 //!  checkout worker notification              ─▶ NOTIFICATION_DATABASE_URL  ─┤
 //!  checkout gateway                          ─▶ GATEWAY_DATABASE_URL       ─┘
 //! ```
+//!
+//! Each URL carries its own TLS settings, as libpq's do (`sslmode`, `sslrootcert`, `sslcert`,
+//! `sslkey`): `?sslmode=verify-full&sslrootcert=<CA file>` encrypts and verifies the server.
 
 use crate::common::DbArgs;
 use checkout_shared::Step;

@@ -27,7 +27,7 @@ use std::net::{Ipv4Addr, TcpListener};
 pub use db::TestDb;
 pub use nats::{ClusterOptions, NatsCluster, NatsServer, Passwords};
 pub use otlp::OtlpReceiver;
-pub use pg_cluster::PgCluster;
+pub use pg_cluster::{PgCluster, PgTls};
 pub use process::Service;
 pub use proxy::TcpProxy;
 pub use signals::{PointValue, ReceivedLog, ReceivedPoint};

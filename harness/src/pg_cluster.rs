@@ -6,6 +6,11 @@
 //! temporary directory. [`PgCluster::kill`] kills the postmaster and every backend at once (a
 //! machine-like crash, so a restart replays the WAL); dropping the cluster kills it and deletes
 //! its files.
+//!
+//! [`PgCluster::start_tls`] runs it with `ssl=on` and a given certificate and key (copied into
+//! the cluster's directory, the key at mode 0600 and owned by the server's user, as PostgreSQL
+//! requires), and refuses every TCP connection that is not TLS, so a client that got in spoke
+//! TLS.
 
 use std::fs::{self, OpenOptions};
 use std::os::unix::process::CommandExt as _;
@@ -44,13 +49,41 @@ pub struct PgCluster {
     /// PostgreSQL refuses to run as root; when we are root, it runs as this (uid, gid).
     run_as: Option<(u32, u32)>,
     child: Option<Child>,
+    /// The settings that turn TLS on, when it is on.
+    ssl: Vec<String>,
     /// Deleted on drop, after `Drop::drop` killed the server (fields drop afterwards).
     _dir: TempDir,
 }
 
+/// A server certificate (PEM, with any intermediates) and its private key, for
+/// [`PgCluster::start_tls`].
+#[derive(Debug, Clone)]
+pub struct PgTls {
+    /// The certificate chain, leaf first.
+    pub cert_file: PathBuf,
+    /// The certificate's unencrypted private key.
+    pub key_file: PathBuf,
+}
+
+/// Client authentication with TLS on: trust over the unix socket and over TLS, and a plain TCP
+/// connection refused (PostgreSQL reads the first line that matches).
+const TLS_ONLY_HBA: &str = "local all all trust\n\
+                            hostssl all all 127.0.0.1/32 trust\n\
+                            hostnossl all all 127.0.0.1/32 reject\n";
+
 impl PgCluster {
     /// Creates a cluster with `initdb` and starts it; waits until it accepts connections.
     pub async fn start() -> anyhow::Result<PgCluster> {
+        Self::start_with(None).await
+    }
+
+    /// [`PgCluster::start`] with `ssl=on` and `tls`'s certificate and key; TCP connections
+    /// that are not TLS are refused.
+    pub async fn start_tls(tls: &PgTls) -> anyhow::Result<PgCluster> {
+        Self::start_with(Some(tls)).await
+    }
+
+    async fn start_with(tls: Option<&PgTls>) -> anyhow::Result<PgCluster> {
         let bindir = find_bindir()?;
         let dir = tempfile::Builder::new()
             .prefix("checkout-pg-")
@@ -74,9 +107,13 @@ impl PgCluster {
             port: free_port(),
             run_as,
             child: None,
+            ssl: vec![],
             _dir: dir,
         };
         cluster.initdb()?;
+        if let Some(tls) = tls {
+            cluster.ssl = cluster.install_tls(tls)?;
+        }
         cluster.launch().await?;
         Ok(cluster)
     }
@@ -141,6 +178,28 @@ impl PgCluster {
         Ok(())
     }
 
+    /// Copies the certificate and key next to the data (readable by the server's user, the
+    /// key by it alone), makes TCP TLS-only, and returns the settings that turn TLS on.
+    fn install_tls(&self, tls: &PgTls) -> anyhow::Result<Vec<String>> {
+        use std::os::unix::fs::PermissionsExt as _;
+        let dir = self.data_dir.parent().unwrap_or(&self.data_dir);
+        let (cert, key) = (dir.join("server.crt"), dir.join("server.key"));
+        for (from, to, mode) in [(&tls.cert_file, &cert, 0o644), (&tls.key_file, &key, 0o600)] {
+            fs::copy(from, to).with_context(|| format!("copying {}", from.display()))?;
+            fs::set_permissions(to, fs::Permissions::from_mode(mode))?;
+            if let Some((uid, gid)) = self.run_as {
+                std::os::unix::fs::chown(to, Some(uid), Some(gid))?;
+            }
+        }
+        fs::write(self.data_dir.join("pg_hba.conf"), TLS_ONLY_HBA)
+            .context("writing pg_hba.conf")?;
+        Ok(vec![
+            "ssl=on".to_owned(),
+            format!("ssl_cert_file={}", cert.display()),
+            format!("ssl_key_file={}", key.display()),
+        ])
+    }
+
     async fn launch(&mut self) -> anyhow::Result<()> {
         let log = OpenOptions::new()
             .create(true)
@@ -160,6 +219,7 @@ impl PgCluster {
             // crashes this cluster exists for does not need fsync; a shared 2-core machine
             // does not need the extra I/O.
             .args(["-c", "fsync=off"])
+            .args(self.ssl.iter().flat_map(|setting| ["-c", setting.as_str()]))
             // Its own process group, so a kill takes every backend with the postmaster.
             .process_group(0)
             .stdin(Stdio::null())
@@ -184,16 +244,21 @@ impl PgCluster {
                     self.log_path.display()
                 );
             }
-            if let Ok(Ok(conn)) =
-                tokio::time::timeout(Duration::from_secs(2), PgConnection::connect(&url)).await
-            {
-                let _ = conn.close().await;
-                return Ok(());
-            }
+            let probe =
+                tokio::time::timeout(Duration::from_secs(2), PgConnection::connect(&url)).await;
+            let last_error = match probe {
+                Ok(Ok(conn)) => {
+                    let _ = conn.close().await;
+                    return Ok(());
+                }
+                Ok(Err(err)) => err.to_string(),
+                Err(_) => "no answer within 2 s".to_owned(),
+            };
             if Instant::now() >= deadline {
                 self.kill();
                 return Err(anyhow!(
-                    "postgres did not accept connections within {READY_TIMEOUT:?}; see {}",
+                    "postgres did not accept connections within {READY_TIMEOUT:?} (the last \
+                     attempt: {last_error}); see {}",
                     self.log_path.display()
                 ));
             }

@@ -46,8 +46,10 @@ pub struct SagaState {
     pub phase: Phase,
     /// Sends of the current command so far, beyond the first.
     pub attempts: u32,
-    /// Bumped when a command must be sent afresh rather than re-sent: its message id then
-    /// changes, so JetStream's duplicate window does not drop it.
+    /// Bumped when a command is sent afresh at once rather than re-sent at a deadline (an
+    /// operator's retry): its message id then changes, so JetStream's duplicate window does
+    /// not drop it, and its attempts count from 0 again. Only the current generation's
+    /// replies are applied ([`SagaState::answers`]).
     pub generation: u32,
     /// Why the saga is compensating.
     pub failure: Option<String>,
@@ -275,8 +277,11 @@ impl SagaState {
             (Phase::Undo, Outcome::StepFailed { reason }) => {
                 // Workers never refuse an undo; a failure reply can only come from an undo
                 // command that could not be delivered. It is not a decision: keep the undo
-                // pending, send it afresh at the next deadline, never give up on it.
-                next.generation += 1;
+                // pending, send it again at the next deadline, never give up on it. That
+                // re-send is the next attempt, under a message id of its own; no new
+                // generation, which would name a command not sent yet (the reply gate would
+                // take an answer to it) and turn the answers to the copies already sent into
+                // superseded ones.
                 let log = vec![(Some(step), LogEvent::UndoFailed, Some(reason.to_string()))];
                 Transition {
                     state: next,

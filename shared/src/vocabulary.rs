@@ -171,6 +171,10 @@ state_word! {
         /// The right step and phase, but a command id the saga never sent (a re-send or
         /// a generation beyond the ones it recorded).
         ReplyUnsent,
+        /// The right step and phase, but a command id of a generation before the saga's
+        /// current one: superseded by the command the saga sent afresh since (an operator's
+        /// retry), whose answer the worker gives from the same decision.
+        ReplySuperseded,
         /// The reply names no command it answers (neither `Saga-Command-Id` nor the
         /// previous release's message id), or a command id that does not parse.
         ReplyUnkeyed,

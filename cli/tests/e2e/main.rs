@@ -25,6 +25,7 @@ mod notify;
 mod otelite;
 mod outage;
 mod outcomes;
+mod postgres_tls;
 mod private_otelite;
 mod promql;
 mod race;

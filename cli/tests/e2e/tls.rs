@@ -39,6 +39,14 @@ impl Certificates {
         self.file("ca.pem")
     }
 
+    /// PostgreSQL's certificate and key, for a private cluster that speaks TLS.
+    pub fn postgres(&self) -> checkout_harness::PgTls {
+        checkout_harness::PgTls {
+            cert_file: self.file("postgres.pem").into(),
+            key_file: self.file("postgres-key.pem").into(),
+        }
+    }
+
     /// A private broker that speaks TLS only, with the server certificate (and the identities,
     /// as every private broker).
     pub async fn start_broker(&self) -> NatsServer {

@@ -7,7 +7,7 @@ use crate::machine::{Input, ReplyRefusal, SagaStatus};
 use crate::ports::{SagaStore, Transport};
 use checkout_shared::CommandId;
 use checkout_shared::messages::Reply;
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 
 /// What became of a reply.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -31,6 +31,16 @@ impl<S: SagaStore, T: Transport> Executor<S, T> {
         reply: Reply,
         command: &CommandId,
     ) -> Result<Answered, ExecError> {
+        self.apply_reply_at(reply, command, Utc::now()).await
+    }
+
+    /// [`Executor::apply_reply`] as of `now` (a test's clock).
+    pub async fn apply_reply_at(
+        &self,
+        reply: Reply,
+        command: &CommandId,
+        now: DateTime<Utc>,
+    ) -> Result<Answered, ExecError> {
         let (saga_id, step, phase) = (reply.saga_id, reply.step, reply.phase);
         let input = Input::Reply {
             step,
@@ -40,7 +50,7 @@ impl<S: SagaStore, T: Transport> Executor<S, T> {
         let gate = |state: &crate::machine::SagaState| {
             state.answers(saga_id, step, phase, command).is_ok()
         };
-        let judged = self.apply_gated(saga_id, input, Utc::now(), gate).await?;
+        let judged = self.apply_gated(saga_id, input, now, gate).await?;
         let Some((before, after)) = judged else {
             return Ok(Answered::Refused {
                 refusal: ReplyRefusal::ReplyUnknownSaga,

@@ -1,14 +1,14 @@
-//! The real executor (machine, plans, message ids, envelopes, the due check, recovery)
-//! against in-memory fakes of its store and transport, under any interleaving of lost,
-//! duplicated, redelivered and late messages, deadlines, crashes before a send, recoveries
-//! and operators' retries.
+//! The real executor (machine, plans, message ids, envelopes, the reply gate, the due check,
+//! recovery) against in-memory fakes of its store and transport, under any interleaving of
+//! lost, duplicated, redelivered and late messages, deadlines, crashes before a send,
+//! recoveries and operators' retries.
 
 use super::fakes::{Broker, Clock, Handling, MemStore, Workers};
 use super::{Executor, Timing};
 use crate::machine::{Input, SagaStatus};
 use crate::saga::SagaData;
-use checkout_shared::Step;
 use checkout_shared::messages::{CheckoutRequested, LineItem, Reply};
+use checkout_shared::{CommandId, Step};
 use proptest::prelude::*;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
@@ -70,8 +70,10 @@ struct World {
     broker: Broker,
     clock: Clock,
     workers: Workers,
-    replies: Vec<Reply>,
-    seen: Vec<Reply>,
+    /// Replies in flight, each with the command it answers (`Saga-Command-Id`), as the
+    /// real workers name it: the executor applies only those its saga sent.
+    replies: Vec<(Reply, CommandId)>,
+    seen: Vec<(Reply, CommandId)>,
     refuse: Option<Step>,
     saga_id: Uuid,
 }
@@ -138,6 +140,15 @@ impl World {
             .await;
     }
 
+    /// A reply reaches the executor, through its gate as the service's replies do.
+    async fn answer(&mut self, (reply, command): (Reply, CommandId)) {
+        // A failed send is healed by a deadline or by recovery; the test goes on.
+        let _ = self
+            .executor
+            .apply_reply_at(reply, &command, self.clock.now())
+            .await;
+    }
+
     async fn deliver(&mut self, i: usize, keep: bool, handling: Handling) {
         let command = {
             let mut queue = self.broker.queue.lock().expect("queue");
@@ -152,7 +163,8 @@ impl World {
             }
         };
         if let Some(reply) = self.workers.handle(&command, self.refuse, handling) {
-            self.replies.push(reply);
+            let answers = command.msg_id.parse().expect("the executor's command id");
+            self.replies.push((reply, answers));
         }
     }
 
@@ -168,7 +180,7 @@ impl World {
             Event::Reply(i) => {
                 if let Some(reply) = pick(&mut self.replies, i) {
                     self.seen.push(reply.clone());
-                    self.apply(input(reply)).await;
+                    self.answer(reply).await;
                 }
             }
             Event::LoseReply(i) => {
@@ -176,7 +188,7 @@ impl World {
             }
             Event::OldReply(i) => {
                 if let Some(reply) = self.seen.get(i % self.seen.len().max(1)).cloned() {
-                    self.apply(input(reply)).await;
+                    self.answer(reply).await;
                 }
             }
             Event::Tick(secs) => {
@@ -216,14 +228,6 @@ impl World {
                 self.step(Event::Tick(10)).await;
             }
         }
-    }
-}
-
-fn input(reply: Reply) -> Input {
-    Input::Reply {
-        step: reply.step,
-        phase: reply.phase,
-        outcome: reply.outcome,
     }
 }
 

@@ -11,18 +11,29 @@
 //!          command id of this saga, step and phase? ──no──▶ reply_key_mismatch
 //!                                        │ yes
 //!                                        ▼
-//!    sent: a generation and re-send the saga recorded? ──no──▶ reply_unsent
+//!              of the saga's current generation? ──older──▶ reply_superseded
+//!                                        │ yes       ──newer──▶ reply_unsent
+//!                                        ▼
+//!          a re-send the saga recorded (≤ attempts)? ──no──▶ reply_unsent
 //!                                        │ yes
 //!                                        ▼
 //!                                     applied
 //! ```
 //!
-//! A command id was sent when it is at or before the saga's current one in the attempt
-//! series, generation first: the saga recorded every re-send up to its `attempts` in its
-//! `generation`, and earlier generations before that. A reply to an earlier re-send of the
-//! command the saga waits for is as good as the latest one's (the worker decides once per
-//! action key and answers every copy with that decision), so it is applied; one naming a
-//! re-send or generation beyond the recorded ones answers nothing the saga sent.
+//! The command ids a saga has sent for the step and phase it waits for are exactly those of
+//! its current `generation` with an attempt up to its `attempts`: the first send of a
+//! generation is attempt 0, each deadline's re-send the next attempt, and a generation
+//! begins only with a send (an operator's retry sends at once, attempt 0), so no attempt
+//! number is skipped and none counted ahead of its send. A reply to an earlier re-send in the
+//! current generation is as good as the latest one's (the worker decides once per action key
+//! and answers every copy with that decision), so it is applied.
+//!
+//! A reply naming an earlier generation is refused, although the saga may well have sent
+//! that command: the attempt numbers of an earlier generation are not recorded, so "sent" can
+//! no longer be told from "forged" (the state at generation 1, attempt 0 says nothing of how
+//! many re-sends generation 0 had). Refusing it strands nothing: the current generation's
+//! command has been sent, and the worker answers it from the decision it stored for the
+//! action key, under the current command's id; if that send is lost, the deadline re-sends.
 
 use super::SagaState;
 use checkout_shared::{CommandId, Phase, Step};
@@ -49,8 +60,10 @@ impl SagaState {
         if (command.saga_id, command.step, command.phase) != (saga_id, step, phase) {
             return Err(ReplyRefusal::ReplyKeyMismatch);
         }
-        let sent = (self.generation, self.attempts);
-        if (command.generation, command.attempt) > sent {
+        if command.generation < self.generation {
+            return Err(ReplyRefusal::ReplySuperseded);
+        }
+        if command.generation > self.generation || command.attempt > self.attempts {
             return Err(ReplyRefusal::ReplyUnsent);
         }
         Ok(())
@@ -170,6 +183,108 @@ mod tests {
             ),
             Err(ReplyRefusal::ReplyKeyMismatch)
         );
+    }
+
+    fn reply(step: Step, phase: Phase, outcome: Outcome) -> Input {
+        Input::Reply {
+            step,
+            phase,
+            outcome,
+        }
+    }
+
+    fn succeeded() -> Outcome {
+        Outcome::StepSucceeded {
+            reference: Some(Uuid::from_u128(9)),
+        }
+    }
+
+    #[test]
+    fn after_a_retry_sends_afresh_only_the_new_generation_is_answered() {
+        let (saga, state) = started();
+        let mut state = [Step::Inventory, Step::Payment]
+            .into_iter()
+            .fold(state, |s, step| {
+                s.next(&reply(step, Phase::Do, succeeded()), POLICY)
+                    .unwrap()
+                    .state
+            });
+        let refused = Outcome::StepFailed {
+            reason: checkout_shared::messages::Refusal::new(
+                checkout_shared::messages::RefusalCode::OutOfStock,
+                "no order",
+            ),
+        };
+        state = state
+            .next(&reply(Step::Order, Phase::Do, refused), POLICY)
+            .unwrap()
+            .state;
+        // The refund goes unanswered: re-sent twice, the second time flagged stuck.
+        for waited in [1, 61] {
+            let timeout = Input::Timeout {
+                waited: Duration::from_secs(waited),
+            };
+            state = state.next(&timeout, POLICY).unwrap().state;
+        }
+        assert_eq!(state.status, SagaStatus::Stuck);
+        let refund = |g, r| id(saga, Step::Payment, Phase::Undo, g, r);
+        assert_eq!(state.command_id(saga), refund(0, 2));
+        state = state.next(&Input::OperatorRetry, POLICY).unwrap().state;
+        assert_eq!(state.command_id(saga), refund(1, 0), "sent afresh, now");
+        let answers =
+            |state: &SagaState, command| state.answers(saga, Step::Payment, Phase::Undo, &command);
+        assert_eq!(
+            answers(&state, refund(1, 0)),
+            Ok(()),
+            "the command just sent"
+        );
+        // Sent in the old generation, or never (attempt 7 would pass a comparison of
+        // (generation, attempt) with the current one as one tuple): either way superseded.
+        for old in [refund(0, 0), refund(0, 2), refund(0, 7)] {
+            assert_eq!(
+                answers(&state, old),
+                Err(ReplyRefusal::ReplySuperseded),
+                "{old}"
+            );
+        }
+        for unsent in [refund(1, 1), refund(2, 0)] {
+            assert_eq!(
+                answers(&state, unsent),
+                Err(ReplyRefusal::ReplyUnsent),
+                "{unsent}"
+            );
+        }
+        let timeout = Input::Timeout {
+            waited: Duration::from_secs(120),
+        };
+        state = state.next(&timeout, POLICY).unwrap().state;
+        for sent in [refund(1, 0), refund(1, 1)] {
+            assert_eq!(answers(&state, sent), Ok(()), "{sent}");
+        }
+        // The refund's answer, under the new generation's id, moves the saga on; the next
+        // undo starts at attempt 0 of the generation it is in, and only that was sent.
+        assert_eq!(answers(&state, refund(1, 1)), Ok(()));
+        state = state
+            .next(&reply(Step::Payment, Phase::Undo, succeeded()), POLICY)
+            .unwrap()
+            .state;
+        let release = |g, r| id(saga, Step::Inventory, Phase::Undo, g, r);
+        assert_eq!(state.command_id(saga), release(1, 0));
+        let answers = |command| state.answers(saga, Step::Inventory, Phase::Undo, &command);
+        assert_eq!(answers(release(1, 0)), Ok(()));
+        assert_eq!(answers(release(0, 0)), Err(ReplyRefusal::ReplySuperseded));
+        assert_eq!(answers(release(1, 1)), Err(ReplyRefusal::ReplyUnsent));
+    }
+
+    #[test]
+    fn the_readme_names_every_refusal_code() {
+        let readme = include_str!("../../../README.md");
+        for code in <ReplyRefusal as strum::VariantArray>::VARIANTS {
+            assert!(
+                readme.contains(&format!("`{code}`")),
+                "the README's Security section does not name {code}"
+            );
+        }
     }
 
     #[test]

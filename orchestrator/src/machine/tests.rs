@@ -196,7 +196,25 @@ fn a_failed_undo_reply_is_not_a_decision() {
         !t.send && t.rearm,
         "tried again at the next deadline, not in a loop"
     );
-    assert_ne!(t.state.msg_id(Uuid::nil()), state.msg_id(Uuid::nil()));
+    // Until then nothing new was sent, so the saga names no command it has not sent (one
+    // the reply gate would take an answer to).
+    assert_eq!(
+        t.state.command_id(Uuid::nil()),
+        state.command_id(Uuid::nil())
+    );
+    // Sent again at the deadline under an id of its own, which JetStream does not drop, and
+    // whose reply is answered like the first's.
+    let resent = t.state.next(&timeout(1), POLICY).unwrap();
+    assert!(resent.send);
+    assert_ne!(resent.state.msg_id(Uuid::nil()), state.msg_id(Uuid::nil()));
+    let (saga, undo) = (Uuid::nil(), (Step::Inventory, Phase::Undo));
+    for sent in [state.command_id(saga), resent.state.command_id(saga)] {
+        assert_eq!(
+            resent.state.answers(saga, undo.0, undo.1, &sent),
+            Ok(()),
+            "{sent}"
+        );
+    }
 }
 
 #[test]

@@ -245,3 +245,100 @@ async fn only_a_reply_to_a_command_the_saga_sent_and_waits_for_is_applied() {
     pool.close().await;
     db.drop_db().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_a_retry_a_reply_naming_an_older_generation_is_refused_and_the_new_one_applied() {
+    capture_warnings();
+    let (nats, db, pool, js) = setup().await;
+    let stop = CancellationToken::new();
+    // Fast deadlines and no workers: the reservation goes unanswered, is undone, and its
+    // release goes unanswered until the saga is flagged stuck.
+    let orchestrator = tokio::spawn(checkout_orchestrator::run(
+        config(&nats, &db),
+        SpanFlusher::disabled(),
+        stop.clone(),
+    ));
+    let client = async_nats::connect(nats.url()).await.unwrap();
+    let (executor, _exported) = Executor::new(pool.clone(), client, SpanFlusher::disabled(), FAST);
+    let data = data();
+    let saga = data.request.checkout_id;
+    assert!(
+        executor
+            .start(data, &opentelemetry::Context::new())
+            .await
+            .unwrap()
+    );
+    let mut stuck = false;
+    for _ in 0..100 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        if version(&pool, saga).await.1 == SagaStatus::Stuck {
+            stuck = true;
+            break;
+        }
+    }
+    assert!(stuck, "flagged stuck: {:?}", version(&pool, saga).await);
+    let releases = "checkout.cmd.inventory.release";
+    let release = format!("{saga}.inventory.undo");
+    let before_retry = commands(&js, releases).await;
+    assert!(
+        before_retry.contains(&format!("{release}.r1")),
+        "re-sent at least once: {before_retry:?}"
+    );
+    assert_eq!(
+        executor.apply(saga, Input::OperatorRetry).await.unwrap(),
+        Some(SagaStatus::Stuck)
+    );
+    let fresh = format!("{release}.g1");
+    assert!(
+        commands(&js, releases).await.contains(&fresh),
+        "the retry sent the new generation's command at once"
+    );
+    let waiting = version(&pool, saga).await;
+    let mut expected = Vec::new();
+    let mut refused = |command: String, reason: &str| {
+        expected.push(reason.to_owned());
+        let sent = Sent {
+            command: Some(command),
+            ..reply(saga, Step::Inventory, Phase::Undo, ok())
+        };
+        deliver(&js, sent)
+    };
+    // Forged: an attempt of the old generation that was never sent, which a comparison of
+    // (generation, attempt) as one tuple with the current (1, n) would take as sent.
+    let forged = format!("{release}.r90");
+    assert_eq!(refused(forged, "reply_superseded").await, 0);
+    // Late: an answer to a copy really sent before the retry.
+    assert_eq!(
+        refused(format!("{release}.r1"), "reply_superseded").await,
+        0
+    );
+    // Ahead: a generation never sent.
+    assert_eq!(refused(format!("{release}.g2"), "reply_unsent").await, 0);
+    let now = version(&pool, saga).await;
+    assert_eq!(
+        (now.1, now.2, now.3),
+        (waiting.1, waiting.2, waiting.3),
+        "nothing applied"
+    );
+
+    // The worker's answer to the command the retry sent moves the saga on.
+    let answered = Sent {
+        command: Some(fresh),
+        ..reply(saga, Step::Inventory, Phase::Undo, ok())
+    };
+    assert_eq!(deliver(&js, answered).await, 0);
+    assert_eq!(version(&pool, saga).await.1, SagaStatus::Compensated);
+    assert_eq!(
+        refusals(saga),
+        expected,
+        "each refusal logged with its reason"
+    );
+    stop.cancel();
+    tokio::time::timeout(Duration::from_secs(20), orchestrator)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    pool.close().await;
+    db.drop_db().await.unwrap();
+}
