@@ -1,12 +1,13 @@
 //! deploy/kubernetes/, the rest of the check (kubernetes.rs has the services): the NATS Helm
 //! values give the cluster the services expect (nodes, replicas, file storage, the pinned
-//! release, the pods NATS_URL lists); every service connects as the identity of
-//! nats/auth/users.conf its command needs, with its password from the NATS Secret and without
+//! release, the pods NATS_URL lists) and require the identities of nats/auth/users.conf, with
+//! every password it reads in the server's environment from the NATS Secret; every service
+//! connects as the identity its command needs, with its password from that Secret and without
 //! provisioning, which a Job does as the administrator; and every manifest is applied by the
 //! kustomization.
 
-use crate::compose::compose;
-use crate::compose_auth::{identities, identity};
+use crate::compose::{compose, root};
+use crate::compose_auth::{identities, identity, password_variables};
 use crate::kubernetes::{container, dir, documents, help, kustomization, objects, reads, str_of};
 use serde_yaml::Value;
 use std::collections::{BTreeMap, BTreeSet};
@@ -153,6 +154,56 @@ fn every_kubernetes_manifest_is_applied_and_every_applied_file_exists() {
         })
         .collect();
     assert_eq!(listed, on_disk);
+}
+
+#[test]
+fn kubernetes_nats_requires_the_shipped_identities_with_passwords_from_the_secret() {
+    let values = documents("nats-values.yaml").remove(0);
+    // users.conf is included: a key ending in `$include` in config.merge becomes the chart's
+    // include directive, relative to nats.conf, where the chart mounts its own ConfigMap.
+    let includes: Vec<String> = values["config"]["merge"]
+        .as_mapping()
+        .expect("config.merge")
+        .iter()
+        .filter(|(k, _)| str_of(k).ends_with("$include"))
+        .map(|(_, v)| str_of(v).trim_start_matches("./").to_owned())
+        .collect();
+    assert_eq!(includes.len(), 1, "{includes:?}");
+    let included = &includes[0];
+    // That file is users.conf, as shipped: handed to the chart's ConfigMap under the same key
+    // by the install command, never a copy (or an empty placeholder) in the values.
+    let text = std::fs::read_to_string(dir().join("nats-values.yaml")).expect("values");
+    let set_file = text
+        .split("--set-file '")
+        .nth(1)
+        .and_then(|rest| rest.split('\'').next())
+        .expect("the install command hands over the users file with --set-file");
+    let (path, file) = set_file.split_once('=').expect("KEY=FILE");
+    assert_eq!(
+        path,
+        format!("configMap.merge.data.{}", included.replace('.', "\\.")),
+        "the file the config includes"
+    );
+    assert_eq!(file, "nats/auth/users.conf");
+    assert!(root().join(file).is_file(), "{file}");
+    assert!(
+        values["configMap"]["merge"]["data"][included.as_str()].is_null(),
+        "a second users file in the values"
+    );
+    // Every password users.conf reads is in the server's environment, from the Secret, and
+    // the Secret holds those and nothing else.
+    let variables = password_variables();
+    assert_eq!(variables.len(), identities().len(), "{variables:?}");
+    assert_eq!(nats_secret().1, variables, "the example Secret's keys");
+    let env = values["container"]["env"]
+        .as_mapping()
+        .expect("container.env");
+    for variable in &variables {
+        let var = env
+            .get(variable.as_str())
+            .unwrap_or_else(|| panic!("nats-server lacks {variable}"));
+        assert_from_nats_secret(&format!("nats-server {variable}"), var, variable);
+    }
 }
 
 #[test]
