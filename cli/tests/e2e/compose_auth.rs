@@ -12,7 +12,7 @@ use std::collections::BTreeSet;
 const USERS_MOUNT: &str = "./nats/auth/users.conf:/etc/nats/auth/users.conf:ro";
 
 /// The `$<ID>_PASSWORD` variables `users.conf` reads.
-fn password_variables() -> BTreeSet<String> {
+pub(crate) fn password_variables() -> BTreeSet<String> {
     let users = std::fs::read_to_string(root().join("nats/auth/users.conf")).expect("users");
     users
         .split('$')
@@ -77,8 +77,19 @@ fn every_compose_broker_requires_the_shipped_identities_with_passwords_from_env(
     );
 }
 
-/// The identity a compose service of ours must connect as, by its command.
-fn identity(command: &[String]) -> &'static str {
+/// The identities `users.conf` declares (`{ user: <id>, ...`).
+pub(crate) fn identities() -> BTreeSet<String> {
+    let users = std::fs::read_to_string(root().join("nats/auth/users.conf")).expect("users");
+    users
+        .lines()
+        .filter_map(|line| line.trim().strip_prefix("{ user: "))
+        .filter_map(|rest| rest.split(',').next())
+        .map(str::to_owned)
+        .collect()
+}
+
+/// The identity a service of ours must connect as, by its command (compose's and Kubernetes').
+pub(crate) fn identity(command: &[String]) -> &'static str {
     match command.first().map(String::as_str) {
         Some("provision") => "admin",
         Some("orchestrator") => "orchestrator",

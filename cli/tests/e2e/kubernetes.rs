@@ -1,10 +1,12 @@
 //! deploy/kubernetes/ cannot be applied here (no cluster), so it is checked against the code:
 //! every service runs a real subcommand with variables that subcommand reads, each takes its
-//! own database URL (and only it) from a Secret the example defines, probes name the routes
-//! the code serves on the port it is told to listen on, the grace period outlasts the drain,
-//! and the NATS Helm values give the cluster the services expect.
+//! own database URL (and only it) from a Secret the example defines, connects to NATS as its
+//! own identity (kubernetes_nats.rs), probes name the routes the code serves on the port it is
+//! told to listen on, the grace period outlasts the drain, and the NATS Helm values give the
+//! cluster the services expect.
 
 use crate::compose::root;
+use crate::kubernetes_nats::service_identity;
 use checkout_cli::databases::worker_url_var;
 use checkout_cli::databases::{GATEWAY_URL_VAR, SAGA_URL_VAR, SHARED_URL_VAR, owner_url_vars};
 use checkout_cli::health;
@@ -65,7 +67,13 @@ pub(crate) fn str_of(value: &Value) -> String {
     }
 }
 
-fn help(args: &[String]) -> String {
+/// Whether a `--help` text names `variable` as one its command reads (a secret's, such as
+/// `NATS_PASSWORD`, is listed without its value: `[env: NATS_PASSWORD]`).
+pub(crate) fn reads(help: &str, variable: &str) -> bool {
+    help.contains(&format!("[env: {variable}=")) || help.contains(&format!("[env: {variable}]"))
+}
+
+pub(crate) fn help(args: &[String]) -> String {
     let output = Command::new(env!("CARGO_BIN_EXE_checkout"))
         .args(args)
         .arg("--help")
@@ -78,9 +86,9 @@ fn help(args: &[String]) -> String {
     String::from_utf8_lossy(&output.stdout).into_owned()
 }
 
-/// The one container of a Deployment.
-fn container(deployment: &Value) -> &Value {
-    let containers = deployment["spec"]["template"]["spec"]["containers"]
+/// The one container of a Deployment's (or a Job's) pod.
+pub(crate) fn container(workload: &Value) -> &Value {
+    let containers = workload["spec"]["template"]["spec"]["containers"]
         .as_sequence()
         .expect("containers");
     assert_eq!(containers.len(), 1, "one container per service");
@@ -185,7 +193,7 @@ fn kubernetes_services_run_real_commands_each_with_its_own_database_secret() {
         assert!(from_config, "{name} takes the shared settings");
         for key in env.keys().chain(shared.keys()) {
             assert!(
-                SDK_VARIABLES.contains(&key.as_str()) || help.contains(&format!("[env: {key}=")),
+                SDK_VARIABLES.contains(&key.as_str()) || reads(&help, key),
                 "{name}: `checkout {}` does not read {key}",
                 command.join(" ")
             );
@@ -212,6 +220,8 @@ fn kubernetes_services_run_real_commands_each_with_its_own_database_secret() {
             let set = env.contains_key(*other) || shared.contains_key(*other);
             assert!(*other == own_db || !set, "{name} is given {other}");
         }
+        // Its own identity on the broker, its password from the NATS Secret, no provisioning.
+        service_identity(&name, &command, &env, &shared);
     }
 }
 
