@@ -29,9 +29,11 @@ fn verified(url: &str, ca: &str) -> String {
     format!("{url}?sslmode=verify-full&sslrootcert={ca}")
 }
 
-/// The environment of a service (or a command) whose every schema is at `database_url`.
-fn env(nats: &NatsServer, database_url: &str, name: &str) -> Vec<(String, String)> {
+/// The environment of a service (or a command) whose every schema is at `database_url`,
+/// connected to the broker as `identity`.
+fn env(nats: &NatsServer, database_url: &str, name: &str, identity: &str) -> Vec<(String, String)> {
     let mut env = one_database_env(database_url);
+    env.extend(nats.service_env(identity).expect("a shipped identity"));
     env.extend([
         ("NATS_URL".to_owned(), nats.url()),
         (
@@ -85,7 +87,8 @@ async fn services_reach_postgres_over_verified_tls_and_a_client_trusting_another
 
     let url = verified(&cluster.url("checkout"), &certs.ca());
     let nats = NatsServer::start_async().await.unwrap();
-    let js = async_nats::jetstream::new(async_nats::connect(nats.url()).await.unwrap());
+    crate::identities::provision(&nats, &[]).await;
+    let js = async_nats::jetstream::new(nats.admin_client().await.unwrap());
     let logs = tempfile::tempdir().unwrap();
     let exe = PathBuf::from(env!("CARGO_BIN_EXE_checkout"));
     let mut services = Vec::new();
@@ -94,7 +97,7 @@ async fn services_reach_postgres_over_verified_tls_and_a_client_trusting_another
         .chain([("orchestrator", vec!["orchestrator"])])
     {
         let args: Vec<String> = args.into_iter().map(str::to_owned).collect();
-        let env = env(&nats, &url, name);
+        let env = env(&nats, &url, name, name);
         services.push(Service::spawn(name, &exe, &args, &env, logs.path()).unwrap());
     }
     let service_logs = |services: &[Service]| -> String {
@@ -111,7 +114,7 @@ async fn services_reach_postgres_over_verified_tls_and_a_client_trusting_another
             service_logs(&services)
         );
     }
-    let client = env(&nats, &url, "client");
+    let client = env(&nats, &url, "client", "client");
     let (_, out) = checkout(&client, &["publish", "--item", "SKU-MUG:1", "--wait"]).await;
     assert!(out.contains("outcome: completed"), "{out}");
 
@@ -132,7 +135,7 @@ async fn services_reach_postgres_over_verified_tls_and_a_client_trusting_another
         .url("checkout")
         .replace("postgres@", &format!("postgres:{UNUSED_PASSWORD}@"));
     let distrusting = verified(&with_password, &stranger.ca());
-    let (ok, out) = checkout(&env(&nats, &distrusting, "stuck"), &["stuck"]).await;
+    let (ok, out) = checkout(&env(&nats, &distrusting, "stuck", "admin"), &["stuck"]).await;
     assert!(!ok, "a client trusting another CA got in: {out}");
     assert!(out.contains("invalid peer certificate"), "{out}");
     assert!(
@@ -145,7 +148,7 @@ async fn services_reach_postgres_over_verified_tls_and_a_client_trusting_another
     );
     // A service says the same while it waits for its database.
     let args = vec!["orchestrator".to_owned()];
-    let env = env(&nats, &distrusting, "distrusting");
+    let env = env(&nats, &distrusting, "distrusting", "orchestrator");
     let mut waiting = Service::spawn("distrusting", &exe, &args, &env, logs.path()).unwrap();
     let log = waiting.log_path().to_owned();
     let said = wait_until(Duration::from_secs(30), || {
