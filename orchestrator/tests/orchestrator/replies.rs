@@ -258,7 +258,7 @@ async fn after_a_retry_a_reply_naming_an_older_generation_is_refused_and_the_new
         SpanFlusher::disabled(),
         stop.clone(),
     ));
-    let client = async_nats::connect(nats.url()).await.unwrap();
+    let client = nats.admin_client().await.unwrap();
     let (executor, _exported) = Executor::new(pool.clone(), client, SpanFlusher::disabled(), FAST);
     let data = data();
     let saga = data.request.checkout_id;
