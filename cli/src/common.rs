@@ -8,8 +8,12 @@ use std::time::Duration;
 
 /// The NATS default on every machine that runs this project.
 pub const DEFAULT_NATS_URL: &str = "nats://127.0.0.1:4222";
-/// The PostgreSQL default: database `checkout` on the local server.
-pub const DEFAULT_DATABASE_URL: &str = "postgres://postgres@127.0.0.1:5432/checkout";
+/// The PostgreSQL default: database `checkout` on the local server, over loopback without TLS.
+/// Without `sslmode` the driver prefers TLS wherever the server offers it, which on loopback
+/// protects nothing and cost a third of the benchmark's throughput (docs/performance.md); a
+/// database on another host is given with `sslmode=verify-full` (README, "Security").
+pub const DEFAULT_DATABASE_URL: &str =
+    "postgres://postgres@127.0.0.1:5432/checkout?sslmode=disable";
 
 /// Where NATS is.
 #[derive(Debug, Clone, Args)]
