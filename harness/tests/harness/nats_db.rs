@@ -102,7 +102,9 @@ async fn test_db_create_and_drop() {
         name.starts_with("checkout_") && name.len() == "checkout_".len() + 12,
         "{name}"
     );
-    assert!(db.url().ends_with(&format!("/{name}")), "{}", db.url());
+    // The database is the URL's path; the admin URL's query (sslmode) is kept after it.
+    let path = db.url().split('?').next().unwrap_or_default().to_owned();
+    assert!(path.ends_with(&format!("/{name}")), "{}", db.url());
     assert!(database_exists(&name).await);
 
     // The URL must point at the new database, and an open session must not block the drop.
