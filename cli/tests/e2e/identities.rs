@@ -10,7 +10,7 @@ use std::time::Duration;
 
 /// A connection to `nats` as `identity` (with its own inbox, as a service makes), and the
 /// server errors it is told of.
-async fn connect(
+pub(crate) async fn connect(
     nats: &NatsServer,
     identity: &str,
 ) -> (
@@ -41,7 +41,7 @@ async fn connect(
 }
 
 /// Publishes on `subject` and waits (bounded) for the server's permission violation naming it.
-async fn refused(
+pub(crate) async fn refused(
     client: &async_nats::Client,
     errors: &mut tokio::sync::mpsc::UnboundedReceiver<String>,
     subject: &str,

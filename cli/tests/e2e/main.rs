@@ -15,6 +15,7 @@ mod gateway_input;
 mod gateway_status;
 mod health;
 mod help;
+mod hostile;
 mod http;
 mod identities;
 mod kubernetes;
