@@ -107,11 +107,23 @@ impl NatsCluster {
             node.spawn()?;
         }
         for node in &mut nodes {
-            node.wait_ready().await.map_err(|err| match err {
-                AttemptError::Exited(err) | AttemptError::Fatal(err) => {
-                    err.context("starting a cluster node")
+            let mut attempt = 1;
+            loop {
+                match node.wait_ready().await {
+                    Ok(()) => break,
+                    // Its client or monitoring port was taken between choosing it and binding
+                    // (tests run side by side; seen in CI): another pair, the routes as they were.
+                    Err(AttemptError::Exited(_)) if attempt < super::START_ATTEMPTS => {
+                        attempt += 1;
+                        node.spec.port = free_port();
+                        node.spec.http_port = free_port();
+                        node.spawn()?;
+                    }
+                    Err(AttemptError::Exited(err) | AttemptError::Fatal(err)) => {
+                        return Err(err.context("starting a cluster node"));
+                    }
                 }
-            })?;
+            }
         }
         Ok(NatsCluster {
             nodes,
