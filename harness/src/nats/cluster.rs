@@ -63,8 +63,24 @@ const API_TIMEOUT: Duration = Duration::from_secs(2);
 
 impl NatsCluster {
     /// Starts the nodes together and waits until each one's JetStream answers (which needs a
-    /// meta leader, so a quorum of the nodes).
+    /// meta leader, so a quorum of the nodes). A route port taken by another process between
+    /// choosing it and binding it (tests run side by side; seen in CI) starts the whole
+    /// cluster again on fresh ports, a few times at most.
     pub async fn start(options: ClusterOptions) -> anyhow::Result<NatsCluster> {
+        let mut attempt = 1;
+        loop {
+            match Self::start_once(&options).await {
+                Err(err)
+                    if attempt < 3 && format!("{err:#}").contains("address already in use") =>
+                {
+                    attempt += 1;
+                }
+                result => return result,
+            }
+        }
+    }
+
+    async fn start_once(options: &ClusterOptions) -> anyhow::Result<NatsCluster> {
         anyhow::ensure!(options.nodes >= 1, "a cluster needs at least one node");
         let n = options.nodes;
         let name = format!(
