@@ -1,7 +1,8 @@
 //! The executor: applies inputs to stored sagas and carries out what each transition implies.
 //!
-//! A transition is written first (row and log, under the saga's lock, all or nothing), then
-//! its command is sent with the deduplicating message id. A crash in between is healed by the
+//! A transition is written first (row and log, all or nothing, only over the version it was
+//! planned from: no lock is held, and a write that finds the version moved is planned again),
+//! then its command is sent with the deduplicating message id. A crash in between is healed by the
 //! step deadline or by recovery at start-up, which re-send what the stored state implies.
 //!
 //! The executor is generic over its [`SagaStore`] and [`Transport`]: PostgreSQL and JetStream
@@ -225,9 +226,10 @@ impl<S: SagaStore, T: Transport> Executor<S, T> {
         Ok(Some(after.unwrap_or(before.state.status)))
     }
 
-    /// Applies `input` if `gate` lets it through on the saga as it is under its lock. `None`
-    /// for an unknown saga; else the row the input was judged on and the status afterwards,
-    /// `None` when nothing changed (the gate or the machine found nothing to do).
+    /// Applies `input` if `gate` lets it through on the saga as it is when written (the
+    /// write is conditional on the version it was judged on). `None` for an unknown saga;
+    /// else the row the input was judged on and the status afterwards, `None` when nothing
+    /// changed (the gate or the machine found nothing to do).
     async fn apply_gated<G>(
         &self,
         saga_id: Uuid,

@@ -15,7 +15,7 @@
 //!          names the command it answers (Saga-Command-Id)? ──no──▶ refused: reply_unkeyed
 //!                                   │ yes
 //!                                   ▼
-//!        executor: under the saga's lock, answers what the saga sent and waits for?
+//!        executor: on the saga's current version, answers what the saga sent and waits for?
 //!                                   │ yes                        │ no
 //!                                   ▼                            ▼
 //!                         applied, acked          refused (reply_not_awaited, reply_unsent, ...)

@@ -1,5 +1,5 @@
 //! Workers' replies: applied only when they answer a command their saga sent and waits for
-//! ([`crate::machine::SagaState::answers`]), judged under the saga's lock, so a reply is
+//! ([`crate::machine::SagaState::answers`]), judged on the row the write is conditional on, so a reply is
 //! weighed against the saga as it is, not as some process last saw it.
 
 use super::{ExecError, Executor};

@@ -178,7 +178,8 @@ async fn an_unanswered_confirmation_is_resent_by_its_deadline_then_given_up_and_
 }
 
 /// Two orchestrators on one database both find a saga's deadline due and time it out at
-/// once: the due check runs again under the saga's lock, so one of them writes the timeout
+/// once: each re-reads the saga, checks it is still due and writes only over the version
+/// it read (a compare-and-swap, no lock held), so one of them writes the timeout
 /// and re-sends the command, and the other finds it no longer due: one transition, one
 /// re-send.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
