@@ -232,6 +232,25 @@ impl PrivateStack {
         Ok(())
     }
 
+    /// Starts `checkout nats-trace-bridge` as its own identity, exporting to the receiver.
+    pub fn spawn_trace_bridge(&mut self, env: &[(String, String)]) -> anyhow::Result<()> {
+        let mut envs = vec![
+            ("NATS_URL".to_owned(), self.service_nats_url()),
+            (
+                "OTEL_EXPORTER_OTLP_ENDPOINT".to_owned(),
+                self.receiver.endpoint(),
+            ),
+            ("LOG_FORMAT".to_owned(), "json".to_owned()),
+        ];
+        envs.extend(env.iter().cloned());
+        envs.extend(self.nats.passwords().service_env("tracebridge")?);
+        let exe = crate::product::checkout_bin()?;
+        let args = ["nats-trace-bridge".to_owned()];
+        let bridge = Service::spawn("nats-bridge", &exe, &args, &envs, &self.log_dir)?;
+        self.services.push(bridge);
+        Ok(())
+    }
+
     /// The running services' names and pids.
     pub fn pids(&self) -> Vec<(String, u32)> {
         self.services

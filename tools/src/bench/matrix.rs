@@ -48,11 +48,15 @@ impl CellArgs {
             ("timeout", args.timeout.to_string()),
             ("flush-before-send", args.flush_before_send.to_string()),
         ];
+        let mut passed: Vec<String> = passed
+            .into_iter()
+            .map(|(name, value)| format!("--{name}={value}"))
+            .collect();
+        if args.broker_hops {
+            passed.push("--broker-hops".to_owned());
+        }
         CellArgs {
-            passed: passed
-                .into_iter()
-                .map(|(name, value)| format!("--{name}={value}"))
-                .collect(),
+            passed,
             // Start-up of a cluster, the warm-up, the run and the drain of its sagas, twice
             // over: a cell that takes longer is hung.
             limit: Duration::from_secs_f64(2.0 * (args.warmup + args.duration + args.timeout))

@@ -97,6 +97,12 @@ pub struct BenchArgs {
     /// database), mean ms per saga. Keeping the spans costs the benchmark's own process.
     #[arg(long)]
     breakdown: bool,
+    /// In the traced runs, nats-server traces every message of every saga
+    /// (`NATS_TRACE_SHARE=1`) and `checkout nats-trace-bridge` runs beside the services,
+    /// turning each trace event into a `nats-server` span: the process table then shows
+    /// what the bridge and the broker's tracing cost, and each saga expects a span per hop.
+    #[arg(long)]
+    broker_hops: bool,
     /// Tokio worker threads of each service and skeleton process (`TOKIO_WORKER_THREADS`);
     /// 0 for Tokio's default, one per core. One suits many processes sharing few cores: on
     /// the 2-core build machine it cut the traced CPU per saga by a fifth (docs/performance.md).
@@ -206,6 +212,7 @@ impl BenchArgs {
             flush_before_send: self.flush_before_send,
             timeout: Duration::from_secs_f64(self.timeout),
             breakdown: self.breakdown,
+            broker_hops: self.broker_hops,
         }
     }
 
@@ -250,6 +257,10 @@ async fn measure_all(
     machine: &procstat::Machine,
 ) -> anyhow::Result<ExitCode> {
     let telemetry = checkout_cli::common::client_telemetry(bench.stack.receiver.endpoint())?;
+    if args.broker_hops {
+        // The client's request is a hop too (only traced checkouts carry the mark).
+        checkout_shared::broker_trace::set_share(1.0);
+    }
     let flusher = if args.flush_before_send {
         telemetry.flusher()
     } else {

@@ -2,7 +2,6 @@
 
 use super::drive::{Ended, Outcome, Timed};
 use super::procstat::Usage;
-use super::spans::expected_spans;
 use serde::Serialize;
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -72,6 +71,8 @@ pub struct Counters {
     pub messages: BTreeMap<String, u64>,
     /// Spans received, per service (`None` untraced: none are expected).
     pub spans: Option<BTreeMap<String, u64>>,
+    /// Spans expected from the run's sagas, per service ([`super::spans::expected_spans`]).
+    pub spans_expected: BTreeMap<String, u64>,
 }
 
 /// The figures of one run.
@@ -159,7 +160,7 @@ impl RunReport {
         let accounted = timed.all().count() + timed.abandoned;
         let per = |n: f64| n / accounted.max(1) as f64;
         let secs = duration.as_secs_f64().max(1e-9);
-        let expected = expected_spans(timed.all());
+        let expected = &counters.spans_expected;
         let received = counters.spans.clone().unwrap_or_default();
         let spans_received: u64 = received.values().sum();
         let spans_expected: u64 = if counters.spans.is_some() {

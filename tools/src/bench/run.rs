@@ -90,6 +90,9 @@ pub struct Plan {
     pub timeout: Duration,
     /// Keep the traced runs' spans and report where a saga's time went.
     pub breakdown: bool,
+    /// In traced runs, nats-server traces every message of every saga and
+    /// `checkout nats-trace-bridge` turns its trace events into spans.
+    pub broker_hops: bool,
 }
 
 /// The product's checkouts, each its own trace when traced, 10% declined by default.
@@ -149,6 +152,11 @@ pub async fn start(bench: &mut Bench, system: System, plan: &Plan) -> anyhow::Re
                 options
                     .env
                     .push(("TRACE_FLUSH_BEFORE_SEND".into(), "false".into()));
+            }
+            if tracing && plan.broker_hops {
+                // Started first: it subscribes long before the services are consuming.
+                stack.spawn_trace_bridge(&plan.services.env)?;
+                options.env.push(("NATS_TRACE_SHARE".into(), "1".into()));
             }
             stack.spawn_services_with(&options, &plan.instances).await
         }
@@ -293,9 +301,9 @@ pub async fn measure<S: Sagas>(
     let timed: Timed = drive::timed(sagas, concurrency, plan.duration, plan.timeout, &bar).await;
     bar.finish_and_clear();
 
+    let spans_expected = spans::expected_spans(timed.all(), plan.broker_hops);
     if tracing {
-        let expected: u64 = spans::expected_spans(timed.all()).values().sum();
-        settle_spans(&bench.stack, expected).await;
+        settle_spans(&bench.stack, spans_expected.values().sum()).await;
     }
     let groups = groups(bench).await?;
     let usage = procstat::usage(&groups, &before, &Snapshot::take(&groups));
@@ -314,6 +322,7 @@ pub async fn measure<S: Sagas>(
         fallbacks: probe::fallbacks_logged(&bench.stack.log_dir)?.saturating_sub(fallbacks),
         messages: probe::stored_between(&sequences, &probe::stream_sequences(&bench.nats).await?),
         spans,
+        spans_expected,
     };
     let mut report = RunReport::build(name, concurrency, tracing, plan.duration, &timed, &counters);
     report.breakdown = breakdown;

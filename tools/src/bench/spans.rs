@@ -15,6 +15,8 @@ use std::collections::BTreeMap;
 const CLIENT: &str = "checkout-client";
 /// The service name of the orchestrator's spans.
 const ORCHESTRATOR: &str = "orchestrator";
+/// The service name of the broker's hop spans, which `checkout nats-trace-bridge` makes.
+const BROKER: &str = "nats-server";
 
 /// The orchestrator's spans of a saga besides its commands': its process span of the request,
 /// its validation span, the saga's "started" span and its full-length span.
@@ -57,8 +59,10 @@ fn worker_spans(step: Step, phase: Phase) -> u64 {
 /// follow-ups included); a compensated one (card declined) the actions up to the refused
 /// step, then the undos of the steps before it. A failed saga expects none (it may have ended
 /// anywhere). A change to the trace's shape changes these, and the benchmark then reports
-/// spans as missing or extra until they are updated.
-pub fn expected_spans_per_saga(outcome: Outcome) -> BTreeMap<String, u64> {
+/// spans as missing or extra until they are updated. With `broker_hops` (every message of the
+/// saga traced by nats-server), the broker's span of each hop too: the request, and each
+/// command and its reply.
+pub fn expected_spans_per_saga(outcome: Outcome, broker_hops: bool) -> BTreeMap<String, u64> {
     let plan = PlanId::CURRENT.steps();
     let commands: Vec<(Step, Phase)> = match outcome {
         Outcome::Completed => plan.iter().map(|s| (*s, Phase::Do)).collect(),
@@ -84,6 +88,9 @@ pub fn expected_spans_per_saga(outcome: Outcome) -> BTreeMap<String, u64> {
             ORCHESTRATOR_PER_SAGA + ORCHESTRATOR_PER_COMMAND * commands.len() as u64,
         ),
     ]);
+    if broker_hops {
+        spans.insert(BROKER.to_owned(), 1 + 2 * commands.len() as u64);
+    }
     for (step, phase) in commands {
         *spans.entry(step.as_str().to_owned()).or_default() += worker_spans(step, phase);
     }
@@ -91,9 +98,12 @@ pub fn expected_spans_per_saga(outcome: Outcome) -> BTreeMap<String, u64> {
 }
 
 /// The expected spans of sagas that ended as `ended`, per service.
-pub fn expected_spans<'a>(ended: impl Iterator<Item = &'a Ended>) -> BTreeMap<String, u64> {
+pub fn expected_spans<'a>(
+    ended: impl Iterator<Item = &'a Ended>,
+    broker_hops: bool,
+) -> BTreeMap<String, u64> {
     let per_outcome = [Outcome::Completed, Outcome::Compensated, Outcome::Failed]
-        .map(|outcome| (outcome, expected_spans_per_saga(outcome)));
+        .map(|outcome| (outcome, expected_spans_per_saga(outcome, broker_hops)));
     let mut expected = BTreeMap::new();
     for e in ended {
         let Some((_, per_service)) = per_outcome.iter().find(|(o, _)| *o == e.outcome) else {
@@ -116,7 +126,7 @@ mod tests {
             pairs.iter().map(|(s, n)| ((*s).to_owned(), *n)).collect()
         };
         assert_eq!(
-            expected_spans_per_saga(Outcome::Completed),
+            expected_spans_per_saga(Outcome::Completed, false),
             named(&[
                 ("checkout-client", 1),
                 ("orchestrator", 20),
@@ -127,7 +137,7 @@ mod tests {
             ])
         );
         assert_eq!(
-            expected_spans_per_saga(Outcome::Compensated),
+            expected_spans_per_saga(Outcome::Compensated, false),
             named(&[
                 ("checkout-client", 1),
                 ("orchestrator", 16),
@@ -135,6 +145,12 @@ mod tests {
                 ("payment", 5),
             ])
         );
-        assert_eq!(expected_spans_per_saga(Outcome::Failed), named(&[]));
+        assert_eq!(expected_spans_per_saga(Outcome::Failed, false), named(&[]));
+        // The broker's hops: the request, then a command and a reply per step sent (the
+        // broker-hop test sees 9 for a completed checkout).
+        let with_hops = |outcome| expected_spans_per_saga(outcome, true)["nats-server"];
+        assert_eq!(with_hops(Outcome::Completed), 9);
+        assert_eq!(with_hops(Outcome::Compensated), 7);
+        assert!(expected_spans_per_saga(Outcome::Failed, true).is_empty());
     }
 }

@@ -113,3 +113,45 @@ fn the_matrix_runs_r1_and_r3_with_one_and_two_workers_per_kind() {
         assert_eq!(cell["failed"], 0, "{cell:#}");
     }
 }
+
+/// `--broker-hops`: nats-server traces every message of the traced run and the bridge turns
+/// each trace event into a span; the bench expects a broker span per hop, and every one
+/// arrives, and the bridge's CPU has its own row.
+#[test]
+fn with_broker_hops_every_hop_has_its_span_and_the_bridge_its_row() {
+    let (succeeded, _stdout, stderr, report) = run_json_report(&[
+        "bench",
+        "--duration",
+        "3",
+        "--warmup",
+        "1",
+        "--concurrency",
+        "4",
+        "--tracing",
+        "on",
+        "--skeleton",
+        "false",
+        "--broker-hops",
+        "--json",
+    ]);
+    assert!(succeeded, "bench failed:\n{stderr}\n{report:#}");
+    let run = &report["runs"][0];
+    assert!(run["sagas"].as_u64() > Some(0), "{run:#}");
+    assert_eq!(run["failed"], 0, "{run:#}");
+    assert_eq!(run["spans_missing"], 0, "every span arrived: {run:#}");
+    assert_eq!(
+        run["spans_off_by_service"],
+        serde_json::json!({}),
+        "the broker's spans as many as its hops: {run:#}"
+    );
+    // 40 spans and 9 hops a completed saga, 31 and 7 a compensated one.
+    let expected = run["spans_expected_per_saga"].as_f64().unwrap_or_default();
+    assert!(expected > 45.0, "the hops expected: {run:#}");
+    let processes: Vec<&str> = run["processes"]
+        .as_array()
+        .expect("processes")
+        .iter()
+        .filter_map(|p| p["process"].as_str())
+        .collect();
+    assert!(processes.contains(&"nats-bridge"), "{processes:?}");
+}

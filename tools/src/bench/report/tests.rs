@@ -61,6 +61,7 @@ fn run() -> (Timed, Counters) {
             ("order".to_owned(), 12),
             ("notification".to_owned(), 3 * 5),
         ])),
+        spans_expected: crate::bench::spans::expected_spans(timed.all(), false),
     };
     (timed, counters)
 }
