@@ -1,14 +1,16 @@
 //! Beyond one machine, under faults: a 3-node JetStream cluster (streams and consumers at 3
 //! replicas, the services given every node's URL), two orchestrators and two workers of each
 //! kind, under a bounded load; the node leading the most streams and consumers is SIGKILLed
-//! and restarted on its store, an orchestrator is SIGKILLed while the other runs; then the
+//! and restarted on its store, a node is cut off from the others at the runner's route
+//! proxies, an orchestrator is SIGKILLed while the other runs; then the
 //! chaos runner's own audit: every checkout ended, nothing lost or done twice, money and stock
 //! conserved, every trace whole.
 
 use crate::json_report::run_json_report;
 
 #[test]
-fn a_three_node_cluster_with_two_orchestrators_survives_a_leader_kill_and_an_orchestrator_kill() {
+fn a_three_node_cluster_with_two_orchestrators_survives_a_leader_kill_a_route_cut_and_an_orchestrator_kill()
+ {
     let (succeeded, _stdout, stderr, report) = run_json_report(&[
         "chaos",
         "--nats-nodes",
@@ -18,7 +20,7 @@ fn a_three_node_cluster_with_two_orchestrators_survives_a_leader_kill_and_an_orc
         "--workers-per-kind",
         "2",
         "--faults",
-        "broker,orchestrator",
+        "broker,orchestrator,partition",
         "--count",
         "100",
         "--duration",
@@ -49,6 +51,10 @@ fn a_three_node_cluster_with_two_orchestrators_survives_a_leader_kill_and_an_orc
     assert!(
         broker["busiest_leader_kills"].as_u64() >= Some(1),
         "the busiest leader was never killed: {report:#}"
+    );
+    assert!(
+        broker["route_cuts"].as_u64() >= Some(1),
+        "no node was cut off from its routes: {report:#}"
     );
     assert!(
         broker["orchestrator_kills_with_another_running"].as_u64() >= Some(1),
